@@ -1,0 +1,97 @@
+//! Turns AWS SDK errors into one line a CI engineer can act on: the remote code and message when the
+//! service answered, the whole cause chain when it did not (no credentials, no connection, timeout).
+
+use aws_sdk_ecr::config::http::HttpResponse;
+use aws_sdk_ecr::error::{ProvideErrorMetadata, SdkError};
+use std::error::Error;
+
+/// The remote error code (`AccessDeniedException`, `ExpiredToken`, …) when the service answered. An answer
+/// the SDK could not parse is classified by its HTTP status (403 is access denied, 429 throttling).
+pub fn code<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> Option<String> {
+    match err {
+        SdkError::ServiceError(e) => e
+            .err()
+            .code()
+            .map(String::from)
+            .or_else(|| match e.raw().status().as_u16() {
+                403 => Some("AccessDenied".into()),
+                429 => Some("ThrottlingException".into()),
+                _ => None,
+            }),
+        _ => None,
+    }
+}
+
+/// `Code: message` from the service, else the HTTP status and message of an unparsed answer, else the
+/// error with its causes.
+pub fn describe<E>(err: &SdkError<E, HttpResponse>) -> String
+where
+    E: ProvideErrorMetadata + Error + 'static,
+{
+    match err {
+        SdkError::ServiceError(e) => {
+            let inner = e.err();
+            match (inner.code(), inner.message()) {
+                (Some(code), Some(message)) => format!("{code}: {message}"),
+                (Some(code), None) => code.to_string(),
+                _ => {
+                    let raw = e.raw();
+                    let body = raw.body().bytes().map(String::from_utf8_lossy).unwrap_or_default();
+                    let message = between(&body, "<Message>", "</Message>").unwrap_or("no readable message");
+                    format!("HTTP {}: {message}", raw.status().as_u16())
+                }
+            }
+        }
+        other => chain(other),
+    }
+}
+
+fn between<'a>(text: &'a str, start: &str, end: &str) -> Option<&'a str> {
+    let from = text.find(start)? + start.len();
+    let to = text[from..].find(end)? + from;
+    Some(&text[from..to])
+}
+
+/// An error and its causes, `: `-joined, each said once.
+pub fn chain(err: &dyn Error) -> String {
+    let mut parts: Vec<String> = vec![err.to_string()];
+    let mut cause = err.source();
+    while let Some(e) = cause {
+        let text = e.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cause = e.source();
+    }
+    parts.join(": ")
+}
+
+/// True when the SDK failed before sending anything because no credentials could be found.
+pub fn is_missing_credentials<E>(err: &SdkError<E, HttpResponse>) -> bool
+where
+    E: Error + 'static,
+{
+    let text = chain(err);
+    matches!(err, SdkError::DispatchFailure(_) | SdkError::ConstructionFailure(_))
+        && (text.contains("no credentials") || text.contains("credentials provider") || text.contains("identity"))
+}
+
+/// The AWS managed policy that grants an ECR action, for "what to fix" messages.
+pub fn managed_policy(action: &str) -> &'static str {
+    match action {
+        "GetAuthorizationToken"
+        | "BatchCheckLayerAvailability"
+        | "GetDownloadUrlForLayer"
+        | "BatchGetImage"
+        | "DescribeRepositories"
+        | "DescribeImages"
+        | "ListImages"
+        | "GetLifecyclePolicy"
+        | "GetRepositoryPolicy"
+        | "ListTagsForResource" => "AmazonEC2ContainerRegistryReadOnly",
+        "InitiateLayerUpload" | "UploadLayerPart" | "CompleteLayerUpload" | "PutImage" => {
+            "AmazonEC2ContainerRegistryPowerUser"
+        }
+        _ => "AmazonEC2ContainerRegistryFullAccess",
+    }
+}

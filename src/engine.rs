@@ -1,0 +1,351 @@
+//! Engine: drives the Docker Engine through bollard to tag a local image and push each tag.
+//!
+//! Traps handled here, each a known bollard or engine behaviour:
+//! - the API version is negotiated (bollard's default is newer than Debian's engine, 1.41);
+//! - push errors arrive inside the progress stream: every message is checked, the first error ends the push;
+//! - `X-Registry-Auth` is sent URL-safe base64 (what the engine decodes), not bollard's standard alphabet;
+//! - a stalled stream is cut after `PLUGIN_TIMEOUT` without progress;
+//! - a push always names its tag (without one the engine pushes every local tag of the repository).
+
+use crate::reference::Reference;
+use crate::token::RegistryLogin;
+use anyhow::{Context, Result, anyhow, bail};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE;
+use bollard::Docker;
+use bollard::models::{CreateImageInfo, ErrorDetail, PushImageInfo};
+use bollard::query_parameters::{CreateImageOptionsBuilder, PushImageOptionsBuilder, TagImageOptionsBuilder};
+use futures_util::StreamExt;
+use http::HeaderValue;
+use std::time::Duration;
+
+/// A connected engine.
+pub struct Engine {
+    docker: Docker,
+    /// Where it was reached, for messages.
+    address: String,
+}
+
+/// The local image to push.
+#[derive(Debug, Clone)]
+pub struct SourceImage {
+    pub reference: String,
+    pub id: String,
+    pub size: i64,
+    /// `<registry>/<repo>@sha256:…` for every repository the engine has pushed this image to.
+    pub repo_digests: Vec<String>,
+}
+
+impl Engine {
+    /// Connect as the docker CLI does (`DOCKER_HOST`, else the local socket) and negotiate the API version.
+    pub async fn connect(timeout: Duration) -> Result<Engine> {
+        let address = docker_host();
+        let unreachable = |cause: String| {
+            anyhow!(
+                "cannot reach the Docker Engine at {address} (from DOCKER_HOST, else the default socket): {cause}. \
+                 Mount the engine's socket into the step (-v /var/run/docker.sock:/var/run/docker.sock) or set DOCKER_HOST"
+            )
+        };
+        let docker = Docker::connect_with_defaults()
+            .map_err(|e| unreachable(e.to_string()))?
+            .with_timeout(timeout);
+        let docker = tokio::time::timeout(Duration::from_secs(10).min(timeout), docker.negotiate_version())
+            .await
+            .map_err(|_| unreachable("no answer within 10 s".into()))?
+            .map_err(|e| unreachable(e.to_string()))?;
+        Ok(Engine { docker, address })
+    }
+
+    /// Look the source image up in the engine's local store.
+    pub async fn source_image(&self, reference: &str) -> Result<SourceImage> {
+        match self.docker.inspect_image(reference).await {
+            Ok(image) => Ok(SourceImage {
+                reference: reference.to_string(),
+                id: image.id.unwrap_or_default(),
+                size: image.size.unwrap_or(0),
+                repo_digests: image.repo_digests.unwrap_or_default(),
+            }),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => bail!(
+                "PLUGIN_SOURCE={reference}: no such image in the Docker Engine at {}. Build or load it in an \
+                 earlier step (docker build -t {reference} .) or fix the name",
+                self.address
+            ),
+            Err(e) => Err(e).with_context(|| format!("inspecting PLUGIN_SOURCE={reference} in the Docker Engine")),
+        }
+    }
+
+    /// Tag `source` as `<registry>/<repo>:<tag>` and push that one tag. Returns the digest the registry stored.
+    pub async fn push(
+        &self,
+        login: &RegistryLogin,
+        source: &str,
+        repo: &str,
+        tag: &str,
+        idle: Duration,
+    ) -> Result<String> {
+        let target = format!("{}/{repo}", login.registry.host);
+        self.docker
+            .tag_image(
+                source,
+                Some(TagImageOptionsBuilder::new().repo(&target).tag(tag).build()),
+            )
+            .await
+            .with_context(|| format!("tagging {source} as {target}:{tag} in the Docker Engine"))?;
+
+        let docker = self.with_auth(login)?;
+        let stream = docker.push_image(&target, Some(PushImageOptionsBuilder::new().tag(tag).build()), None);
+        let mut digest = None;
+        let what = format!("the push of {target}:{tag}");
+        follow(
+            stream,
+            idle,
+            &what,
+            |e| explain(e, login, repo, tag),
+            |status| {
+                if let Some(found) = digest_in_status(status, tag) {
+                    digest = Some(found);
+                }
+            },
+        )
+        .await?;
+        digest.ok_or_else(|| {
+            anyhow!("the engine ended the push of {target}:{tag} without reporting a digest: the push did not complete")
+        })
+    }
+}
+
+impl Engine {
+    /// A client that sends `login` as `X-Registry-Auth` on every request (push and pull use it).
+    fn with_auth(&self, login: &RegistryLogin) -> Result<Docker> {
+        let auth = registry_auth(login)?;
+        Ok(self.docker.clone().with_request_modifier(move |mut request| {
+            request.headers_mut().insert("X-Registry-Auth", auth.clone());
+            request
+        }))
+    }
+
+    /// Pull `repo` at `reference` from the login's registry; returns the local reference.
+    pub async fn pull(
+        &self,
+        login: &RegistryLogin,
+        repo: &str,
+        reference: &Reference,
+        idle: Duration,
+    ) -> Result<String> {
+        let image = format!("{}/{repo}", login.registry.host);
+        let (local, options) = match reference {
+            Reference::Tag(t) => (
+                format!("{image}:{t}"),
+                CreateImageOptionsBuilder::new().from_image(&image).tag(t),
+            ),
+            Reference::Digest(d) => (
+                format!("{image}@{d}"),
+                CreateImageOptionsBuilder::new().from_image(&format!("{image}@{d}")),
+            ),
+        };
+        let docker = self.with_auth(login)?;
+        let stream = docker.create_image(Some(options.build()), None, None);
+        let what = format!("the pull of {local}");
+        follow(
+            stream,
+            idle,
+            &what,
+            |e| format!("{e}\n  fix: check PLUGIN_SOURCE and that the read identity may pull it"),
+            |_| {},
+        )
+        .await?;
+        Ok(local)
+    }
+}
+
+/// Follow an engine progress stream to its end: every message is checked and the first error ends it
+/// (`explain` says what to fix); a stream with no message for `idle` is cut.
+async fn follow<S, ProgressMessage: Progress>(
+    mut stream: S,
+    idle: Duration,
+    what: &str,
+    explain: impl Fn(&str) -> String,
+    mut on_status: impl FnMut(&str),
+) -> Result<()>
+where
+    S: futures_util::Stream<Item = Result<ProgressMessage, bollard::errors::Error>> + Unpin,
+{
+    loop {
+        let message = match tokio::time::timeout(idle, stream.next()).await {
+            Err(_) => bail!(
+                "{what} made no progress for {}s: the engine or the registry stalled. Raise PLUGIN_TIMEOUT if the \
+                 network is this slow",
+                idle.as_secs()
+            ),
+            Ok(None) => return Ok(()),
+            Ok(Some(Err(bollard::errors::Error::DockerStreamError { error }))) => bail!("{}", explain(&error)),
+            Ok(Some(Err(e))) => bail!(
+                "{what} lost the connection to the Docker Engine at {}: {}\n  fix: check that the engine is \
+                 running and stays up (DOCKER_HOST, else the default socket)",
+                docker_host(),
+                crate::aws_error::chain(&e)
+            ),
+            Ok(Some(Ok(message))) => message,
+        };
+        if let Some(detail) = message.error_detail() {
+            let text = detail
+                .message
+                .clone()
+                .unwrap_or_else(|| format!("error code {}", detail.code.unwrap_or(0)));
+            bail!("{}", explain(&text));
+        }
+        if let Some(status) = message.status() {
+            on_status(status);
+        }
+    }
+}
+
+/// What push and pull progress messages have in common.
+pub trait Progress {
+    fn error_detail(&self) -> Option<&ErrorDetail>;
+    fn status(&self) -> Option<&str>;
+}
+
+impl Progress for PushImageInfo {
+    fn error_detail(&self) -> Option<&ErrorDetail> {
+        self.error_detail.as_ref()
+    }
+    fn status(&self) -> Option<&str> {
+        self.status.as_deref()
+    }
+}
+
+impl Progress for CreateImageInfo {
+    fn error_detail(&self) -> Option<&ErrorDetail> {
+        self.error_detail.as_ref()
+    }
+    fn status(&self) -> Option<&str> {
+        self.status.as_deref()
+    }
+}
+
+/// Where the engine is: `DOCKER_HOST`, else the default socket.
+fn docker_host() -> String {
+    std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".to_string())
+}
+
+/// The `X-Registry-Auth` header: JSON credentials in URL-safe base64, marked sensitive.
+fn registry_auth(login: &RegistryLogin) -> Result<HeaderValue> {
+    let json = serde_json::json!({
+        "username": login.username,
+        "password": login.password.expose(),
+        "serveraddress": login.registry.host,
+    });
+    let mut value = HeaderValue::from_str(&URL_SAFE.encode(json.to_string()))?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+/// The engine's closing status line of a push: `<tag>: digest: sha256:<hex> size: <n>`.
+fn digest_in_status(status: &str, tag: &str) -> Option<String> {
+    let rest = status.strip_prefix(tag)?.strip_prefix(": digest: ")?;
+    let digest = rest.split_whitespace().next()?;
+    let hex = digest.strip_prefix("sha256:")?;
+    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then(|| digest.to_string())
+}
+
+/// A push error from the engine, with what to fix.
+fn explain(message: &str, login: &RegistryLogin, repo: &str, tag: &str) -> String {
+    let registry = &login.registry;
+    let lower = message.to_ascii_lowercase();
+    let fix = if lower.contains("no basic auth credentials")
+        || lower.contains("unauthorized")
+        || lower.contains("authentication required")
+    {
+        let account = login.token_account.as_deref().unwrap_or("unknown");
+        format!(
+            "the registry {registry} refused the ECR token (issued for account {account}). Check that \
+             PLUGIN_REGISTRY names the account and region the credentials belong to, or that the repository \
+             policy of {registry} allows that account"
+        )
+    } else if lower.contains("name unknown") || lower.contains("does not exist") || lower.contains("repositorynotfound")
+    {
+        format!(
+            "the repository {repo} does not exist in {registry}: create it (aws ecr create-repository --repository-name {repo}) or check PLUGIN_REPO"
+        )
+    } else if lower.contains("cannot be overwritten") || lower.contains("immutable") {
+        format!("the tag {tag} already exists in the immutable repository {repo}: push a new tag (PLUGIN_TAGS)")
+    } else if lower.contains("denied") || lower.contains("forbidden") {
+        format!(
+            "the registry {registry} denied the push: the identity lacks ecr:InitiateLayerUpload, ecr:UploadLayerPart, \
+             ecr:CompleteLayerUpload, ecr:BatchCheckLayerAvailability or ecr:PutImage on {repo} \
+             (AmazonEC2ContainerRegistryPowerUser grants them)"
+        )
+    } else if lower.contains("blob unknown") || lower.contains("digest invalid") {
+        format!(
+            "the registry {registry} lost track of a layer while other pushes of the same image ran (retried): \
+             run again, or push from one job at a time"
+        )
+    } else if lower.contains("toomanyrequests") || lower.contains("429") {
+        format!("the registry {registry} throttled the push: run again later")
+    } else {
+        format!("pushing to {registry} failed; check that the registry is reachable from the engine")
+    };
+    format!("{message}\n  fix: {fix}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::Registry;
+    use crate::secret::Secret;
+
+    #[test]
+    fn the_digest_comes_from_the_closing_status_of_the_same_tag() {
+        let hex = "a".repeat(64);
+        let status = format!("v1: digest: sha256:{hex} size: 528");
+        assert_eq!(digest_in_status(&status, "v1"), Some(format!("sha256:{hex}")));
+        assert_eq!(digest_in_status(&status, "v2"), None);
+        assert_eq!(digest_in_status("v1: digest: sha256:abc size: 1", "v1"), None);
+        assert_eq!(digest_in_status("Pushed", "v1"), None);
+    }
+
+    #[test]
+    fn registry_auth_is_url_safe_and_sensitive() {
+        // A password whose standard base64 would contain '+' or '/'.
+        let login = RegistryLogin {
+            registry: Registry::parse("127.0.0.1:5000").unwrap(),
+            username: "AWS".into(),
+            password: Secret::new("???>>>~~~"),
+            token_account: None,
+        };
+        let value = registry_auth(&login).unwrap();
+        assert!(value.is_sensitive());
+        let text = value.to_str().unwrap();
+        assert!(!text.contains('+') && !text.contains('/'), "{text}");
+        let json: serde_json::Value = serde_json::from_slice(&URL_SAFE.decode(text).unwrap()).unwrap();
+        assert_eq!(json["password"], "???>>>~~~");
+        assert_eq!(json["serveraddress"], "127.0.0.1:5000");
+    }
+
+    #[test]
+    fn push_errors_say_what_to_fix() {
+        let login = RegistryLogin {
+            registry: Registry::parse("127.0.0.1:5000").unwrap(),
+            username: "AWS".into(),
+            password: Secret::new("pw"),
+            token_account: Some("111111111111".into()),
+        };
+        let e = explain("unauthorized: authentication required", &login, "app", "v1");
+        assert!(e.contains("refused the ECR token") && e.contains("111111111111"), "{e}");
+        let e = explain(
+            "name unknown: The repository with name 'app' does not exist",
+            &login,
+            "app",
+            "v1",
+        );
+        assert!(e.contains("create-repository"), "{e}");
+        let e = explain(
+            "denied: not authorized to perform ecr:InitiateLayerUpload",
+            &login,
+            "app",
+            "v1",
+        );
+        assert!(e.contains("ecr:InitiateLayerUpload") && e.contains("PowerUser"), "{e}");
+    }
+}

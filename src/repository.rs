@@ -1,0 +1,358 @@
+//! Repository: prepares the target repository through the ECR API before anything is pushed.
+//!
+//! Creates it when missing and `PLUGIN_CREATE_REPOSITORY=true`; on an existing repository applies only
+//! the settings the user set (an unset setting never resets scanning or mutability to a default). Runs
+//! only when at least one repository setting is given, so a push-only policy needs no extra permission.
+
+use crate::aws_error;
+use crate::credentials::Identity;
+use anyhow::{Result, anyhow, bail};
+use aws_sdk_ecr::Client;
+use aws_sdk_ecr::config::http::HttpResponse;
+use aws_sdk_ecr::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_ecr::types::{
+    EncryptionConfiguration, EncryptionType, ImageScanningConfiguration, ImageTagMutability, Repository, Tag,
+};
+
+/// The repository settings the user gave; `None` means "leave it as it is".
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RepositorySettings {
+    pub create: bool,
+    pub tag_mutability: Option<Mutability>,
+    pub scan_on_push: Option<bool>,
+    pub encryption: Option<Encryption>,
+    pub tags: Vec<(String, String)>,
+    pub lifecycle_policy: Option<String>,
+    pub repository_policy: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mutability {
+    Mutable,
+    Immutable,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Encryption {
+    Aes256,
+    /// With a key id/ARN/alias, or the AWS managed key.
+    Kms(Option<String>),
+}
+
+impl RepositorySettings {
+    /// True when the step has anything to do on the repository.
+    pub fn any(&self) -> bool {
+        *self != RepositorySettings::default()
+    }
+}
+
+/// Where the repository lives: the account and region of an ECR registry host, else the caller's own.
+pub struct Target<'a> {
+    pub repo: &'a str,
+    pub registry_id: Option<&'a str>,
+    pub region: Option<&'a str>,
+}
+
+impl<'a> Target<'a> {
+    /// `repo` in the registry `login` talks to.
+    pub fn of(repo: &'a str, login: &'a crate::token::RegistryLogin) -> Target<'a> {
+        let ecr = login.registry.ecr.as_ref();
+        Target {
+            repo,
+            registry_id: ecr.map(|e| e.account.as_str()),
+            region: ecr.map(|e| e.region.as_str()),
+        }
+    }
+}
+
+/// Prepare the repository in every destination that is an ECR registry of the run's account or another
+/// (a registry that is not an ECR host is prepared through the run's own ECR API), when any repository
+/// setting is given. Prints what was done.
+pub async fn prepare_all(
+    identity: &Identity,
+    repo: &str,
+    settings: &RepositorySettings,
+    logins: &[crate::token::RegistryLogin],
+) -> Result<()> {
+    if !settings.any() {
+        return Ok(());
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for login in logins {
+        let target = Target::of(repo, login);
+        if !seen.insert((target.registry_id, target.region)) {
+            continue;
+        }
+        crate::report::repository(&prepare(identity, &target, settings).await?);
+    }
+    Ok(())
+}
+
+/// Make the repository match the settings; returns one line per thing done, for the report.
+pub async fn prepare(identity: &Identity, target: &Target<'_>, settings: &RepositorySettings) -> Result<Vec<String>> {
+    let ecr = identity.ecr(target.region);
+    let repo = target.repo;
+    let mut done = Vec::new();
+    let existing = describe(&ecr, target)
+        .await
+        .map_err(|e| failed("DescribeRepositories", repo, &e, identity))?;
+    let existing = match existing {
+        Some(r) => r,
+        None if !settings.create => bail!(
+            "the repository {repo} does not exist in {}: set PLUGIN_CREATE_REPOSITORY=true to create it, or create it \
+             (aws ecr create-repository --repository-name {repo})",
+            target.registry_id.unwrap_or("the caller's account")
+        ),
+        None => {
+            let created = create(&ecr, target, settings).await;
+            match created {
+                Ok(()) => done.push(format!("repository {repo}: created ({})", summary(settings))),
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|s| s.is_repository_already_exists_exception()) =>
+                {
+                    done.push(format!("repository {repo}: created meanwhile by another run"));
+                }
+                Err(e) => return Err(failed("CreateRepository", repo, &e, identity)),
+            }
+            // Everything else was set at creation; policies are applied below.
+            return apply_policies(&ecr, target, settings, identity, done).await;
+        }
+    };
+
+    if let Some(want) = settings.tag_mutability {
+        let have = existing.image_tag_mutability().map(|m| m.as_str()).unwrap_or("MUTABLE");
+        if have != want.api().as_str() {
+            ecr.put_image_tag_mutability()
+                .repository_name(repo)
+                .set_registry_id(target.registry_id.map(String::from))
+                .image_tag_mutability(want.api())
+                .send()
+                .await
+                .map_err(|e| failed("PutImageTagMutability", repo, &e, identity))?;
+            done.push(format!(
+                "repository {repo}: tag mutability {have} → {}",
+                want.api().as_str()
+            ));
+        }
+    }
+    if let Some(want) = settings.scan_on_push {
+        let have = existing
+            .image_scanning_configuration()
+            .is_some_and(|c| c.scan_on_push());
+        if have != want {
+            ecr.put_image_scanning_configuration()
+                .repository_name(repo)
+                .set_registry_id(target.registry_id.map(String::from))
+                .image_scanning_configuration(ImageScanningConfiguration::builder().scan_on_push(want).build())
+                .send()
+                .await
+                .map_err(|e| failed("PutImageScanningConfiguration", repo, &e, identity))?;
+            done.push(format!("repository {repo}: scan on push {have} → {want}"));
+        }
+    }
+    if let Some(want) = &settings.encryption {
+        let have = existing.encryption_configuration();
+        let have_type = have.map(|c| c.encryption_type().as_str()).unwrap_or("AES256");
+        let same = match want {
+            Encryption::Aes256 => have_type == "AES256",
+            Encryption::Kms(key) => {
+                have_type.starts_with("KMS")
+                    && key
+                        .as_deref()
+                        .is_none_or(|k| have.and_then(|c| c.kms_key()).is_some_and(|h| h.contains(k)))
+            }
+        };
+        if !same {
+            bail!(
+                "the repository {repo} exists with {have_type} encryption, which PLUGIN_ENCRYPTION/PLUGIN_KMS_KEY ask to \
+                 change: ECR sets encryption only at creation. Remove the settings, or recreate the repository"
+            );
+        }
+    }
+    if !settings.tags.is_empty() {
+        let arn = existing
+            .repository_arn()
+            .ok_or_else(|| anyhow!("ECR described {repo} without an ARN"))?;
+        ecr.tag_resource()
+            .resource_arn(arn)
+            .set_tags(Some(api_tags(&settings.tags)?))
+            .send()
+            .await
+            .map_err(|e| failed("TagResource", repo, &e, identity))?;
+        done.push(format!(
+            "repository {repo}: {} resource tag(s) set",
+            settings.tags.len()
+        ));
+    }
+    if done.is_empty() && settings.lifecycle_policy.is_none() && settings.repository_policy.is_none() {
+        done.push(format!("repository {repo}: exists, nothing to change"));
+    }
+    apply_policies(&ecr, target, settings, identity, done).await
+}
+
+async fn apply_policies(
+    ecr: &Client,
+    target: &Target<'_>,
+    settings: &RepositorySettings,
+    identity: &Identity,
+    mut done: Vec<String>,
+) -> Result<Vec<String>> {
+    let repo = target.repo;
+    if let Some(policy) = &settings.lifecycle_policy {
+        ecr.put_lifecycle_policy()
+            .repository_name(repo)
+            .set_registry_id(target.registry_id.map(String::from))
+            .lifecycle_policy_text(policy)
+            .send()
+            .await
+            .map_err(|e| failed("PutLifecyclePolicy", repo, &e, identity))?;
+        done.push(format!("repository {repo}: lifecycle policy applied"));
+    }
+    if let Some(policy) = &settings.repository_policy {
+        ecr.set_repository_policy()
+            .repository_name(repo)
+            .set_registry_id(target.registry_id.map(String::from))
+            .policy_text(policy)
+            .send()
+            .await
+            .map_err(|e| failed("SetRepositoryPolicy", repo, &e, identity))?;
+        done.push(format!("repository {repo}: repository policy applied"));
+    }
+    Ok(done)
+}
+
+/// The repository's current mutability, `None` when it cannot be read (no permission, no repository).
+pub async fn mutability(identity: &Identity, target: &Target<'_>) -> Option<Mutability> {
+    let ecr = identity.ecr(target.region);
+    let repository = describe(&ecr, target).await.ok()??;
+    Some(match repository.image_tag_mutability().map(|m| m.as_str()) {
+        Some(m) if m.starts_with("IMMUTABLE") => Mutability::Immutable,
+        _ => Mutability::Mutable,
+    })
+}
+
+async fn describe(
+    ecr: &Client,
+    target: &Target<'_>,
+) -> Result<Option<Repository>, SdkError<aws_sdk_ecr::operation::describe_repositories::DescribeRepositoriesError>> {
+    let answer = ecr
+        .describe_repositories()
+        .repository_names(target.repo)
+        .set_registry_id(target.registry_id.map(String::from))
+        .send()
+        .await;
+    match answer {
+        Ok(a) => Ok(a.repositories().first().cloned()),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_repository_not_found_exception()) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+async fn create(
+    ecr: &Client,
+    target: &Target<'_>,
+    s: &RepositorySettings,
+) -> Result<(), SdkError<aws_sdk_ecr::operation::create_repository::CreateRepositoryError>> {
+    let mut call = ecr
+        .create_repository()
+        .repository_name(target.repo)
+        .set_registry_id(target.registry_id.map(String::from));
+    if let Some(m) = s.tag_mutability {
+        call = call.image_tag_mutability(m.api());
+    }
+    if let Some(scan) = s.scan_on_push {
+        call = call.image_scanning_configuration(ImageScanningConfiguration::builder().scan_on_push(scan).build());
+    }
+    if let Some(e) = &s.encryption {
+        let (kind, key) = match e {
+            Encryption::Aes256 => (EncryptionType::Aes256, None),
+            Encryption::Kms(key) => (EncryptionType::Kms, key.clone()),
+        };
+        let config = EncryptionConfiguration::builder()
+            .encryption_type(kind)
+            .set_kms_key(key)
+            .build();
+        call = call.encryption_configuration(config.expect("the encryption type is set"));
+    }
+    if !s.tags.is_empty() {
+        call = call.set_tags(Some(api_tags(&s.tags).expect("tags were validated")));
+    }
+    call.send().await.map(|_| ())
+}
+
+fn api_tags(tags: &[(String, String)]) -> Result<Vec<Tag>> {
+    tags.iter()
+        .map(|(k, v)| Ok(Tag::builder().key(k).value(v).build()?))
+        .collect()
+}
+
+fn summary(s: &RepositorySettings) -> String {
+    let mutability = s.tag_mutability.map_or("MUTABLE", |m| m.api_str());
+    let scan = if s.scan_on_push == Some(true) {
+        "scan on push"
+    } else {
+        "no scan on push"
+    };
+    let encryption = match &s.encryption {
+        None | Some(Encryption::Aes256) => "AES256".to_string(),
+        Some(Encryption::Kms(None)) => "KMS (AWS managed key)".to_string(),
+        Some(Encryption::Kms(Some(k))) => format!("KMS {k}"),
+    };
+    format!("{mutability}, {scan}, {encryption}")
+}
+
+impl Mutability {
+    fn api(self) -> ImageTagMutability {
+        match self {
+            Mutability::Mutable => ImageTagMutability::Mutable,
+            Mutability::Immutable => ImageTagMutability::Immutable,
+        }
+    }
+
+    fn api_str(self) -> &'static str {
+        match self {
+            Mutability::Mutable => "MUTABLE",
+            Mutability::Immutable => "IMMUTABLE",
+        }
+    }
+}
+
+/// An ECR call that failed, with the fix: the permission and a managed policy that grants it, or the setting.
+fn failed<E>(action: &str, repo: &str, err: &SdkError<E, HttpResponse>, identity: &Identity) -> anyhow::Error
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let code = aws_error::code(err).unwrap_or_default();
+    let fix = match code.as_str() {
+        c if c.contains("AccessDenied") => format!(
+            "allow ecr:{action} on {repo} for {} ({} grants it)",
+            identity.arn,
+            aws_error::managed_policy(action)
+        ),
+        "LimitExceededException" => "the account's repository quota is reached: delete unused repositories or \
+                                     request a quota increase"
+            .to_string(),
+        "InvalidParameterException" => match action {
+            "PutLifecyclePolicy" => "PLUGIN_LIFECYCLE_POLICY is not a valid ECR lifecycle policy".to_string(),
+            "SetRepositoryPolicy" => "PLUGIN_REPOSITORY_POLICY is not a valid repository policy".to_string(),
+            _ => "check PLUGIN_REPO and the repository settings".to_string(),
+        },
+        "KmsException" => {
+            "KMS refused the key: check PLUGIN_KMS_KEY exists in this region and the identity may use it \
+                           (kms:CreateGrant, kms:DescribeKey)"
+                .to_string()
+        }
+        c if c.contains("Throttl") => "ECR kept throttling after the retries: run again later".to_string(),
+        _ => "check the repository settings and that ECR is reachable".to_string(),
+    };
+    anyhow!(
+        "ecr:{action} on {repo} failed: {}\n  fix: {fix}",
+        aws_error::describe(err)
+    )
+}

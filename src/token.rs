@@ -1,0 +1,158 @@
+//! Token: gets ECR authorization tokens and turns them into registry logins.
+//!
+//! One token per region: it serves every registry the principal can reach there, so several destinations
+//! in one region share one `GetAuthorizationToken`, and regions are asked concurrently. The call names no
+//! registry ids: the token then belongs to the caller's own account, which is what the registry checks. A
+//! token is used as it came; an `expiresAt` in the past (moto answers 2015) is never refreshed in a loop.
+
+use crate::aws_error;
+use crate::credentials::Identity;
+use crate::registry::Registry;
+use crate::secret::Secret;
+use crate::settings::Destination;
+use anyhow::{Context, Result, anyhow, bail};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use std::collections::BTreeMap;
+
+/// What it takes to talk to one registry.
+#[derive(Debug, Clone)]
+pub struct RegistryLogin {
+    /// The registry images go to (or come from).
+    pub registry: Registry,
+    pub username: String,
+    pub password: Secret,
+    /// The account the token was issued for (from its proxy endpoint).
+    pub token_account: Option<String>,
+}
+
+/// A decoded token and the registry it was issued for.
+#[derive(Debug, Clone)]
+struct Token {
+    username: String,
+    password: Secret,
+    proxy: Option<Registry>,
+}
+
+/// One login per destination, with one token request per region.
+pub async fn logins(identity: &Identity, destinations: &[Destination]) -> Result<Vec<RegistryLogin>> {
+    let regions: BTreeMap<&str, ()> = destinations.iter().map(|d| (d.region.as_str(), ())).collect();
+    let fetched = futures_util::future::join_all(regions.keys().map(|r| token(identity, r))).await;
+    let mut tokens = BTreeMap::new();
+    for (region, token) in regions.keys().zip(fetched) {
+        tokens.insert(*region, token?);
+    }
+    destinations
+        .iter()
+        .map(|d| pair(&tokens[d.region.as_str()], d.registry.as_ref()))
+        .collect()
+}
+
+/// A login for one registry in `region`.
+pub async fn login(identity: &Identity, region: &str, registry: Option<&Registry>) -> Result<RegistryLogin> {
+    pair(&token(identity, region).await?, registry)
+}
+
+fn pair(token: &Token, registry: Option<&Registry>) -> Result<RegistryLogin> {
+    let registry = match (registry, &token.proxy) {
+        (Some(r), _) => r.clone(),
+        (None, Some(p)) => p.clone(),
+        (None, None) => bail!("ECR answered no proxy endpoint and PLUGIN_REGISTRY is not set: set PLUGIN_REGISTRY"),
+    };
+    Ok(RegistryLogin {
+        registry,
+        username: token.username.clone(),
+        password: token.password.clone(),
+        token_account: token
+            .proxy
+            .as_ref()
+            .and_then(|p| p.ecr.as_ref())
+            .map(|e| e.account.clone()),
+    })
+}
+
+async fn token(identity: &Identity, region: &str) -> Result<Token> {
+    let ecr = identity.ecr(Some(region));
+    let answer = ecr.get_authorization_token().send().await.map_err(|e| {
+        let fix = match aws_error::code(&e).as_deref() {
+            Some(c) if c.contains("AccessDenied") => {
+                " Fix: allow ecr:GetAuthorizationToken on resource \"*\" for this identity \
+                 (AmazonEC2ContainerRegistryReadOnly grants it)."
+            }
+            Some(c) if c.contains("Throttl") => " ECR kept throttling after the retries; run again later.",
+            _ => "",
+        };
+        anyhow!(
+            "ecr:GetAuthorizationToken in {region} failed for {}: {}.{fix}",
+            identity.arn,
+            aws_error::describe(&e)
+        )
+    })?;
+    let data = answer
+        .authorization_data()
+        .first()
+        .context("ECR answered GetAuthorizationToken with no authorization data")?;
+    let encoded = data
+        .authorization_token()
+        .context("ECR answered with an empty authorization token")?;
+    let (username, password) = decode(encoded)?;
+    let proxy = match data.proxy_endpoint() {
+        Some(p) => Some(Registry::parse(p).map_err(|e| anyhow!("ECR answered a proxy endpoint that is not {e}"))?),
+        None => None,
+    };
+    Ok(Token {
+        username,
+        password,
+        proxy,
+    })
+}
+
+/// `base64("AWS:<password>")` → (`AWS`, password).
+fn decode(token: &str) -> Result<(String, Secret)> {
+    let bytes = STANDARD
+        .decode(token.trim())
+        .map_err(|_| anyhow!("the ECR token is not base64"))?;
+    let text = String::from_utf8(bytes).map_err(|_| anyhow!("the ECR token is not text"))?;
+    match text.split_once(':') {
+        Some((user, password)) if !user.is_empty() && !password.is_empty() => {
+            Ok((user.to_string(), Secret::new(password)))
+        }
+        _ => bail!("the ECR token is not of the form user:password"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_decode_to_user_and_password() {
+        let (user, password) = decode(&STANDARD.encode("AWS:123456789012-auth-token")).unwrap();
+        assert_eq!(user, "AWS");
+        assert_eq!(password.expose(), "123456789012-auth-token");
+        let (_, password) = decode(&STANDARD.encode("AWS:a:b")).unwrap();
+        assert_eq!(password.expose(), "a:b");
+    }
+
+    #[test]
+    fn malformed_tokens_are_refused_without_echoing_them() {
+        for bad in ["not base64!", &STANDARD.encode("nocolon"), &STANDARD.encode("AWS:")] {
+            let e = decode(bad).unwrap_err().to_string();
+            assert!(!e.contains("nocolon"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_login_pairs_the_token_with_the_named_registry_else_its_own() {
+        let token = Token {
+            username: "AWS".into(),
+            password: Secret::new("pw"),
+            proxy: Some(Registry::parse("https://123456789012.dkr.ecr.us-east-1.amazonaws.com").unwrap()),
+        };
+        let own = pair(&token, None).unwrap();
+        assert_eq!(own.registry.host, "123456789012.dkr.ecr.us-east-1.amazonaws.com");
+        assert_eq!(own.token_account.as_deref(), Some("123456789012"));
+        let other = Registry::parse("127.0.0.1:5000").unwrap();
+        assert_eq!(pair(&token, Some(&other)).unwrap().registry, other);
+    }
+}
