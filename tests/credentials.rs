@@ -1,0 +1,246 @@
+//! Credential levels end to end. moto issues each role's credentials in the role's own account, and its
+//! ECR token then carries that account's password; each registry accepts only one account's password.
+//! So a push that lands proves which level (and which role) the step used.
+
+mod testbed;
+
+use testbed::{DEFAULT_ACCOUNT, Image, Moto, Registry, Run, Step};
+
+const TRIGGER: &str = "arn:aws:iam::111111111111:role/trigger-push";
+const PIPELINE: &str = "arn:aws:iam::222222222222:role/pipeline-push";
+const ACCOUNT_ROLE: &str = "arn:aws:iam::333333333333:role/account-push";
+const INTERMEDIATE: &str = "arn:aws:iam::444444444444:role/hub";
+const SERVICE_ACCOUNT: &str = "arn:aws:iam::555555555555:role/runner-sa";
+/// What a web identity token file holds: must never appear in output.
+const WEB_IDENTITY_TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.ecr-step-test-web-identity.c2lnbmF0dXJl";
+
+/// The runner's own (runtime) credentials in a run.
+enum Runtime {
+    None,
+    EnvKeys,
+    /// `AWS_ROLE_ARN` + `AWS_WEB_IDENTITY_TOKEN_FILE`, as EKS projects them for a service account.
+    ServiceAccount,
+}
+
+struct Fixture {
+    moto: Moto,
+    image: Image,
+    token_file: tempfile::NamedTempFile,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let token_file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(token_file.path(), WEB_IDENTITY_TOKEN).unwrap();
+        Fixture {
+            moto: Moto::start(),
+            image: Image::random(1000),
+            token_file,
+        }
+    }
+
+    fn token_path(&self) -> String {
+        self.token_file.path().display().to_string()
+    }
+
+    /// Push to a registry that accepts only `account`'s token, with `settings` and `runtime` credentials.
+    fn push(&self, account: &str, runtime: Runtime, settings: &[(&str, &str)]) -> (Registry, Run) {
+        let registry = Registry::start(account);
+        let mut step = Step::push(&self.moto, &registry, &self.image, "app")
+            .remove("AWS_ACCESS_KEY_ID")
+            .remove("AWS_SECRET_ACCESS_KEY");
+        match runtime {
+            Runtime::None => {}
+            Runtime::EnvKeys => {
+                step = step
+                    .env("AWS_ACCESS_KEY_ID", testbed::ACCESS_KEY)
+                    .env("AWS_SECRET_ACCESS_KEY", testbed::SECRET_KEY)
+            }
+            Runtime::ServiceAccount => {
+                step = step
+                    .env("AWS_ROLE_ARN", SERVICE_ACCOUNT)
+                    .env("AWS_WEB_IDENTITY_TOKEN_FILE", &self.token_path())
+            }
+        }
+        for (k, v) in settings {
+            step = step.env(k, v);
+        }
+        let run = step.run();
+        assert!(
+            !run.output().contains(WEB_IDENTITY_TOKEN),
+            "the web identity token leaked:\n{}",
+            run.output()
+        );
+        (registry, run)
+    }
+}
+
+fn landed(registry: &Registry, run: &Run) {
+    run.success();
+    assert!(
+        registry.digest("app", "latest").is_some(),
+        "nothing in the registry of {}",
+        registry.account
+    );
+}
+
+const KEYS: [(&str, &str); 2] = [
+    ("PLUGIN_ACCESS_KEY", testbed::ACCESS_KEY),
+    ("PLUGIN_SECRET_KEY", testbed::SECRET_KEY),
+];
+
+#[test]
+fn the_trigger_level_wins_over_every_other_level() {
+    let f = Fixture::new();
+    let settings = [
+        ("PLUGIN_TRIGGER_ROLE_ARN", TRIGGER),
+        ("PLUGIN_TRIGGER_EXTERNAL_ID", "trigger-ext-7"),
+        ("PLUGIN_PIPELINE_ROLE_ARN", PIPELINE),
+        KEYS[0],
+        KEYS[1],
+        ("CF_BUILD_ID", "65f0c1d2"),
+    ];
+    let (registry, run) = f.push("111111111111", Runtime::EnvKeys, &settings);
+    landed(&registry, &run);
+    let want = format!(
+        "credentials: trigger level, role {TRIGGER} (assumed from runtime credentials) \
+         (confirmed: arn:aws:sts::111111111111:assumed-role/trigger-push/ecr-step-65f0c1d2)"
+    );
+    assert!(run.stdout.contains(&want), "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("also configured and not used: pipeline, account level"),
+        "{}",
+        run.stdout
+    );
+    assert!(!run.output().contains("trigger-ext-7"), "the external ID was printed");
+}
+
+#[test]
+fn the_pipeline_level_wins_over_the_account_and_the_runtime() {
+    let f = Fixture::new();
+    let (registry, run) = f.push(
+        "222222222222",
+        Runtime::EnvKeys,
+        &[("PLUGIN_PIPELINE_ROLE_ARN", PIPELINE), KEYS[0], KEYS[1]],
+    );
+    landed(&registry, &run);
+    assert!(run.stdout.contains("credentials: pipeline level"), "{}", run.stdout);
+}
+
+#[test]
+fn the_account_role_is_assumed_from_the_account_keys() {
+    // No runtime credentials at all: only the keys can be the base of the AssumeRole.
+    let f = Fixture::new();
+    let (registry, run) = f.push(
+        "333333333333",
+        Runtime::None,
+        &[("PLUGIN_ROLE_ARN", ACCOUNT_ROLE), KEYS[0], KEYS[1]],
+    );
+    landed(&registry, &run);
+    assert!(
+        run.stdout.contains(&format!(
+            "account level, role {ACCOUNT_ROLE} (assumed from static keys AKIA…MPLE)"
+        )),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn a_two_hop_chain_goes_through_the_intermediate_role() {
+    let f = Fixture::new();
+    let settings = [
+        ("PLUGIN_INTERMEDIATE_ROLE", INTERMEDIATE),
+        ("PLUGIN_INTERMEDIATE_EXTERNAL_ID", "hub-ext"),
+        ("PLUGIN_ROLE_ARN", ACCOUNT_ROLE),
+        ("PLUGIN_EXTERNAL_ID", "target-ext"),
+        KEYS[0],
+        KEYS[1],
+    ];
+    let (registry, run) = f.push("333333333333", Runtime::None, &settings);
+    landed(&registry, &run);
+    assert!(
+        run.stdout.contains(&format!("via intermediate role {INTERMEDIATE}")),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("assumed-role/account-push/"), "{}", run.stdout);
+}
+
+#[test]
+fn account_keys_alone_push_as_the_keys_account() {
+    let f = Fixture::new();
+    let (registry, run) = f.push(DEFAULT_ACCOUNT, Runtime::None, &KEYS);
+    landed(&registry, &run);
+    assert!(
+        run.stdout.contains("credentials: account level, static keys"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn a_trigger_web_identity_token_file_needs_no_runtime_credentials() {
+    let f = Fixture::new();
+    let path = f.token_path();
+    let settings = [
+        ("PLUGIN_TRIGGER_ROLE_ARN", TRIGGER),
+        ("PLUGIN_TRIGGER_WEB_IDENTITY_TOKEN_FILE", path.as_str()),
+    ];
+    let (registry, run) = f.push("111111111111", Runtime::None, &settings);
+    landed(&registry, &run);
+    assert!(
+        run.stdout
+            .contains(&format!("role {TRIGGER} assumed with web identity token file {path}")),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn the_runtime_level_uses_a_projected_service_account() {
+    let f = Fixture::new();
+    let (registry, run) = f.push("555555555555", Runtime::ServiceAccount, &[]);
+    landed(&registry, &run);
+    assert!(run.stdout.contains("credentials: runtime level"), "{}", run.stdout);
+}
+
+#[test]
+fn use_service_account_makes_it_the_account_level_and_refuses_keys() {
+    let f = Fixture::new();
+    let (registry, run) = f.push(
+        "555555555555",
+        Runtime::ServiceAccount,
+        &[("PLUGIN_USE_SERVICE_ACCOUNT", "true")],
+    );
+    landed(&registry, &run);
+    assert!(run.stdout.contains("credentials: account level, role arn:aws:iam::555555555555:role/runner-sa assumed with the service account's web identity token file"), "{}", run.stdout);
+
+    let settings = [("PLUGIN_USE_SERVICE_ACCOUNT", "true"), KEYS[0], KEYS[1]];
+    let (registry, run) = f.push(DEFAULT_ACCOUNT, Runtime::ServiceAccount, &settings);
+    run.failure(&["invalid settings", "PLUGIN_USE_SERVICE_ACCOUNT"]);
+    assert!(registry.tags("app").is_empty());
+}
+
+#[test]
+fn a_failing_level_never_falls_back_to_a_lower_one() {
+    // The trigger role must be assumed from runtime credentials, and there are none. The account keys
+    // would reach this registry, but the step must not use them.
+    let f = Fixture::new();
+    let (registry, run) = f.push(
+        DEFAULT_ACCOUNT,
+        Runtime::None,
+        &[("PLUGIN_TRIGGER_ROLE_ARN", TRIGGER), KEYS[0], KEYS[1]],
+    );
+    run.failure(&[
+        "trigger-level credentials failed",
+        "the runner itself needs credentials",
+        "never falls back",
+    ]);
+    assert!(
+        registry.tags("app").is_empty(),
+        "the step fell back to the account keys"
+    );
+}
+

@@ -1,0 +1,280 @@
+//! Hostile input: every bad value, contradiction, unknown name, hostile file and non-UTF-8 variable exits
+//! non-zero within a second, names the setting, and pushes nothing. And load: 20 concurrent runs pushing
+//! and promoting into the same repositories all land on the right digest.
+
+mod testbed;
+
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
+use std::process::Command;
+use std::time::{Duration, Instant};
+use testbed::{DEFAULT_ACCOUNT, Image, Moto, Registry, Step};
+
+#[test]
+fn every_bad_input_is_refused_quickly_by_name_and_pushes_nothing() {
+    let (registry, image) = (Registry::start(DEFAULT_ACCOUNT), Image::random(1000));
+    let dir = tempfile::tempdir().unwrap();
+    let laughs = dir.path().join("laughs.yml");
+    let mut yaml = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+    for i in 1..12 {
+        let p = i - 1;
+        yaml += &format!("a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n");
+    }
+    yaml += "integrations: {hub: [{integrationName: x, type: ecr, region: *a11}]}\n";
+    std::fs::write(&laughs, yaml).unwrap();
+    let deep = dir.path().join("deep.yml");
+    std::fs::write(
+        &deep,
+        format!("integrations: {}{}", "[".repeat(100_000), "]".repeat(100_000)),
+    )
+    .unwrap();
+    let wrong_type = dir.path().join("wrong.yml");
+    std::fs::write(
+        &wrong_type,
+        "integrations:\n  hub:\n    - integrationName: x\n      type: gcr\n",
+    )
+    .unwrap();
+    let (laughs, deep, wrong_type) = (
+        laughs.display().to_string(),
+        deep.display().to_string(),
+        wrong_type.display().to_string(),
+    );
+    let many_tags: String = (0..1001).map(|i| format!("t{i}")).collect::<Vec<_>>().join(",");
+    let long_tag = "t".repeat(129);
+    let long_repo = "a".repeat(300);
+    let long_region = "x".repeat(1000);
+    let role = "arn:aws:iam::123456789012:role/x";
+    let key = testbed::ACCESS_KEY;
+    let secret = testbed::SECRET_KEY;
+
+    // (settings to set on top of a valid push, the setting the message must name)
+    let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
+        (vec![("PLUGIN_REPO", "")], "PLUGIN_REPO is required"),
+        (vec![("PLUGIN_REPO", "a")], "PLUGIN_REPO"),
+        (vec![("PLUGIN_REPO", &long_repo)], "PLUGIN_REPO"),
+        (vec![("PLUGIN_REPO", "team//app")], "PLUGIN_REPO"),
+        (vec![("PLUGIN_REPO", "App")], "PLUGIN_REPO"),
+        (vec![("PLUGIN_TAGS", ",,,")], "PLUGIN_TAGS"),
+        (vec![("PLUGIN_TAGS", "-x")], "PLUGIN_TAGS"),
+        (vec![("PLUGIN_TAGS", &long_tag)], "PLUGIN_TAGS"),
+        (vec![("PLUGIN_TAGS", &many_tags)], "PLUGIN_TAGS"),
+        (
+            vec![(
+                "PLUGIN_REGISTRY",
+                "123456789012.dkr.ecr.us-east-1.amazonaws.com.example.com",
+            )],
+            "PLUGIN_REGISTRY",
+        ),
+        (
+            vec![("PLUGIN_REGISTRY", "123456789012.dkr.ecr.nowhere.amazonaws.com")],
+            "PLUGIN_REGISTRY",
+        ),
+        (vec![("PLUGIN_REGISTRY", "evil-amazonaws.com")], "PLUGIN_REGISTRY"),
+        (vec![("PLUGIN_REGISTRY", "host/path")], "PLUGIN_REGISTRY"),
+        (vec![("PLUGIN_REGISTRY", "host:99999")], "PLUGIN_REGISTRY"),
+        (
+            vec![("PLUGIN_REGISTRY", "123456789012.dkr.ecr.eu-west-2.amazonaws.com")],
+            "PLUGIN_REGION",
+        ),
+        (vec![("PLUGIN_REGION", "us_east_1")], "PLUGIN_REGION"),
+        (vec![("PLUGIN_REGION", &long_region)], "PLUGIN_REGION"),
+        (
+            vec![("PLUGIN_ACCESS_KEY", "short"), ("PLUGIN_SECRET_KEY", secret)],
+            "PLUGIN_ACCESS_KEY",
+        ),
+        (vec![("PLUGIN_ACCESS_KEY", key)], "PLUGIN_SECRET_KEY"),
+        (vec![("PLUGIN_SECRET_KEY", secret)], "PLUGIN_ACCESS_KEY"),
+        (
+            vec![
+                ("PLUGIN_ACCESS_KEY", key),
+                ("PLUGIN_SECRET_KEY", "has spaces in the secret key"),
+            ],
+            "PLUGIN_SECRET_KEY",
+        ),
+        (vec![("PLUGIN_DRY_RUN", "maybe")], "PLUGIN_DRY_RUN"),
+        (vec![("PLUGIN_TIMEOUT", "forever")], "PLUGIN_TIMEOUT"),
+        (vec![("PLUGIN_TIMEOUT", "0")], "PLUGIN_TIMEOUT"),
+        (vec![("PLUGIN_TIMEOUT", "99999h")], "PLUGIN_TIMEOUT"),
+        (vec![("PLUGIN_MODE", "deploy")], "PLUGIN_MODE"),
+        (vec![("PLUGIN_SOURCE", "app;rm -rf /")], "PLUGIN_SOURCE"),
+        (vec![("PLUGIN_SOURCE", "")], "PLUGIN_SOURCE is required"),
+        (vec![("PLUGIN_ROLE_ARN", "arn:aws:iam::1:role/x")], "PLUGIN_ROLE_ARN"),
+        (vec![("PLUGIN_EXTERNAL_ID", "ext-1")], "PLUGIN_EXTERNAL_ID"),
+        (
+            vec![("PLUGIN_TRIGGER_EXTERNAL_ID", "ext-1")],
+            "PLUGIN_TRIGGER_EXTERNAL_ID",
+        ),
+        (
+            vec![
+                ("PLUGIN_PIPELINE_ROLE_ARN", role),
+                ("PLUGIN_PIPELINE_WEB_IDENTITY_TOKEN_FILE", "/nonexistent/token"),
+            ],
+            "PLUGIN_PIPELINE_WEB_IDENTITY_TOKEN_FILE",
+        ),
+        (
+            vec![
+                ("PLUGIN_USE_SERVICE_ACCOUNT", "true"),
+                ("PLUGIN_ACCESS_KEY", key),
+                ("PLUGIN_SECRET_KEY", secret),
+            ],
+            "PLUGIN_USE_SERVICE_ACCOUNT",
+        ),
+        (vec![("PLUGIN_DURATION_SECONDS", "100")], "PLUGIN_DURATION_SECONDS"),
+        (vec![("PLUGIN_SESSION_NAME", "a b")], "PLUGIN_SESSION_NAME"),
+        (vec![("PLUGIN_INTERMEDIATE_ROLE", role)], "PLUGIN_INTERMEDIATE_ROLE"),
+        (vec![("PLUGIN_TAG_MUTABILITY", "sometimes")], "PLUGIN_TAG_MUTABILITY"),
+        (vec![("PLUGIN_ENCRYPTION", "DES")], "PLUGIN_ENCRYPTION"),
+        (vec![("PLUGIN_KMS_KEY", "alias/x")], "PLUGIN_KMS_KEY"),
+        (vec![("PLUGIN_LIFECYCLE_POLICY", "{bad")], "PLUGIN_LIFECYCLE_POLICY"),
+        (
+            vec![("PLUGIN_REPOSITORY_POLICY", "/nonexistent/policy.json")],
+            "PLUGIN_REPOSITORY_POLICY",
+        ),
+        (vec![("PLUGIN_REPOSITORY_POLICY", "[1,2]")], "PLUGIN_REPOSITORY_POLICY"),
+        (vec![("PLUGIN_REPOSITORY_TAGS", "novalue")], "PLUGIN_REPOSITORY_TAGS"),
+        (vec![("PLUGIN_SKIP_EXISTING", "2")], "PLUGIN_SKIP_EXISTING"),
+        (
+            vec![("PLUGIN_BRANCHES_ONLY", "release/["), ("PLUGIN_BRANCH", "main")],
+            "PLUGIN_BRANCHES_ONLY",
+        ),
+        (vec![("PLUGIN_BRANCHES_ONLY", "main")], "PLUGIN_BRANCHES_ONLY"),
+        (vec![("PLUGIN_INTEGRATIONS_FILE", &laughs)], "PLUGIN_INTEGRATION"),
+        (
+            vec![("PLUGIN_INTEGRATIONS_FILE", &laughs), ("PLUGIN_INTEGRATION", "x")],
+            "PLUGIN_INTEGRATIONS_FILE",
+        ),
+        (
+            vec![("PLUGIN_INTEGRATIONS_FILE", &deep), ("PLUGIN_INTEGRATION", "x")],
+            "PLUGIN_INTEGRATIONS_FILE",
+        ),
+        (
+            vec![("PLUGIN_INTEGRATIONS_FILE", &wrong_type), ("PLUGIN_INTEGRATION", "x")],
+            "PLUGIN_INTEGRATIONS_FILE",
+        ),
+        (
+            vec![
+                ("PLUGIN_INTEGRATIONS_FILE", "/nonexistent.yml"),
+                ("PLUGIN_INTEGRATION", "x"),
+            ],
+            "PLUGIN_INTEGRATIONS_FILE",
+        ),
+        (vec![("PLUGIN_READ_REGION", "us-east-1")], "PLUGIN_READ_REGION"),
+        (
+            vec![
+                ("PLUGIN_MODE", "promote"),
+                ("PLUGIN_SOURCE", "app:1"),
+                ("PLUGIN_PROMOTE_VIA", "ftp"),
+            ],
+            "PLUGIN_PROMOTE_VIA",
+        ),
+        (
+            vec![("PLUGIN_MODE", "promote"), ("PLUGIN_SOURCE", "app name:1")],
+            "PLUGIN_SOURCE",
+        ),
+        (
+            vec![("PLUGIN_MODE", "login")],
+            "PLUGIN_SOURCE does not apply with PLUGIN_MODE=login",
+        ),
+        (vec![("PLUGIN_REPOSITORY", "x")], "PLUGIN_REPOSITORY"),
+        (vec![("PLUGIN_", "x")], "PLUGIN_ is not a setting"),
+        (vec![("plugin_repo", "x"), ("PLUGIN_Repo", "x")], "PLUGIN_Repo"),
+    ];
+    assert!(cases.len() >= 40);
+    // No AWS endpoint that answers: a case that reached the network would fail differently and slowly.
+    let closed = format!("http://127.0.0.1:{}", testbed::free_port());
+    for (settings, name) in &cases {
+        let mut step = Step::new()
+            .env("AWS_ENDPOINT_URL", &closed)
+            .env("AWS_ACCESS_KEY_ID", key)
+            .env("AWS_SECRET_ACCESS_KEY", secret)
+            .env("PLUGIN_SOURCE", &image.name)
+            .env("PLUGIN_REPO", "app")
+            .env("PLUGIN_REGISTRY", &registry.host)
+            .env("PLUGIN_REGION", "us-east-1");
+        for (k, v) in settings {
+            step = step.env(k, v);
+        }
+        let run = step.run();
+        run.failure(&["invalid settings (nothing was pushed)", name]);
+        assert!(
+            run.elapsed < Duration::from_secs(1),
+            "{settings:?} took {:?}",
+            run.elapsed
+        );
+        assert!(
+            !run.output().contains("credentials:"),
+            "{settings:?} reached the network"
+        );
+    }
+
+    // Non-UTF-8 values and names.
+    for (key, value) in [
+        (
+            OsString::from("PLUGIN_TAGS"),
+            OsString::from_vec(vec![b'v', 0xff, b'1']),
+        ),
+        (OsString::from_vec(b"PLUGIN_\xffTAGS".to_vec()), OsString::from("v1")),
+    ] {
+        let started = Instant::now();
+        let out = Command::new(Step::binary())
+            .env_clear()
+            .env("PLUGIN_SOURCE", &image.name)
+            .env("PLUGIN_REPO", "app")
+            .env("PLUGIN_REGION", "us-east-1")
+            .env(&key, &value)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("not valid UTF-8") && err.contains("PLUGIN_"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+    assert!(registry.tags("app").is_empty(), "a bad input pushed something");
+}
+
+#[test]
+fn twenty_concurrent_runs_pushing_and_promoting_all_land_on_the_right_digest() {
+    let (moto, registry) = (Moto::start(), Registry::start(DEFAULT_ACCOUNT));
+    let (first, second) = (Image::random(200_000), Image::random(200_000));
+    let seed = Step::push(&moto, &registry, &first, "app")
+        .env("PLUGIN_TAGS", "seed")
+        .run();
+    seed.success();
+    let seed_digest = seed.reported_digest(&format!("{}/app:seed", registry.host));
+    let runs: Vec<(String, std::thread::JoinHandle<testbed::Run>)> = (0..20)
+        .map(|i| {
+            let tag = format!("run{i}");
+            let step = if i % 2 == 0 {
+                Step::push(&moto, &registry, &second, "app").env("PLUGIN_TAGS", &tag)
+            } else {
+                Step::push(&moto, &registry, &second, "prod")
+                    .env("PLUGIN_MODE", "promote")
+                    .remove("PLUGIN_SOURCE")
+                    .env("PLUGIN_SOURCE", "app:seed")
+                    .env("PLUGIN_TAGS", &tag)
+            };
+            (tag, std::thread::spawn(move || step.run()))
+        })
+        .collect();
+    let mut pushed_digest = None;
+    for (i, (tag, handle)) in runs.into_iter().enumerate() {
+        let run = handle.join().unwrap();
+        run.success();
+        if i % 2 == 0 {
+            let digest = registry.digest("app", &tag).expect("a pushed tag is missing");
+            assert_eq!(run.reported_digest(&format!("{}/app:{tag}", registry.host)), digest);
+            assert_eq!(
+                *pushed_digest.get_or_insert(digest.clone()),
+                digest,
+                "the same image got two digests"
+            );
+        } else {
+            assert_eq!(
+                registry.digest("prod", &tag),
+                Some(seed_digest.clone()),
+                "promoted {tag}"
+            );
+        }
+    }
+    assert_eq!(registry.digest("app", "seed"), Some(seed_digest));
+}
