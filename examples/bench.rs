@@ -1,0 +1,401 @@
+//! The benchmark: the step side by side with the tools users would run instead, in one run on one machine,
+//! against the local testbed (Docker Engine, distribution registries, moto). Absolute times vary run to run
+//! here, so the table reports ratios measured in the same run. Run it with `scripts/bench`; it writes
+//! BENCHMARKS.md. Every command runs under `/usr/bin/time -v` for its peak RSS.
+
+#[path = "../tests/testbed/mod.rs"]
+mod testbed;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use testbed::{DEFAULT_ACCOUNT, Image, Moto, Registry, Step};
+
+const MB: usize = 1_000_000;
+
+/// One measured command: wall time and peak RSS.
+#[derive(Clone, Copy)]
+struct Sample {
+    time: Duration,
+    rss_mb: f64,
+}
+
+/// Run `program args` with `env` under /usr/bin/time -v; panics when it fails.
+fn measure(program: &str, args: &[&str], env: &BTreeMap<String, String>) -> Sample {
+    let started = Instant::now();
+    let out = Command::new("/usr/bin/time")
+        .arg("-v")
+        .arg(program)
+        .args(args)
+        .env_clear()
+        .envs(env)
+        .stdin(Stdio::null())
+        .output()
+        .expect("/usr/bin/time (Debian package time)");
+    let time = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed:\n{}{stderr}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let kb: f64 = stderr
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Maximum resident set size (kbytes): "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    Sample {
+        time,
+        rss_mb: kb / 1024.0,
+    }
+}
+
+fn median(mut samples: Vec<Sample>) -> Sample {
+    samples.sort_by_key(|s| s.time);
+    samples[samples.len() / 2]
+}
+
+fn step_env(step: &Step) -> BTreeMap<String, String> {
+    step.envs().clone()
+}
+
+struct Row {
+    what: String,
+    step: Sample,
+    peer: Option<(String, Sample)>,
+    target: String,
+    met: bool,
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.3} s", d.as_secs_f64())
+}
+
+fn main() {
+    let binary =
+        PathBuf::from(std::env::var("ECR_STEP_BIN").expect("ECR_STEP_BIN: the release binary (scripts/bench sets it)"));
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".testbed/venv/bin");
+    let aws = venv.join("aws").display().to_string();
+    let moto = Moto::start();
+    let config = tempfile::tempdir().unwrap();
+    let config_dir = config.path().display().to_string();
+    let mut rows: Vec<Row> = Vec::new();
+    let mut env = BTreeMap::new();
+    env.insert("PATH".to_string(), std::env::var("PATH").unwrap());
+    env.insert("AWS_ACCESS_KEY_ID".to_string(), testbed::ACCESS_KEY.to_string());
+    env.insert("AWS_SECRET_ACCESS_KEY".to_string(), testbed::SECRET_KEY.to_string());
+    env.insert("AWS_EC2_METADATA_DISABLED".to_string(), "true".to_string());
+    env.insert("DOCKER_CONFIG".to_string(), config_dir.clone());
+    let bin = binary.display().to_string();
+
+    // Login: the step's login mode against `aws ecr get-login-password | docker login`.
+    eprintln!("bench: login");
+    let registry = Registry::start(DEFAULT_ACCOUNT);
+    let login_step = Step::login(&moto, &registry, &config_dir);
+    let step = median((0..5).map(|_| measure(&bin, &[], &step_env(&login_step))).collect());
+    let pipe = format!(
+        "{aws} ecr get-login-password --endpoint-url {} --region {} | docker login --username AWS --password-stdin {} >/dev/null 2>&1",
+        moto.url,
+        testbed::REGION,
+        registry.host
+    );
+    let peer = median((0..5).map(|_| measure("bash", &["-c", &pipe], &env)).collect());
+    rows.push(ratio_row(
+        "login",
+        step,
+        "aws ecr get-login-password | docker login",
+        peer,
+        0.2,
+    ));
+
+    // Push of a new 200 MB image: the step against `docker push` (after docker login, above); three rounds,
+    // alternating who goes first, each push of a fresh image.
+    eprintln!("bench: push 200 MB");
+    let (mut steps, mut peers) = (Vec::new(), Vec::new());
+    for round in 0..3 {
+        let (ours, theirs) = (Image::random(200 * MB), Image::random(200 * MB));
+        let push = Step::push(&moto, &registry, &ours, &format!("push-step{round}")).env("PLUGIN_TAGS", "v1");
+        let target = format!("{}/push-peer{round}:v1", registry.host);
+        testbed::docker(&["tag", &theirs.name, &target]);
+        if round % 2 == 0 {
+            steps.push(measure(&bin, &[], &step_env(&push)));
+            peers.push(measure("docker", &["push", &target], &env));
+        } else {
+            peers.push(measure("docker", &["push", &target], &env));
+            steps.push(measure(&bin, &[], &step_env(&push)));
+        }
+    }
+    rows.push(ratio_row(
+        "push, new 200 MB image",
+        median(steps),
+        "docker push",
+        median(peers),
+        1.05,
+    ));
+
+    // Promote within one registry, 200 MB and 1 GB: the step against skopeo copy.
+    let skopeo = |from: &str, to: &str| -> Sample {
+        let auth = format!("{config_dir}/config.json");
+        measure(
+            "skopeo",
+            &[
+                "copy",
+                "--quiet",
+                "--authfile",
+                &auth,
+                "--src-tls-verify=false",
+                "--dest-tls-verify=false",
+                &format!("docker://{from}"),
+                &format!("docker://{to}"),
+            ],
+            &env,
+        )
+    };
+    let promote = |target: &Registry, source: &str, repo: &str| Step::promote(&moto, &target.host, source, repo, "v1");
+    let mut same_registry = BTreeMap::new();
+    for size in [200, 1000] {
+        eprintln!("bench: promote {size} MB within a registry");
+        let image = Image::random(size * MB);
+        let seed_repo = format!("seed{size}");
+        Step::push(&moto, &registry, &image, &seed_repo)
+            .env("PLUGIN_TAGS", "v1")
+            .run()
+            .success();
+        let source = format!("{}/{seed_repo}:v1", registry.host);
+        let step = measure(
+            &bin,
+            &[],
+            &step_env(&promote(&registry, &source, &format!("promoted{size}"))),
+        );
+        let peer = skopeo(&source, &format!("{}/skopeo{size}:v1", registry.host));
+        same_registry.insert(size, step);
+        rows.push(ratio_row(
+            &format!("promote {size} MB to another repository, same registry"),
+            step,
+            "skopeo copy",
+            peer,
+            0.2,
+        ));
+    }
+    let (small, large) = (same_registry[&200], same_registry[&1000]);
+    rows.push(Row {
+        what: "promote 1 GB vs 200 MB, same registry (step)".into(),
+        step: large,
+        peer: Some(("step, 200 MB".into(), small)),
+        target: "≤ 2.0 × the 200 MB time".into(),
+        met: large.time.as_secs_f64() <= 2.0 * small.time.as_secs_f64(),
+    });
+
+    // Promote 1 GB across registries: the step against skopeo copy (three rounds, alternating who goes first,
+    // each into fresh registries), and the step's peak RSS.
+    eprintln!("bench: promote 1 GB across registries");
+    let source = format!("{}/seed1000:v1", registry.host);
+    let (mut steps, mut peers) = (Vec::new(), Vec::new());
+    for round in 0..3 {
+        let (far_step, far_peer) = (Registry::start(DEFAULT_ACCOUNT), Registry::start(DEFAULT_ACCOUNT));
+        measure(&bin, &[], &step_env(&Step::login(&moto, &far_peer, &config_dir)));
+        let ours = || measure(&bin, &[], &step_env(&promote(&far_step, &source, "app")));
+        let theirs = || skopeo(&source, &format!("{}/app:v1", far_peer.host));
+        if round % 2 == 0 {
+            steps.push(ours());
+            peers.push(theirs());
+        } else {
+            peers.push(theirs());
+            steps.push(ours());
+        }
+    }
+    let step = median(steps.clone());
+    let peak = steps.iter().map(|s| s.rss_mb).fold(0.0, f64::max);
+    let mut row = ratio_row(
+        "promote 1 GB across registries",
+        step,
+        "skopeo copy",
+        median(peers),
+        1.0,
+    );
+    row.target = "≤ 1.0 × peer, peak RSS ≤ 64 MB".into();
+    row.met = row.met && peak <= 64.0;
+    rows.push(row);
+
+    // Promote 200 MB to 3 destinations against a single destination (both registry to registry), three rounds.
+    eprintln!("bench: promote to 3 destinations");
+    let source = format!("{}/seed200:v1", registry.host);
+    let (mut ones, mut alls) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        let three: Vec<Registry> = (0..3).map(|_| Registry::start(DEFAULT_ACCOUNT)).collect();
+        let single = Registry::start(DEFAULT_ACCOUNT);
+        ones.push(measure(&bin, &[], &step_env(&promote(&single, &source, "app"))));
+        let hosts: Vec<&str> = three.iter().map(|r| r.host.as_str()).collect();
+        let all = promote(&three[0], &source, "app").env("PLUGIN_REGISTRY", &hosts.join(","));
+        alls.push(measure(&bin, &[], &step_env(&all)));
+    }
+    rows.push(ratio_row(
+        "promote 200 MB to 3 destinations",
+        median(alls),
+        "the step, 1 destination",
+        median(ones),
+        1.5,
+    ));
+
+    // Start-up to the first network call, and rejecting a bad setting.
+    eprintln!("bench: start-up");
+    let startup = median(
+        (0..10)
+            .map(|_| Sample {
+                time: first_call(&bin),
+                rss_mb: 0.0,
+            })
+            .collect(),
+    )
+    .time;
+    rows.push(Row {
+        what: "start-up to the first network call".into(),
+        step: Sample {
+            time: startup,
+            rss_mb: 0.0,
+        },
+        peer: None,
+        target: "≤ 20 ms".into(),
+        met: startup <= Duration::from_millis(20),
+    });
+    let bad = Step::new()
+        .env("PLUGIN_SOURCE", "app")
+        .env("PLUGIN_REPO", "Bad Repo")
+        .env("PLUGIN_REGION", "us-east-1");
+    let mut bad_env = step_env(&bad);
+    bad_env.insert("PATH".into(), std::env::var("PATH").unwrap());
+    let rejected = median((0..10).map(|_| measure_failing(&bin, &bad_env)).collect());
+    rows.push(Row {
+        what: "rejection of a bad setting".into(),
+        step: rejected,
+        peer: None,
+        target: "≤ 20 ms".into(),
+        met: rejected.time <= Duration::from_millis(20),
+    });
+
+    // Sizes.
+    eprintln!("bench: image");
+    let image = testbed::build_step_image(&binary, false);
+    let image_mb = testbed::docker(&["image", "inspect", "-f", "{{.Size}}", &image.name])
+        .trim()
+        .parse::<f64>()
+        .unwrap()
+        / 1e6;
+    let binary_mb = std::fs::metadata(&binary).unwrap().len() as f64 / 1e6;
+
+    let mut md = String::new();
+    writeln!(md, "# Benchmarks\n").unwrap();
+    writeln!(
+        md,
+        "Measured in one run by `scripts/bench` (which runs `cargo run --release --example bench`) on this"
+    )
+    .unwrap();
+    writeln!(
+        md,
+        "project's machine (2 cores), against the local testbed: Docker Engine, CNCF distribution registries and moto"
+    )
+    .unwrap();
+    writeln!(
+        md,
+        "on loopback. Times are medians of 5 (login), 10 (start-up) or 3 (push, promote across registries, 3 destinations)\nruns, single runs otherwise (promote within a registry); ratios compare"
+    )
+    .unwrap();
+    writeln!(
+        md,
+        "runs of the same session. Peak RSS from `/usr/bin/time -v` (for a pipeline, its largest process).\n"
+    )
+    .unwrap();
+    writeln!(
+        md,
+        "| what | step | step RSS | peer | peer time | peer RSS | ratio | target | met |"
+    )
+    .unwrap();
+    writeln!(md, "|---|---|---|---|---|---|---|---|---|").unwrap();
+    for r in &rows {
+        let (peer, peer_time, peer_rss, ratio) = match &r.peer {
+            Some((name, p)) => (
+                name.clone(),
+                secs(p.time),
+                format!("{:.1} MB", p.rss_mb),
+                format!("{:.2}", r.step.time.as_secs_f64() / p.time.as_secs_f64()),
+            ),
+            None => ("—".into(), "—".into(), "—".into(), "—".into()),
+        };
+        let rss = if r.step.rss_mb > 0.0 {
+            format!("{:.1} MB", r.step.rss_mb)
+        } else {
+            "—".into()
+        };
+        let time = if r.step.time < Duration::from_millis(100) {
+            format!("{:.1} ms", r.step.time.as_secs_f64() * 1000.0)
+        } else {
+            secs(r.step.time)
+        };
+        let met = if r.met { "yes" } else { "no" };
+        writeln!(
+            md,
+            "| {} | {time} | {rss} | {peer} | {peer_time} | {peer_rss} | {ratio} | {} | {met} |",
+            r.what, r.target
+        )
+        .unwrap();
+    }
+    writeln!(
+        md,
+        "| container image size | {image_mb:.1} MB | | | | | | ≤ 25 MB | {} |",
+        if image_mb <= 25.0 { "yes" } else { "no" }
+    )
+    .unwrap();
+    writeln!(md, "| release binary size | {binary_mb:.1} MB | | | | | | | |").unwrap();
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("BENCHMARKS.md");
+    std::fs::write(&out, &md).unwrap();
+    print!("{md}");
+    eprintln!("bench: written to {}", out.display());
+}
+
+fn ratio_row(what: &str, step: Sample, peer_name: &str, peer: Sample, max_ratio: f64) -> Row {
+    Row {
+        what: what.into(),
+        step,
+        peer: Some((peer_name.into(), peer)),
+        target: format!("≤ {max_ratio} × peer"),
+        met: step.time.as_secs_f64() <= max_ratio * peer.time.as_secs_f64(),
+    }
+}
+
+/// Time from spawning the step to its first connection to AWS (a listener standing in for the endpoint).
+fn first_call(binary: &str) -> Duration {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let started = Instant::now();
+    let mut child = Command::new(binary)
+        .env_clear()
+        .env("AWS_ENDPOINT_URL", &url)
+        .env("AWS_ACCESS_KEY_ID", testbed::ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", testbed::SECRET_KEY)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("PLUGIN_SOURCE", "app")
+        .env("PLUGIN_REPO", "app")
+        .env("PLUGIN_REGION", "us-east-1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _ = listener.accept().unwrap();
+    let elapsed = started.elapsed();
+    let _ = child.kill();
+    let _ = child.wait();
+    elapsed
+}
+
+fn measure_failing(binary: &str, env: &BTreeMap<String, String>) -> Sample {
+    let started = Instant::now();
+    let out = Command::new(binary).env_clear().envs(env).output().unwrap();
+    assert!(!out.status.success());
+    Sample {
+        time: started.elapsed(),
+        rss_mb: 0.0,
+    }
+}
