@@ -11,11 +11,12 @@
 
 pub mod proxy;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -30,21 +31,37 @@ fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// A free port on 127.0.0.1 (the kernel's choice; released just before the server binds it).
+/// A free port on 127.0.0.1: the kernel's choice, released just before the server binds it, and never
+/// handed out twice by this process. (Without that, two tests starting servers at once could both be given
+/// the port the kernel just released: the slow starter fails to bind, and its readiness check is answered by
+/// the other test's server. CI saw it: a moto "ready" on a registry's port.)
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        if GIVEN.lock().unwrap().insert(port) {
+            return port;
+        }
+    }
 }
 
-fn wait_for_port(port: u16, what: &str, log: &Path) {
+/// Wait until `server` accepts connections on `port`; fail with its log if it exits first.
+fn wait_for_port(server: &mut Server, port: u16, what: &str, log: &Path) {
     let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
+    let failure = loop {
+        if let Ok(Some(status)) = server.child.try_wait() {
+            break format!("{what} exited ({status}) before listening on 127.0.0.1:{port}");
+        }
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return;
         }
+        if Instant::now() > deadline {
+            break format!("{what} did not listen on 127.0.0.1:{port} within 30 s");
+        }
         std::thread::sleep(Duration::from_millis(25));
-    }
+    };
     let text = std::fs::read_to_string(log).unwrap_or_default();
-    panic!("{what} did not listen on 127.0.0.1:{port} within 30 s; its log:\n{text}");
+    panic!("{failure}; its log:\n{text}");
 }
 
 fn find_program(env_var: &str, candidates: &[PathBuf], install_hint: &str) -> PathBuf {
@@ -106,13 +123,13 @@ impl Moto {
         );
         let port = free_port();
         let port_text = port.to_string();
-        let (server, log) = spawn(
+        let (mut server, log) = spawn(
             &program,
             &["-H", "127.0.0.1", "-p", &port_text],
             envs,
             tempfile::tempdir().unwrap(),
         );
-        wait_for_port(port, "moto server", &log);
+        wait_for_port(&mut server, port, "moto server", &log);
         Moto {
             _server: server,
             url: format!("http://127.0.0.1:{port}"),
@@ -206,8 +223,8 @@ impl Registry {
         let config_path = dir.path().join("config.yml");
         std::fs::write(&config_path, config).unwrap();
         let config_arg = config_path.display().to_string();
-        let (server, log) = spawn(&program, &["serve", &config_arg], &[], dir);
-        wait_for_port(port, "docker-registry", &log);
+        let (mut server, log) = spawn(&program, &["serve", &config_arg], &[], dir);
+        wait_for_port(&mut server, port, "docker-registry", &log);
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(30)))
