@@ -37,8 +37,15 @@ where
                 _ => {
                     let raw = e.raw();
                     let body = raw.body().bytes().map(String::from_utf8_lossy).unwrap_or_default();
-                    let message = between(&body, "<Message>", "</Message>").unwrap_or("no readable message");
-                    format!("HTTP {}: {message}", raw.status().as_u16())
+                    let status = raw.status().as_u16();
+                    match between(&body, "<Message>", "</Message>") {
+                        Some(message) => format!("HTTP {status}: {message}"),
+                        None => format!(
+                            "HTTP {status} with {} byte(s) that are not an AWS answer: whatever answered is not \
+                             the AWS service (check AWS_ENDPOINT_URL, the proxy settings and the region)",
+                            body.len()
+                        ),
+                    }
                 }
             }
         }

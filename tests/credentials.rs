@@ -244,3 +244,19 @@ fn a_failing_level_never_falls_back_to_a_lower_one() {
     );
 }
 
+#[test]
+fn an_endpoint_that_is_not_aws_is_named_as_such() {
+    // A registry answers `POST /` with 200 and no body: what a wrong AWS_ENDPOINT_URL (or a port taken by
+    // another server) looks like. The step must not call that "no readable message".
+    let f = Fixture::new();
+    let registry = Registry::start(DEFAULT_ACCOUNT);
+    let run = Step::push(&f.moto, &registry, &f.image, "app")
+        .env("AWS_ENDPOINT_URL", &format!("http://{}", registry.host))
+        .run();
+    run.failure(&[
+        "runtime-level credentials failed",
+        "HTTP 200 with 0 byte(s) that are not an AWS answer",
+        "check AWS_ENDPOINT_URL",
+    ]);
+    assert!(registry.tags("app").is_empty());
+}
