@@ -7,7 +7,6 @@ mod testbed;
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
 use std::process::Command;
-use std::time::{Duration, Instant};
 use testbed::{DEFAULT_ACCOUNT, Image, Moto, Registry, Step};
 
 #[test]
@@ -181,10 +180,11 @@ fn every_bad_input_is_refused_quickly_by_name_and_pushes_nothing() {
     ];
     assert!(cases.len() >= 40);
     // No AWS endpoint that answers: a case that reached the network would fail differently and slowly.
-    let closed = format!("http://127.0.0.1:{}", testbed::free_port());
+    // The AWS endpoint is a tripwire: a case that reached the network would connect to it.
+    let aws = testbed::Tripwire::new();
     for (settings, name) in &cases {
         let mut step = Step::new()
-            .env("AWS_ENDPOINT_URL", &closed)
+            .env("AWS_ENDPOINT_URL", &aws.url)
             .env("AWS_ACCESS_KEY_ID", key)
             .env("AWS_SECRET_ACCESS_KEY", secret)
             .env("PLUGIN_SOURCE", &image.name)
@@ -197,12 +197,7 @@ fn every_bad_input_is_refused_quickly_by_name_and_pushes_nothing() {
         let run = step.run();
         run.failure(&["invalid settings (nothing was pushed)", name]);
         assert!(
-            run.elapsed < Duration::from_secs(1),
-            "{settings:?} took {:?}",
-            run.elapsed
-        );
-        assert!(
-            !run.output().contains("credentials:"),
+            !aws.touched() && !run.output().contains("credentials:"),
             "{settings:?} reached the network"
         );
     }
@@ -215,9 +210,9 @@ fn every_bad_input_is_refused_quickly_by_name_and_pushes_nothing() {
         ),
         (OsString::from_vec(b"PLUGIN_\xffTAGS".to_vec()), OsString::from("v1")),
     ] {
-        let started = Instant::now();
         let out = Command::new(Step::binary())
             .env_clear()
+            .env("AWS_ENDPOINT_URL", &aws.url)
             .env("PLUGIN_SOURCE", &image.name)
             .env("PLUGIN_REPO", "app")
             .env("PLUGIN_REGION", "us-east-1")
@@ -227,7 +222,7 @@ fn every_bad_input_is_refused_quickly_by_name_and_pushes_nothing() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{err}");
         assert!(err.contains("not valid UTF-8") && err.contains("PLUGIN_"), "{err}");
-        assert!(started.elapsed() < Duration::from_secs(1));
+        assert!(!aws.touched(), "a non-UTF-8 setting reached the network");
     }
     assert!(registry.tags("app").is_empty(), "a bad input pushed something");
 }
@@ -256,9 +251,14 @@ fn twenty_concurrent_runs_pushing_and_promoting_all_land_on_the_right_digest() {
             (tag, std::thread::spawn(move || step.run()))
         })
         .collect();
+    // Every run ends before the registry is read: the distribution registry's filesystem driver rewrites a
+    // manifest's blob in place, so reading it while another push writes the same manifest can answer 500.
+    let runs: Vec<(String, testbed::Run)> = runs
+        .into_iter()
+        .map(|(tag, handle)| (tag, handle.join().unwrap()))
+        .collect();
     let mut pushed_digest = None;
-    for (i, (tag, handle)) in runs.into_iter().enumerate() {
-        let run = handle.join().unwrap();
+    for (i, (tag, run)) in runs.into_iter().enumerate() {
         run.success();
         if i % 2 == 0 {
             let digest = registry.digest("app", &tag).expect("a pushed tag is missing");
