@@ -106,13 +106,8 @@ fn the_trigger_level_wins_over_every_other_level() {
         "credentials: trigger level, role {TRIGGER} (assumed from runtime credentials) \
          (confirmed: arn:aws:sts::111111111111:assumed-role/trigger-push/ecr-step-65f0c1d2)"
     );
-    assert!(run.stdout.contains(&want), "{}", run.stdout);
-    assert!(
-        run.stdout
-            .contains("also configured and not used: pipeline, account level"),
-        "{}",
-        run.stdout
-    );
+    run.says(&want);
+    run.says("also configured and not used: pipeline, account level");
     assert!(!run.output().contains("trigger-ext-7"), "the external ID was printed");
 }
 
@@ -125,7 +120,7 @@ fn the_pipeline_level_wins_over_the_account_and_the_runtime() {
         &[("PLUGIN_PIPELINE_ROLE_ARN", PIPELINE), KEYS[0], KEYS[1]],
     );
     landed(&registry, &run);
-    assert!(run.stdout.contains("credentials: pipeline level"), "{}", run.stdout);
+    run.says("credentials: pipeline level");
 }
 
 #[test]
@@ -138,13 +133,9 @@ fn the_account_role_is_assumed_from_the_account_keys() {
         &[("PLUGIN_ROLE_ARN", ACCOUNT_ROLE), KEYS[0], KEYS[1]],
     );
     landed(&registry, &run);
-    assert!(
-        run.stdout.contains(&format!(
-            "account level, role {ACCOUNT_ROLE} (assumed from static keys AKIA…MPLE)"
-        )),
-        "{}",
-        run.stdout
-    );
+    run.says(&format!(
+        "account level, role {ACCOUNT_ROLE} (assumed from static keys AKIA…MPLE)"
+    ));
 }
 
 #[test]
@@ -160,12 +151,8 @@ fn a_two_hop_chain_goes_through_the_intermediate_role() {
     ];
     let (registry, run) = f.push("333333333333", Runtime::None, &settings);
     landed(&registry, &run);
-    assert!(
-        run.stdout.contains(&format!("via intermediate role {INTERMEDIATE}")),
-        "{}",
-        run.stdout
-    );
-    assert!(run.stdout.contains("assumed-role/account-push/"), "{}", run.stdout);
+    run.says(&format!("via intermediate role {INTERMEDIATE}"));
+    run.says("assumed-role/account-push/");
 }
 
 #[test]
@@ -173,11 +160,7 @@ fn account_keys_alone_push_as_the_keys_account() {
     let f = Fixture::new();
     let (registry, run) = f.push(DEFAULT_ACCOUNT, Runtime::None, &KEYS);
     landed(&registry, &run);
-    assert!(
-        run.stdout.contains("credentials: account level, static keys"),
-        "{}",
-        run.stdout
-    );
+    run.says("credentials: account level, static keys");
 }
 
 #[test]
@@ -190,12 +173,7 @@ fn a_trigger_web_identity_token_file_needs_no_runtime_credentials() {
     ];
     let (registry, run) = f.push("111111111111", Runtime::None, &settings);
     landed(&registry, &run);
-    assert!(
-        run.stdout
-            .contains(&format!("role {TRIGGER} assumed with web identity token file {path}")),
-        "{}",
-        run.stdout
-    );
+    run.says(&format!("role {TRIGGER} assumed with web identity token file {path}"));
 }
 
 #[test]
@@ -203,7 +181,7 @@ fn the_runtime_level_uses_a_projected_service_account() {
     let f = Fixture::new();
     let (registry, run) = f.push("555555555555", Runtime::ServiceAccount, &[]);
     landed(&registry, &run);
-    assert!(run.stdout.contains("credentials: runtime level"), "{}", run.stdout);
+    run.says("credentials: runtime level");
 }
 
 #[test]
@@ -215,7 +193,7 @@ fn use_service_account_makes_it_the_account_level_and_refuses_keys() {
         &[("PLUGIN_USE_SERVICE_ACCOUNT", "true")],
     );
     landed(&registry, &run);
-    assert!(run.stdout.contains("credentials: account level, role arn:aws:iam::555555555555:role/runner-sa assumed with the service account's web identity token file"), "{}", run.stdout);
+    run.says("credentials: account level, role arn:aws:iam::555555555555:role/runner-sa assumed with the service account's web identity token file");
 
     let settings = [("PLUGIN_USE_SERVICE_ACCOUNT", "true"), KEYS[0], KEYS[1]];
     let (registry, run) = f.push(DEFAULT_ACCOUNT, Runtime::ServiceAccount, &settings);

@@ -172,12 +172,7 @@ fn a_401_from_the_registry_fetches_the_token_again_once_and_the_work_continues()
     let proxy = FaultProxy::start(&target.host, vec![rule("PUT", "/manifests/", Fault::Status(401), 1)]);
     let run = promote(&moto, &source, &proxy.host).run();
     run.success();
-    assert!(
-        run.stdout
-            .contains(&format!("token: fetched again for {} after HTTP 401", proxy.host)),
-        "{}",
-        run.stdout
-    );
+    run.says(&format!("token: fetched again for {} after HTTP 401", proxy.host));
     assert_eq!(target.digest("app", "v1"), Some(digest));
 
     // Through the engine too.

@@ -200,6 +200,12 @@ fn every_bad_input_is_refused_quickly_by_name_and_pushes_nothing() {
             !aws.touched() && !run.output().contains("credentials:"),
             "{settings:?} reached the network"
         );
+        // The bound: refused within a second (the step itself takes a few ms; the rest is spawning).
+        assert!(
+            run.elapsed < std::time::Duration::from_secs(1),
+            "{settings:?} took {:?}",
+            run.elapsed
+        );
     }
 
     // Non-UTF-8 values and names.

@@ -34,20 +34,16 @@ fn every_ci_variable_names_the_branch() {
         let step = filtered(&moto, &registry, &image).env("PLUGIN_BRANCHES_ONLY", "main");
         let run = step.env(var, "dev").run();
         assert!(skipped(&run), "{var}=dev should skip:\n{}", run.stdout);
-        assert!(
-            run.stdout.contains(&format!(
-                "branch dev (from {var}) matches none of the only patterns main"
-            )),
-            "{}",
-            run.stdout
-        );
+        run.says(&format!(
+            "branch dev (from {var}) matches none of the only patterns main"
+        ));
         assert!(!run.stdout.contains("credentials:"), "a skipped run made AWS calls");
         let run = filtered(&moto, &registry, &image)
             .env("PLUGIN_BRANCHES_ONLY", "main")
             .env(var, "main")
             .run();
         assert!(!skipped(&run), "{var}=main should run:\n{}", run.stdout);
-        assert!(run.stdout.contains("dry run:"), "{}", run.stdout);
+        run.says("dry run:");
     }
     // Jenkins' origin/ prefix is stripped.
     let run = filtered(&moto, &registry, &image)
@@ -158,11 +154,7 @@ fn an_integrations_file_supplies_region_and_branches() {
         .remove("PLUGIN_REGISTRY")
         .run();
     run.success();
-    assert!(
-        run.stdout.contains("123456789012.dkr.ecr.eu-west-3.amazonaws.com"),
-        "{}",
-        run.stdout
-    );
+    run.says("123456789012.dkr.ecr.eu-west-3.amazonaws.com");
 
     step("ecr-staging").run().failure(&[
         "the integration name ecr-staging does not match any entry; the file has: ecr-prod, ecr-eu, dockerhub",
@@ -220,7 +212,7 @@ fn login_writes_a_0600_docker_config_that_a_later_docker_push_uses() {
     .unwrap();
     let run = Step::login(&moto, &registry, &config.path().display().to_string()).run();
     run.success();
-    assert!(run.stdout.contains("login: 1 registry written to"), "{}", run.stdout);
+    run.says("login: 1 registry written to");
     let path = config.path().join("config.json");
     assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
     let text = std::fs::read_to_string(&path).unwrap();
@@ -259,11 +251,7 @@ fn check_reports_a_healthy_setup_and_changes_nothing() {
         .env("PLUGIN_REGION", testbed::REGION)
         .run();
     run.success();
-    assert!(
-        run.stdout.contains("check: 5 of 5 checks passed; nothing was changed"),
-        "{}",
-        run.stdout
-    );
+    run.says("check: 5 of 5 checks passed; nothing was changed");
     assert!(registry.tags("app").is_empty());
 }
 

@@ -49,11 +49,7 @@ fn another_repository_in_the_same_registry_gets_its_blobs_mounted() {
     let digest = seed(&moto, &registry, &image, "team/app", "v1");
     let run = promote(&moto, &registry, &format!("team/app@{digest}"), "prod/app", "1.0").run();
     run.success();
-    assert!(
-        run.stdout.contains("0 uploaded, 2 mounted, 0 already there"),
-        "{}",
-        run.stdout
-    );
+    run.says("0 uploaded, 2 mounted, 0 already there");
     assert_eq!(registry.digest("prod/app", "1.0"), Some(digest));
 }
 
@@ -77,13 +73,8 @@ fn another_account_is_read_with_the_read_role_and_blobs_stream_across() {
         .env("PLUGIN_READ_ROLE_ARN", READER)
         .run();
     run.success();
-    assert!(
-        run.stdout
-            .contains("source: read with role arn:aws:iam::111111111111:role/reader"),
-        "{}",
-        run.stdout
-    );
-    assert!(run.stdout.contains("2 uploaded, 0 mounted"), "{}", run.stdout);
+    run.says("source: read with role arn:aws:iam::111111111111:role/reader");
+    run.says("2 uploaded, 0 mounted");
     assert_eq!(promoted(&run, &target, "app", "v1"), digest);
     assert_eq!(target.digest("app", "v1"), Some(digest));
 }
@@ -113,11 +104,7 @@ fn a_multi_arch_index_is_copied_whole_with_every_child() {
 
     let run = promote(&moto, &target, &format!("{}/app:multi", source.host), "app", "1.0").run();
     run.success();
-    assert!(
-        run.stdout.contains(&format!("(index {index_digest})")),
-        "{}",
-        run.stdout
-    );
+    run.says(&format!("(index {index_digest})"));
     assert_eq!(target.digest("app", "1.0"), Some(index_digest.clone()));
     let (copied, _, _) = target.manifest("app", "1.0").unwrap();
     assert_eq!(copied, index_bytes, "the index bytes changed");
@@ -138,7 +125,7 @@ fn a_rerun_finds_the_same_digest_and_succeeds() {
     let again = step.run();
     again.success();
     assert_eq!(again.reported("skipped", &format!("{}/prod:v1", registry.host)), digest);
-    assert!(again.stdout.contains("1 already there"), "{}", again.stdout);
+    again.says("1 already there");
 }
 
 #[test]
@@ -190,12 +177,7 @@ fn several_destinations_all_get_every_tag() {
     .env("PLUGIN_REGISTRY", &hosts.join(","))
     .run();
     run.success();
-    assert!(
-        run.stdout
-            .contains("summary: 6 of 6 tag(s) written in 3 destination(s)"),
-        "{}",
-        run.stdout
-    );
+    run.says("summary: 6 of 6 tag(s) written in 3 destination(s)");
     for target in &targets {
         for tag in ["v1", "latest"] {
             assert_eq!(target.digest("app", tag), Some(digest.clone()), "{} {tag}", target.host);

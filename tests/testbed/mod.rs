@@ -5,6 +5,7 @@
 //! - [`Registry`]: a CNCF distribution registry whose htpasswd accepts one account's ECR token.
 //! - [`Image`]: a local image in the machine's Docker Engine, made from random files (no pulls).
 //! - [`Step`]: the built `ecr-step` binary, run as a user would (environment in, exit code and output out).
+//! - [`Tripwire`]: an endpoint that records whether the step connected ("no network call" as an assertion).
 //!
 //! Nothing here talks to anything but 127.0.0.1: IMDS is disabled in every step run.
 #![allow(dead_code)]
@@ -699,6 +700,16 @@ impl Run {
             assert!(out.contains(want), "`{want}` missing from the output:\n{out}");
         }
         self.no_secrets()
+    }
+
+    /// The step printed `text` on stdout.
+    pub fn says(&self, text: &str) -> &Run {
+        assert!(
+            self.stdout.contains(text),
+            "`{text}` missing from stdout:\n{}",
+            self.stdout
+        );
+        self
     }
 
     /// No secret key or registry password in anything the step printed.
