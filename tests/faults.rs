@@ -82,10 +82,7 @@ fn a_connection_reset_mid_upload_fails_the_run_naming_the_tag() {
 fn a_registry_that_dies_fails_the_push_naming_the_tag() {
     let (moto, image) = (Moto::start(), Image::random(1000));
     let dead = format!("127.0.0.1:{}", testbed::free_port());
-    let run = Step::new()
-        .env("AWS_ENDPOINT_URL", &moto.url)
-        .env("AWS_ACCESS_KEY_ID", testbed::ACCESS_KEY)
-        .env("AWS_SECRET_ACCESS_KEY", testbed::SECRET_KEY)
+    let run = Step::aws(&moto)
         .env("PLUGIN_SOURCE", &image.name)
         .env("PLUGIN_REPO", "app")
         .env("PLUGIN_REGISTRY", &dead)

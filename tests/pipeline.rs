@@ -241,10 +241,7 @@ fn login_writes_a_0600_docker_config_that_a_later_docker_push_uses() {
 fn check_reports_a_healthy_setup_and_changes_nothing() {
     let (moto, registry) = (Moto::start(), Registry::start(DEFAULT_ACCOUNT));
     moto.aws(&["ecr", "create-repository", "--repository-name", "app"]);
-    let run = Step::new()
-        .env("AWS_ENDPOINT_URL", &moto.url)
-        .env("AWS_ACCESS_KEY_ID", testbed::ACCESS_KEY)
-        .env("AWS_SECRET_ACCESS_KEY", testbed::SECRET_KEY)
+    let run = Step::aws(&moto)
         .env("PLUGIN_MODE", "check")
         .env("PLUGIN_REPO", "app")
         .env("PLUGIN_REGISTRY", &registry.host)

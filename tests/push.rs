@@ -54,10 +54,7 @@ fn a_registry_that_refuses_the_token_fails_the_step_and_says_so() {
 #[test]
 fn a_missing_source_image_is_named_and_nothing_is_pushed() {
     let (moto, registry) = (Moto::start(), Registry::start(DEFAULT_ACCOUNT));
-    let run = Step::new()
-        .env("AWS_ENDPOINT_URL", &moto.url)
-        .env("AWS_ACCESS_KEY_ID", testbed::ACCESS_KEY)
-        .env("AWS_SECRET_ACCESS_KEY", testbed::SECRET_KEY)
+    let run = Step::aws(&moto)
         .env("PLUGIN_SOURCE", "ecr-step-test-no-such-image:1")
         .env("PLUGIN_REPO", "app")
         .env("PLUGIN_REGISTRY", &registry.host)

@@ -566,12 +566,17 @@ impl Step {
         Step { env }
     }
 
-    /// A push to `registry` through `moto` with the default static keys in the container environment.
-    pub fn push(moto: &Moto, registry: &Registry, image: &Image, repo: &str) -> Step {
+    /// A run against `moto` with the default static keys in the container environment, and no settings.
+    pub fn aws(moto: &Moto) -> Step {
         Step::new()
             .env("AWS_ENDPOINT_URL", &moto.url)
             .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
             .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+    }
+
+    /// A push to `registry` through `moto` with the default static keys in the container environment.
+    pub fn push(moto: &Moto, registry: &Registry, image: &Image, repo: &str) -> Step {
+        Step::aws(moto)
             .env("PLUGIN_SOURCE", &image.name)
             .env("PLUGIN_REPO", repo)
             .env("PLUGIN_REGISTRY", &registry.host)
@@ -580,10 +585,7 @@ impl Step {
 
     /// A promote of `source` to `repo:tags` in the registry at `target` (host:port), through `moto`.
     pub fn promote(moto: &Moto, target: &str, source: &str, repo: &str, tags: &str) -> Step {
-        Step::new()
-            .env("AWS_ENDPOINT_URL", &moto.url)
-            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        Step::aws(moto)
             .env("PLUGIN_MODE", "promote")
             .env("PLUGIN_SOURCE", source)
             .env("PLUGIN_REPO", repo)
@@ -594,10 +596,7 @@ impl Step {
 
     /// Login mode for `registry`, writing the docker config in `docker_config`.
     pub fn login(moto: &Moto, registry: &Registry, docker_config: &str) -> Step {
-        Step::new()
-            .env("AWS_ENDPOINT_URL", &moto.url)
-            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        Step::aws(moto)
             .env("PLUGIN_MODE", "login")
             .env("PLUGIN_REGISTRY", &registry.host)
             .env("PLUGIN_REGION", REGION)
