@@ -49,8 +49,25 @@ where
                 }
             }
         }
-        other => chain(other),
+        other => format!("{} (endpoint: {})", chain(other), endpoint::<E>()),
     }
+}
+
+/// Which endpoint the SDK talked to for the service of `E`, and where that came from: what a CI engineer
+/// needs when the endpoint did not answer (connection refused, no answer within PLUGIN_TIMEOUT).
+fn endpoint<E>() -> String {
+    let name = std::any::type_name::<E>();
+    let service = if name.contains("aws_sdk_sts") { "STS" } else { "ECR" };
+    let specific = format!("AWS_ENDPOINT_URL_{service}");
+    for key in [specific.as_str(), "AWS_ENDPOINT_URL"] {
+        if let Some(url) = std::env::var(key).ok().filter(|v| !v.trim().is_empty()) {
+            return format!("{} from {key}", crate::grammar::printable(&url));
+        }
+    }
+    format!(
+        "the {service} endpoint of the region (https://{}.<region>.amazonaws.com; no AWS_ENDPOINT_URL is set)",
+        service.to_ascii_lowercase()
+    )
 }
 
 fn between<'a>(text: &'a str, start: &str, end: &str) -> Option<&'a str> {

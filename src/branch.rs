@@ -102,22 +102,28 @@ impl BranchFilter {
             ));
         };
         let name = &branch.name;
+        // The branch and patterns come from the CI's variables: escaped, so they cannot forge log lines.
+        let shown = crate::grammar::printable(name);
         if let Some(pattern) = self.except.as_ref().and_then(|p| p.matches(name)) {
+            let pattern = crate::grammar::printable(pattern);
             return Ok(Verdict::Skip(format!(
-                "branch {name} (from {}) matches except pattern `{pattern}`",
+                "branch {shown} (from {}) matches except pattern `{pattern}`",
                 branch.from
             )));
         }
         match &self.only {
             Some(only) => match only.matches(name) {
-                Some(pattern) => Ok(Verdict::Run(format!("branch {name} matches only pattern `{pattern}`"))),
+                Some(pattern) => Ok(Verdict::Run(format!(
+                    "branch {shown} matches only pattern `{}`",
+                    crate::grammar::printable(pattern)
+                ))),
                 None => Ok(Verdict::Skip(format!(
-                    "branch {name} (from {}) matches none of the only patterns {}",
+                    "branch {shown} (from {}) matches none of the only patterns {}",
                     branch.from,
-                    only.written.join(", ")
+                    crate::grammar::printable(&only.written.join(", "))
                 ))),
             },
-            None => Ok(Verdict::Run(format!("branch {name} matches no except pattern"))),
+            None => Ok(Verdict::Run(format!("branch {shown} matches no except pattern"))),
         }
     }
 }

@@ -18,7 +18,14 @@ struct Check {
     result: Result<String, (String, String)>,
 }
 
-pub async fn run(identity: &Identity, repo: &str, logins: &[RegistryLogin], timeout: Duration) -> Result<()> {
+/// `create`: `PLUGIN_CREATE_REPOSITORY=true`, under which a missing repository is what a push will create.
+pub async fn run(
+    identity: &Identity,
+    repo: &str,
+    create: bool,
+    logins: &[RegistryLogin],
+    timeout: Duration,
+) -> Result<()> {
     let mut checks = vec![Check {
         what: "credentials".into(),
         result: Ok(format!("{identity}")),
@@ -46,8 +53,9 @@ pub async fn run(identity: &Identity, repo: &str, logins: &[RegistryLogin], time
                     )
                 }),
         });
-        checks.push(repository(identity, login, repo).await);
-        if ok {
+        let (repository, exists) = repository(identity, login, repo, create).await;
+        checks.push(repository);
+        if ok && exists {
             checks.push(Check {
                 what: format!("write to {host}/{repo}"),
                 result: client.probe_upload(repo).await.map(|_| "an upload can start (cancelled at once)".into()).map_err(|e| {
@@ -81,7 +89,8 @@ pub async fn run(identity: &Identity, repo: &str, logins: &[RegistryLogin], time
     Ok(())
 }
 
-async fn repository(identity: &Identity, login: &RegistryLogin, repo: &str) -> Check {
+/// The repository's check, and whether it exists (a write can only be probed in one that does).
+async fn repository(identity: &Identity, login: &RegistryLogin, repo: &str, create: bool) -> (Check, bool) {
     let target = crate::repository::Target::of(repo, login);
     let ecr = identity.ecr(target.region);
     let what = format!("repository {repo} in {}", login.registry.host);
@@ -91,8 +100,10 @@ async fn repository(identity: &Identity, login: &RegistryLogin, repo: &str) -> C
         .set_registry_id(target.registry_id.map(String::from))
         .send()
         .await;
+    let mut exists = false;
     let result = match answer {
         Ok(a) => {
+            exists = true;
             let r = a.repositories().first();
             let mutability = r
                 .and_then(|r| r.image_tag_mutability())
@@ -101,6 +112,17 @@ async fn repository(identity: &Identity, login: &RegistryLogin, repo: &str) -> C
                 .and_then(|r| r.image_scanning_configuration())
                 .is_some_and(|c| c.scan_on_push());
             Ok(format!("exists ({mutability}, scan on push {scan})"))
+        }
+        Err(e)
+            if create
+                && e.as_service_error()
+                    .is_some_and(|s| s.is_repository_not_found_exception()) =>
+        {
+            Ok(
+                "does not exist yet: a push with PLUGIN_CREATE_REPOSITORY=true (set) creates it, which needs \
+                 ecr:CreateRepository; the write check waits until it exists"
+                    .to_string(),
+            )
         }
         Err(e)
             if e.as_service_error()
@@ -130,5 +152,5 @@ async fn repository(identity: &Identity, login: &RegistryLogin, repo: &str) -> C
             ))
         }
     };
-    Check { what, result }
+    (Check { what, result }, exists)
 }

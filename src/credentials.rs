@@ -193,6 +193,19 @@ pub fn plan(s: CredentialSettings, ambient: &HashMap<String, String>) -> Result<
         None
     };
 
+    let assumes_a_role =
+        s.trigger.role_arn.is_some() || s.pipeline.role_arn.is_some() || s.role_arn.is_some() || s.use_service_account;
+    for (name, set) in [
+        ("PLUGIN_SESSION_NAME", s.session_name.is_some()),
+        ("PLUGIN_DURATION_SECONDS", s.duration_seconds.is_some()),
+    ] {
+        if set && !assumes_a_role {
+            problems.push(format!(
+                "{name} is set but no role is assumed (no PLUGIN_TRIGGER_ROLE_ARN, PLUGIN_PIPELINE_ROLE_ARN, \
+                 PLUGIN_ROLE_ARN or PLUGIN_USE_SERVICE_ACCOUNT): set the role, or remove {name}"
+            ));
+        }
+    }
     let session_name = s.session_name.clone().unwrap_or_else(|| default_session_name(ambient));
     let duration = s.duration_seconds.map(Duration::from_secs);
     let role_level = |r: &RoleSettings| -> Option<(Base, Vec<Hop>)> {
@@ -359,6 +372,7 @@ pub async fn resolve(plan: &CredentialPlan, region: &str, timeout: Duration) -> 
     let timeouts = TimeoutConfig::builder()
         .connect_timeout(Duration::from_secs(5))
         .operation_attempt_timeout(timeout)
+        .operation_timeout(timeout)
         .build();
     let sdk = aws_config::defaults(BehaviorVersion::latest())
         .region(region.clone())
@@ -735,9 +749,24 @@ mod tests {
         assert_eq!(default_session_name(&HashMap::new()), "ecr-step");
         let p = ok(CredentialSettings {
             session_name: Some("mine".into()),
+            role_arn: Some(ROLE_A.into()),
             ..Default::default()
         });
         assert_eq!(p.session_name, "mine");
+    }
+
+    #[test]
+    fn session_settings_without_a_role_to_assume_are_refused() {
+        let e = err(CredentialSettings {
+            session_name: Some("mine".into()),
+            duration_seconds: Some(900),
+            ..Default::default()
+        });
+        assert!(
+            e.contains("PLUGIN_SESSION_NAME is set but no role is assumed")
+                && e.contains("PLUGIN_DURATION_SECONDS is set but no role is assumed"),
+            "{e}"
+        );
     }
 
     #[test]

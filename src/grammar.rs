@@ -97,12 +97,14 @@ pub fn duration_seconds(value: &str) -> Result<u64, String> {
     }
 }
 
-/// A file that exists and can be read (a web identity token file).
+/// The most a web identity token file may hold (STS takes tokens of up to 20,000 characters).
+pub const TOKEN_FILE_LIMIT: u64 = 64 * 1024;
+
+/// A regular file of at most [`TOKEN_FILE_LIMIT`] bytes (a web identity token file, read later by the SDK).
 pub fn readable_file(value: &str) -> Result<std::path::PathBuf, String> {
-    match std::fs::File::open(value) {
-        Ok(_) => Ok(std::path::PathBuf::from(value)),
-        Err(e) => Err(format!("a readable file ({e})")),
-    }
+    let path = std::path::PathBuf::from(value);
+    crate::files::check_bounded(&path, TOKEN_FILE_LIMIT).map_err(|e| format!("a readable token file ({e})"))?;
+    Ok(path)
 }
 
 /// A KMS key id, key ARN, alias name or alias ARN.
@@ -135,16 +137,22 @@ pub fn resource_tags(value: &str) -> Result<Vec<(String, String)>, String> {
     }
 }
 
-/// A JSON policy given inline (starting with `{`) or as a path to a file; returns the JSON text.
+/// A JSON policy given inline or as a path to a regular file of at most `max_len` bytes; returns the JSON
+/// text. A value that starts like JSON (`{`, `[`), spans lines or is longer than any path is inline.
 pub fn json_policy(value: &str, max_len: usize) -> Result<String, String> {
-    let text = if value.starts_with('{') {
+    let inline = value.starts_with(['{', '[']) || value.contains('\n') || value.len() > 4096;
+    let text = if inline {
         value.to_string()
     } else {
-        std::fs::read_to_string(value).map_err(|e| format!("JSON text, or a path to a readable JSON file ({e})"))?
+        crate::files::read_bounded(std::path::Path::new(value), max_len)
+            .map_err(|e| format!("JSON text, or a path to a readable JSON file ({e})"))?
     };
     match serde_json::from_str::<serde_json::Value>(&text) {
         Ok(serde_json::Value::Object(_)) if text.len() <= max_len => Ok(text),
-        Ok(serde_json::Value::Object(_)) => Err(format!("a JSON policy of at most {max_len} characters")),
+        Ok(serde_json::Value::Object(_)) => Err(format!(
+            "a JSON policy of at most {max_len} characters (this one has {})",
+            text.len()
+        )),
         Ok(_) => Err("a JSON object".into()),
         Err(e) => Err(format!("valid JSON ({e})")),
     }
@@ -179,22 +187,96 @@ pub fn duration(value: &str) -> Result<Duration, String> {
     }
 }
 
-/// A local image reference for the engine: `name[:tag]`, `name@sha256:…` or an image id.
+static PATH_COMPONENT: LazyLock<Regex> = LazyLock::new(|| re(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$"));
+static DOMAIN: LazyLock<Regex> = LazyLock::new(|| re(r"^[a-zA-Z0-9.-]+(?::[0-9]{1,5})?$"));
+static DIGEST: LazyLock<Regex> = LazyLock::new(|| re(r"^sha256:[0-9a-f]{1,64}$"));
+
+/// A local image reference for the engine, in the Docker reference grammar: `[host[:port]/]name[:tag]`,
+/// `name@sha256:…` or an image id (`sha256:…`). Repository names are lowercase, so `Team/App:1` is refused
+/// here, before any network call, rather than by the engine after the token was fetched.
 pub fn local_image(value: &str) -> Result<(), String> {
-    let ok = !value.is_empty()
-        && value.len() <= 512
-        && value.chars().all(|c| c.is_ascii_alphanumeric() || "._-/:@".contains(c))
-        && !value.starts_with(['-', '.', '/', ':', '@']);
-    if ok {
+    let allowed = || {
+        "a local image such as app:1.2, registry:5000/team/app:1 or sha256:<id> (repository names are \
+         lowercase: letters, digits and . _ -)"
+            .to_string()
+    };
+    if value.is_empty() || value.len() > 512 || DIGEST.is_match(value) {
+        return if value.is_empty() || value.len() > 512 {
+            Err(allowed())
+        } else {
+            Ok(())
+        };
+    }
+    let (name, digest) = match value.split_once('@') {
+        Some((n, d)) => (n, Some(d)),
+        None => (value, None),
+    };
+    if digest.is_some_and(|d| !DIGEST.is_match(d)) {
+        return Err(allowed());
+    }
+    let (name, tag) = match name.rsplit_once(':') {
+        Some((n, t)) if !t.contains('/') => (n, Some(t)),
+        _ => (name, None),
+    };
+    if tag.is_some_and(|t| self::tag(t).is_err()) {
+        return Err(allowed());
+    }
+    let mut parts: Vec<&str> = name.split('/').collect();
+    let first = parts[0];
+    if parts.len() > 1 && (first.contains(['.', ':']) || first == "localhost") {
+        if !DOMAIN.is_match(first) || first.starts_with(['.', '-']) {
+            return Err(allowed());
+        }
+        parts.remove(0);
+    }
+    if parts.iter().all(|p| PATH_COMPONENT.is_match(p)) {
         Ok(())
     } else {
-        Err("a local image such as app:1.2 or sha256:<id>".into())
+        Err(allowed())
     }
+}
+
+/// A value as it can be shown in one log line: control characters escaped, long values cut, and a value
+/// that looks like a secret access key or session token (in the wrong setting, say) never shown.
+pub fn printable(value: &str) -> String {
+    if looks_like_secret(value) {
+        return format!(
+            "<{} characters hidden: they look like a secret key>",
+            value.chars().count()
+        );
+    }
+    let escaped: String = value.chars().flat_map(char::escape_default).collect();
+    if escaped.chars().count() > 80 {
+        format!("{}…", escaped.chars().take(80).collect::<String>())
+    } else {
+        escaped
+    }
+}
+
+/// 40 or more characters of the base64 alphabet with both cases and a digit or `/`/`+`: the shape of an AWS
+/// secret access key (40) or session token. A git commit id (lowercase hex) is not.
+pub fn looks_like_secret(value: &str) -> bool {
+    value.len() >= 40
+        && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"/+=".contains(&b))
+        && value.bytes().any(|b| b.is_ascii_lowercase())
+        && value.bytes().any(|b| b.is_ascii_uppercase())
+        && value.bytes().any(|b| b.is_ascii_digit() || b"/+".contains(&b))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_shaped_values_are_never_printable() {
+        let secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+        assert!(looks_like_secret(secret));
+        assert!(!printable(secret).contains("wJalr"), "{}", printable(secret));
+        let commit = "3f2a9c0d1e4b5a6978c0d1e2f3a4b5c6d7e8f901";
+        assert!(!looks_like_secret(commit));
+        assert_eq!(printable(commit), commit);
+        assert_eq!(printable("a\u{1b}[31m\r\n"), "a\\u{1b}[31m\\r\\n");
+    }
 
     #[test]
     fn regions() {
@@ -301,7 +383,25 @@ mod tests {
         ] {
             assert!(local_image(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "app 1", "-app", "app;rm", "app\n"] {
+        for ok in [
+            "team/app:1",
+            "127.0.0.1:5000/team/app",
+            "my_app-2:Tag_1",
+            &format!("sha256:{}", "a".repeat(64)),
+        ] {
+            assert!(local_image(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "app 1",
+            "-app",
+            "app;rm",
+            "app\n",
+            "Team/App:1",
+            "APP",
+            "app:-x",
+            "app@sha256:XYZ",
+        ] {
             assert!(local_image(bad).is_err(), "{bad}");
         }
     }

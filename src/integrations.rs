@@ -66,7 +66,7 @@ pub struct Integration {
 /// Read `path` and find the entry named `name`. Errors say what is wrong and, for a missing entry, list
 /// the names that exist.
 pub fn find(path: &Path, name: &str) -> Result<Integration, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = crate::files::read_bounded(path, MAX_BYTES)?;
     parse(&text, name).map_err(|e| format!("{}: {e}", path.display()))
 }
 
@@ -99,6 +99,13 @@ pub fn parse(text: &str, name: &str) -> Result<Integration, String> {
             )
         });
     };
+    let same = entries.iter().filter(|e| e.integration_name == name).count();
+    if same > 1 {
+        return Err(format!(
+            "{same} entries are named {name}: the integration to use is ambiguous; give each entry its own \
+             integrationName"
+        ));
+    }
     let entry = entries.into_iter().nth(entry).expect("found above");
     match entry.kind.as_deref() {
         Some(k) if k.eq_ignore_ascii_case("ecr") => {}
@@ -167,6 +174,17 @@ integrations:
     fn an_entry_of_another_type_is_refused() {
         let e = parse(FILE, "dockerhub").unwrap_err();
         assert!(e.contains("of type docker, not ecr"), "{e}");
+    }
+
+    #[test]
+    fn two_entries_with_one_name_are_ambiguous() {
+        let twice = format!("{FILE}    - integrationName: ecr-prod\n      type: ecr\n      region: us-west-2\n");
+        let e = parse(&twice, "ecr-prod").unwrap_err();
+        assert!(
+            e.contains("2 entries are named ecr-prod") && e.contains("ambiguous"),
+            "{e}"
+        );
+        assert!(parse(&twice, "ecr-default").is_ok());
     }
 
     #[test]

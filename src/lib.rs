@@ -7,6 +7,7 @@ pub mod branch;
 pub mod check;
 pub mod credentials;
 pub mod engine;
+pub mod files;
 pub mod grammar;
 pub mod integrations;
 pub mod login;

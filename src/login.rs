@@ -1,24 +1,34 @@
 //! Login mode: writes the run's registry tokens into the docker config for later steps.
 //!
-//! `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`; merged with what is there (other registries,
-//! helpers and settings are kept), written through a 0600 temporary file renamed into place, so the
-//! password is never on a command line and never readable by others, even for a moment.
+//! `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`. Each token is first tried against its
+//! registry (`GET /v2/`, as `docker login` does), so a token the registry refuses is never reported as a
+//! login. The config is merged with what is there (other registries, helpers and settings are kept) under
+//! an exclusive lock on its directory (concurrent logins into one config lose nothing), written through a
+//! 0600 temporary file renamed into place (the password is never on a command line nor readable by others),
+//! and through a symbolic link when config.json is one. A `credsStore` or `credHelpers` entry that would
+//! make docker ignore what is written is an error with the change to make, never a silent success.
 
+use crate::registry_client::RegistryClient;
 use crate::token::RegistryLogin;
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use std::collections::HashMap;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-/// Run login mode: write every destination's token, export the registry hosts.
-pub fn run(settings: &crate::settings::Settings, logins: &[RegistryLogin]) -> Result<()> {
+/// The largest docker config the step reads.
+const CONFIG_LIMIT: usize = 4 << 20;
+
+/// Run login mode: check every destination's token with its registry, write them, export the hosts.
+pub async fn run(settings: &crate::settings::Settings, logins: &[RegistryLogin]) -> Result<()> {
     let path = config_path(&settings.ambient)?;
-    for warning in write(&path, logins)? {
-        println!("warning: {warning}");
+    for login in logins {
+        verify(login, settings.timeout).await?;
     }
+    write(&path, logins)?;
     let hosts: Vec<&str> = logins.iter().map(|l| l.registry.host.as_str()).collect();
     println!(
         "login: {} registr{} written to {} (mode 0600)",
@@ -38,10 +48,30 @@ pub fn run(settings: &crate::settings::Settings, logins: &[RegistryLogin]) -> Re
     Ok(())
 }
 
+/// The registry accepts the token (`GET /v2/` with it), as `docker login` checks before it writes.
+async fn verify(login: &RegistryLogin, timeout: Duration) -> Result<()> {
+    let client = RegistryClient::new(login, timeout)?;
+    client.ping().await.map_err(|e| {
+        anyhow!(
+            "{e:#}\n  fix: nothing was written to the docker config; the token is for account {} — check that \
+             PLUGIN_REGISTRY names a registry of that account and region",
+            login.token_account.as_deref().unwrap_or("unknown")
+        )
+    })
+}
+
 /// Where the docker CLI reads its config.
 pub fn config_path(ambient: &HashMap<String, String>) -> Result<PathBuf> {
     if let Some(dir) = ambient.get("DOCKER_CONFIG").filter(|d| !d.is_empty()) {
-        return Ok(PathBuf::from(dir).join("config.json"));
+        let dir = PathBuf::from(dir);
+        if dir.exists() && !dir.is_dir() {
+            bail!(
+                "DOCKER_CONFIG={} is a file, but docker reads DOCKER_CONFIG as a directory holding config.json\n  \
+                 fix: set DOCKER_CONFIG to that file's directory",
+                dir.display()
+            );
+        }
+        return Ok(dir.join("config.json"));
     }
     let home = ambient.get("HOME").filter(|h| !h.is_empty()).ok_or_else(|| {
         anyhow!("login mode needs DOCKER_CONFIG or HOME to know where the docker config is: set DOCKER_CONFIG")
@@ -49,35 +79,8 @@ pub fn config_path(ambient: &HashMap<String, String>) -> Result<PathBuf> {
     Ok(PathBuf::from(home).join(".docker/config.json"))
 }
 
-/// Merge `logins` into the docker config at `path`. Returns warnings (a credential helper that would
-/// shadow the login).
-pub fn write(path: &std::path::Path, logins: &[RegistryLogin]) -> Result<Vec<String>> {
-    let mut config: serde_json::Value = match std::fs::read_to_string(path) {
-        Ok(text) if !text.trim().is_empty() => serde_json::from_str(&text)
-            .with_context(|| format!("{} is not valid JSON: fix or remove it", path.display()))?,
-        Ok(_) => serde_json::json!({}),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => serde_json::json!({}),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-    };
-    let root = config
-        .as_object_mut()
-        .ok_or_else(|| anyhow!("{} is not a JSON object", path.display()))?;
-    let mut warnings = Vec::new();
-    for login in logins {
-        let host = &login.registry.host;
-        if root.get("credHelpers").and_then(|h| h.get(host)).is_some() {
-            warnings.push(format!(
-                "{}: credHelpers names a helper for {host}, which the docker CLI prefers over this login",
-                path.display()
-            ));
-        }
-        let auth = STANDARD.encode(format!("{}:{}", login.username, login.password.expose()));
-        let auths = root.entry("auths").or_insert_with(|| serde_json::json!({}));
-        let auths = auths
-            .as_object_mut()
-            .ok_or_else(|| anyhow!("{}: `auths` is not an object", path.display()))?;
-        auths.insert(host.clone(), serde_json::json!({ "auth": auth }));
-    }
+/// Merge `logins` into the docker config at `path`, under an exclusive lock on its directory.
+pub fn write(path: &Path, logins: &[RegistryLogin]) -> Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| anyhow!("{} has no directory", path.display()))?;
@@ -86,7 +89,37 @@ pub fn write(path: &std::path::Path, logins: &[RegistryLogin]) -> Result<Vec<Str
         .mode(0o700)
         .create(dir)
         .with_context(|| format!("creating {}", dir.display()))?;
-    let temporary = dir.join(format!(".config.json.ecr-step-{}", std::process::id()));
+    // config.json is replaced by rename, so its own inode cannot carry the lock: its directory does.
+    let lock = std::fs::File::open(dir).with_context(|| format!("opening {} to lock it", dir.display()))?;
+    lock.lock()
+        .with_context(|| format!("locking {} for the docker config", dir.display()))?;
+    // A symbolic link stays one: the file it points at is what gets replaced.
+    let target = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => std::fs::canonicalize(path)
+            .with_context(|| format!("{} is a symbolic link that leads nowhere", path.display()))?,
+        _ => path.to_path_buf(),
+    };
+    let mut config: serde_json::Value = match crate::files::read_bounded(&target, CONFIG_LIMIT) {
+        Ok(text) if !text.trim().is_empty() => serde_json::from_str(&text)
+            .with_context(|| format!("{} is not valid JSON: fix or remove it", path.display()))?,
+        Ok(_) => serde_json::json!({}),
+        Err(_) if !target.exists() => serde_json::json!({}),
+        Err(e) => bail!("reading the docker config: {e}"),
+    };
+    let root = config
+        .as_object_mut()
+        .ok_or_else(|| anyhow!("{} is not a JSON object", path.display()))?;
+    for login in logins {
+        shadowed(root, &login.registry.host, path)?;
+        let auth = STANDARD.encode(format!("{}:{}", login.username, login.password.expose()));
+        let auths = root.entry("auths").or_insert_with(|| serde_json::json!({}));
+        let auths = auths
+            .as_object_mut()
+            .ok_or_else(|| anyhow!("{}: `auths` is not an object", path.display()))?;
+        auths.insert(login.registry.host.clone(), serde_json::json!({ "auth": auth }));
+    }
+    let target_dir = target.parent().unwrap_or(dir);
+    let temporary = target_dir.join(format!(".config.json.ecr-step-{}", std::process::id()));
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -95,8 +128,38 @@ pub fn write(path: &std::path::Path, logins: &[RegistryLogin]) -> Result<Vec<Str
         .with_context(|| format!("creating {}", temporary.display()))?;
     file.write_all(serde_json::to_string_pretty(&config)?.as_bytes())?;
     file.sync_all()?;
-    std::fs::rename(&temporary, path).with_context(|| format!("replacing {}", path.display()))?;
-    Ok(warnings)
+    std::fs::rename(&temporary, &target).with_context(|| format!("replacing {}", target.display()))?;
+    Ok(())
+}
+
+/// An error when docker would not read the `auths` entry for `host`: a `credHelpers` entry for it, or a
+/// `credsStore`, sends docker to a helper instead (the docker CLI's own order).
+fn shadowed(root: &serde_json::Map<String, serde_json::Value>, host: &str, path: &Path) -> Result<()> {
+    if let Some(helper) = root
+        .get("credHelpers")
+        .and_then(|h| h.get(host))
+        .and_then(|h| h.as_str())
+    {
+        bail!(
+            "{}: credHelpers sends docker to the helper docker-credential-{helper} for {host}, so docker would \
+             ignore this login\n  fix: remove \"{host}\" from credHelpers in that file, or set DOCKER_CONFIG to a \
+             directory of this pipeline's own",
+            path.display()
+        );
+    }
+    if let Some(store) = root
+        .get("credsStore")
+        .and_then(|h| h.as_str())
+        .filter(|s| !s.is_empty())
+    {
+        bail!(
+            "{}: credsStore sends docker to docker-credential-{store} for every registry, so docker would ignore \
+             this login\n  fix: remove \"credsStore\" from that file, or set DOCKER_CONFIG to a directory of this \
+             pipeline's own",
+            path.display()
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -106,6 +169,15 @@ mod tests {
     use crate::secret::Secret;
     use std::os::unix::fs::PermissionsExt;
 
+    fn login(host: &str) -> RegistryLogin {
+        RegistryLogin {
+            registry: Registry::parse(host).unwrap(),
+            username: "AWS".into(),
+            password: Secret::new("pw"),
+            token_account: None,
+        }
+    }
+
     #[test]
     fn logins_merge_into_the_config_with_mode_0600() {
         let dir = tempfile::tempdir().unwrap();
@@ -113,23 +185,65 @@ mod tests {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(
             &path,
-            r#"{"auths":{"other.io":{"auth":"b3RoZXI="}},"credHelpers":{"127.0.0.1:5000":"ecr-login"},"psFormat":"x"}"#,
+            r#"{"auths":{"other.io":{"auth":"b3RoZXI="}},"credHelpers":{"other.io":"ecr-login"},"psFormat":"x"}"#,
         )
         .unwrap();
-        let login = RegistryLogin {
-            registry: Registry::parse("127.0.0.1:5000").unwrap(),
-            username: "AWS".into(),
-            password: Secret::new("pw"),
-            token_account: None,
-        };
-        let warnings = write(&path, &[login]).unwrap();
-        assert_eq!(warnings.len(), 1);
+        write(&path, &[login("127.0.0.1:5000")]).unwrap();
         let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         assert_eq!(config["auths"]["other.io"]["auth"], "b3RoZXI=");
         assert_eq!(config["auths"]["127.0.0.1:5000"]["auth"], STANDARD.encode("AWS:pw"));
+        assert_eq!(config["credHelpers"]["other.io"], "ecr-login");
         assert_eq!(config["psFormat"], "x");
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn a_helper_that_would_shadow_the_login_is_an_error_and_nothing_is_written() {
+        for (config, want) in [
+            (r#"{"credHelpers":{"127.0.0.1:5000":"ecr-login"}}"#, "credHelpers"),
+            (r#"{"credsStore":"desktop"}"#, "credsStore"),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("config.json");
+            std::fs::write(&path, config).unwrap();
+            let e = format!("{:#}", write(&path, &[login("127.0.0.1:5000")]).unwrap_err());
+            assert!(e.contains(want) && e.contains("fix:"), "{e}");
+            assert_eq!(
+                std::fs::read_to_string(&path).unwrap(),
+                config,
+                "the config was changed"
+            );
+        }
+    }
+
+    #[test]
+    fn a_symlinked_config_stays_a_link_and_its_target_gets_the_login() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real.json");
+        std::fs::write(&real, r#"{"auths":{}}"#).unwrap();
+        let config = dir.path().join("docker");
+        std::fs::create_dir(&config).unwrap();
+        let link = config.join("config.json");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        write(&link, &[login("127.0.0.1:5000")]).unwrap();
+        assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        assert!(std::fs::read_to_string(&real).unwrap().contains("127.0.0.1:5000"));
+    }
+
+    #[test]
+    fn concurrent_logins_into_one_config_keep_every_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        let threads: Vec<_> = (0..10)
+            .map(|i| {
+                let path = path.clone();
+                std::thread::spawn(move || write(&path, &[login(&format!("127.0.0.1:{}", 5000 + i))]).unwrap())
+            })
+            .collect();
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(config["auths"].as_object().unwrap().len(), 10, "{config}");
     }
 
     #[test]
@@ -146,5 +260,11 @@ mod tests {
             PathBuf::from("/h/.docker/config.json")
         );
         assert!(config_path(&env(&[])).is_err());
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let e = config_path(&env(&[("DOCKER_CONFIG", &file.path().display().to_string())])).unwrap_err();
+        assert!(
+            e.to_string().contains("is a file") && e.to_string().contains("fix:"),
+            "{e}"
+        );
     }
 }

@@ -11,11 +11,23 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     use_the_ca_bundle_alone();
+    if let Some(code) = arguments() {
+        return code;
+    }
+    // Settings are read (files included) before the runtime starts: no blocking read ever sits on the
+    // thread that waits for signals, and until the runtime starts SIGTERM ends the process at once.
+    let settings = match Settings::from_env(std::env::vars_os()) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("a tokio runtime");
-    runtime.block_on(step())
+    runtime.block_on(step(settings))
 }
 
 /// The HTTPS clients load the system's CA certificates when they are built, before the first request.
@@ -31,26 +43,30 @@ fn use_the_ca_bundle_alone() {
     }
 }
 
-async fn step() -> ExitCode {
+/// `--help`, `--version`, or a refusal of any other argument; `None` to run.
+fn arguments() -> Option<ExitCode> {
     match std::env::args().nth(1).as_deref() {
         Some("--help" | "-h") => {
             print!("{}", settings::help());
-            return ExitCode::SUCCESS;
+            Some(ExitCode::SUCCESS)
         }
         Some("--version" | "-V") => {
             println!("ecr-step {}", env!("CARGO_PKG_VERSION"));
-            return ExitCode::SUCCESS;
+            Some(ExitCode::SUCCESS)
         }
         Some(other) => {
             eprintln!(
                 "error: ecr-step takes no arguments (got `{other}`): configure it with PLUGIN_* variables, see --help"
             );
-            return ExitCode::from(2);
+            Some(ExitCode::from(2))
         }
-        None => {}
+        None => None,
     }
+}
+
+async fn step(settings: Settings) -> ExitCode {
     tokio::select! {
-        result = run() => match result {
+        result = run(settings) => match result {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e:#}");
@@ -76,8 +92,7 @@ async fn terminated() -> &'static str {
     }
 }
 
-async fn run() -> Result<()> {
-    let settings = Settings::from_env(std::env::vars_os())?;
+async fn run(settings: Settings) -> Result<()> {
     if let Verdict::Skip(why) = &settings.branch {
         println!("skipped: {why}; nothing was pushed");
         return Ok(());
@@ -89,8 +104,11 @@ async fn run() -> Result<()> {
     let outcomes = match settings.mode {
         Mode::Push => push::run(&settings, &identity, &logins).await?,
         Mode::Promote => promote::run(&settings, &identity, &logins).await?,
-        Mode::Login => return login::run(&settings, &logins),
-        Mode::Check => return check::run(&identity, &settings.target.repo, &logins, settings.timeout).await,
+        Mode::Login => return login::run(&settings, &logins).await,
+        Mode::Check => {
+            let (repo, create) = (&settings.target.repo, settings.repository.create);
+            return check::run(&identity, repo, create, &logins, settings.timeout).await;
+        }
     };
     let Some(outcomes) = outcomes else { return Ok(()) };
     report::summary(&outcomes, logins.len())?;

@@ -74,40 +74,150 @@ pub fn of(
     }
 }
 
-/// Write the outputs wherever the environment asks for them; returns the files written.
-pub fn write(outputs: &Outputs, output_file: Option<&Path>, ambient: &HashMap<String, String>) -> Result<Vec<PathBuf>> {
-    let mut written = Vec::new();
-    let lines: String = outputs.pairs().iter().map(|(k, v)| format!("{k}={v}\n")).collect();
-    let mut env_files: Vec<PathBuf> = Vec::new();
+/// One place outputs go: which setting or variable named it, the file, and whether it is appended to
+/// (the CI's env files) or replaced (`PLUGIN_OUTPUT_FILE`).
+struct Place {
+    origin: &'static str,
+    path: PathBuf,
+    replace: bool,
+}
+
+fn places(output_file: Option<&Path>, ambient: &HashMap<String, String>) -> Vec<Place> {
+    let mut places = Vec::new();
+    let append = |origin, path| Place {
+        origin,
+        path,
+        replace: false,
+    };
     if let Some(dir) = ambient.get("CF_VOLUME_PATH").filter(|d| !d.is_empty()) {
-        env_files.push(Path::new(dir).join("env_vars_to_export"));
+        places.push(append("CF_VOLUME_PATH", Path::new(dir).join("env_vars_to_export")));
     }
     if Path::new("/meta").is_dir() {
-        env_files.push(PathBuf::from("/meta/env_vars_to_export"));
+        places.push(append(
+            "/meta (a Codefresh typed step)",
+            PathBuf::from("/meta/env_vars_to_export"),
+        ));
     }
     if let Some(file) = ambient.get("GITHUB_OUTPUT").filter(|d| !d.is_empty()) {
-        env_files.push(PathBuf::from(file));
-    }
-    for path in env_files {
-        append(&path, &lines)?;
-        written.push(path);
+        places.push(append("GITHUB_OUTPUT", PathBuf::from(file)));
     }
     if let Some(path) = output_file {
-        let text = serde_json::to_string_pretty(&outputs.json())? + "\n";
-        std::fs::write(path, text).with_context(|| format!("writing PLUGIN_OUTPUT_FILE={}", path.display()))?;
-        written.push(path.to_path_buf());
+        places.push(Place {
+            origin: "PLUGIN_OUTPUT_FILE",
+            path: path.to_path_buf(),
+            replace: true,
+        });
+    }
+    places
+}
+
+/// Whether every place the outputs will go can be written, checked before any network call so that a
+/// run never pushes and then fails on its outputs. One problem per place, naming the variable and the fix.
+pub fn check(output_file: Option<&Path>, ambient: &HashMap<String, String>) -> Vec<String> {
+    places(output_file, ambient)
+        .into_iter()
+        .filter_map(|place| check_place(&place).err())
+        .collect()
+}
+
+fn check_place(place: &Place) -> Result<(), String> {
+    let (origin, path) = (place.origin, place.path.display());
+    match std::fs::symlink_metadata(&place.path) {
+        Ok(meta) if meta.file_type().is_symlink() && place.replace => Err(format!(
+            "{origin}={path} is a symbolic link, and writing the outputs would overwrite its target\n    fix: give \
+             the path of a regular file (or of one that does not exist yet)"
+        )),
+        Ok(_) => match std::fs::metadata(&place.path) {
+            Ok(meta) if !meta.is_file() => Err(format!(
+                "{origin}={path} is not a regular file (it is a {})\n    fix: point {origin} at a file",
+                if meta.is_dir() {
+                    "directory"
+                } else {
+                    "device or other special file"
+                }
+            )),
+            Ok(_) => writable(&place.path).map_err(|e| format!("{origin}={path} cannot be written: {e}")),
+            Err(e) => Err(format!("{origin}={path}: {e}\n    fix: point {origin} at a file")),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let parent = match place.path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            if !parent.is_dir() {
+                return Err(format!(
+                    "{origin}={path}: the directory {} does not exist\n    fix: create it in an earlier step, or \
+                     point {origin} at an existing directory",
+                    parent.display()
+                ));
+            }
+            writable(parent).map_err(|e| format!("{origin}={path}: the directory cannot be written: {e}"))
+        }
+        Err(e) => Err(format!("{origin}={path}: {e}")),
+    }
+}
+
+/// `access(2)` with `W_OK`: whether this process may write the file or create files in the directory.
+fn writable(path: &Path) -> Result<(), String> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| "a NUL in the path".to_string())?;
+    // SAFETY: `c` is a valid NUL-terminated string that outlives the call.
+    if unsafe { libc::access(c.as_ptr(), libc::W_OK) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error().to_string())
+    }
+}
+
+/// Write the outputs wherever the environment asks for them; returns the files written.
+pub fn write(outputs: &Outputs, output_file: Option<&Path>, ambient: &HashMap<String, String>) -> Result<Vec<PathBuf>> {
+    let lines: String = outputs.pairs().iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+    let mut written = Vec::new();
+    for place in places(output_file, ambient) {
+        if place.replace {
+            let text = serde_json::to_string_pretty(&outputs.json())? + "\n";
+            replace(&place.path, &text)
+                .with_context(|| format!("writing {}={}", place.origin, place.path.display()))?;
+        } else {
+            append(&place.path, &lines)
+                .with_context(|| format!("appending outputs to {}={}", place.origin, place.path.display()))?;
+        }
+        written.push(place.path);
     }
     Ok(written)
 }
 
-fn append(path: &Path, text: &str) -> Result<()> {
+/// Replace the file's content; never through a symbolic link.
+fn replace(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
+    file.write_all(text.as_bytes())
+}
+
+/// Append `text` on lines of its own: a file whose last line has no newline gets one first, so neither
+/// that line nor ours is corrupted.
+fn append(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
     let mut file = std::fs::OpenOptions::new()
         .create(true)
+        .read(true)
         .append(true)
-        .open(path)
-        .with_context(|| format!("opening {} to export outputs", path.display()))?;
+        .open(path)?;
+    let mut text = text.to_string();
+    if file.metadata()?.len() > 0 {
+        let mut last = [0u8; 1];
+        file.seek(SeekFrom::End(-1))?;
+        file.read_exact(&mut last)?;
+        if last[0] != b'\n' {
+            text.insert(0, '\n');
+        }
+    }
     file.write_all(text.as_bytes())
-        .with_context(|| format!("writing outputs to {}", path.display()))
 }
 
 #[cfg(test)]
@@ -132,6 +242,7 @@ mod tests {
             images: vec!["r/app:v1".into(), "r/app:latest".into()],
         };
         let json = dir.path().join("out.json");
+        assert!(check(Some(&json), &ambient).is_empty());
         write(&outputs, Some(&json), &ambient).unwrap();
         let cf = std::fs::read_to_string(dir.path().join("env_vars_to_export")).unwrap();
         assert!(
@@ -146,5 +257,55 @@ mod tests {
         let value: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
         assert_eq!(value["tags"], serde_json::json!(["v1", "latest"]));
         assert_eq!(value["digest"], "sha256:d");
+    }
+
+    #[test]
+    fn a_file_without_a_final_newline_keeps_its_last_line_and_ours() {
+        let dir = tempfile::tempdir().unwrap();
+        let github = dir.path().join("github_output");
+        std::fs::write(&github, "earlier=1").unwrap();
+        let ambient: HashMap<String, String> = [("GITHUB_OUTPUT".to_string(), github.display().to_string())].into();
+        let outputs = Outputs {
+            digest: "sha256:d".into(),
+            ..Default::default()
+        };
+        write(&outputs, None, &ambient).unwrap();
+        let text = std::fs::read_to_string(&github).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines, vec!["earlier=1", "ECR_STEP_DIGEST=sha256:d"], "{text:?}");
+    }
+
+    #[test]
+    fn places_that_cannot_take_the_outputs_are_named_before_anything_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("link.json");
+        std::os::unix::fs::symlink(dir.path().join("target.json"), &link).unwrap();
+        type Case<'a> = (Option<PathBuf>, Vec<(&'a str, String)>, &'a str);
+        let cases: Vec<Case> = vec![
+            (Some(dir.path().join("missing/out.json")), vec![], "the directory"),
+            (Some(dir.path().to_path_buf()), vec![], "is not a regular file"),
+            (Some(PathBuf::from("/dev/full")), vec![], "device or other special file"),
+            (Some(link), vec![], "is a symbolic link"),
+            (
+                None,
+                vec![("GITHUB_OUTPUT", dir.path().display().to_string())],
+                "GITHUB_OUTPUT=",
+            ),
+            (
+                None,
+                vec![("CF_VOLUME_PATH", "/nonexistent/volume".into())],
+                "CF_VOLUME_PATH=",
+            ),
+        ];
+        for (file, env, want) in cases {
+            let ambient: HashMap<String, String> = env.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+            let problems = check(file.as_deref(), &ambient);
+            assert_eq!(problems.len(), 1, "{file:?} {ambient:?}: {problems:?}");
+            assert!(
+                problems[0].contains(want) && problems[0].contains("fix:"),
+                "{}",
+                problems[0]
+            );
+        }
     }
 }

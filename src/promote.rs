@@ -228,6 +228,7 @@ async fn give_tag(
         None => {}
     }
     target.put_manifest(repo, tag, manifest).await?;
+    target.confirm_tag(repo, tag, &manifest.digest).await?;
     Ok(Landed {
         digest: manifest.digest.clone(),
         skipped: false,
@@ -251,10 +252,14 @@ async fn via_engine(plan: &PromotePlan, login: &RegistryLogin, timeout: Duration
     };
     let mut outcomes = Vec::new();
     for tag in &plan.tags {
-        let result = engine
-            .push(login, &local, &plan.repo, tag, timeout)
-            .await
-            .map(|digest| Landed { digest, skipped: false });
+        let result = async {
+            let digest = engine.push(login, &local, &plan.repo, tag, timeout).await?;
+            RegistryClient::new(login, timeout)?
+                .confirm_tag(&plan.repo, tag, &digest)
+                .await?;
+            Ok(Landed { digest, skipped: false })
+        }
+        .await;
         let outcome = outcome(&target_label, tag, result);
         crate::report::tag(&outcome, None, "promoted");
         outcomes.push(outcome);

@@ -142,9 +142,13 @@ impl PushPlan {
                 Decision::Skip(digest) => Ok(Landed { digest, skipped: true }),
                 Decision::Conflict { held } => Err(self.conflict(&target, tag, &held, &ours)),
                 Decision::Push => {
-                    let pushed = self
+                    let pushed = match self
                         .push_tag(engine, &mut login, &mut refreshed, region, identity, tag, idle)
-                        .await;
+                        .await
+                    {
+                        Ok(digest) => self.confirm(&login, tag, &digest, idle).await.map(|_| digest),
+                        Err(e) => Err(e),
+                    };
                     pushed.map(|digest| {
                         ours.insert(digest.clone());
                         Landed { digest, skipped: false }
@@ -199,9 +203,11 @@ impl PushPlan {
             .with_max_delay(Duration::from_secs(10))
             .with_max_times(3)
             .with_jitter();
+        // PLUGIN_TIMEOUT bounds the whole push of a tag: no retry starts once it has passed.
+        let deadline = std::time::Instant::now() + idle;
         attempt
             .retry(backoff)
-            .when(is_transient)
+            .when(|e| is_transient(e) && std::time::Instant::now() < deadline)
             .notify(|e, wait| {
                 let first = e.to_string().lines().next().unwrap_or_default().to_string();
                 println!(
@@ -212,6 +218,35 @@ impl PushPlan {
                 );
             })
             .await
+    }
+
+    /// Read the pushed tag back: it must hold the digest the engine reported, and that manifest's config must
+    /// be the source image (its id). Two runs that push different images to one `repo:tag` through one engine
+    /// share the local tag `<registry>/<repo>:<tag>`, and the other run may retag it between tag and push.
+    async fn confirm(&self, login: &RegistryLogin, tag: &str, digest: &str, timeout: Duration) -> Result<()> {
+        let client = RegistryClient::new(login, timeout)?;
+        client.confirm_tag(&self.repo, tag, digest).await?;
+        let manifest = client.manifest(&self.repo, digest).await?.ok_or_else(|| {
+            anyhow!(
+                "{}/{}@{digest} does not exist when read back: the registry did not store it",
+                login.registry,
+                self.repo
+            )
+        })?;
+        match manifest.config_digest() {
+            Some(config) if config != self.source.id => Err(anyhow!(
+                "the engine pushed image {config} as {}/{}:{tag}, not PLUGIN_SOURCE={} ({}): another run retagged \
+                 {}/{}:{tag} in the same Docker Engine during this push\n  fix: push different images to one \
+                 repository and tag one at a time, or give each run its own tag",
+                login.registry,
+                self.repo,
+                self.source.reference,
+                self.source.id,
+                login.registry,
+                self.repo
+            )),
+            _ => Ok(()),
+        }
     }
 
     async fn held_digests(&self, login: &RegistryLogin, timeout: Duration) -> Result<HashMap<String, Option<String>>> {

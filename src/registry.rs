@@ -47,6 +47,19 @@ impl Registry {
             .or_else(|| value.strip_prefix("http://"))
             .unwrap_or(value)
             .trim_end_matches('/');
+        if trimmed.starts_with('[') {
+            return Err(format!(
+                "a host name or IPv4 address: IPv6 literals such as `{trimmed}` are not supported (image references \
+                 and the Docker Engine treat them inconsistently); use a name such as localhost:5000"
+            ));
+        }
+        let bare = trimmed.split(':').next().unwrap_or("").to_ascii_lowercase();
+        if bare == "public.ecr.aws" || bare.ends_with(".public.ecr.aws") || bare.starts_with("public.ecr.aws.") {
+            return Err(format!(
+                "a private ECR registry: `{trimmed}` is ECR Public, which needs its own token \
+                 (ecr-public:GetAuthorizationToken, in us-east-1) and is not supported by this step"
+            ));
+        }
         let (host, port) = match trimmed.rsplit_once(':') {
             Some((h, p)) => (h, Some(p)),
             None => (trimmed, None),
@@ -139,6 +152,15 @@ mod tests {
             "-host",
         ] {
             assert!(Registry::parse(bad).is_err(), "{bad}");
+        }
+        let e = Registry::parse("[::1]:5000").unwrap_err();
+        assert!(e.contains("IPv6 literals") && e.contains("not supported"), "{e}");
+        for public in ["public.ecr.aws", "https://public.ecr.aws/", "PUBLIC.ECR.AWS:443"] {
+            let e = Registry::parse(public).unwrap_err();
+            assert!(
+                e.contains("ECR Public") && e.contains("ecr-public:GetAuthorizationToken"),
+                "{e}"
+            );
         }
     }
 }

@@ -36,6 +36,15 @@ impl Manifest {
         self.media_type.contains("index") || self.media_type.contains("manifest.list")
     }
 
+    /// The config blob's digest of an image manifest (the image id), `None` for an index.
+    pub fn config_digest(&self) -> Option<String> {
+        if self.is_index() {
+            return None;
+        }
+        let json: serde_json::Value = serde_json::from_slice(&self.bytes).ok()?;
+        json["config"]["digest"].as_str().map(String::from)
+    }
+
     /// The content this manifest points at: child manifests of an index, or config and layers.
     pub fn references(&self) -> Result<Vec<Descriptor>> {
         let json: serde_json::Value = serde_json::from_slice(&self.bytes)?;
@@ -111,6 +120,9 @@ pub struct RegistryClient {
     refreshed: std::sync::atomic::AtomicBool,
     pub host: String,
     retry: ExponentialBuilder,
+    /// `PLUGIN_TIMEOUT`: no request waits longer for an answer, and no retry starts after it has passed
+    /// since the first attempt, so an operation takes about this long at most, not this long per attempt.
+    timeout: Duration,
 }
 
 impl RegistryClient {
@@ -136,6 +148,7 @@ impl RegistryClient {
             refreshed: std::sync::atomic::AtomicBool::new(false),
             host: host.clone(),
             retry,
+            timeout,
         })
     }
 
@@ -163,7 +176,15 @@ impl RegistryClient {
 
     async fn send(&self, what: &str, request: RequestBuilder) -> Result<Response, HttpFailure> {
         let response = request.send().await.map_err(|e| HttpFailure {
-            message: format!("{what}: {}", crate::aws_error::chain(&e)),
+            message: if e.is_timeout() {
+                format!(
+                    "{what}: the registry {} did not answer within {}s (PLUGIN_TIMEOUT)",
+                    self.host,
+                    self.timeout.as_secs()
+                )
+            } else {
+                format!("{what}: {}", crate::aws_error::chain(&e))
+            },
             retryable: true,
         })?;
         let status = response.status();
@@ -212,12 +233,20 @@ impl RegistryClient {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, HttpFailure>>,
     {
+        let deadline = std::time::Instant::now() + self.timeout;
         op.retry(self.retry)
-            .when(|e: &HttpFailure| e.retryable)
+            .when(|e: &HttpFailure| e.retryable && std::time::Instant::now() < deadline)
             .await
             .map_err(|mut e| {
                 if e.retryable {
-                    e.message = format!("{} (still failing after 5 retries)", e.message);
+                    e.message = format!(
+                        "{} (still failing after retries for PLUGIN_TIMEOUT={}s)\n  fix: the registry {} is failing \
+                         or unreachable: check that it is up and reachable from here, then run again (or raise \
+                         PLUGIN_TIMEOUT)",
+                        e.message,
+                        self.timeout.as_secs(),
+                        self.host
+                    );
                 }
                 e
             })
@@ -300,7 +329,11 @@ impl RegistryClient {
             .to_vec();
         let digest = sha256(&bytes);
         if let Some(claimed) = claimed.filter(|c| *c != digest) {
-            bail!("{what}: the registry says {claimed} but the manifest it sent is {digest}");
+            bail!(
+                "{what}: the registry says {claimed} but the manifest it sent is {digest}\n  fix: the registry {} or a \
+                 proxy in front of it altered the manifest: check what sits between this step and it",
+                self.host
+            );
         }
         let body: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| anyhow!("{what}: not JSON ({e})"))?;
         let media_type = body["mediaType"]
@@ -332,6 +365,28 @@ impl RegistryClient {
             bail!("{what}: the registry answered 404: the repository {repo} does not exist (PLUGIN_CREATE_REPOSITORY)");
         }
         Ok(())
+    }
+
+    /// Read `repo:tag` back after a write and require `digest` there: a registry that answers a write with
+    /// success but stores nothing (or another writer that replaced the tag meanwhile) is caught here, before
+    /// the tag is reported as landed.
+    pub async fn confirm_tag(&self, repo: &str, tag: &str, digest: &str) -> Result<()> {
+        match self.manifest_digest(repo, tag).await? {
+            Some(held) if held == digest => Ok(()),
+            Some(held) => bail!(
+                "{}/{repo}:{tag} holds {held}, not the {digest} just written: another writer replaced the tag \
+                 meanwhile, or the registry did not store the write\n  fix: run writes to the same tag one at a \
+                 time, then run again",
+                self.host
+            ),
+            None => bail!(
+                "{}/{repo}:{tag} does not exist when read back, although the registry accepted the write of \
+                 {digest}: the registry did not store it\n  fix: check the registry (or the proxy in front of it) \
+                 at {}, then run again",
+                self.host,
+                self.host
+            ),
+        }
     }
 
     async fn blob_exists(&self, repo: &str, digest: &str) -> Result<bool, HttpFailure> {

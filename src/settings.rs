@@ -7,7 +7,7 @@
 
 use crate::branch::{self, BranchFilter, Patterns, Verdict};
 use crate::credentials::{self, CredentialPlan, CredentialSettings, Hop, RoleSettings};
-use crate::grammar;
+use crate::grammar::{self, printable};
 use crate::reference::ImageRef;
 use crate::registry::Registry;
 use crate::repository::{Encryption, Mutability, RepositorySettings};
@@ -229,7 +229,12 @@ impl Settings {
                 Raw::default()
             }
         };
-        let settings = Checker { problems, ambient }.check(raw);
+        let settings = Checker {
+            problems,
+            ambient,
+            refused: Vec::new(),
+        }
+        .check(raw);
         settings.map_err(|problems| SettingsError(problems).into())
     }
 }
@@ -267,6 +272,8 @@ fn unknown_setting(key: &str, name: &str) -> String {
 struct Checker {
     problems: Vec<String>,
     ambient: HashMap<String, String>,
+    /// Settings given with a value that was refused: "X is set without Y" is not said of them.
+    refused: Vec<String>,
 }
 
 impl Checker {
@@ -320,6 +327,15 @@ impl Checker {
             .optional("timeout", raw.timeout, grammar::duration)
             .unwrap_or(Duration::from_secs(300));
 
+        if mode != Mode::Check {
+            let ambient = &self.ambient;
+            self.problems
+                .extend(crate::outputs::check(output_file.as_deref(), ambient));
+        }
+        // A partner that was given but refused is already named; "X is set without it" would be wrong.
+        let refused = std::mem::take(&mut self.refused);
+        self.problems
+            .retain(|p| !refused.iter().any(|r| p.contains(&format!(" without {r}"))));
         if !self.problems.is_empty() {
             return Err(self.problems);
         }
@@ -352,6 +368,16 @@ impl Checker {
         registries: Vec<Registry>,
         region: Option<String>,
     ) -> Option<(String, Vec<Destination>)> {
+        let mut seen = std::collections::HashSet::new();
+        for registry in &registries {
+            if !seen.insert(registry.host.to_ascii_lowercase()) {
+                return self.problem(format!(
+                    "PLUGIN_REGISTRY names {} twice (a scheme or letter case does not make another registry): \
+                     list each registry once",
+                    registry.host
+                ));
+            }
+        }
         for registry in &registries {
             let Some(ecr) = &registry.ecr else { continue };
             if let Some(region) = region.as_ref().filter(|r| **r != ecr.region) {
@@ -399,7 +425,10 @@ impl Checker {
         match ambient {
             Some((key, region)) => match grammar::region(&region) {
                 Ok(()) => Some(region),
-                Err(allowed) => self.problem(format!("{key}=`{region}` is not allowed: expected {allowed}")),
+                Err(allowed) => self.problem(format!(
+                    "{key}=`{}` is not allowed: expected {allowed}",
+                    printable(&region)
+                )),
             },
             None => self.problem(
                 "no region: set PLUGIN_REGION, or PLUGIN_REGISTRY to an ECR host, or AWS_REGION in the container",
@@ -613,9 +642,21 @@ impl Checker {
                 ),
             },
             access_key: self.optional("access_key", raw.access_key.take(), |v| {
+                if grammar::looks_like_secret(v) {
+                    return Err(
+                        "an access key id (AKIA…); this value looks like a secret access key: are \
+                                PLUGIN_ACCESS_KEY and PLUGIN_SECRET_KEY swapped?"
+                            .into(),
+                    );
+                }
                 grammar::access_key(v).map(|_| v.to_string())
             }),
             secret_key: self.optional("secret_key", raw.secret_key.take(), |v| {
+                if grammar::access_key(v).is_ok() {
+                    return Err("a secret access key; this value looks like an access key id: are \
+                                PLUGIN_ACCESS_KEY and PLUGIN_SECRET_KEY swapped?"
+                        .into());
+                }
                 grammar::secret_key(v).map(|_| Secret::new(v))
             }),
             role_arn: self.optional("role_arn", raw.role_arn.take(), arn),
@@ -667,13 +708,17 @@ impl Checker {
         match parse(&value) {
             Ok(v) => Some(v),
             Err(allowed) if doc.secret => {
+                self.refused.push(doc.env());
                 self.problem(format!("{}: the value is not allowed: expected {allowed}", doc.env()))
             }
-            Err(allowed) => self.problem(format!(
-                "{}=`{}` is not allowed: expected {allowed}",
-                doc.env(),
-                printable(&value)
-            )),
+            Err(allowed) => {
+                self.refused.push(doc.env());
+                self.problem(format!(
+                    "{}=`{}` is not allowed: expected {allowed}",
+                    doc.env(),
+                    printable(&value)
+                ))
+            }
         }
     }
 
@@ -742,16 +787,6 @@ impl Checker {
 fn dedup(items: Vec<String>) -> Vec<String> {
     let mut seen = std::collections::HashSet::new();
     items.into_iter().filter(|i| seen.insert(i.clone())).collect()
-}
-
-/// A value as it can be shown in one log line: control characters escaped, long values cut.
-fn printable(value: &str) -> String {
-    let escaped: String = value.chars().flat_map(char::escape_default).collect();
-    if escaped.chars().count() > 80 {
-        format!("{}…", escaped.chars().take(80).collect::<String>())
-    } else {
-        escaped
-    }
 }
 
 /// The `--help` text, generated from [`SETTINGS`].
@@ -958,6 +993,46 @@ mod tests {
         ]))
         .unwrap_err();
         assert!(e.contains("PLUGIN_SECRET_KEY") && !e.contains(bad_secret), "{e}");
+    }
+
+    #[test]
+    fn swapped_keys_never_echo_the_secret_and_name_the_swap() {
+        let e = parse(&with(&[
+            ("PLUGIN_ACCESS_KEY", SECRET),
+            ("PLUGIN_SECRET_KEY", "AKIAIOSFODNN7EXAMPLE"),
+        ]))
+        .unwrap_err();
+        assert!(!e.contains(SECRET) && !e.contains("wJalr"), "{e}");
+        assert!(e.contains("swapped?") && e.contains("PLUGIN_ACCESS_KEY"), "{e}");
+        assert!(!e.contains("without"), "a wrong 'set without' message: {e}");
+        // The secret in a setting that is not secret at all.
+        let e = parse(&with(&[("PLUGIN_TAGS", SECRET)])).unwrap_err();
+        assert!(!e.contains(SECRET) && e.contains("look like a secret key"), "{e}");
+    }
+
+    #[test]
+    fn a_registry_named_twice_is_refused() {
+        for registries in ["127.0.0.1:5000,127.0.0.1:5000", "127.0.0.1:5000,http://127.0.0.1:5000/"] {
+            let e = parse(&with(&[("PLUGIN_REGISTRY", registries)])).unwrap_err();
+            assert!(
+                e.contains("PLUGIN_REGISTRY names 127.0.0.1:5000 twice"),
+                "{registries}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn policies_that_look_like_json_are_inline_and_files_are_bounded() {
+        let e = parse(&with(&[("PLUGIN_LIFECYCLE_POLICY", "[1,2]")])).unwrap_err();
+        assert!(e.contains("expected a JSON object"), "{e}");
+        let big = format!("{{\"rules\":[{}]}}", vec!["{}"; 20_000].join(","));
+        let big: &'static str = Box::leak(big.into_boxed_str());
+        let e = parse(&with(&[("PLUGIN_LIFECYCLE_POLICY", big)])).unwrap_err();
+        assert!(e.contains("at most 30720 characters"), "{e}");
+        for device in ["/dev/zero", "/dev/urandom"] {
+            let e = parse(&with(&[("PLUGIN_REPOSITORY_POLICY", device)])).unwrap_err();
+            assert!(e.contains("not a regular file"), "{device}: {e}");
+        }
     }
 
     #[cfg(unix)]
