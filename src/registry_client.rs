@@ -233,17 +233,26 @@ impl RegistryClient {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, HttpFailure>>,
     {
-        let deadline = std::time::Instant::now() + self.timeout;
-        op.retry(self.retry)
-            .when(|e: &HttpFailure| e.retryable && std::time::Instant::now() < deadline)
+        let started = std::time::Instant::now();
+        let attempts = std::sync::atomic::AtomicUsize::new(0);
+        let mut op = op;
+        let counted = || {
+            attempts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            op()
+        };
+        counted
+            .retry(self.retry)
+            .when(|e: &HttpFailure| e.retryable && started.elapsed() < self.timeout)
             .await
             .map_err(|mut e| {
                 if e.retryable {
                     e.message = format!(
-                        "{} (still failing after retries for PLUGIN_TIMEOUT={}s)\n  fix: the registry {} is failing \
-                         or unreachable: check that it is up and reachable from here, then run again (or raise \
-                         PLUGIN_TIMEOUT)",
+                        "{} (still failing after {} attempts in {:.0}s; PLUGIN_TIMEOUT={}s bounds the retries)\n  \
+                         fix: the registry {} is failing or unreachable: check that it is up and reachable from \
+                         here, then run again (or raise PLUGIN_TIMEOUT)",
                         e.message,
+                        attempts.load(std::sync::atomic::Ordering::SeqCst),
+                        started.elapsed().as_secs_f64(),
                         self.timeout.as_secs(),
                         self.host
                     );

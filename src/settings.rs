@@ -103,7 +103,7 @@ define_settings! {
     integration: { value: "NAME", default: "", help: "The integrationName of the entry in PLUGIN_INTEGRATIONS_FILE to use; explicit settings win over it." },
     output_file: { value: "PATH", default: "", help: "Write the outputs (image, digest, registry, tags, images) as JSON to this file." },
     dry_run: { value: "BOOL", default: "false", help: "Resolve credentials, token, registry and source image, print the plan, push nothing." },
-    timeout: { value: "DURATION", default: "5m", help: "Longest wait for any progress from the engine or an AWS call (90s, 5m, 1h) before the step fails." },
+    timeout: { value: "DURATION", default: "5m", help: "Longest wait for an answer or progress from the engine, a registry or an AWS call (90s, 5m, 1h); it also bounds each call's retries, so a call that never answers fails after about this long." },
 }
 
 /// One registry images go to, and the region its token comes from.
@@ -327,6 +327,11 @@ impl Checker {
             .optional("timeout", raw.timeout, grammar::duration)
             .unwrap_or(Duration::from_secs(300));
 
+        if mode == Mode::Login
+            && let Err(e) = crate::login::config_path(&self.ambient)
+        {
+            self.problems.push(format!("{e:#}"));
+        }
         if mode != Mode::Check {
             let ambient = &self.ambient;
             self.problems

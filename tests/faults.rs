@@ -60,7 +60,7 @@ fn writes_failing_past_the_retry_budget_fail_the_run_naming_the_tag() {
     run.failure(&[
         &format!("failed: {}/app:v1", proxy.host),
         "HTTP 503",
-        "still failing after 5 retries",
+        "still failing after 6 attempts",
     ]);
     assert_eq!(proxy.injected(), 6, "one attempt and five retries");
     assert_eq!(target.digest("app", "v1"), None);

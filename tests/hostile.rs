@@ -38,6 +38,28 @@ fn every_bad_input_is_refused_quickly_by_name_and_pushes_nothing() {
         deep.display().to_string(),
         wrong_type.display().to_string(),
     );
+    // Files that must never be read whole or waited on: devices, a FIFO with no writer, a directory.
+    let fifo = dir.path().join("fifo");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let fifo = fifo.display().to_string();
+    let twice = dir.path().join("twice.yml");
+    std::fs::write(
+        &twice,
+        "integrations:\n  hub:\n    - {integrationName: x, type: ecr}\n    - {integrationName: x, type: ecr}\n",
+    )
+    .unwrap();
+    let twice = twice.display().to_string();
+    let not_a_dir = dir.path().join("docker-config-file");
+    std::fs::write(&not_a_dir, "{}").unwrap();
+    let not_a_dir = not_a_dir.display().to_string();
+    let link = dir.path().join("outputs-link.json");
+    std::os::unix::fs::symlink(dir.path().join("elsewhere.json"), &link).unwrap();
+    let link = link.display().to_string();
+    let missing_dir = dir.path().join("missing/out.json").display().to_string();
+    let a_dir = dir.path().display().to_string();
+    let inline_40k = format!("{{\"rules\":[{}]}}", vec!["{}"; 20_000].join(","));
+    let duplicate = format!("{0},{0}", registry.host);
+    let duplicate_scheme = format!("{0},http://{0}", registry.host);
     let many_tags: String = (0..1001).map(|i| format!("t{i}")).collect::<Vec<_>>().join(",");
     let long_tag = "t".repeat(129);
     let long_repo = "a".repeat(300);
@@ -175,10 +197,89 @@ fn every_bad_input_is_refused_quickly_by_name_and_pushes_nothing() {
             "PLUGIN_SOURCE does not apply with PLUGIN_MODE=login",
         ),
         (vec![("PLUGIN_REPOSITORY", "x")], "PLUGIN_REPOSITORY"),
+        // Round 2: swapped keys (the secret must not be echoed: `failure` checks it), unbounded or blocking
+        // files, outputs that cannot be written, duplicates and look-alikes.
+        (
+            vec![("PLUGIN_ACCESS_KEY", secret), ("PLUGIN_SECRET_KEY", key)],
+            "are PLUGIN_ACCESS_KEY and PLUGIN_SECRET_KEY swapped?",
+        ),
+        (vec![("PLUGIN_TAGS", secret)], "look like a secret key"),
+        (
+            vec![("PLUGIN_REPOSITORY_POLICY", "/dev/zero")],
+            "PLUGIN_REPOSITORY_POLICY",
+        ),
+        (vec![("PLUGIN_REPOSITORY_POLICY", "/dev/urandom")], "not a regular file"),
+        (
+            vec![("PLUGIN_LIFECYCLE_POLICY", "/dev/zero")],
+            "PLUGIN_LIFECYCLE_POLICY",
+        ),
+        (vec![("PLUGIN_LIFECYCLE_POLICY", &fifo)], "a FIFO"),
+        (vec![("PLUGIN_LIFECYCLE_POLICY", "[1,2]")], "expected a JSON object"),
+        (
+            vec![("PLUGIN_LIFECYCLE_POLICY", &inline_40k)],
+            "at most 30720 characters",
+        ),
+        (
+            vec![("PLUGIN_INTEGRATIONS_FILE", "/dev/zero"), ("PLUGIN_INTEGRATION", "x")],
+            "not a regular file",
+        ),
+        (
+            vec![("PLUGIN_INTEGRATIONS_FILE", &fifo), ("PLUGIN_INTEGRATION", "x")],
+            "a FIFO",
+        ),
+        (
+            vec![("PLUGIN_INTEGRATIONS_FILE", &twice), ("PLUGIN_INTEGRATION", "x")],
+            "ambiguous",
+        ),
+        (
+            vec![
+                ("PLUGIN_PIPELINE_ROLE_ARN", role),
+                ("PLUGIN_PIPELINE_WEB_IDENTITY_TOKEN_FILE", "/dev/zero"),
+            ],
+            "PLUGIN_PIPELINE_WEB_IDENTITY_TOKEN_FILE",
+        ),
+        (
+            vec![
+                ("PLUGIN_TRIGGER_ROLE_ARN", role),
+                ("PLUGIN_TRIGGER_WEB_IDENTITY_TOKEN_FILE", &fifo),
+            ],
+            "a FIFO",
+        ),
+        (vec![("PLUGIN_OUTPUT_FILE", &missing_dir)], "PLUGIN_OUTPUT_FILE="),
+        (vec![("PLUGIN_OUTPUT_FILE", &a_dir)], "is not a regular file"),
+        (
+            vec![("PLUGIN_OUTPUT_FILE", "/dev/full")],
+            "PLUGIN_OUTPUT_FILE=/dev/full",
+        ),
+        (vec![("PLUGIN_OUTPUT_FILE", &link)], "is a symbolic link"),
+        (vec![("GITHUB_OUTPUT", &a_dir)], "GITHUB_OUTPUT="),
+        (vec![("CF_VOLUME_PATH", "/nonexistent/volume")], "CF_VOLUME_PATH="),
+        (vec![("PLUGIN_REGISTRY", &duplicate)], "twice"),
+        (vec![("PLUGIN_REGISTRY", &duplicate_scheme)], "twice"),
+        (vec![("PLUGIN_REGISTRY", "[::1]:5000")], "IPv6 literals"),
+        (vec![("PLUGIN_REGISTRY", "public.ecr.aws")], "ECR Public"),
+        (
+            vec![("PLUGIN_SESSION_NAME", "mine")],
+            "PLUGIN_SESSION_NAME is set but no role",
+        ),
+        (
+            vec![("PLUGIN_DURATION_SECONDS", "900")],
+            "PLUGIN_DURATION_SECONDS is set but no role",
+        ),
+        (vec![("PLUGIN_SOURCE", "Team/App:1")], "PLUGIN_SOURCE"),
+        (
+            vec![
+                ("PLUGIN_MODE", "login"),
+                ("PLUGIN_SOURCE", ""),
+                ("PLUGIN_REPO", ""),
+                ("DOCKER_CONFIG", &not_a_dir),
+            ],
+            "DOCKER_CONFIG",
+        ),
         (vec![("PLUGIN_", "x")], "PLUGIN_ is not a setting"),
         (vec![("plugin_repo", "x"), ("PLUGIN_Repo", "x")], "PLUGIN_Repo"),
     ];
-    assert!(cases.len() >= 40);
+    assert!(cases.len() >= 70);
     // No AWS endpoint that answers: a case that reached the network would fail differently and slowly.
     // The AWS endpoint is a tripwire: a case that reached the network would connect to it.
     let aws = testbed::Tripwire::new();

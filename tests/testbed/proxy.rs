@@ -17,6 +17,9 @@ pub enum Fault {
     Reset,
     /// Accept the request and never answer.
     Stall,
+    /// Read the body and answer 201 with its digest, as a registry that stored it would, storing nothing:
+    /// a registry that lies about a write.
+    Swallow,
 }
 
 /// Inject `fault` into the next `times` requests whose method is `method` and whose path contains `path`.
@@ -116,6 +119,20 @@ fn serve(mut client: TcpStream, upstream: &str, rules: &Mutex<Vec<Rule>>, inject
             );
             let _ = client.shutdown(Shutdown::Both);
         }
+        Some(Fault::Swallow) => {
+            let body = read_body(&mut client, &text, rest);
+            let digest = {
+                use sha2::Digest as _;
+                let hash = sha2::Sha256::digest(&body);
+                format!("sha256:{}", hash.iter().map(|b| format!("{b:02x}")).collect::<String>())
+            };
+            let _ = write!(
+                client,
+                "HTTP/1.1 201 Created\r\nDocker-Content-Digest: {digest}\r\nLocation: {path}\r\nContent-Length: 0\r\n\
+                 Connection: close\r\n\r\n"
+            );
+            let _ = client.shutdown(Shutdown::Both);
+        }
         Some(Fault::Stall) => {
             while !stop.load(Ordering::SeqCst) {
                 std::thread::sleep(Duration::from_millis(20));
@@ -170,6 +187,26 @@ fn read_head(client: &mut TcpStream) -> Option<(Vec<u8>, Vec<u8>)> {
             return None;
         }
     }
+}
+
+/// The whole request body (by its Content-Length).
+fn read_body(client: &mut TcpStream, head: &str, mut body: Vec<u8>) -> Vec<u8> {
+    let length = head
+        .to_ascii_lowercase()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("content-length:")
+                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+        })
+        .unwrap_or(0);
+    let mut buf = [0u8; 65_536];
+    while body.len() < length {
+        match client.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => body.extend_from_slice(&buf[..n]),
+        }
+    }
+    body
 }
 
 /// Read and discard the request body, so the answer is not lost to a reset.
