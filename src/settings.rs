@@ -684,6 +684,17 @@ impl Checker {
                 grammar::duration_seconds,
             ),
         };
+        // A web identity token file from the container (IRSA projects one) is read by the SDK: bounded here.
+        if let Some(file) = self
+            .ambient
+            .get("AWS_WEB_IDENTITY_TOKEN_FILE")
+            .filter(|f| !f.trim().is_empty())
+            && let Err(e) = crate::files::check_bounded(std::path::Path::new(file), grammar::TOKEN_FILE_LIMIT)
+        {
+            self.problems.push(format!(
+                "AWS_WEB_IDENTITY_TOKEN_FILE: expected a readable token file ({e})"
+            ));
+        }
         match credentials::plan(settings, &self.ambient) {
             Ok(plan) => Some(plan),
             Err(problems) => {

@@ -61,6 +61,7 @@ fn writes_failing_past_the_retry_budget_fail_the_run_naming_the_tag() {
         &format!("failed: {}/app:v1", proxy.host),
         "HTTP 503",
         "still failing after 6 attempts",
+        "fix: the registry",
     ]);
     assert_eq!(proxy.injected(), 6, "one attempt and five retries");
     assert_eq!(target.digest("app", "v1"), None);
@@ -73,7 +74,7 @@ fn a_connection_reset_mid_upload_fails_the_run_naming_the_tag() {
     let target = Registry::start(DEFAULT_ACCOUNT);
     let proxy = FaultProxy::start(&target.host, vec![rule("PATCH", "/blobs/uploads/", Fault::Reset, 100)]);
     let run = promote(&moto, &source, &proxy.host).run();
-    run.failure(&[&format!("failed: {}/app:v1", proxy.host), "uploading blob"]);
+    run.failure(&[&format!("failed: {}/app:v1", proxy.host), "uploading blob", "fix:"]);
     assert!(proxy.injected() >= 2, "the upload was not retried");
     assert_eq!(target.digest("app", "v1"), None);
 }

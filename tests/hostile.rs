@@ -245,6 +245,10 @@ fn every_bad_input_is_refused_quickly_by_name_and_pushes_nothing() {
             ],
             "a FIFO",
         ),
+        (
+            vec![("AWS_WEB_IDENTITY_TOKEN_FILE", "/dev/urandom")],
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+        ),
         (vec![("PLUGIN_OUTPUT_FILE", &missing_dir)], "PLUGIN_OUTPUT_FILE="),
         (vec![("PLUGIN_OUTPUT_FILE", &a_dir)], "is not a regular file"),
         (
