@@ -1,24 +1,31 @@
-//! ecr-step as a library: the modules of the one straight line that `main.rs` runs
-//! (settings → credentials → token → engine or registry → report). A library so that the fuzz targets
-//! and the binary share one copy of the code; see ARCHITECTURE.md.
+//! ecr-step as a library: the stages of the one straight line that `main.rs` runs,
+//! settings → credentials → token → source → destinations → report, so that the fuzz targets and the
+//! binary share one copy of the code. ARCHITECTURE.md is the map.
+//!
+//! # The dependency rule
+//!
+//! Modules are layered; a module may use the layers below it and never one above. Within the adapter
+//! layer, no adapter uses another. `tests/architecture.rs` reads every `crate::` path and fails on an
+//! arrow this rule forbids, and on any cycle between files.
+//!
+//! ```text
+//! main (the binary)
+//!   modes          one file per PLUGIN_MODE, and the per-tag loop they share
+//!   settings       PLUGIN_* → typed settings per mode (reads the files settings name)
+//!   aws | distribution | engine | outputs
+//!                  adapters: the AWS APIs, the registry /v2/ API, the Docker Engine, what later steps read
+//!   files | retry  bounded reads of regular files; the one retry policy
+//!   report         every line the user reads
+//!   domain         plain values and pure rules: no I/O, no printing
+//! ```
 
-pub mod aws_error;
-pub mod branch;
-pub mod check;
-pub mod credentials;
+pub mod aws;
+pub mod distribution;
+pub mod domain;
 pub mod engine;
 pub mod files;
-pub mod grammar;
-pub mod integrations;
-pub mod login;
+pub mod modes;
 pub mod outputs;
-pub mod promote;
-pub mod push;
-pub mod reference;
-pub mod registry;
-pub mod registry_client;
 pub mod report;
-pub mod repository;
-pub mod secret;
+pub mod retry;
 pub mod settings;
-pub mod token;

@@ -1,12 +1,14 @@
 //! ecr-step: push or promote container images into Amazon ECR from a CI pipeline.
 //!
-//! The run is one straight line: settings → credentials → token → engine or registry → report.
-//! See ARCHITECTURE.md for the map of the modules and the invariants they keep.
+//! The run is one straight line, and `run` below reads like it:
+//! settings → credentials → token → source → destinations → report.
+//! See ARCHITECTURE.md for the layers, the rule between them and the invariants.
 
 use anyhow::Result;
-use ecr_step::branch::Verdict;
-use ecr_step::settings::{self, Mode, Settings};
-use ecr_step::{check, credentials, login, outputs, promote, push, report, token};
+use ecr_step::domain::branch::Verdict;
+use ecr_step::modes::{self, Context, Done};
+use ecr_step::settings::{self, Settings};
+use ecr_step::{aws, outputs, report};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -19,7 +21,7 @@ fn main() -> ExitCode {
     let settings = match Settings::from_env(std::env::vars_os()) {
         Ok(settings) => settings,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            report::error(&e);
             return ExitCode::FAILURE;
         }
     };
@@ -47,17 +49,17 @@ fn use_the_ca_bundle_alone() {
 fn arguments() -> Option<ExitCode> {
     match std::env::args().nth(1).as_deref() {
         Some("--help" | "-h") => {
-            print!("{}", settings::help());
+            report::text(&settings::help());
             Some(ExitCode::SUCCESS)
         }
         Some("--version" | "-V") => {
-            println!("ecr-step {}", env!("CARGO_PKG_VERSION"));
+            report::text(&format!("ecr-step {}\n", env!("CARGO_PKG_VERSION")));
             Some(ExitCode::SUCCESS)
         }
         Some(other) => {
-            eprintln!(
-                "error: ecr-step takes no arguments (got `{other}`): configure it with PLUGIN_* variables, see --help"
-            );
+            report::error(&anyhow::anyhow!(
+                "ecr-step takes no arguments (got `{other}`): configure it with PLUGIN_* variables, see --help"
+            ));
             Some(ExitCode::from(2))
         }
         None => None,
@@ -69,12 +71,14 @@ async fn step(settings: Settings) -> ExitCode {
         result = run(settings) => match result {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("error: {e:#}");
+                report::error(&e);
                 ExitCode::FAILURE
             }
         },
         signal = terminated() => {
-            eprintln!("error: stopped by {signal}: whatever was not reported as pushed above did not land");
+            report::error(&anyhow::anyhow!(
+                "stopped by {signal}: whatever was not reported as pushed above did not land"
+            ));
             ExitCode::from(130)
         }
     }
@@ -93,29 +97,33 @@ async fn terminated() -> &'static str {
 }
 
 async fn run(settings: Settings) -> Result<()> {
-    if let Verdict::Skip(why) = &settings.branch {
-        println!("skipped: {why}; nothing was pushed");
+    let Settings { common, mode } = settings;
+    if let Verdict::Skip(why) = &common.branch {
+        report::skipped(why);
         return Ok(());
     }
-    let identity = credentials::resolve(&settings.credentials, &settings.region, settings.timeout).await?;
-    report::identity(&identity, &settings.credentials);
-    let logins = token::logins(&identity, &settings.target.destinations).await?;
-    report::logins(&logins, &identity);
-    let outcomes = match settings.mode {
-        Mode::Push => push::run(&settings, &identity, &logins).await?,
-        Mode::Promote => promote::run(&settings, &identity, &logins).await?,
-        Mode::Login => return login::run(&settings, &logins).await,
-        Mode::Check => {
-            let (repo, create) = (&settings.target.repo, settings.repository.create);
-            return check::run(&identity, repo, create, &logins, settings.timeout).await;
-        }
+    // credentials
+    let identity = aws::resolve(&common.credentials, &common.region, common.timeout).await?;
+    report::identity(&identity.principal, &common.credentials);
+    // token
+    let logins = aws::token::logins(&identity, &common.destinations).await?;
+    report::logins(&logins, &identity.principal);
+    // source → destinations
+    let ctx = Context {
+        identity,
+        logins,
+        common,
     };
-    let Some(outcomes) = outcomes else { return Ok(()) };
-    report::summary(&outcomes, logins.len())?;
+    let Done::Tags { outcomes, target } = modes::run(&mode, &ctx).await? else {
+        return Ok(());
+    };
+    // report
+    report::summary(&outcomes, ctx.logins.len())?;
+    let outputs = outputs::of(&target, &ctx.logins, &outcomes);
     report::outputs(&outputs::write(
-        &outputs::of(&settings.target, &logins, &outcomes),
-        settings.output_file.as_deref(),
-        &settings.ambient,
+        &outputs,
+        ctx.common.output_file.as_deref(),
+        &ctx.common.ambient,
     )?);
     Ok(())
 }

@@ -1,17 +1,35 @@
-//! Report: everything the step prints for the user, one line per fact, and the run's verdict.
+//! Report: every line the step prints for the user, one line per fact, and the run's verdict.
 //!
-//! Lines go to stdout; the verdict is an `Err` when anything did not land, which `main` turns into exit 1.
+//! Nothing else in the crate prints. Facts go to stdout; errors to stderr through [`error`]. The verdict
+//! is an `Err` when anything did not land, which `main` turns into exit 1. Depends on `domain` alone, so
+//! every stage can report without knowing another stage.
 
-use crate::credentials::{CredentialPlan, Identity};
-use crate::promote::PromotePlan;
-use crate::push::{PushPlan, TagOutcome};
-use crate::registry_client::Manifest;
-use crate::repository::RepositorySettings;
-use crate::token::RegistryLogin;
+use crate::domain::credentials::{CredentialPlan, Principal};
+use crate::domain::login::RegistryLogin;
+use crate::domain::manifest::Manifest;
+use crate::domain::repository::RepositorySettings;
+use crate::domain::source::LocalImage;
+use crate::domain::tag::TagOutcome;
 use anyhow::{Result, bail};
+use std::path::Path;
+use std::time::Duration;
 
-pub fn identity(identity: &Identity, plan: &CredentialPlan) {
-    println!("credentials: {identity}");
+/// A text printed as it is (`--help`, `--version`).
+pub fn text(text: &str) {
+    print!("{text}");
+}
+
+/// A failure, on stderr: the last line of a red run.
+pub fn error(e: &anyhow::Error) {
+    eprintln!("error: {e:#}");
+}
+
+pub fn skipped(why: &str) {
+    println!("skipped: {why}; nothing was pushed");
+}
+
+pub fn identity(principal: &Principal, plan: &CredentialPlan) {
+    println!("credentials: {principal}");
     if !plan.ignored.is_empty() {
         let names: Vec<String> = plan.ignored.iter().map(|l| format!("{l}")).collect();
         println!(
@@ -22,7 +40,7 @@ pub fn identity(identity: &Identity, plan: &CredentialPlan) {
     }
 }
 
-pub fn logins(logins: &[RegistryLogin], identity: &Identity) {
+pub fn logins(logins: &[RegistryLogin], principal: &Principal) {
     for login in logins {
         let cross = match (login.registry.ecr.as_ref(), &login.token_account) {
             (Some(e), Some(t)) if &e.account != t => {
@@ -33,63 +51,115 @@ pub fn logins(logins: &[RegistryLogin], identity: &Identity) {
             }
             _ => String::new(),
         };
-        let account = login.token_account.as_deref().unwrap_or(&identity.account);
+        let account = login.token_account.as_deref().unwrap_or(&principal.account);
         println!("registry: {} (token for account {account}){cross}", login.registry);
     }
 }
 
-pub fn push_plan(plan: &PushPlan, logins: &[RegistryLogin]) {
-    let mib = plan.source.size as f64 / (1024.0 * 1024.0);
-    println!(
-        "source: {} ({}, {mib:.1} MiB)",
-        plan.source.reference,
-        short_id(&plan.source.id)
-    );
-    for login in logins {
-        for tag in &plan.tags {
-            println!("plan: push {}/{}:{tag}", login.registry.host, plan.repo);
-        }
-    }
+pub fn push_plan(source: &LocalImage, repo: &str, tags: &[String], logins: &[RegistryLogin]) {
+    let mib = source.size as f64 / (1024.0 * 1024.0);
+    println!("source: {} ({}, {mib:.1} MiB)", source.reference, short_id(&source.id));
+    plan("push", repo, tags, logins);
 }
 
-pub fn promote_plan(plan: &PromotePlan, manifest: &Manifest, logins: &[RegistryLogin]) {
+/// `source` as the user should read it: `host/repo:tag`.
+pub fn promote_plan(source: &str, manifest: &Manifest, repo: &str, tags: &[String], logins: &[RegistryLogin]) {
     let kind = if manifest.is_index() { "index" } else { "image" };
-    let source = match plan.source.host {
-        Some(_) => plan.source.to_string(),
-        None => format!("{}/{}", plan.source_login.registry.host, plan.source),
-    };
     println!("source: {source} ({kind} {})", manifest.digest);
+    plan("promote to", repo, tags, logins);
+}
+
+fn plan(verb: &str, repo: &str, tags: &[String], logins: &[RegistryLogin]) {
     for login in logins {
-        for tag in &plan.tags {
-            println!("plan: promote to {}/{}:{tag}", login.registry.host, plan.repo);
+        for tag in tags {
+            println!("plan: {verb} {}/{repo}:{tag}", login.registry.host);
         }
     }
 }
 
-pub fn dry_run(repo: &str, tags: usize, logins: &[RegistryLogin], repository: &RepositorySettings) {
+/// Promote reads its source with its own role.
+pub fn read_role(how: &str, arn: &str) {
+    println!("source: read with {how} (confirmed: {arn})");
+}
+
+pub fn dry_run(repo: &str, tags: usize, destinations: usize, repository: &RepositorySettings) {
     if repository.any() {
         println!("dry run: the repository settings would be applied to {repo}");
     }
-    println!(
-        "dry run: {tags} tag(s) in {} destination(s) would be written to {repo}; nothing was changed",
-        logins.len()
-    );
+    println!("dry run: {tags} tag(s) in {destinations} destination(s) would be written to {repo}; nothing was changed");
 }
 
-/// One tag's line. `held` is what the registry had under the tag before (skip-existing runs only).
-pub fn tag(outcome: &TagOutcome, held: Option<&str>, verb: &str) {
-    match (&outcome.result, held) {
-        (Ok(l), _) if l.skipped => println!("skipped: {} {} (already at this digest)", outcome.reference, l.digest),
-        (Ok(l), Some(before)) => println!("{verb}: {} {} (replaced {before})", outcome.reference, l.digest),
-        (Ok(l), None) => println!("{verb}: {} {}", outcome.reference, l.digest),
-        (Err(e), _) => println!("failed: {}: {e:#}", outcome.reference),
-    }
-}
-
+/// What the repository preparation did, one line per change.
 pub fn repository(lines: &[String]) {
     for line in lines {
         println!("{line}");
     }
+}
+
+/// How the blobs of one manifest reached a destination.
+pub fn copied(manifest: &str, target: &str, uploaded: usize, mounted: usize, there: usize) {
+    println!(
+        "copied: {} blob(s) of {manifest} to {target}: {uploaded} uploaded, {mounted} mounted, {there} already there",
+        uploaded + mounted + there
+    );
+}
+
+/// One tag's line. `held` is what the registry had under the tag before (when it was read).
+pub fn tag(outcome: &TagOutcome, held: Option<&str>, verb: &str) {
+    match (&outcome.result, held) {
+        (Ok(l), _) if l.skipped => println!("skipped: {} {} (already at this digest)", outcome.reference, l.digest),
+        (Ok(l), Some(before)) if before != l.digest => {
+            println!("{verb}: {} {} (replaced {before})", outcome.reference, l.digest)
+        }
+        (Ok(l), _) => println!("{verb}: {} {}", outcome.reference, l.digest),
+        (Err(e), _) => println!("failed: {}: {e:#}", outcome.reference),
+    }
+}
+
+/// A transient failure about to be tried again.
+pub fn retrying(what: &str, wait: Duration, cause: &str) {
+    let first = cause.lines().next().unwrap_or_default();
+    println!("retrying: {what} in {:.1}s after: {first}", wait.as_secs_f64());
+}
+
+/// A registry refused the token and a fresh one was fetched.
+pub fn token_refreshed(registry: &str, why: &str) {
+    println!("token: fetched again for {registry} after {why}; retrying");
+}
+
+/// One check of check mode: what was checked, and the detail or the cause and its fix.
+pub struct Check {
+    pub what: String,
+    pub result: Result<String, (String, String)>,
+}
+
+/// Check mode's report, and its verdict.
+pub fn checks(checks: &[Check]) -> Result<()> {
+    let failed = checks.iter().filter(|c| c.result.is_err()).count();
+    for check in checks {
+        match &check.result {
+            Ok(detail) => println!("check: ok    {}: {detail}", check.what),
+            Err((cause, fix)) => println!("check: FAIL  {}: {cause}\n  fix: {fix}", check.what),
+        }
+    }
+    println!(
+        "check: {} of {} checks passed; nothing was changed",
+        checks.len() - failed,
+        checks.len()
+    );
+    if failed > 0 {
+        bail!("{failed} check(s) failed: see the fixes above");
+    }
+    Ok(())
+}
+
+pub fn login(logins: &[RegistryLogin], path: &Path) {
+    println!(
+        "login: {} registr{} written to {} (mode 0600)",
+        logins.len(),
+        if logins.len() == 1 { "y" } else { "ies" },
+        path.display()
+    );
 }
 
 /// The final line, and the verdict: `Err` unless every tag landed in every destination.
@@ -99,14 +169,14 @@ pub fn summary(outcomes: &[TagOutcome], destinations: usize) -> Result<()> {
     if failed == 0 {
         let skipped = landed.iter().filter(|l| l.skipped).count();
         let digest = landed.first().map_or("-", |l| l.digest.as_str());
-        let skipped = if skipped > 0 {
+        let already = if skipped > 0 {
             format!(", {skipped} already there")
         } else {
             String::new()
         };
         println!(
-            "summary: {} of {} tag(s) written in {destinations} destination(s){skipped} ({digest})",
-            landed.len() - landed.iter().filter(|l| l.skipped).count(),
+            "summary: {} of {} tag(s) written in {destinations} destination(s){already} ({digest})",
+            landed.len() - skipped,
             outcomes.len()
         );
         Ok(())
@@ -124,6 +194,21 @@ pub fn outputs(written: &[std::path::PathBuf]) {
     for path in written {
         println!("outputs: written to {}", path.display());
     }
+}
+
+/// An error and its causes, `: `-joined, each said once: how every adapter words a failure it did not
+/// classify.
+pub fn chain(err: &dyn std::error::Error) -> String {
+    let mut parts: Vec<String> = vec![err.to_string()];
+    let mut cause = err.source();
+    while let Some(e) = cause {
+        let text = e.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cause = e.source();
+    }
+    parts.join(": ")
 }
 
 fn short_id(id: &str) -> &str {

@@ -264,11 +264,11 @@ fn every_bad_input_is_refused_quickly_by_name_and_pushes_nothing() {
         (vec![("PLUGIN_REGISTRY", "public.ecr.aws")], "ECR Public"),
         (
             vec![("PLUGIN_SESSION_NAME", "mine")],
-            "PLUGIN_SESSION_NAME is set but no role",
+            "PLUGIN_SESSION_NAME is set without any of",
         ),
         (
             vec![("PLUGIN_DURATION_SECONDS", "900")],
-            "PLUGIN_DURATION_SECONDS is set but no role",
+            "PLUGIN_DURATION_SECONDS is set without any of",
         ),
         (vec![("PLUGIN_SOURCE", "Team/App:1")], "PLUGIN_SOURCE"),
         (
@@ -388,4 +388,46 @@ fn twenty_concurrent_runs_pushing_and_promoting_all_land_on_the_right_digest() {
         }
     }
     assert_eq!(registry.digest("app", "seed"), Some(seed_digest));
+}
+
+/// Generated from the settings table: every setting in every mode it does not apply to, and every setting
+/// without the setting it needs, is refused by name before any network call.
+#[test]
+fn the_settings_table_refuses_every_setting_out_of_its_modes_and_without_what_it_needs() {
+    use ecr_step::settings::{Key, Mode, SETTINGS};
+    let aws = testbed::Tripwire::new();
+    let refused = |settings: &[(String, &str)], want: &str| {
+        let mut step = Step::new().env("AWS_ENDPOINT_URL", &aws.url);
+        for (k, v) in settings {
+            step = step.env(k, v);
+        }
+        let run = step.run();
+        run.failure(&["invalid settings (nothing was pushed)", want]);
+        assert!(!aws.touched(), "{settings:?} reached the network");
+    };
+    let mut pairs = 0;
+    for s in SETTINGS.iter().filter(|s| s.key != Key::Mode) {
+        for mode in Mode::ALL.iter().filter(|m| !s.applies_in(**m)) {
+            let want = format!("{} does not apply with PLUGIN_MODE={mode}", s.env());
+            refused(&[("PLUGIN_MODE".into(), &mode.to_string()), (s.env(), "x")], &want);
+            pairs += 1;
+        }
+    }
+    assert!(
+        pairs >= 30,
+        "only {pairs} setting/mode pairs are refused: is the table still saying which modes?"
+    );
+    // The decision for login mode: a dry run has nothing to show, so it is refused.
+    refused(
+        &[("PLUGIN_MODE".into(), "login"), ("PLUGIN_DRY_RUN".into(), "true")],
+        "PLUGIN_DRY_RUN does not apply with PLUGIN_MODE=login",
+    );
+    let mut needs = 0;
+    for s in SETTINGS.iter().filter(|s| !s.needs.is_empty()) {
+        let mode = s.modes[0].to_string();
+        let want = format!("{} is set without", s.env());
+        refused(&[("PLUGIN_MODE".into(), &mode), (s.env(), "x")], &want);
+        needs += 1;
+    }
+    assert!(needs >= 12, "only {needs} dependencies declared");
 }

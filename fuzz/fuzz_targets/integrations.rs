@@ -5,6 +5,6 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
-        let _ = ecr_step::integrations::parse(text, "ecr-prod");
+        let _ = ecr_step::settings::integrations::parse(text, "ecr-prod");
     }
 });

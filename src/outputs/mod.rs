@@ -1,8 +1,13 @@
 //! Outputs for later steps: the image reference, digest, registry and tags, under the same names
 //! everywhere: appended to `$CF_VOLUME_PATH/env_vars_to_export` (Codefresh) and `/meta/env_vars_to_export`
 //! (inside a typed step), to `$GITHUB_OUTPUT`, and written as JSON to `PLUGIN_OUTPUT_FILE`.
-//! Written only when the run succeeded.
+//! Written only when the run succeeded. The docker config that login mode writes is in [`docker_config`].
 
+pub mod docker_config;
+
+use crate::domain::login::RegistryLogin;
+use crate::domain::tag::TagOutcome;
+use crate::domain::target::Target;
 use anyhow::{Context, Result};
 use std::collections::HashMap;
 use std::io::Write;
@@ -54,11 +59,7 @@ impl Outputs {
 }
 
 /// The outputs of a push or promote run whose tags all landed.
-pub fn of(
-    target: &crate::settings::Target,
-    logins: &[crate::token::RegistryLogin],
-    outcomes: &[crate::push::TagOutcome],
-) -> Outputs {
+pub fn of(target: &Target, logins: &[RegistryLogin], outcomes: &[TagOutcome]) -> Outputs {
     let first = logins.first().map(|l| l.registry.host.clone()).unwrap_or_default();
     let digest = outcomes
         .iter()

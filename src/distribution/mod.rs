@@ -1,87 +1,49 @@
-//! Registry client: the distribution API (`/v2/`) of one registry, authenticated with the run's ECR token.
+//! Distribution: the registry API (`/v2/`) of one registry, authenticated with the run's ECR token. An
+//! adapter: uses `domain`, `report` and `retry`, never another adapter.
 //!
 //! Reads and writes manifests and blobs registry to registry, with no daemon in the path: blobs stream from
 //! the source response into the target request (never a whole layer in memory or on disk), a blob already
-//! in the target is skipped, and same-registry copies try a cross-repository mount first. Writes are
-//! retried with jittered exponential backoff on 429, 5xx and broken connections. HTTPS, except for loopback
-//! hosts, which the Docker Engine also treats as plain-HTTP registries.
+//! in the target is skipped, and same-registry copies try a cross-repository mount first. Every answer is
+//! classified once ([`classify`]): 429, 5xx and broken connections are retried under the one retry policy
+//! (`crate::retry`), a 401 renews the token once through the destination's [`Relogin`], anything else
+//! fails naming the registry. HTTPS, except for loopback hosts, which the Docker Engine also treats as
+//! plain-HTTP registries.
 
-use crate::token::RegistryLogin;
+use crate::domain::login::{RegistryLogin, Relogin};
+use crate::domain::manifest::{Descriptor, MANIFEST_TYPES, Manifest, sha256};
 use anyhow::{Result, anyhow, bail};
-use backon::{ExponentialBuilder, Retryable};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, LOCATION};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
-use sha2::{Digest as _, Sha256};
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
-/// Every manifest media type a tag can point at.
-pub const MANIFEST_TYPES: &str = "application/vnd.oci.image.index.v1+json, \
-    application/vnd.docker.distribution.manifest.list.v2+json, \
-    application/vnd.oci.image.manifest.v1+json, \
-    application/vnd.docker.distribution.manifest.v2+json";
-
-/// A manifest exactly as the registry stored it: copying these bytes keeps the digest.
-#[derive(Debug, Clone)]
-pub struct Manifest {
-    pub bytes: Vec<u8>,
-    pub media_type: String,
-    pub digest: String,
+/// What a registry's HTTP status means for the request that got it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// 2xx.
+    Done,
+    /// 404: the manifest, blob or repository is not there (the caller decides what that means).
+    Absent,
+    /// 401: the token was refused; renewed once, then a failure.
+    Refused,
+    /// 429 or 5xx: another attempt may succeed.
+    Retry,
+    /// Anything else: a failure another attempt would repeat.
+    Fail,
 }
 
-impl Manifest {
-    pub fn is_index(&self) -> bool {
-        self.media_type.contains("index") || self.media_type.contains("manifest.list")
+/// Classify a status: the one place that decides retry, renew or fail.
+pub fn classify(status: u16) -> Answer {
+    match status {
+        200..=299 => Answer::Done,
+        404 => Answer::Absent,
+        401 => Answer::Refused,
+        429 | 500..=599 => Answer::Retry,
+        _ => Answer::Fail,
     }
-
-    /// The config blob's digest of an image manifest (the image id), `None` for an index.
-    pub fn config_digest(&self) -> Option<String> {
-        if self.is_index() {
-            return None;
-        }
-        let json: serde_json::Value = serde_json::from_slice(&self.bytes).ok()?;
-        json["config"]["digest"].as_str().map(String::from)
-    }
-
-    /// The content this manifest points at: child manifests of an index, or config and layers.
-    pub fn references(&self) -> Result<Vec<Descriptor>> {
-        let json: serde_json::Value = serde_json::from_slice(&self.bytes)?;
-        let descriptor = |v: &serde_json::Value| -> Result<Descriptor> {
-            Ok(Descriptor {
-                digest: v["digest"]
-                    .as_str()
-                    .ok_or_else(|| anyhow!("a descriptor without a digest"))?
-                    .to_string(),
-                size: v["size"].as_u64().unwrap_or(0),
-            })
-        };
-        if self.is_index() {
-            json["manifests"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(descriptor)
-                .collect()
-        } else {
-            if json["schemaVersion"].as_u64() == Some(1) {
-                bail!("schema 1 manifests are not supported: push the image again with a current engine");
-            }
-            let mut all = vec![descriptor(&json["config"])?];
-            for layer in json["layers"].as_array().into_iter().flatten() {
-                all.push(descriptor(layer)?);
-            }
-            Ok(all)
-        }
-    }
-}
-
-/// A blob or manifest that a manifest points at.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Descriptor {
-    pub digest: String,
-    pub size: u64,
 }
 
 /// How a blob reached the target.
@@ -107,19 +69,13 @@ impl fmt::Display for HttpFailure {
 
 impl std::error::Error for HttpFailure {}
 
-/// Fetches a new login for the same registry (a new ECR token).
-pub type Refresh =
-    std::sync::Arc<dyn Fn() -> futures_util::future::BoxFuture<'static, Result<RegistryLogin>> + Send + Sync>;
-
 pub struct RegistryClient {
     http: reqwest::Client,
     base: String,
     auth: std::sync::Mutex<HeaderValue>,
-    /// Used once, on the first 401: the token is fetched again and the request retried.
-    refresh: Option<Refresh>,
-    refreshed: std::sync::atomic::AtomicBool,
+    /// Renews the token after a 401 (once per destination: the renewal itself refuses a second time).
+    relogin: Option<Arc<dyn Relogin>>,
     pub host: String,
-    retry: ExponentialBuilder,
     /// `PLUGIN_TIMEOUT`: no request waits longer for an answer, and no retry starts after it has passed
     /// since the first attempt, so an operation takes about this long at most, not this long per attempt.
     timeout: Duration,
@@ -135,26 +91,19 @@ impl RegistryClient {
             .read_timeout(timeout)
             .user_agent(concat!("ecr-step/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        let retry = ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(200))
-            .with_max_delay(Duration::from_secs(10))
-            .with_max_times(5)
-            .with_jitter();
         Ok(RegistryClient {
             http,
             base: format!("{scheme}://{host}/v2"),
             auth: std::sync::Mutex::new(auth),
-            refresh: None,
-            refreshed: std::sync::atomic::AtomicBool::new(false),
+            relogin: None,
             host: host.clone(),
-            retry,
             timeout,
         })
     }
 
-    /// Fetch the token again (once) when the registry answers 401, as an expired token does.
-    pub fn with_refresh(mut self, refresh: Refresh) -> RegistryClient {
-        self.refresh = Some(refresh);
+    /// Renew the token through `relogin` when the registry answers 401, as it does to an expired token.
+    pub fn with_relogin(mut self, relogin: Arc<dyn Relogin>) -> RegistryClient {
+        self.relogin = Some(relogin);
         self
     }
 
@@ -183,30 +132,26 @@ impl RegistryClient {
                     self.timeout.as_secs()
                 )
             } else {
-                format!("{what}: {}", crate::aws_error::chain(&e))
+                format!("{what}: {}", crate::report::chain(&e))
             },
             retryable: true,
         })?;
-        let status = response.status();
-        if status.is_success() || status == StatusCode::NOT_FOUND {
+        let code = response.status().as_u16();
+        let answer = classify(code);
+        if matches!(answer, Answer::Done | Answer::Absent) {
             return Ok(response);
         }
-        let code = status.as_u16();
-        if code == 401
-            && let Some(refresh) = &self.refresh
-            && !self.refreshed.swap(true, std::sync::atomic::Ordering::SeqCst)
+        if answer == Answer::Refused
+            && let Some(relogin) = &self.relogin
+            && let Ok(login) = relogin.relogin().await
         {
-            let login = refresh().await.map_err(|e| HttpFailure {
-                message: format!("{what}: HTTP 401, and fetching a new token failed: {e:#}"),
-                retryable: false,
-            })?;
             *self.auth.lock().expect("not poisoned") = basic_auth(&login).map_err(|e| HttpFailure {
                 message: format!("{what}: {e}"),
                 retryable: false,
             })?;
-            println!("token: fetched again for {} after HTTP 401; retrying", self.host);
+            crate::report::token_refreshed(&self.host, "HTTP 401");
             return Err(HttpFailure {
-                message: format!("{what}: HTTP 401 (token refreshed)"),
+                message: format!("{what}: HTTP 401 (token fetched again)"),
                 retryable: true,
             });
         }
@@ -223,36 +168,28 @@ impl RegistryClient {
         };
         Err(HttpFailure {
             message,
-            retryable: code == 429 || code >= 500,
+            retryable: answer == Answer::Retry,
         })
     }
 
-    /// Retry `op` with jittered backoff while its failure is retryable.
-    async fn retried<T, F, Fut>(&self, op: F) -> Result<T, HttpFailure>
+    /// `op` under the one retry policy; a failure that outlived it says so, with the fix.
+    async fn retried<T, F, Fut>(&self, what: &str, op: F) -> Result<T, HttpFailure>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, HttpFailure>>,
     {
-        let started = std::time::Instant::now();
-        let attempts = std::sync::atomic::AtomicUsize::new(0);
-        let mut op = op;
-        let counted = || {
-            attempts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            op()
-        };
-        counted
-            .retry(self.retry)
-            .when(|e: &HttpFailure| e.retryable && started.elapsed() < self.timeout)
+        crate::retry::run(what, self.timeout, op, |e: &HttpFailure| e.retryable)
             .await
-            .map_err(|mut e| {
+            .map_err(|gave_up| {
+                let mut e = gave_up.error;
                 if e.retryable {
                     e.message = format!(
                         "{} (still failing after {} attempts in {:.0}s; PLUGIN_TIMEOUT={}s bounds the retries)\n  \
                          fix: the registry {} is failing or unreachable: check that it is up and reachable from \
                          here, then run again (or raise PLUGIN_TIMEOUT)",
                         e.message,
-                        attempts.load(std::sync::atomic::Ordering::SeqCst),
-                        started.elapsed().as_secs_f64(),
+                        gave_up.attempts,
+                        gave_up.elapsed.as_secs_f64(),
                         self.timeout.as_secs(),
                         self.host
                     );
@@ -265,7 +202,7 @@ impl RegistryClient {
     pub async fn ping(&self) -> Result<()> {
         let url = format!("{}/", self.base);
         let what = format!("signing in to {}", self.host);
-        self.retried(|| self.send(&what, self.request(Method::GET, &url)))
+        self.retried(&what, || self.send(&what, self.request(Method::GET, &url)))
             .await?;
         Ok(())
     }
@@ -293,7 +230,9 @@ impl RegistryClient {
         let url = format!("{}/{repo}/manifests/{reference}", self.base);
         let what = format!("reading {}/{repo}:{reference}", self.host);
         let response = self
-            .retried(|| self.send(&what, self.request(Method::HEAD, &url).header(ACCEPT, MANIFEST_TYPES)))
+            .retried(&what, || {
+                self.send(&what, self.request(Method::HEAD, &url).header(ACCEPT, MANIFEST_TYPES))
+            })
             .await?;
         if response.status() == StatusCode::NOT_FOUND {
             return Ok(None);
@@ -317,7 +256,9 @@ impl RegistryClient {
         let url = format!("{}/{repo}/manifests/{reference}", self.base);
         let what = format!("reading {}/{repo}:{reference}", self.host);
         let response = self
-            .retried(|| self.send(&what, self.request(Method::GET, &url).header(ACCEPT, MANIFEST_TYPES)))
+            .retried(&what, || {
+                self.send(&what, self.request(Method::GET, &url).header(ACCEPT, MANIFEST_TYPES))
+            })
             .await?;
         if response.status() == StatusCode::NOT_FOUND {
             return Ok(None);
@@ -334,7 +275,7 @@ impl RegistryClient {
         let bytes = response
             .bytes()
             .await
-            .map_err(|e| anyhow!("{what}: {}", crate::aws_error::chain(&e)))?
+            .map_err(|e| anyhow!("{what}: {}", crate::report::chain(&e)))?
             .to_vec();
         let digest = sha256(&bytes);
         if let Some(claimed) = claimed.filter(|c| *c != digest) {
@@ -362,7 +303,7 @@ impl RegistryClient {
         let url = format!("{}/{repo}/manifests/{reference}", self.base);
         let what = format!("writing {}/{repo}:{reference}", self.host);
         let response = self
-            .retried(|| {
+            .retried(&what, || {
                 let request = self
                     .request(Method::PUT, &url)
                     .header(CONTENT_TYPE, &manifest.media_type)
@@ -402,7 +343,7 @@ impl RegistryClient {
         let url = format!("{}/{repo}/blobs/{digest}", self.base);
         let what = format!("checking blob {digest} in {}/{repo}", self.host);
         let response = self
-            .retried(|| self.send(&what, self.request(Method::HEAD, &url)))
+            .retried(&what, || self.send(&what, self.request(Method::HEAD, &url)))
             .await?;
         Ok(response.status().is_success())
     }
@@ -435,7 +376,8 @@ impl RegistryClient {
             self.upload(repo, &location, source, source_repo, blob).await?;
             Ok(BlobCopy::Uploaded)
         };
-        Ok(self.retried(copy).await?)
+        let what = format!("copying blob {} to {}/{repo}", blob.digest, self.host);
+        Ok(self.retried(&what, copy).await?)
     }
 
     /// Stream the blob from the source straight into the upload session at `location`.
@@ -503,13 +445,6 @@ fn basic_auth(login: &RegistryLogin) -> Result<HeaderValue> {
     Ok(auth)
 }
 
-/// `sha256:<hex>` of some bytes.
-pub fn sha256(bytes: &[u8]) -> String {
-    let hash = Sha256::digest(bytes);
-    let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256:{hex}")
-}
-
 /// `: CODE message` from a registry's JSON error body, empty when there is none.
 fn registry_error(body: &str) -> String {
     let json: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
@@ -541,31 +476,27 @@ mod tests {
     }
 
     #[test]
-    fn manifests_list_what_they_point_at() {
-        let image = Manifest {
-            bytes: br#"{"schemaVersion":2,"config":{"digest":"sha256:c","size":1},"layers":[{"digest":"sha256:l1","size":2},{"digest":"sha256:l2","size":3}]}"#.to_vec(),
-            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
-            digest: String::new(),
-        };
-        let digests: Vec<String> = image.references().unwrap().into_iter().map(|d| d.digest).collect();
-        assert_eq!(digests, vec!["sha256:c", "sha256:l1", "sha256:l2"]);
-        let index = Manifest {
-            bytes:
-                br#"{"schemaVersion":2,"manifests":[{"digest":"sha256:a","size":9},{"digest":"sha256:b","size":9}]}"#
-                    .to_vec(),
-            media_type: "application/vnd.oci.image.index.v1+json".into(),
-            digest: String::new(),
-        };
-        assert!(index.is_index());
-        assert_eq!(index.references().unwrap().len(), 2);
+    fn every_status_is_classified_once() {
+        for (status, answer) in [
+            (200, Answer::Done),
+            (201, Answer::Done),
+            (202, Answer::Done),
+            (404, Answer::Absent),
+            (401, Answer::Refused),
+            (429, Answer::Retry),
+            (500, Answer::Retry),
+            (502, Answer::Retry),
+            (503, Answer::Retry),
+            (400, Answer::Fail),
+            (403, Answer::Fail),
+            (405, Answer::Fail),
+        ] {
+            assert_eq!(classify(status), answer, "HTTP {status}");
+        }
     }
 
     #[test]
     fn digests_and_registry_errors() {
-        assert_eq!(
-            sha256(b""),
-            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-        );
         assert_eq!(
             registry_error(r#"{"errors":[{"code":"DENIED","message":"no"}]}"#),
             ": DENIED no"

@@ -1,15 +1,13 @@
-//! Login mode: writes the run's registry tokens into the docker config for later steps.
+//! The docker config that login mode writes for later steps: `$DOCKER_CONFIG/config.json`, else
+//! `~/.docker/config.json`.
 //!
-//! `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`. Each token is first tried against its
-//! registry (`GET /v2/`, as `docker login` does), so a token the registry refuses is never reported as a
-//! login. The config is merged with what is there (other registries, helpers and settings are kept) under
-//! an exclusive lock on its directory (concurrent logins into one config lose nothing), written through a
-//! 0600 temporary file renamed into place (the password is never on a command line nor readable by others),
-//! and through a symbolic link when config.json is one. A `credsStore` or `credHelpers` entry that would
-//! make docker ignore what is written is an error with the change to make, never a silent success.
+//! Merged with what is there (other registries, helpers and settings are kept) under an exclusive lock on
+//! its directory (concurrent logins into one config lose nothing), written through a 0600 temporary file
+//! renamed into place (the password is never on a command line nor readable by others), and through a
+//! symbolic link when config.json is one. A `credsStore` or `credHelpers` entry that would make docker
+//! ignore what is written is an error with the change to make, never a silent success.
 
-use crate::registry_client::RegistryClient;
-use crate::token::RegistryLogin;
+use crate::domain::login::RegistryLogin;
 use anyhow::{Context, Result, anyhow, bail};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -17,51 +15,12 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 /// The largest docker config the step reads.
 const CONFIG_LIMIT: usize = 4 << 20;
 
-/// Run login mode: check every destination's token with its registry, write them, export the hosts.
-pub async fn run(settings: &crate::settings::Settings, logins: &[RegistryLogin]) -> Result<()> {
-    let path = config_path(&settings.ambient)?;
-    for login in logins {
-        verify(login, settings.timeout).await?;
-    }
-    write(&path, logins)?;
-    let hosts: Vec<&str> = logins.iter().map(|l| l.registry.host.as_str()).collect();
-    println!(
-        "login: {} registr{} written to {} (mode 0600)",
-        hosts.len(),
-        if hosts.len() == 1 { "y" } else { "ies" },
-        path.display()
-    );
-    let outputs = crate::outputs::Outputs {
-        registry: hosts.join(","),
-        ..Default::default()
-    };
-    crate::report::outputs(&crate::outputs::write(
-        &outputs,
-        settings.output_file.as_deref(),
-        &settings.ambient,
-    )?);
-    Ok(())
-}
-
-/// The registry accepts the token (`GET /v2/` with it), as `docker login` checks before it writes.
-async fn verify(login: &RegistryLogin, timeout: Duration) -> Result<()> {
-    let client = RegistryClient::new(login, timeout)?;
-    client.ping().await.map_err(|e| {
-        anyhow!(
-            "{e:#}\n  fix: nothing was written to the docker config; the token is for account {} — check that \
-             PLUGIN_REGISTRY names a registry of that account and region",
-            login.token_account.as_deref().unwrap_or("unknown")
-        )
-    })
-}
-
 /// Where the docker CLI reads its config.
-pub fn config_path(ambient: &HashMap<String, String>) -> Result<PathBuf> {
+pub fn path(ambient: &HashMap<String, String>) -> Result<PathBuf> {
     if let Some(dir) = ambient.get("DOCKER_CONFIG").filter(|d| !d.is_empty()) {
         let dir = PathBuf::from(dir);
         if dir.exists() && !dir.is_dir() {
@@ -165,13 +124,14 @@ fn shadowed(root: &serde_json::Map<String, serde_json::Value>, host: &str, path:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::Registry;
-    use crate::secret::Secret;
+    use crate::domain::registry::Registry;
+    use crate::domain::secret::Secret;
     use std::os::unix::fs::PermissionsExt;
 
     fn login(host: &str) -> RegistryLogin {
         RegistryLogin {
             registry: Registry::parse(host).unwrap(),
+            region: "us-east-1".into(),
             username: "AWS".into(),
             password: Secret::new("pw"),
             token_account: None,
@@ -252,16 +212,16 @@ mod tests {
             pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
         };
         assert_eq!(
-            config_path(&env(&[("DOCKER_CONFIG", "/c"), ("HOME", "/h")])).unwrap(),
+            path(&env(&[("DOCKER_CONFIG", "/c"), ("HOME", "/h")])).unwrap(),
             PathBuf::from("/c/config.json")
         );
         assert_eq!(
-            config_path(&env(&[("HOME", "/h")])).unwrap(),
+            path(&env(&[("HOME", "/h")])).unwrap(),
             PathBuf::from("/h/.docker/config.json")
         );
-        assert!(config_path(&env(&[])).is_err());
+        assert!(path(&env(&[])).is_err());
         let file = tempfile::NamedTempFile::new().unwrap();
-        let e = config_path(&env(&[("DOCKER_CONFIG", &file.path().display().to_string())])).unwrap_err();
+        let e = path(&env(&[("DOCKER_CONFIG", &file.path().display().to_string())])).unwrap_err();
         assert!(
             e.to_string().contains("is a file") && e.to_string().contains("fix:"),
             "{e}"

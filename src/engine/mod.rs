@@ -1,4 +1,5 @@
-//! Engine: drives the Docker Engine through bollard to tag a local image and push each tag.
+//! Engine: drives the Docker Engine through bollard to inspect a local image, tag it and push each tag (and
+//! pull, for promote through the engine). An adapter: uses `domain` and `report`, never another adapter.
 //!
 //! Traps handled here, each a known bollard or engine behaviour:
 //! - the API version is negotiated (bollard's default is newer than Debian's engine, 1.41);
@@ -7,8 +8,9 @@
 //! - a stalled stream is cut after `PLUGIN_TIMEOUT` without progress;
 //! - a push always names its tag (without one the engine pushes every local tag of the repository).
 
-use crate::reference::Reference;
-use crate::token::RegistryLogin;
+use crate::domain::login::RegistryLogin;
+use crate::domain::reference::Reference;
+use crate::domain::source::LocalImage;
 use anyhow::{Context, Result, anyhow, bail};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE;
@@ -26,15 +28,17 @@ pub struct Engine {
     address: String,
 }
 
-/// The local image to push.
-#[derive(Debug, Clone)]
-pub struct SourceImage {
-    pub reference: String,
-    pub id: String,
-    pub size: i64,
-    /// `<registry>/<repo>@sha256:…` for every repository the engine has pushed this image to.
-    pub repo_digests: Vec<String>,
+/// The registry refused the credentials of a push: what a fresh token may cure (the caller renews it once).
+#[derive(Debug)]
+pub struct Refused(pub String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }
+
+impl std::error::Error for Refused {}
 
 impl Engine {
     /// Connect as the docker CLI does (`DOCKER_HOST`, else the local socket) and negotiate the API version.
@@ -57,9 +61,9 @@ impl Engine {
     }
 
     /// Look the source image up in the engine's local store.
-    pub async fn source_image(&self, reference: &str) -> Result<SourceImage> {
+    pub async fn source_image(&self, reference: &str) -> Result<LocalImage> {
         match self.docker.inspect_image(reference).await {
-            Ok(image) => Ok(SourceImage {
+            Ok(image) => Ok(LocalImage {
                 reference: reference.to_string(),
                 id: image.id.unwrap_or_default(),
                 size: image.size.unwrap_or(0),
@@ -100,7 +104,7 @@ impl Engine {
             stream,
             idle,
             &what,
-            |e| explain(e, login, repo, tag),
+            |e| push_error(e, login, repo, tag),
             |status| {
                 if let Some(found) = digest_in_status(status, tag) {
                     digest = Some(found);
@@ -150,7 +154,7 @@ impl Engine {
             stream,
             idle,
             &what,
-            |e| format!("{e}\n  fix: check PLUGIN_SOURCE and that the read identity may pull it"),
+            |e| anyhow!("{e}\n  fix: check PLUGIN_SOURCE and that the read identity may pull it"),
             |_| {},
         )
         .await?;
@@ -164,7 +168,7 @@ async fn follow<S, ProgressMessage: Progress>(
     mut stream: S,
     idle: Duration,
     what: &str,
-    explain: impl Fn(&str) -> String,
+    explain: impl Fn(&str) -> anyhow::Error,
     mut on_status: impl FnMut(&str),
 ) -> Result<()>
 where
@@ -178,12 +182,12 @@ where
                 idle.as_secs()
             ),
             Ok(None) => return Ok(()),
-            Ok(Some(Err(bollard::errors::Error::DockerStreamError { error }))) => bail!("{}", explain(&error)),
+            Ok(Some(Err(bollard::errors::Error::DockerStreamError { error }))) => return Err(explain(&error)),
             Ok(Some(Err(e))) => bail!(
                 "{what} lost the connection to the Docker Engine at {}: {}\n  fix: check that the engine is \
                  running and stays up (DOCKER_HOST, else the default socket)",
                 docker_host(),
-                crate::aws_error::chain(&e)
+                crate::report::chain(&e)
             ),
             Ok(Some(Ok(message))) => message,
         };
@@ -192,7 +196,7 @@ where
                 .message
                 .clone()
                 .unwrap_or_else(|| format!("error code {}", detail.code.unwrap_or(0)));
-            bail!("{}", explain(&text));
+            return Err(explain(&text));
         }
         if let Some(status) = message.status() {
             on_status(status);
@@ -249,14 +253,28 @@ fn digest_in_status(status: &str, tag: &str) -> Option<String> {
     (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then(|| digest.to_string())
 }
 
+/// A push error from the engine as an error: [`Refused`] when the registry refused the credentials.
+fn push_error(message: &str, login: &RegistryLogin, repo: &str, tag: &str) -> anyhow::Error {
+    let text = explain(message, login, repo, tag);
+    if is_refusal(message) {
+        anyhow::Error::new(Refused(text))
+    } else {
+        anyhow!("{text}")
+    }
+}
+
+fn is_refusal(message: &str) -> bool {
+    let lower = message.to_ascii_lowercase();
+    lower.contains("no basic auth credentials")
+        || lower.contains("unauthorized")
+        || lower.contains("authentication required")
+}
+
 /// A push error from the engine, with what to fix.
 fn explain(message: &str, login: &RegistryLogin, repo: &str, tag: &str) -> String {
     let registry = &login.registry;
     let lower = message.to_ascii_lowercase();
-    let fix = if lower.contains("no basic auth credentials")
-        || lower.contains("unauthorized")
-        || lower.contains("authentication required")
-    {
+    let fix = if is_refusal(message) {
         let account = login.token_account.as_deref().unwrap_or("unknown");
         format!(
             "the registry {registry} refused the ECR token (issued for account {account}). Check that \
@@ -292,8 +310,8 @@ fn explain(message: &str, login: &RegistryLogin, repo: &str, tag: &str) -> Strin
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::Registry;
-    use crate::secret::Secret;
+    use crate::domain::registry::Registry;
+    use crate::domain::secret::Secret;
 
     #[test]
     fn the_digest_comes_from_the_closing_status_of_the_same_tag() {
@@ -310,6 +328,7 @@ mod tests {
         // A password whose standard base64 would contain '+' or '/'.
         let login = RegistryLogin {
             registry: Registry::parse("127.0.0.1:5000").unwrap(),
+            region: "us-east-1".into(),
             username: "AWS".into(),
             password: Secret::new("???>>>~~~"),
             token_account: None,
@@ -327,6 +346,7 @@ mod tests {
     fn push_errors_say_what_to_fix() {
         let login = RegistryLogin {
             registry: Registry::parse("127.0.0.1:5000").unwrap(),
+            region: "us-east-1".into(),
             username: "AWS".into(),
             password: Secret::new("pw"),
             token_account: Some("111111111111".into()),

@@ -103,9 +103,9 @@ impl BranchFilter {
         };
         let name = &branch.name;
         // The branch and patterns come from the CI's variables: escaped, so they cannot forge log lines.
-        let shown = crate::grammar::printable(name);
+        let shown = crate::domain::grammar::printable(name);
         if let Some(pattern) = self.except.as_ref().and_then(|p| p.matches(name)) {
-            let pattern = crate::grammar::printable(pattern);
+            let pattern = crate::domain::grammar::printable(pattern);
             return Ok(Verdict::Skip(format!(
                 "branch {shown} (from {}) matches except pattern `{pattern}`",
                 branch.from
@@ -115,12 +115,12 @@ impl BranchFilter {
             Some(only) => match only.matches(name) {
                 Some(pattern) => Ok(Verdict::Run(format!(
                     "branch {shown} matches only pattern `{}`",
-                    crate::grammar::printable(pattern)
+                    crate::domain::grammar::printable(pattern)
                 ))),
                 None => Ok(Verdict::Skip(format!(
                     "branch {shown} (from {}) matches none of the only patterns {}",
                     branch.from,
-                    crate::grammar::printable(&only.written.join(", "))
+                    crate::domain::grammar::printable(&only.written.join(", "))
                 ))),
             },
             None => Ok(Verdict::Run(format!("branch {shown} matches no except pattern"))),

@@ -1,6 +1,7 @@
 //! Turns AWS SDK errors into one line a CI engineer can act on: the remote code and message when the
 //! service answered, the whole cause chain when it did not (no credentials, no connection, timeout).
 
+use crate::report::chain;
 use aws_sdk_ecr::config::http::HttpResponse;
 use aws_sdk_ecr::error::{ProvideErrorMetadata, SdkError};
 use std::error::Error;
@@ -61,7 +62,7 @@ fn endpoint<E>() -> String {
     let specific = format!("AWS_ENDPOINT_URL_{service}");
     for key in [specific.as_str(), "AWS_ENDPOINT_URL"] {
         if let Some(url) = std::env::var(key).ok().filter(|v| !v.trim().is_empty()) {
-            return format!("{} from {key}", crate::grammar::printable(&url));
+            return format!("{} from {key}", crate::domain::grammar::printable(&url));
         }
     }
     format!(
@@ -74,20 +75,6 @@ fn between<'a>(text: &'a str, start: &str, end: &str) -> Option<&'a str> {
     let from = text.find(start)? + start.len();
     let to = text[from..].find(end)? + from;
     Some(&text[from..to])
-}
-
-/// An error and its causes, `: `-joined, each said once.
-pub fn chain(err: &dyn Error) -> String {
-    let mut parts: Vec<String> = vec![err.to_string()];
-    let mut cause = err.source();
-    while let Some(e) = cause {
-        let text = e.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        cause = e.source();
-    }
-    parts.join(": ")
 }
 
 /// True when the SDK failed before sending anything because no credentials could be found.

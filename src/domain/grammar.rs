@@ -100,13 +100,6 @@ pub fn duration_seconds(value: &str) -> Result<u64, String> {
 /// The most a web identity token file may hold (STS takes tokens of up to 20,000 characters).
 pub const TOKEN_FILE_LIMIT: u64 = 64 * 1024;
 
-/// A regular file of at most [`TOKEN_FILE_LIMIT`] bytes (a web identity token file, read later by the SDK).
-pub fn readable_file(value: &str) -> Result<std::path::PathBuf, String> {
-    let path = std::path::PathBuf::from(value);
-    crate::files::check_bounded(&path, TOKEN_FILE_LIMIT).map_err(|e| format!("a readable token file ({e})"))?;
-    Ok(path)
-}
-
 /// A KMS key id, key ARN, alias name or alias ARN.
 pub fn kms_key(value: &str) -> Result<(), String> {
     let ok =
@@ -137,18 +130,16 @@ pub fn resource_tags(value: &str) -> Result<Vec<(String, String)>, String> {
     }
 }
 
-/// A JSON policy given inline or as a path to a regular file of at most `max_len` bytes; returns the JSON
-/// text. A value that starts like JSON (`{`, `[`), spans lines or is longer than any path is inline.
-pub fn json_policy(value: &str, max_len: usize) -> Result<String, String> {
-    let inline = value.starts_with(['{', '[']) || value.contains('\n') || value.len() > 4096;
-    let text = if inline {
-        value.to_string()
-    } else {
-        crate::files::read_bounded(std::path::Path::new(value), max_len)
-            .map_err(|e| format!("JSON text, or a path to a readable JSON file ({e})"))?
-    };
-    match serde_json::from_str::<serde_json::Value>(&text) {
-        Ok(serde_json::Value::Object(_)) if text.len() <= max_len => Ok(text),
+/// Whether a policy setting's value is the JSON itself rather than a path: it starts like JSON (`{`, `[`),
+/// spans lines, or is longer than any path.
+pub fn is_inline_json(value: &str) -> bool {
+    value.starts_with(['{', '[']) || value.contains('\n') || value.len() > 4096
+}
+
+/// A JSON policy's text: a JSON object of at most `max_len` characters.
+pub fn json_policy(text: &str, max_len: usize) -> Result<String, String> {
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(serde_json::Value::Object(_)) if text.len() <= max_len => Ok(text.to_string()),
         Ok(serde_json::Value::Object(_)) => Err(format!(
             "a JSON policy of at most {max_len} characters (this one has {})",
             text.len()
@@ -350,7 +341,6 @@ mod tests {
         assert_eq!(duration_seconds("900"), Ok(900));
         assert!(duration_seconds("899").is_err());
         assert!(duration_seconds("3601").is_err());
-        assert!(readable_file("/nonexistent/token").is_err());
         assert!(access_key("AKIAIOSFODNN7EXAMPLE").is_ok());
         assert!(access_key("akiaiosfodnn7example").is_err());
         assert!(access_key("AKIAIOSFODNN7EXAMPL").is_err());

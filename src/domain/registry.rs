@@ -81,7 +81,7 @@ impl Registry {
         let ecr = match ECR_HOST.captures(&lower) {
             Some(c) => {
                 let region = c.get(2).or_else(|| c.get(3)).map_or("", |m| m.as_str());
-                crate::grammar::region(region)
+                crate::domain::grammar::region(region)
                     .map_err(|_| format!("an ECR host whose region part is a real region, not `{region}`"))?;
                 Some(EcrHost {
                     account: c[1].to_string(),

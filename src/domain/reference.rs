@@ -1,7 +1,7 @@
 //! Image references as users write them for promote: `repo:tag`, `repo@sha256:…`, or with a registry
 //! host in front, `host[:port]/repo:tag`. Pure parsing, checked with the repository and tag grammar.
 
-use crate::grammar;
+use crate::domain::grammar;
 use std::fmt;
 
 /// A tag or a digest inside a repository.
@@ -80,7 +80,7 @@ impl ImageRef {
             (None, None) => Reference::Tag("latest".to_string()),
         };
         if let Some(h) = &host {
-            crate::registry::Registry::parse(h)?;
+            crate::domain::registry::Registry::parse(h)?;
         }
         Ok(ImageRef {
             host,

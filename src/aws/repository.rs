@@ -1,11 +1,14 @@
-//! Repository: prepares the target repository through the ECR API before anything is pushed.
+//! Repository: the target repository through the ECR API: prepares it before anything is pushed, and
+//! describes it (the one `describe`, used for mutability and by check mode).
 //!
 //! Creates it when missing and `PLUGIN_CREATE_REPOSITORY=true`; on an existing repository applies only
 //! the settings the user set (an unset setting never resets scanning or mutability to a default). Runs
 //! only when at least one repository setting is given, so a push-only policy needs no extra permission.
 
-use crate::aws_error;
-use crate::credentials::Identity;
+use super::Identity;
+use super::error as aws_error;
+use crate::domain::login::RegistryLogin;
+use crate::domain::repository::{Encryption, Mutability, RepositoryAt, RepositorySettings, summary};
 use anyhow::{Result, anyhow, bail};
 use aws_sdk_ecr::Client;
 use aws_sdk_ecr::config::http::HttpResponse;
@@ -14,57 +17,6 @@ use aws_sdk_ecr::types::{
     EncryptionConfiguration, EncryptionType, ImageScanningConfiguration, ImageTagMutability, Repository, Tag,
 };
 
-/// The repository settings the user gave; `None` means "leave it as it is".
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct RepositorySettings {
-    pub create: bool,
-    pub tag_mutability: Option<Mutability>,
-    pub scan_on_push: Option<bool>,
-    pub encryption: Option<Encryption>,
-    pub tags: Vec<(String, String)>,
-    pub lifecycle_policy: Option<String>,
-    pub repository_policy: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mutability {
-    Mutable,
-    Immutable,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Encryption {
-    Aes256,
-    /// With a key id/ARN/alias, or the AWS managed key.
-    Kms(Option<String>),
-}
-
-impl RepositorySettings {
-    /// True when the step has anything to do on the repository.
-    pub fn any(&self) -> bool {
-        *self != RepositorySettings::default()
-    }
-}
-
-/// Where the repository lives: the account and region of an ECR registry host, else the caller's own.
-pub struct Target<'a> {
-    pub repo: &'a str,
-    pub registry_id: Option<&'a str>,
-    pub region: Option<&'a str>,
-}
-
-impl<'a> Target<'a> {
-    /// `repo` in the registry `login` talks to.
-    pub fn of(repo: &'a str, login: &'a crate::token::RegistryLogin) -> Target<'a> {
-        let ecr = login.registry.ecr.as_ref();
-        Target {
-            repo,
-            registry_id: ecr.map(|e| e.account.as_str()),
-            region: ecr.map(|e| e.region.as_str()),
-        }
-    }
-}
-
 /// Prepare the repository in every destination that is an ECR registry of the run's account or another
 /// (a registry that is not an ECR host is prepared through the run's own ECR API), when any repository
 /// setting is given. Prints what was done.
@@ -72,14 +24,14 @@ pub async fn prepare_all(
     identity: &Identity,
     repo: &str,
     settings: &RepositorySettings,
-    logins: &[crate::token::RegistryLogin],
+    logins: &[RegistryLogin],
 ) -> Result<()> {
     if !settings.any() {
         return Ok(());
     }
     let mut seen = std::collections::BTreeSet::new();
     for login in logins {
-        let target = Target::of(repo, login);
+        let target = RepositoryAt::of(repo, login);
         if !seen.insert((target.registry_id, target.region)) {
             continue;
         }
@@ -89,7 +41,11 @@ pub async fn prepare_all(
 }
 
 /// Make the repository match the settings; returns one line per thing done, for the report.
-pub async fn prepare(identity: &Identity, target: &Target<'_>, settings: &RepositorySettings) -> Result<Vec<String>> {
+pub async fn prepare(
+    identity: &Identity,
+    target: &RepositoryAt<'_>,
+    settings: &RepositorySettings,
+) -> Result<Vec<String>> {
     let ecr = identity.ecr(target.region);
     let repo = target.repo;
     let mut done = Vec::new();
@@ -122,17 +78,17 @@ pub async fn prepare(identity: &Identity, target: &Target<'_>, settings: &Reposi
 
     if let Some(want) = settings.tag_mutability {
         let have = existing.image_tag_mutability().map(|m| m.as_str()).unwrap_or("MUTABLE");
-        if have != want.api().as_str() {
+        if have != api(want).as_str() {
             ecr.put_image_tag_mutability()
                 .repository_name(repo)
                 .set_registry_id(target.registry_id.map(String::from))
-                .image_tag_mutability(want.api())
+                .image_tag_mutability(api(want))
                 .send()
                 .await
                 .map_err(|e| failed("PutImageTagMutability", repo, &e, identity))?;
             done.push(format!(
                 "repository {repo}: tag mutability {have} → {}",
-                want.api().as_str()
+                api(want).as_str()
             ));
         }
     }
@@ -193,7 +149,7 @@ pub async fn prepare(identity: &Identity, target: &Target<'_>, settings: &Reposi
 
 async fn apply_policies(
     ecr: &Client,
-    target: &Target<'_>,
+    target: &RepositoryAt<'_>,
     settings: &RepositorySettings,
     identity: &Identity,
     mut done: Vec<String>,
@@ -222,8 +178,27 @@ async fn apply_policies(
     Ok(done)
 }
 
+/// What check mode shows of an existing repository.
+#[derive(Debug, Clone, PartialEq)]
+pub struct State {
+    pub mutability: String,
+    pub scan_on_push: bool,
+}
+
+/// The repository's state, `None` when it does not exist; an error says what failed and what to fix.
+pub async fn state(identity: &Identity, target: &RepositoryAt<'_>) -> Result<Option<State>> {
+    let ecr = identity.ecr(target.region);
+    let described = describe(&ecr, target)
+        .await
+        .map_err(|e| failed("DescribeRepositories", target.repo, &e, identity))?;
+    Ok(described.map(|r| State {
+        mutability: r.image_tag_mutability().map_or("MUTABLE", |m| m.as_str()).to_string(),
+        scan_on_push: r.image_scanning_configuration().is_some_and(|c| c.scan_on_push()),
+    }))
+}
+
 /// The repository's current mutability, `None` when it cannot be read (no permission, no repository).
-pub async fn mutability(identity: &Identity, target: &Target<'_>) -> Option<Mutability> {
+pub async fn mutability(identity: &Identity, target: &RepositoryAt<'_>) -> Option<Mutability> {
     let ecr = identity.ecr(target.region);
     let repository = describe(&ecr, target).await.ok()??;
     Some(match repository.image_tag_mutability().map(|m| m.as_str()) {
@@ -234,7 +209,7 @@ pub async fn mutability(identity: &Identity, target: &Target<'_>) -> Option<Muta
 
 async fn describe(
     ecr: &Client,
-    target: &Target<'_>,
+    target: &RepositoryAt<'_>,
 ) -> Result<Option<Repository>, SdkError<aws_sdk_ecr::operation::describe_repositories::DescribeRepositoriesError>> {
     let answer = ecr
         .describe_repositories()
@@ -256,7 +231,7 @@ async fn describe(
 
 async fn create(
     ecr: &Client,
-    target: &Target<'_>,
+    target: &RepositoryAt<'_>,
     s: &RepositorySettings,
 ) -> Result<(), SdkError<aws_sdk_ecr::operation::create_repository::CreateRepositoryError>> {
     let mut call = ecr
@@ -264,7 +239,7 @@ async fn create(
         .repository_name(target.repo)
         .set_registry_id(target.registry_id.map(String::from));
     if let Some(m) = s.tag_mutability {
-        call = call.image_tag_mutability(m.api());
+        call = call.image_tag_mutability(api(m));
     }
     if let Some(scan) = s.scan_on_push {
         call = call.image_scanning_configuration(ImageScanningConfiguration::builder().scan_on_push(scan).build());
@@ -292,34 +267,11 @@ fn api_tags(tags: &[(String, String)]) -> Result<Vec<Tag>> {
         .collect()
 }
 
-fn summary(s: &RepositorySettings) -> String {
-    let mutability = s.tag_mutability.map_or("MUTABLE", |m| m.api_str());
-    let scan = if s.scan_on_push == Some(true) {
-        "scan on push"
-    } else {
-        "no scan on push"
-    };
-    let encryption = match &s.encryption {
-        None | Some(Encryption::Aes256) => "AES256".to_string(),
-        Some(Encryption::Kms(None)) => "KMS (AWS managed key)".to_string(),
-        Some(Encryption::Kms(Some(k))) => format!("KMS {k}"),
-    };
-    format!("{mutability}, {scan}, {encryption}")
-}
-
-impl Mutability {
-    fn api(self) -> ImageTagMutability {
-        match self {
-            Mutability::Mutable => ImageTagMutability::Mutable,
-            Mutability::Immutable => ImageTagMutability::Immutable,
-        }
-    }
-
-    fn api_str(self) -> &'static str {
-        match self {
-            Mutability::Mutable => "MUTABLE",
-            Mutability::Immutable => "IMMUTABLE",
-        }
+/// The API's value of a mutability.
+fn api(m: Mutability) -> ImageTagMutability {
+    match m {
+        Mutability::Mutable => ImageTagMutability::Mutable,
+        Mutability::Immutable => ImageTagMutability::Immutable,
     }
 }
 
@@ -351,8 +303,23 @@ where
         c if c.contains("Throttl") => "ECR kept throttling after the retries: run again later".to_string(),
         _ => "check the repository settings and that ECR is reachable".to_string(),
     };
-    anyhow!(
-        "ecr:{action} on {repo} failed: {}\n  fix: {fix}",
-        aws_error::describe(err)
-    )
+    anyhow::Error::new(Failed {
+        cause: format!("ecr:{action} on {repo} failed: {}", aws_error::describe(err)),
+        fix,
+    })
 }
+
+/// An ECR call that failed: the cause (remote code and message) and what to fix.
+#[derive(Debug)]
+pub struct Failed {
+    pub cause: String,
+    pub fix: String,
+}
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}\n  fix: {}", self.cause, self.fix)
+    }
+}
+
+impl std::error::Error for Failed {}

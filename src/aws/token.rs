@@ -5,26 +5,18 @@
 //! registry ids: the token then belongs to the caller's own account, which is what the registry checks. A
 //! token is used as it came; an `expiresAt` in the past (moto answers 2015) is never refreshed in a loop.
 
-use crate::aws_error;
-use crate::credentials::Identity;
-use crate::registry::Registry;
-use crate::secret::Secret;
-use crate::settings::Destination;
+use super::Identity;
+use super::error;
+use crate::domain::login::{RegistryLogin, Relogin};
+use crate::domain::registry::Registry;
+use crate::domain::secret::Secret;
+use crate::domain::target::Destination;
 use anyhow::{Context, Result, anyhow, bail};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use futures_util::future::BoxFuture;
 use std::collections::BTreeMap;
-
-/// What it takes to talk to one registry.
-#[derive(Debug, Clone)]
-pub struct RegistryLogin {
-    /// The registry images go to (or come from).
-    pub registry: Registry,
-    pub username: String,
-    pub password: Secret,
-    /// The account the token was issued for (from its proxy endpoint).
-    pub token_account: Option<String>,
-}
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// A decoded token and the registry it was issued for.
 #[derive(Debug, Clone)]
@@ -44,16 +36,47 @@ pub async fn logins(identity: &Identity, destinations: &[Destination]) -> Result
     }
     destinations
         .iter()
-        .map(|d| pair(&tokens[d.region.as_str()], d.registry.as_ref()))
+        .map(|d| pair(&tokens[d.region.as_str()], d.registry.as_ref(), &d.region))
         .collect()
 }
 
 /// A login for one registry in `region`.
 pub async fn login(identity: &Identity, region: &str, registry: Option<&Registry>) -> Result<RegistryLogin> {
-    pair(&token(identity, region).await?, registry)
+    pair(&token(identity, region).await?, registry, region)
 }
 
-fn pair(token: &Token, registry: Option<&Registry>) -> Result<RegistryLogin> {
+/// The one token renewal of a destination: a fresh token for the same registry, fetched once (a registry
+/// that refuses the fresh one too has a real reason, which the caller reports).
+pub struct Renewal {
+    identity: Identity,
+    registry: Registry,
+    region: String,
+    used: AtomicBool,
+}
+
+impl Renewal {
+    pub fn of(identity: &Identity, login: &RegistryLogin) -> Renewal {
+        Renewal {
+            identity: identity.clone(),
+            registry: login.registry.clone(),
+            region: login.region.clone(),
+            used: AtomicBool::new(false),
+        }
+    }
+}
+
+impl Relogin for Renewal {
+    fn relogin(&self) -> BoxFuture<'_, Result<RegistryLogin>> {
+        Box::pin(async move {
+            if self.used.swap(true, Ordering::SeqCst) {
+                bail!("the registry {} refused a token fetched again", self.registry);
+            }
+            login(&self.identity, &self.region, Some(&self.registry)).await
+        })
+    }
+}
+
+fn pair(token: &Token, registry: Option<&Registry>, region: &str) -> Result<RegistryLogin> {
     let registry = match (registry, &token.proxy) {
         (Some(r), _) => r.clone(),
         (None, Some(p)) => p.clone(),
@@ -61,6 +84,7 @@ fn pair(token: &Token, registry: Option<&Registry>) -> Result<RegistryLogin> {
     };
     Ok(RegistryLogin {
         registry,
+        region: region.to_string(),
         username: token.username.clone(),
         password: token.password.clone(),
         token_account: token
@@ -74,7 +98,7 @@ fn pair(token: &Token, registry: Option<&Registry>) -> Result<RegistryLogin> {
 async fn token(identity: &Identity, region: &str) -> Result<Token> {
     let ecr = identity.ecr(Some(region));
     let answer = ecr.get_authorization_token().send().await.map_err(|e| {
-        let fix = match aws_error::code(&e).as_deref() {
+        let fix = match error::code(&e).as_deref() {
             Some(c) if c.contains("AccessDenied") => {
                 " Fix: allow ecr:GetAuthorizationToken on resource \"*\" for this identity \
                  (AmazonEC2ContainerRegistryReadOnly grants it)."
@@ -85,7 +109,7 @@ async fn token(identity: &Identity, region: &str) -> Result<Token> {
         anyhow!(
             "ecr:GetAuthorizationToken in {region} failed for {}: {}.{fix}",
             identity.arn,
-            aws_error::describe(&e)
+            error::describe(&e)
         )
     })?;
     let data = answer
@@ -149,10 +173,10 @@ mod tests {
             password: Secret::new("pw"),
             proxy: Some(Registry::parse("https://123456789012.dkr.ecr.us-east-1.amazonaws.com").unwrap()),
         };
-        let own = pair(&token, None).unwrap();
+        let own = pair(&token, None, "us-east-1").unwrap();
         assert_eq!(own.registry.host, "123456789012.dkr.ecr.us-east-1.amazonaws.com");
         assert_eq!(own.token_account.as_deref(), Some("123456789012"));
         let other = Registry::parse("127.0.0.1:5000").unwrap();
-        assert_eq!(pair(&token, Some(&other)).unwrap().registry, other);
+        assert_eq!(pair(&token, Some(&other), "us-east-1").unwrap().registry, other);
     }
 }

@@ -1,0 +1,229 @@
+//! The run's AWS identity: builds the one credential provider the credential plan describes, and confirms
+//! it with `sts:GetCallerIdentity`, which also resolves and caches it. Every AWS client of the run is made
+//! from [`Identity::sdk`]. IMDS is bounded to one attempt of one second, so a runner without an identity
+//! fails fast. `PLUGIN_TIMEOUT` bounds every AWS operation, retries included.
+
+use super::error;
+use crate::domain::credentials::{Base, CredentialPlan, Hop, Level, Principal};
+use anyhow::Result;
+use aws_config::default_provider::credentials::DefaultCredentialsChain;
+use aws_config::provider_config::ProviderConfig;
+use aws_config::sts::AssumeRoleProvider;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::web_identity_token::{StaticConfiguration, WebIdentityTokenCredentialsProvider};
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_ecr::config::{Credentials, SharedCredentialsProvider};
+use std::time::Duration;
+
+/// The run's AWS identity, confirmed with STS: who it is (a [`Principal`], which the report shows) and the
+/// SDK configuration every AWS client of the run is built from.
+#[derive(Clone)]
+pub struct Identity {
+    pub principal: Principal,
+    pub sdk: SdkConfig,
+}
+
+impl std::ops::Deref for Identity {
+    type Target = Principal;
+    fn deref(&self) -> &Principal {
+        &self.principal
+    }
+}
+
+impl Identity {
+    /// An ECR client with this identity, in `region` (the run's own region when `None`).
+    pub fn ecr(&self, region: Option<&str>) -> aws_sdk_ecr::Client {
+        let mut config = aws_sdk_ecr::config::Builder::from(&self.sdk);
+        if let Some(r) = region {
+            config = config.region(Region::new(r.to_string()));
+        }
+        aws_sdk_ecr::Client::from_conf(config.build())
+    }
+}
+
+/// Build the run's one credential provider from the plan and confirm it with `GetCallerIdentity`.
+pub async fn resolve(plan: &CredentialPlan, region: &str, timeout: Duration) -> Result<Identity> {
+    let region = Region::new(region.to_string());
+    let timeouts = TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .operation_attempt_timeout(timeout)
+        .operation_timeout(timeout)
+        .build();
+    let sdk = aws_config::defaults(BehaviorVersion::latest())
+        .region(region.clone())
+        .timeout_config(timeouts.clone())
+        .no_credentials()
+        .load()
+        .await;
+    let mut provider = match &plan.base {
+        Base::Runtime => SharedCredentialsProvider::new(runtime_chain(region.clone()).await),
+        Base::Keys(k) => SharedCredentialsProvider::new(Credentials::new(
+            &k.access_key,
+            k.secret_key.expose(),
+            None,
+            None,
+            "PLUGIN_ACCESS_KEY",
+        )),
+        Base::WebIdentity {
+            token_file, role_arn, ..
+        } => {
+            let config = ProviderConfig::default()
+                .with_region(Some(region.clone()))
+                .with_timeout_config(timeouts);
+            SharedCredentialsProvider::new(
+                WebIdentityTokenCredentialsProvider::builder()
+                    .static_configuration(StaticConfiguration {
+                        web_identity_token_file: token_file.clone(),
+                        role_arn: role_arn.clone(),
+                        session_name: plan.session_name.clone(),
+                    })
+                    .configure(&config)
+                    .build(),
+            )
+        }
+    };
+    for hop in &plan.hops {
+        let mut builder = AssumeRoleProvider::builder(&hop.role_arn).session_name(&plan.session_name);
+        if let Some(id) = &hop.external_id {
+            builder = builder.external_id(id.expose());
+        }
+        if let Some(d) = plan.duration {
+            builder = builder.session_length(d);
+        }
+        let from = sdk.clone().into_builder().credentials_provider(provider).build();
+        provider = SharedCredentialsProvider::new(builder.configure(&from).build().await);
+    }
+    let sdk = sdk.into_builder().credentials_provider(provider).build();
+    confirm(sdk, plan.level, plan.describe()).await.map_err(|e| {
+        anyhow::anyhow!(
+            "{}",
+            explain_failure(plan, &error::describe(&e), error::is_missing_credentials(&e))
+        )
+    })
+}
+
+/// A role assumed from an identity the run already has (promote's read role for a source in another account).
+pub async fn assume_from(identity: &Identity, hop: &Hop, session_name: &str) -> Result<Identity> {
+    let mut builder = AssumeRoleProvider::builder(&hop.role_arn).session_name(session_name);
+    if let Some(id) = &hop.external_id {
+        builder = builder.external_id(id.expose());
+    }
+    let provider = SharedCredentialsProvider::new(builder.configure(&identity.sdk).build().await);
+    let sdk = identity
+        .sdk
+        .clone()
+        .into_builder()
+        .credentials_provider(provider)
+        .build();
+    let how = format!("role {} (assumed from {})", hop.role_arn, identity.arn);
+    confirm(sdk, identity.level, how.clone()).await.map_err(|e| {
+        anyhow::anyhow!(
+            "assuming the read role failed ({how}): {}\n  fix: the role's trust policy must allow {} (and the external \
+             ID, if it requires one)",
+            error::describe(&e),
+            identity.arn
+        )
+    })
+}
+
+type StsError = aws_sdk_sts::error::SdkError<
+    aws_sdk_sts::operation::get_caller_identity::GetCallerIdentityError,
+    aws_sdk_ecr::config::http::HttpResponse,
+>;
+
+/// Resolve the provider once (cached in the config) and learn who it is.
+async fn confirm(sdk: SdkConfig, level: Level, how: String) -> Result<Identity, StsError> {
+    let me = aws_sdk_sts::Client::new(&sdk).get_caller_identity().send().await?;
+    Ok(Identity {
+        principal: Principal {
+            level,
+            how,
+            arn: me.arn().unwrap_or("unknown").to_string(),
+            account: me.account().unwrap_or("unknown").to_string(),
+        },
+        sdk,
+    })
+}
+
+/// Why the chosen level gave no identity, and what to fix. Never suggests another level.
+fn explain_failure(plan: &CredentialPlan, cause: &str, missing: bool) -> String {
+    let level = plan.level;
+    let how = plan.describe();
+    let fix = if cause.contains("AccessDenied") && !plan.hops.is_empty() {
+        "the role's trust policy must allow the principal it is assumed from (and the external ID, if the policy \
+         requires one), and that principal needs sts:AssumeRole on the role"
+            .to_string()
+    } else if cause.contains("InvalidIdentityToken") || cause.contains("IDPRejectedClaim") {
+        "the web identity token was refused: check the token file is current and the role trusts its issuer and audience"
+            .to_string()
+    } else if cause.contains("ExpiredToken") {
+        "the credentials or web identity token have expired: refresh them (a new token file, new keys)".to_string()
+    } else if cause.contains("InvalidClientTokenId") || cause.contains("SignatureDoesNotMatch") {
+        "the access key or secret key is wrong or inactive: check PLUGIN_ACCESS_KEY and PLUGIN_SECRET_KEY".to_string()
+    } else if missing || cause.contains("no credentials") || cause.contains("credentials provider") {
+        match level {
+            Level::Runtime => "no AWS credentials found: set PLUGIN_ACCESS_KEY and PLUGIN_SECRET_KEY, or give the \
+                               container an identity (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a web identity token, an \
+                               ECS task role or an instance role)"
+                .to_string(),
+            _ => format!(
+                "no AWS credentials found for the {level} level's first step ({how}): the runner itself needs \
+                 credentials to assume the role"
+            ),
+        }
+    } else {
+        "check the settings of this level and that STS is reachable".to_string()
+    };
+    format!(
+        "{level}-level credentials failed ({how}): {cause}\n  fix: {fix}\n  (the step never falls back to a lower level)"
+    )
+}
+
+/// The container's standard chain, with IMDS bounded: one attempt, one second.
+async fn runtime_chain(region: Region) -> DefaultCredentialsChain {
+    let imds = aws_config::imds::Client::builder()
+        .connect_timeout(Duration::from_secs(1))
+        .read_timeout(Duration::from_secs(1))
+        .max_attempts(1)
+        .build();
+    DefaultCredentialsChain::builder()
+        .region(region)
+        .imds_client(imds)
+        .build()
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::credentials::{CredentialSettings, RoleSettings, plan};
+    use crate::domain::secret::Secret;
+    use std::collections::HashMap;
+
+    fn ok(s: CredentialSettings) -> CredentialPlan {
+        plan(s, &HashMap::new()).unwrap()
+    }
+
+    #[test]
+    fn failures_say_what_to_fix_and_never_suggest_another_level() {
+        let p = ok(CredentialSettings {
+            trigger: RoleSettings {
+                role_arn: Some("arn:aws:iam::111111111111:role/trigger".into()),
+                ..Default::default()
+            },
+            access_key: Some("AKIAIOSFODNN7EXAMPLE".into()),
+            secret_key: Some(Secret::new("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")),
+            ..Default::default()
+        });
+        let text = explain_failure(&p, "AccessDenied: not authorized to perform sts:AssumeRole", false);
+        assert!(text.starts_with("trigger-level credentials failed"), "{text}");
+        assert!(
+            text.contains("trust policy") && text.contains("never falls back"),
+            "{text}"
+        );
+        let text = explain_failure(&p, "dispatch failure: no credentials in chain", true);
+        assert!(text.contains("the runner itself needs credentials"), "{text}");
+        let text = explain_failure(&ok(CredentialSettings::default()), "no credentials", true);
+        assert!(text.contains("set PLUGIN_ACCESS_KEY"), "{text}");
+    }
+}

@@ -1,0 +1,28 @@
+//! What every mode runs with ([`Context`]) and how a mode ends ([`Done`]): the one dispatch signature is
+//! `run(&ThisModeSettings, &Context) -> Result<Done>`.
+
+use crate::aws::Identity;
+use crate::domain::login::RegistryLogin;
+use crate::domain::tag::TagOutcome;
+use crate::domain::target::Target;
+use crate::settings::Common;
+
+/// What every mode runs with: the confirmed identity, a login per destination, the common settings.
+pub struct Context {
+    pub identity: Identity,
+    pub logins: Vec<RegistryLogin>,
+    pub common: Common,
+}
+
+/// How a mode ended (a failure is an `Err`).
+pub enum Done {
+    /// Push or promote: an outcome per tag and destination; the run is green only if every one landed.
+    Tags {
+        outcomes: Vec<TagOutcome>,
+        target: Target,
+    },
+    /// A dry run printed its plan and changed nothing.
+    DryRun,
+    Login,
+    Check,
+}

@@ -1,0 +1,242 @@
+//! Promote mode: gives an image that already sits in a registry new repositories, tags, accounts and
+//! regions, without rebuilding.
+//!
+//! Registry to registry, fastest way first: within the same repository only a manifest is written; within
+//! the same registry blobs are mounted across repositories (uploaded where the registry refuses, as ECR
+//! does without blob mounting); between registries blobs stream from source to target, several at once.
+//! Manifest bytes are copied exactly, so digests stay the same; an index is copied whole, every child
+//! manifest first. Destinations run concurrently; tags go through the shared per-tag loop (`tags`), which
+//! leaves a tag already at the source's digest alone. `PLUGIN_PROMOTE_VIA=engine` pulls the image and
+//! writes every tag with push's engine writer instead.
+
+use super::context::{Context, Done};
+use super::push::EnginePush;
+use super::tags::{self, Destination, Writer};
+use crate::aws::{self, token::Renewal};
+use crate::distribution::{BlobCopy, RegistryClient};
+use crate::domain::login::{RegistryLogin, Relogin};
+use crate::domain::manifest::Manifest;
+use crate::domain::reference::Reference;
+use crate::domain::registry::Registry;
+use crate::domain::tag::TagOutcome;
+use crate::engine::Engine;
+use crate::settings::{PromoteSettings, Via};
+use anyhow::{Context as _, Result, anyhow};
+use futures_util::{StreamExt, TryStreamExt, stream};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+/// Blobs copied at once per manifest.
+const PARALLEL_BLOBS: usize = 4;
+
+pub async fn run(settings: &PromoteSettings, ctx: &Context) -> Result<Done> {
+    let source_login = source_login(settings, ctx).await?;
+    let source = RegistryClient::new(&source_login, ctx.common.timeout)?;
+    let (repo, reference) = (&settings.source.repo, settings.source.reference.to_string());
+    let manifest = source.manifest(repo, &reference).await?.ok_or_else(|| {
+        anyhow!(
+            "PLUGIN_SOURCE={}: no such image in {} (repository {repo}, {} {reference}): check the name, or that it \
+             was pushed\n  fix: correct PLUGIN_SOURCE, or push the image first",
+            settings.source,
+            source_login.registry,
+            if matches!(settings.source.reference, Reference::Digest(_)) {
+                "digest"
+            } else {
+                "tag"
+            },
+        )
+    })?;
+    let label = format!("{}/{}", source_login.registry.host, settings.source);
+    let target = &settings.target;
+    crate::report::promote_plan(&label, &manifest, &target.repo, &target.tags, &ctx.logins);
+    if settings.dry_run {
+        crate::report::dry_run(&target.repo, target.tags.len(), ctx.logins.len(), &settings.repository);
+        return Ok(Done::DryRun);
+    }
+    aws::repository::prepare_all(&ctx.identity, &target.repo, &settings.repository, &ctx.logins).await?;
+    let copies = ctx.logins.iter().map(|login| async {
+        match settings.via {
+            Via::Registry => copy_to(settings, &source, &manifest, login, ctx).await,
+            Via::Engine => via_engine(settings, &source_login, &manifest, login, ctx).await,
+        }
+    });
+    let outcomes = futures_util::future::join_all(copies)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    Ok(Done::Tags {
+        outcomes,
+        target: target.clone(),
+    })
+}
+
+/// How to read the source: its own host, else the (first) target registry; with the read role when given;
+/// one token for its region.
+async fn source_login(settings: &PromoteSettings, ctx: &Context) -> Result<RegistryLogin> {
+    let host = match &settings.source.host {
+        Some(h) => Registry::parse(h).map_err(|e| anyhow!("PLUGIN_SOURCE host: expected {e}"))?,
+        None => ctx.logins[0].registry.clone(),
+    };
+    let region = settings
+        .read_region
+        .clone()
+        .or_else(|| host.ecr.as_ref().map(|e| e.region.clone()))
+        .unwrap_or_else(|| ctx.common.region.clone());
+    let reuse = ctx.logins.iter().find(|l| l.registry == host);
+    match (&settings.read_role, reuse) {
+        (None, Some(login)) if settings.read_region.is_none() => Ok(login.clone()),
+        (None, _) => aws::token::login(&ctx.identity, &region, Some(&host)).await,
+        (Some(hop), _) => {
+            let session = &ctx.common.credentials.session_name;
+            let reader = aws::assume_from(&ctx.identity, hop, session).await?;
+            crate::report::read_role(&reader.how, &reader.arn);
+            aws::token::login(&reader, &region, Some(&host)).await
+        }
+    }
+}
+
+/// Copy the image to one destination and give it every tag.
+async fn copy_to(
+    settings: &PromoteSettings,
+    source: &RegistryClient,
+    manifest: &Manifest,
+    login: &RegistryLogin,
+    ctx: &Context,
+) -> Vec<TagOutcome> {
+    let repo = &settings.target.repo;
+    let label = format!("{}/{repo}", login.registry.host);
+    let fail_all = |e: anyhow::Error| tags::fail_every_tag(&label, &settings.target.tags, &e, "promoted");
+    let renewal: Arc<dyn Relogin> = Arc::new(Renewal::of(&ctx.identity, login));
+    let client = match RegistryClient::new(login, ctx.common.timeout) {
+        Ok(c) => c.with_relogin(renewal),
+        Err(e) => return fail_all(e),
+    };
+    let same_repo = client.same_registry(source) && settings.source.repo == *repo;
+    if !same_repo && let Err(e) = copy_content(&client, repo, source, &settings.source.repo, manifest).await {
+        let from = format!("{}/{}", source.host, settings.source.repo);
+        return fail_all(e.context(format!("copying {from} to {label}")));
+    }
+    let to = Destination {
+        login,
+        repo,
+        client: &client,
+        identity: &ctx.identity,
+    };
+    let mut writer = PutManifest {
+        client: &client,
+        repo,
+        manifest,
+    };
+    let ours = BTreeSet::from([manifest.digest.clone()]);
+    tags::write_every_tag(&to, &settings.target.tags, ours, true, &mut writer).await
+}
+
+/// Writes a tag by putting the source's manifest bytes under it: the digest stays the source's.
+struct PutManifest<'a> {
+    client: &'a RegistryClient,
+    repo: &'a str,
+    manifest: &'a Manifest,
+}
+
+impl Writer for PutManifest<'_> {
+    fn verb(&self) -> &'static str {
+        "promoted"
+    }
+
+    fn action(&self) -> &'static str {
+        "promote to"
+    }
+
+    async fn write(&mut self, tag: &str) -> Result<String> {
+        self.client.put_manifest(self.repo, tag, self.manifest).await?;
+        Ok(self.manifest.digest.clone())
+    }
+
+    fn ours(&self, _: &BTreeSet<String>) -> String {
+        format!("the source is {}", self.manifest.digest)
+    }
+}
+
+/// Make every blob and child manifest `manifest` points at present in the target repository.
+async fn copy_content(
+    target: &RegistryClient,
+    repo: &str,
+    source: &RegistryClient,
+    source_repo: &str,
+    manifest: &Manifest,
+) -> Result<()> {
+    if manifest.is_index() {
+        for child in manifest.references()? {
+            let child_manifest = source.manifest(source_repo, &child.digest).await?.with_context(|| {
+                format!(
+                    "the index names {}, which the source registry does not have",
+                    child.digest
+                )
+            })?;
+            Box::pin(copy_content(target, repo, source, source_repo, &child_manifest)).await?;
+            target.put_manifest(repo, &child.digest, &child_manifest).await?;
+        }
+        return Ok(());
+    }
+    let blobs = manifest.references()?;
+    let copied: Vec<BlobCopy> = stream::iter(blobs.iter().map(|b| target.copy_blob(repo, source, source_repo, b)))
+        .buffer_unordered(PARALLEL_BLOBS)
+        .try_collect()
+        .await?;
+    let count = |k: BlobCopy| copied.iter().filter(|c| **c == k).count();
+    crate::report::copied(
+        &manifest.digest,
+        &format!("{}/{repo}", target.host),
+        count(BlobCopy::Uploaded),
+        count(BlobCopy::Mounted),
+        count(BlobCopy::AlreadyThere),
+    );
+    Ok(())
+}
+
+/// Pull the source through the engine, then write every tag to one destination with push's engine writer.
+async fn via_engine(
+    settings: &PromoteSettings,
+    source_login: &RegistryLogin,
+    manifest: &Manifest,
+    login: &RegistryLogin,
+    ctx: &Context,
+) -> Vec<TagOutcome> {
+    let repo = &settings.target.repo;
+    let timeout = ctx.common.timeout;
+    let label = format!("{}/{repo}", login.registry.host);
+    let renewal: Arc<dyn Relogin> = Arc::new(Renewal::of(&ctx.identity, login));
+    let pulled = async {
+        let engine = Engine::connect(timeout).await?;
+        let local = engine
+            .pull(source_login, &settings.source.repo, &settings.source.reference, timeout)
+            .await?;
+        let image = engine.source_image(&local).await?;
+        let client = RegistryClient::new(login, timeout)?.with_relogin(renewal.clone());
+        anyhow::Ok((engine, image, client))
+    }
+    .await;
+    let (engine, image, client) = match pulled {
+        Ok(p) => p,
+        Err(e) => return tags::fail_every_tag(&label, &settings.target.tags, &e, "promoted"),
+    };
+    let to = Destination {
+        login,
+        repo,
+        client: &client,
+        identity: &ctx.identity,
+    };
+    let mut writer = EnginePush {
+        engine: &engine,
+        image: &image,
+        login: login.clone(),
+        renewal,
+        repo,
+        client: &client,
+        timeout,
+        verb: "promoted",
+    };
+    let ours = BTreeSet::from([manifest.digest.clone()]);
+    tags::write_every_tag(&to, &settings.target.tags, ours, true, &mut writer).await
+}

@@ -1,0 +1,204 @@
+//! Push mode: a local image in the Docker Engine, pushed to every destination concurrently, tag by tag
+//! through the shared per-tag loop (`tags`). The engine writes each tag ([`EnginePush`]); what it pushed is
+//! read back and must be the source image. With `PLUGIN_SKIP_EXISTING` each tag is read first, so a tag
+//! already at this image's digest is skipped (decided per tag, never once for all).
+
+use super::context::{Context, Done};
+use super::tags::{self, Destination, Writer};
+use crate::aws::token::Renewal;
+use crate::distribution::RegistryClient;
+use crate::domain::login::{RegistryLogin, Relogin};
+use crate::domain::source::LocalImage;
+use crate::domain::tag::TagOutcome;
+use crate::engine::{Engine, Refused};
+use crate::settings::PushSettings;
+use anyhow::{Result, anyhow};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub async fn run(settings: &PushSettings, ctx: &Context) -> Result<Done> {
+    let timeout = ctx.common.timeout;
+    let engine = Engine::connect(timeout).await?;
+    let source = engine.source_image(&settings.source).await?;
+    let target = &settings.target;
+    crate::report::push_plan(&source, &target.repo, &target.tags, &ctx.logins);
+    if settings.dry_run {
+        crate::report::dry_run(&target.repo, target.tags.len(), ctx.logins.len(), &settings.repository);
+        return Ok(Done::DryRun);
+    }
+    crate::aws::repository::prepare_all(&ctx.identity, &target.repo, &settings.repository, &ctx.logins).await?;
+    let pushes = ctx
+        .logins
+        .iter()
+        .map(|login| push_to(&engine, &source, settings, login, ctx));
+    let outcomes = futures_util::future::join_all(pushes)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    Ok(Done::Tags {
+        outcomes,
+        target: target.clone(),
+    })
+}
+
+/// Every tag into one destination.
+async fn push_to(
+    engine: &Engine,
+    source: &LocalImage,
+    settings: &PushSettings,
+    login: &RegistryLogin,
+    ctx: &Context,
+) -> Vec<TagOutcome> {
+    let repo = &settings.target.repo;
+    let renewal: Arc<dyn Relogin> = Arc::new(Renewal::of(&ctx.identity, login));
+    let client = match RegistryClient::new(login, ctx.common.timeout) {
+        Ok(c) => c.with_relogin(renewal.clone()),
+        Err(e) => {
+            let target = format!("{}/{repo}", login.registry.host);
+            return tags::fail_every_tag(&target, &settings.target.tags, &e, "pushed");
+        }
+    };
+    let to = Destination {
+        login,
+        repo,
+        client: &client,
+        identity: &ctx.identity,
+    };
+    let ours = source.known_digests(&to.label());
+    let mut writer = EnginePush {
+        engine,
+        image: source,
+        login: login.clone(),
+        renewal,
+        repo,
+        client: &client,
+        timeout: ctx.common.timeout,
+        verb: "pushed",
+    };
+    tags::write_every_tag(&to, &settings.target.tags, ours, settings.skip_existing, &mut writer).await
+}
+
+/// Writes a tag by tagging the local image `<registry>/<repo>:<tag>` and pushing it through the engine,
+/// under the one retry policy; a push the registry refuses renews the token once. What the engine pushed
+/// must be this image: its manifest's config is the image id (another run may retag the shared local tag
+/// between the tag and the push). Also promote's writer through the engine.
+pub struct EnginePush<'a> {
+    pub engine: &'a Engine,
+    pub image: &'a LocalImage,
+    pub login: RegistryLogin,
+    pub renewal: Arc<dyn Relogin>,
+    pub repo: &'a str,
+    pub client: &'a RegistryClient,
+    pub timeout: Duration,
+    /// `pushed`, or `promoted` when promote writes through the engine.
+    pub verb: &'static str,
+}
+
+impl EnginePush<'_> {
+    async fn push(&self, tag: &str) -> Result<String> {
+        let what = format!("{}/{}:{tag}", self.login.registry, self.repo);
+        let attempt = || {
+            self.engine
+                .push(&self.login, &self.image.reference, self.repo, tag, self.timeout)
+        };
+        crate::retry::run(&what, self.timeout, attempt, is_transient)
+            .await
+            .map_err(|gave_up| gave_up.error)
+    }
+}
+
+impl Writer for EnginePush<'_> {
+    fn verb(&self) -> &'static str {
+        self.verb
+    }
+
+    fn action(&self) -> &'static str {
+        if self.verb == "pushed" { "push" } else { "promote to" }
+    }
+
+    async fn write(&mut self, tag: &str) -> Result<String> {
+        let digest = match self.push(tag).await {
+            Err(e) if e.is::<Refused>() => match self.renewal.relogin().await {
+                Ok(fresh) => {
+                    crate::report::token_refreshed(&self.login.registry.host, "the registry refused it");
+                    self.login = fresh;
+                    self.push(tag).await?
+                }
+                Err(_) => return Err(e),
+            },
+            pushed => pushed?,
+        };
+        let manifest = self.client.manifest(self.repo, &digest).await?.ok_or_else(|| {
+            anyhow!(
+                "{}/{}@{digest} does not exist when read back, although the engine reported the push done: the \
+                 registry did not store it\n  fix: check the registry (or the proxy in front of it) at {}, then \
+                 run again",
+                self.login.registry,
+                self.repo,
+                self.login.registry
+            )
+        })?;
+        match manifest.config_digest() {
+            Some(config) if config != self.image.id => Err(anyhow!(
+                "the engine pushed image {config} as {registry}/{repo}:{tag}, not PLUGIN_SOURCE={} ({}): another run \
+                 retagged {registry}/{repo}:{tag} in the same Docker Engine during this push\n  fix: push different \
+                 images to one repository and tag one at a time, or give each run its own tag",
+                self.image.reference,
+                self.image.id,
+                registry = self.login.registry,
+                repo = self.repo,
+            )),
+            _ => Ok(digest),
+        }
+    }
+
+    fn ours(&self, ours: &BTreeSet<String>) -> String {
+        match ours.iter().next() {
+            Some(d) => format!("this image is {d}"),
+            None => format!(
+                "this image ({}) has no digest in {}/{} yet, so it cannot be the same image",
+                self.image.reference, self.login.registry, self.repo
+            ),
+        }
+    }
+}
+
+/// A push failure that another attempt may not see: a registry-side race or overload.
+fn is_transient(e: &anyhow::Error) -> bool {
+    let text = e.to_string().to_ascii_lowercase();
+    [
+        "blob unknown",
+        "digest invalid",
+        "toomanyrequests",
+        "too many requests",
+        "503",
+        "502",
+        "500 internal",
+        "connection reset",
+    ]
+    .iter()
+    .any(|t| text.contains(t))
+        && !text.contains("made no progress")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_races_and_overloads_are_transient_and_the_rest_is_not() {
+        let transient = |t: &str| is_transient(&anyhow!("{t}"));
+        assert!(transient(
+            "errors:\ndigest invalid\nmanifest blob unknown: blob unknown to registry"
+        ));
+        assert!(transient("toomanyrequests: Rate exceeded"));
+        assert!(transient("received unexpected HTTP status: 503 Service Unavailable"));
+        assert!(!transient("unauthorized: authentication required"));
+        assert!(!transient(
+            "name unknown: The repository with name 'app' does not exist"
+        ));
+        assert!(!transient("the push of x made no progress for 3s"));
+    }
+}

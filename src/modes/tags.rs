@@ -1,0 +1,115 @@
+//! The per-tag loop that push and promote share: for every tag of one destination, decide (skip, write,
+//! conflict), write through the mode's [`Writer`], read the tag back, and report the outcome.
+//!
+//! A tag already at one of this image's digests is skipped; one held by another digest in an immutable
+//! repository is a conflict naming both digests (the repository's mutability is read only when it
+//! matters); every write is read back (HEAD of the tag, digest compared) before it is reported, so a
+//! registry that accepts a write and stores nothing never gets a green run. Each tag has its own outcome:
+//! one failing tag never hides the others and never lets the run pass.
+
+use crate::aws::{self, Identity};
+use crate::distribution::RegistryClient;
+use crate::domain::login::RegistryLogin;
+use crate::domain::repository::{Mutability, RepositoryAt};
+use crate::domain::tag::{Decision, Landed, TagOutcome, decide};
+use anyhow::{Result, anyhow};
+use std::collections::{BTreeSet, HashMap};
+
+/// How a mode writes one tag.
+pub trait Writer {
+    /// The verb of the report lines: `pushed`, `promoted`.
+    fn verb(&self) -> &'static str;
+
+    /// What a conflict's fix tells the user to do with a new tag: `push`, `promote to`.
+    fn action(&self) -> &'static str;
+
+    /// Put the image under `tag`; the digest written.
+    fn write(&mut self, tag: &str) -> impl Future<Output = Result<String>>;
+
+    /// The image as a conflict names it: "this image is sha256:…", "the source is sha256:…".
+    fn ours(&self, ours: &BTreeSet<String>) -> String;
+}
+
+/// One destination: its login, the repository, and a client of its registry (reads and read-backs).
+pub struct Destination<'a> {
+    pub login: &'a RegistryLogin,
+    pub repo: &'a str,
+    pub client: &'a RegistryClient,
+    pub identity: &'a Identity,
+}
+
+impl Destination<'_> {
+    /// `<registry>/<repo>`.
+    pub fn label(&self) -> String {
+        format!("{}/{}", self.login.registry.host, self.repo)
+    }
+}
+
+/// Write every tag to one destination. `ours`: the digests this image is known to have there. `read_held`:
+/// read each tag first (skip-existing and promote); without it every tag is written.
+pub async fn write_every_tag<W: Writer>(
+    to: &Destination<'_>,
+    tags: &[String],
+    mut ours: BTreeSet<String>,
+    read_held: bool,
+    writer: &mut W,
+) -> Vec<TagOutcome> {
+    let target = to.label();
+    let mut held = HashMap::new();
+    if read_held {
+        for tag in tags {
+            match to.client.manifest_digest(to.repo, tag).await {
+                Ok(digest) => held.insert(tag.clone(), digest),
+                Err(e) => return fail_every_tag(&target, tags, &e, writer.verb()),
+            };
+        }
+    }
+    // Tags that are absent (or already ours) first: writing one tells this image's digest.
+    let mut order: Vec<&String> = tags.iter().collect();
+    order.sort_by_key(|t| matches!(held.get(*t), Some(Some(d)) if !ours.contains(d)));
+    let mut immutable = None;
+    let mut outcomes = HashMap::new();
+    for tag in order {
+        let held_digest = held.get(tag).cloned().flatten();
+        if held_digest.as_ref().is_some_and(|d| !ours.contains(d)) && immutable.is_none() {
+            let at = RepositoryAt::of(to.repo, to.login);
+            immutable = Some(aws::repository::mutability(to.identity, &at).await == Some(Mutability::Immutable));
+        }
+        let result = match decide(held_digest.as_deref(), &ours, immutable.unwrap_or(false)) {
+            Decision::Skip(digest) => Ok(Landed { digest, skipped: true }),
+            Decision::Conflict { held } => Err(anyhow!(
+                "tag {tag} already holds {held} in the immutable repository {} and {}\n  fix: {} a new tag \
+                 (PLUGIN_TAGS), or make the repository MUTABLE",
+                to.repo,
+                writer.ours(&ours),
+                writer.action()
+            )),
+            Decision::Write => match writer.write(tag).await {
+                Ok(digest) => match to.client.confirm_tag(to.repo, tag, &digest).await {
+                    Ok(()) => {
+                        ours.insert(digest.clone());
+                        Ok(Landed { digest, skipped: false })
+                    }
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            },
+        };
+        let outcome = TagOutcome::new(&target, tag, result);
+        crate::report::tag(&outcome, held_digest.as_deref(), writer.verb());
+        outcomes.insert(tag.clone(), outcome);
+    }
+    tags.iter().filter_map(|t| outcomes.remove(t)).collect()
+}
+
+/// Every tag of one destination failed for one reason: each gets its outcome and its line.
+pub fn fail_every_tag(target: &str, tags: &[String], e: &anyhow::Error, verb: &str) -> Vec<TagOutcome> {
+    let text = format!("{e:#}");
+    tags.iter()
+        .map(|t| {
+            let failed = TagOutcome::new(target, t, Err(anyhow!("{text}")));
+            crate::report::tag(&failed, None, verb);
+            failed
+        })
+        .collect()
+}

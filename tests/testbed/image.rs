@@ -1,0 +1,169 @@
+//! [`Image`]: local images in the machine's Docker Engine, made without pulls, and the step's own image.
+
+use super::repo_root;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+static IMAGES: AtomicUsize = AtomicUsize::new(0);
+
+/// A local image made from random bytes with `docker import`; removed (with every tag the test gave it)
+/// when dropped.
+pub struct Image {
+    pub name: String,
+    pub id: String,
+}
+
+impl Image {
+    /// An image of one layer holding `bytes` random bytes.
+    pub fn random(bytes: usize) -> Image {
+        let n = IMAGES.fetch_add(1, Ordering::SeqCst);
+        let name = format!("ecr-step-test-{}-{n}:src", std::process::id());
+        let dir = tempfile::tempdir().unwrap();
+        // Streamed: images of a gigabyte are never held in memory.
+        let mut payload = std::fs::File::create(dir.path().join("payload.bin")).unwrap();
+        let mut random = std::io::Read::take(std::fs::File::open("/dev/urandom").unwrap(), bytes as u64);
+        std::io::copy(&mut random, &mut payload).unwrap();
+        std::fs::write(dir.path().join("name.txt"), &name).unwrap();
+        let mut tar = Command::new("tar")
+            .arg("-C")
+            .arg(dir.path())
+            .args(["-c", "."])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let import = Command::new("docker")
+            .args(["import", "-", &name])
+            .stdin(tar.stdout.take().unwrap())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the docker CLI");
+        let out = import.wait_with_output().unwrap();
+        assert!(tar.wait().unwrap().success());
+        assert!(
+            out.status.success(),
+            "docker import failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        Image { name, id }
+    }
+}
+
+impl Image {
+    /// A base image made from files of this host, with the shared libraries `ldd` lists for them and for
+    /// `libraries_of`, for building the step's Dockerfile where no base image can be pulled.
+    pub fn from_host_files(files: &[&str], libraries_of: &[&str]) -> Image {
+        let n = IMAGES.fetch_add(1, Ordering::SeqCst);
+        let name = format!("ecr-step-test-base-{}-{n}:local", std::process::id());
+        let root = tempfile::tempdir().unwrap();
+        let mut all: Vec<String> = files.iter().map(|f| f.to_string()).collect();
+        for file in files.iter().chain(libraries_of) {
+            let ldd = Command::new("ldd").arg(file).output().unwrap();
+            for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+                let path = line.split("=>").last().unwrap().split_whitespace().next().unwrap_or("");
+                if path.starts_with('/') {
+                    all.push(path.to_string());
+                }
+            }
+        }
+        for file in &all {
+            let target = root.path().join(file.trim_start_matches('/'));
+            std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+            std::fs::copy(file, &target).unwrap_or_else(|e| panic!("copying {file}: {e}"));
+        }
+        std::fs::create_dir_all(root.path().join("tmp")).unwrap();
+        let tar = Command::new("tar")
+            .arg("-C")
+            .arg(root.path())
+            .args(["-c", "."])
+            .output()
+            .unwrap();
+        let mut import = Command::new("docker")
+            .args(["import", "-", &name])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        import.stdin.take().unwrap().write_all(&tar.stdout).unwrap();
+        let out = import.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "docker import failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Image {
+            name,
+            id: String::from_utf8(out.stdout).unwrap().trim().to_string(),
+        }
+    }
+}
+
+impl Drop for Image {
+    fn drop(&mut self) {
+        let _ = Command::new("docker").args(["rmi", "-f", &self.id]).output();
+    }
+}
+
+/// Run the docker CLI; panics with its output when it fails. Returns stdout.
+pub fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    assert!(
+        out.status.success(),
+        "docker {args:?}:\n{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// The step's container image, built through the repository's Dockerfile from base images assembled from
+/// this host (no pulls), with `binary` put in the context as `prebuilt/ecr-step` (stripped when asked).
+pub fn build_step_image(binary: &Path, strip: bool) -> Image {
+    let root = repo_root();
+    let context = tempfile::tempdir().unwrap();
+    for file in ["Dockerfile", ".dockerignore", "Cargo.toml", "Cargo.lock"] {
+        std::fs::copy(root.join(file), context.path().join(file)).unwrap();
+    }
+    copy_tree(&root.join("src"), &context.path().join("src"));
+    std::fs::create_dir_all(context.path().join("prebuilt")).unwrap();
+    let prebuilt = context.path().join("prebuilt/ecr-step");
+    std::fs::copy(binary, &prebuilt).unwrap();
+    if strip {
+        assert!(Command::new("strip").arg(&prebuilt).status().unwrap().success());
+    }
+    let builder = Image::from_host_files(&["/bin/sh", "/bin/cp"], &[]);
+    let runtime = Image::from_host_files(&["/etc/ssl/certs/ca-certificates.crt"], &[binary.to_str().unwrap()]);
+    let n = IMAGES.fetch_add(1, Ordering::SeqCst);
+    let tag = format!("ecr-step-test-image-{}-{n}:latest", std::process::id());
+    docker(&[
+        "build",
+        "-q",
+        "--build-arg",
+        &format!("BUILDER_IMAGE={}", builder.name),
+        "--build-arg",
+        &format!("RUNTIME_IMAGE={}", runtime.name),
+        "-t",
+        &tag,
+        context.path().to_str().unwrap(),
+    ]);
+    let id = docker(&["image", "inspect", "-f", "{{.Id}}", &tag]).trim().to_string();
+    Image { name: tag, id }
+}

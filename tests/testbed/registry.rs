@@ -1,0 +1,155 @@
+//! [`Registry`]: a CNCF distribution registry on a free loopback port, and reading back what it holds.
+
+use super::{Server, find_program, free_port, spawn, wait_for_port};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+/// A distribution registry on loopback, plain HTTP, htpasswd user `AWS` with the password moto's ECR token
+/// carries for `account`: it accepts a push only with a token issued for that account.
+pub struct Registry {
+    _server: Server,
+    pub host: String,
+    pub account: String,
+    agent: ureq::Agent,
+}
+
+impl Registry {
+    pub fn start(account: &str) -> Registry {
+        let program = find_program(
+            "DOCKER_REGISTRY",
+            &[PathBuf::from("/usr/bin/docker-registry")],
+            "run scripts/install-testbed (Debian package docker-registry)",
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let htpasswd = Command::new("htpasswd")
+            .args(["-Bbn", "AWS", &format!("{account}-auth-token")])
+            .output()
+            .expect("htpasswd (Debian package apache2-utils): run scripts/install-testbed");
+        assert!(htpasswd.status.success(), "htpasswd failed");
+        std::fs::write(dir.path().join("htpasswd"), htpasswd.stdout).unwrap();
+        let port = free_port();
+        let config = format!(
+            "version: 0.1\nlog: {{level: warn}}\nstorage: {{filesystem: {{rootdirectory: {root}}}, delete: {{enabled: true}}}}\n\
+             http: {{addr: 127.0.0.1:{port}}}\nauth: {{htpasswd: {{realm: test, path: {htpasswd}}}}}\n",
+            root = dir.path().join("data").display(),
+            htpasswd = dir.path().join("htpasswd").display(),
+        );
+        let config_path = dir.path().join("config.yml");
+        std::fs::write(&config_path, config).unwrap();
+        let config_arg = config_path.display().to_string();
+        let (mut server, log) = spawn(&program, &["serve", &config_arg], &[], dir);
+        wait_for_port(&mut server, port, "docker-registry", &log);
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .into();
+        Registry {
+            _server: server,
+            host: format!("127.0.0.1:{port}"),
+            account: account.to_string(),
+            agent,
+        }
+    }
+
+    fn password(&self) -> String {
+        format!("{}-auth-token", self.account)
+    }
+
+    /// `Authorization` for this registry's account.
+    fn auth(&self) -> String {
+        format!("Basic {}", base64_encode(&format!("AWS:{}", self.password())))
+    }
+
+    /// GET or HEAD a manifest with every manifest type accepted; `None` on 404.
+    fn fetch_manifest(&self, head: bool, repo: &str, reference: &str) -> Option<ureq::http::Response<ureq::Body>> {
+        let url = format!("http://{}/v2/{repo}/manifests/{reference}", self.host);
+        let accept = "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json, \
+                      application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.index.v1+json";
+        let request = if head {
+            self.agent.head(&url)
+        } else {
+            self.agent.get(&url)
+        };
+        let response = request
+            .header("Authorization", &self.auth())
+            .header("Accept", accept)
+            .call()
+            .expect("the registry answers");
+        match response.status().as_u16() {
+            200 => Some(response),
+            404 => None,
+            other => panic!("registry answered {other} for {url}"),
+        }
+    }
+
+    /// The digest the registry itself holds for `repo:tag` (`Docker-Content-Digest`), `None` when absent.
+    pub fn digest(&self, repo: &str, tag: &str) -> Option<String> {
+        let response = self.fetch_manifest(true, repo, tag)?;
+        Some(
+            response
+                .headers()
+                .get("docker-content-digest")?
+                .to_str()
+                .ok()?
+                .to_string(),
+        )
+    }
+
+    /// The manifest `repo:reference` as stored: bytes, media type, digest.
+    pub fn manifest(&self, repo: &str, reference: &str) -> Option<(Vec<u8>, String, String)> {
+        let mut response = self.fetch_manifest(false, repo, reference)?;
+        let header = |n: &str| response.headers().get(n).unwrap().to_str().unwrap().to_string();
+        let (media_type, digest) = (header("content-type"), header("docker-content-digest"));
+        Some((response.body_mut().read_to_vec().unwrap(), media_type, digest))
+    }
+
+    /// Store a manifest (the test builds multi-arch indexes this way).
+    pub fn put_manifest(&self, repo: &str, reference: &str, media_type: &str, bytes: &[u8]) {
+        let url = format!("http://{}/v2/{repo}/manifests/{reference}", self.host);
+        let mut response = self
+            .agent
+            .put(&url)
+            .header("Authorization", &self.auth())
+            .header("Content-Type", media_type)
+            .send(bytes)
+            .unwrap();
+        let status = response.status().as_u16();
+        assert_eq!(
+            status,
+            201,
+            "PUT {url}: {}",
+            response.body_mut().read_to_string().unwrap_or_default()
+        );
+    }
+
+    /// The tags the registry lists for `repo` (empty when the repository does not exist).
+    pub fn tags(&self, repo: &str) -> Vec<String> {
+        let url = format!("http://{}/v2/{repo}/tags/list", self.host);
+        let auth = format!("Basic {}", base64_encode(&format!("AWS:{}", self.password())));
+        let mut response = self
+            .agent
+            .get(&url)
+            .header("Authorization", &auth)
+            .call()
+            .expect("the registry answers");
+        if response.status().as_u16() == 404 {
+            return Vec::new();
+        }
+        let body: serde_json::Value = response.body_mut().read_json().expect("tags/list JSON");
+        let mut tags: Vec<String> = body["tags"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t.as_str().map(String::from))
+            .collect();
+        tags.sort();
+        tags
+    }
+}
+
+fn base64_encode(text: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(text)
+}

@@ -1,0 +1,204 @@
+//! [`Step`]: the built `ecr-step` binary, run as a user would (environment in, exit code and output out).
+
+use super::{ACCESS_KEY, Image, Moto, REGION, Registry, SECRET_KEY, repo_root};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// One run of the step binary.
+pub struct Step {
+    env: BTreeMap<String, String>,
+}
+
+/// What a run printed and how it ended.
+#[derive(Debug)]
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+impl Step {
+    /// A clean environment: PATH, the engine's address, IMDS off (loopback only), nothing else.
+    pub fn new() -> Step {
+        let mut env = BTreeMap::new();
+        for key in ["PATH", "HOME", "DOCKER_HOST"] {
+            if let Ok(value) = std::env::var(key) {
+                env.insert(key.to_string(), value);
+            }
+        }
+        env.insert("AWS_EC2_METADATA_DISABLED".into(), "true".into());
+        Step { env }
+    }
+
+    /// A run against `moto` with the default static keys in the container environment, and no settings.
+    pub fn aws(moto: &Moto) -> Step {
+        Step::new()
+            .env("AWS_ENDPOINT_URL", &moto.url)
+            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+    }
+
+    /// A push to `registry` through `moto` with the default static keys in the container environment.
+    pub fn push(moto: &Moto, registry: &Registry, image: &Image, repo: &str) -> Step {
+        Step::aws(moto)
+            .env("PLUGIN_SOURCE", &image.name)
+            .env("PLUGIN_REPO", repo)
+            .env("PLUGIN_REGISTRY", &registry.host)
+            .env("PLUGIN_REGION", REGION)
+    }
+
+    /// A promote of `source` to `repo:tags` in the registry at `target` (host:port), through `moto`.
+    pub fn promote(moto: &Moto, target: &str, source: &str, repo: &str, tags: &str) -> Step {
+        Step::aws(moto)
+            .env("PLUGIN_MODE", "promote")
+            .env("PLUGIN_SOURCE", source)
+            .env("PLUGIN_REPO", repo)
+            .env("PLUGIN_TAGS", tags)
+            .env("PLUGIN_REGISTRY", target)
+            .env("PLUGIN_REGION", REGION)
+    }
+
+    /// Login mode for `registry`, writing the docker config in `docker_config`.
+    pub fn login(moto: &Moto, registry: &Registry, docker_config: &str) -> Step {
+        Step::aws(moto)
+            .env("PLUGIN_MODE", "login")
+            .env("PLUGIN_REGISTRY", &registry.host)
+            .env("PLUGIN_REGION", REGION)
+            .env("DOCKER_CONFIG", docker_config)
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Step {
+        self.env.insert(key.to_string(), value.to_string());
+        self
+    }
+
+    pub fn remove(mut self, key: &str) -> Step {
+        self.env.remove(key);
+        self
+    }
+
+    /// The binary under test: `$ECR_STEP_BIN` (the benchmark points it at the release build), else the one
+    /// cargo built for the tests, else `target/debug/ecr-step`.
+    pub fn binary() -> PathBuf {
+        if let Ok(path) = std::env::var("ECR_STEP_BIN") {
+            return PathBuf::from(path);
+        }
+        option_env!("CARGO_BIN_EXE_ecr-step")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| repo_root().join("target/debug/ecr-step"))
+    }
+
+    /// The environment of this run, for `docker run --env-file` (a file, so no secret is on a command line).
+    pub fn env_file(&self, path: &Path) {
+        let text: String = self
+            .env
+            .iter()
+            .filter(|(k, _)| *k != "PATH" && *k != "HOME")
+            .map(|(k, v)| format!("{k}={v}\n"))
+            .collect();
+        std::fs::write(path, text).unwrap();
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    }
+
+    /// Start the step without waiting (for signal tests); stdout and stderr are piped.
+    /// The environment of this run.
+    pub fn envs(&self) -> &BTreeMap<String, String> {
+        &self.env
+    }
+
+    pub fn spawn(&self) -> std::process::Child {
+        Command::new(Step::binary())
+            .env_clear()
+            .envs(&self.env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("running ecr-step")
+    }
+
+    pub fn run(&self) -> Run {
+        let started = Instant::now();
+        let out = Command::new(Step::binary())
+            .env_clear()
+            .envs(&self.env)
+            .stdin(Stdio::null())
+            .output()
+            .expect("running ecr-step");
+        Run {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            elapsed: started.elapsed(),
+        }
+    }
+}
+
+impl Default for Step {
+    fn default() -> Self {
+        Step::new()
+    }
+}
+
+impl Run {
+    pub fn output(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+
+    /// Exit 0, else panic with everything the step printed. Also checks that no secret leaked.
+    pub fn success(&self) -> &Run {
+        assert_eq!(self.code, Some(0), "the step failed:\n{}", self.output());
+        self.no_secrets()
+    }
+
+    /// A non-zero exit whose output contains every one of `wanted`.
+    pub fn failure(&self, wanted: &[&str]) -> &Run {
+        assert!(
+            matches!(self.code, Some(c) if c != 0),
+            "the step should have failed:\n{}",
+            self.output()
+        );
+        let out = self.output();
+        for want in wanted {
+            assert!(out.contains(want), "`{want}` missing from the output:\n{out}");
+        }
+        self.no_secrets()
+    }
+
+    /// The step printed `text` on stdout.
+    pub fn says(&self, text: &str) -> &Run {
+        assert!(
+            self.stdout.contains(text),
+            "`{text}` missing from stdout:\n{}",
+            self.stdout
+        );
+        self
+    }
+
+    /// No secret key or registry password in anything the step printed.
+    pub fn no_secrets(&self) -> &Run {
+        let out = self.output();
+        assert!(!out.contains(SECRET_KEY), "the secret key leaked:\n{out}");
+        assert!(!out.contains("-auth-token"), "a registry password leaked:\n{out}");
+        self
+    }
+
+    /// The digest the step reported for `reference` (`pushed: <reference> <digest>`).
+    pub fn reported_digest(&self, reference: &str) -> String {
+        self.reported("pushed", reference)
+    }
+
+    /// The digest of a `<verb>: <reference> <digest>` line (verbs: pushed, promoted, skipped).
+    pub fn reported(&self, verb: &str, reference: &str) -> String {
+        let prefix = format!("{verb}: {reference} ");
+        self.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no `{prefix}` line in:\n{}", self.output()))
+            .to_string()
+    }
+}
