@@ -102,6 +102,7 @@ async fn run(settings: Settings) -> Result<()> {
         report::skipped(why);
         return Ok(());
     }
+    report::origins(&common.origins);
     // credentials
     let identity = aws::resolve(&common.credentials, &common.region, common.timeout).await?;
     report::identity(&identity.principal, &common.credentials);

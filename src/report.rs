@@ -28,6 +28,13 @@ pub fn skipped(why: &str) {
     println!("skipped: {why}; nothing was pushed");
 }
 
+/// Where the values of an integration document went (never a value).
+pub fn origins(lines: &[String]) {
+    for line in lines {
+        println!("settings: {line}");
+    }
+}
+
 pub fn identity(principal: &Principal, plan: &CredentialPlan) {
     println!("credentials: {principal}");
     if !plan.ignored.is_empty() {

@@ -8,6 +8,7 @@
 //! (region against registry host, credential contradictions) are checked. Every problem is reported at
 //! once; a secret value is never echoed.
 
+pub mod document;
 pub mod integrations;
 pub mod table;
 
@@ -49,6 +50,9 @@ pub struct Common {
     pub destinations: Vec<Destination>,
     pub output_file: Option<PathBuf>,
     pub timeout: Duration,
+    /// Where each value of an integration document went (or why it did not): `PLUGIN_ROLE_ARN from
+    /// document setup.role_arn`. Empty without a document. Never a value.
+    pub origins: Vec<String>,
 }
 
 /// The settings of the mode `PLUGIN_MODE` chose: each mode gets its own, and only its own.
@@ -126,6 +130,8 @@ impl Settings {
             values,
             ambient,
             problems,
+            from_document: BTreeMap::new(),
+            origins: Vec::new(),
         };
         parser.settings().map_err(|problems| SettingsError(problems).into())
     }
@@ -220,11 +226,15 @@ struct Parser {
     values: BTreeMap<Key, String>,
     ambient: HashMap<String, String>,
     problems: Vec<String>,
+    /// Values that came from the integration document: the JSON path, for messages and the log.
+    from_document: BTreeMap<Key, String>,
+    origins: Vec<String>,
 }
 
 impl Parser {
     fn settings(mut self) -> Result<Settings, Vec<String>> {
         let mode = self.parse(Key::Mode, Mode::parse).unwrap_or(Mode::Push);
+        self.document(mode);
         self.rules(mode);
         let credentials = self.credentials();
         let integration = self.integration();
@@ -265,9 +275,91 @@ impl Parser {
                 destinations: destinations.expect(missing),
                 output_file,
                 timeout,
+                origins: self.origins,
             },
             mode: mode_settings.expect(missing),
         })
+    }
+
+    /// `PLUGIN_INTEGRATION_DOCUMENT`: validated against the schema, then each group of its values fills the
+    /// settings it stands for, unless one of them was given explicitly (explicit settings win, group by
+    /// group) or it does not apply in this mode. The regions: `ci.region` and `setup.region` must agree
+    /// (the step pushes to one region) unless `PLUGIN_REGION` chooses, and are not used when every
+    /// `PLUGIN_REGISTRY` host is an ECR host, which names its region.
+    fn document(&mut self, mode: Mode) {
+        let Some(value) = self.values.remove(&Key::IntegrationDocument) else {
+            return;
+        };
+        let text = if value.starts_with('{') {
+            value
+        } else {
+            match crate::files::read_bounded(Path::new(&value), document::LIMIT) {
+                Ok(text) => text,
+                Err(e) => {
+                    self.problems.push(format!("PLUGIN_INTEGRATION_DOCUMENT: {e}"));
+                    return;
+                }
+            }
+        };
+        let values = match document::read(&text) {
+            Ok(values) => values,
+            Err(problems) => {
+                let named = problems
+                    .into_iter()
+                    .map(|p| format!("PLUGIN_INTEGRATION_DOCUMENT: {p}"));
+                self.problems.extend(named);
+                return;
+            }
+        };
+        let get = |path: &str| values.iter().find(|(p, _)| p == path).map(|(_, v)| v.clone());
+        for group in document::FIELDS {
+            let explicit = group.iter().find(|(_, key)| self.values.contains_key(key));
+            for (path, key) in group.iter() {
+                let Some(value) = get(path) else { continue };
+                let line = match explicit {
+                    Some((_, given)) => format!(
+                        "{}: from the setting {} (document {path} not used)",
+                        key.env(),
+                        given.env()
+                    ),
+                    None if !key.setting().applies_in(mode) => {
+                        format!("{}: document {path} not used with PLUGIN_MODE={mode}", key.env())
+                    }
+                    None => {
+                        self.values.insert(*key, value);
+                        self.from_document.insert(*key, path.to_string());
+                        format!("{}: from document {path}", key.env())
+                    }
+                };
+                self.origins.push(line);
+            }
+        }
+        let (ci, setup) = (get("ci.region"), get("setup.region"));
+        let registries_name_the_region = self.values.get(&Key::Registry).is_some_and(|r| {
+            r.split(',')
+                .map(str::trim)
+                .filter(|h| !h.is_empty())
+                .all(|h| Registry::parse(h).is_ok_and(|r| r.ecr.is_some()))
+        });
+        if self.values.contains_key(&Key::Region) {
+            self.origins
+                .push("PLUGIN_REGION: from the setting (document ci.region, setup.region not used)".into());
+        } else if registries_name_the_region {
+            self.origins
+                .push("PLUGIN_REGION: from the PLUGIN_REGISTRY hosts (document regions not used)".into());
+        } else if ci != setup {
+            self.problems.push(format!(
+                "PLUGIN_INTEGRATION_DOCUMENT: ci.region ({}) and setup.region ({}) disagree, and the step pushes to \
+                 one region: make them agree, or choose one with PLUGIN_REGION",
+                ci.unwrap_or_default(),
+                setup.unwrap_or_default()
+            ));
+        } else if let Some(region) = setup {
+            self.values.insert(Key::Region, region);
+            self.from_document.insert(Key::Region, "ci.region, setup.region".into());
+            self.origins
+                .push("PLUGIN_REGION: from document ci.region, setup.region".into());
+        }
     }
 
     /// The table's rules: a setting given in a mode it does not apply to is refused (and not parsed), a
@@ -629,8 +721,14 @@ impl Parser {
     /// setting and what is allowed; a secret's value is never shown).
     fn parse<T>(&mut self, key: Key, parse: impl Fn(&str) -> Result<T, String>) -> Option<T> {
         let value = self.values.remove(&key)?;
+        let from_document = self.from_document.get(&key).cloned();
         match parse(&value) {
             Ok(v) => Some(v),
+            Err(allowed) if from_document.is_some() => self.problem(format!(
+                "PLUGIN_INTEGRATION_DOCUMENT: {} (for {}) is not allowed: expected {allowed}",
+                from_document.unwrap_or_default(),
+                key.env()
+            )),
             Err(allowed) if key.setting().secret => {
                 self.problem(format!("{}: the value is not allowed: expected {allowed}", key.env()))
             }

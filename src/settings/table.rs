@@ -216,6 +216,8 @@ settings! {
         help: "A shippable.yml-style file whose integrations: hub: entries supply region and branches." },
     Integration integration { value: "NAME", default: "", modes: ALL, needs: [IntegrationsFile],
         help: "The integrationName of the entry in PLUGIN_INTEGRATIONS_FILE to use; explicit settings win over it." },
+    IntegrationDocument integration_document { value: "JSON|PATH", default: "", modes: ALL,
+        help: "An \"AWS ECR\" integration document (ci, read, setup blocks; schemas/aws-ecr-integration.schema.json) as JSON text or a path to a JSON file: ci gives the keys and region, setup the role chain and repository policy, read the promote read role. Explicit settings win." },
     OutputFile output_file { value: "PATH", default: "", modes: OUTPUTS,
         help: "Write the outputs (image, digest, registry, tags, images) as JSON to this file." },
     DryRun dry_run { value: "BOOL", default: "false", modes: WRITES,
