@@ -341,7 +341,8 @@ impl Parser {
                 .filter(|h| !h.is_empty())
                 .all(|h| Registry::parse(h).is_ok_and(|r| r.ecr.is_some()))
         });
-        if self.values.contains_key(&Key::Region) {
+        let explicit = self.values.contains_key(&Key::Region);
+        if explicit {
             self.origins
                 .push("PLUGIN_REGION: from the setting (document ci.region, setup.region not used)".into());
         } else if registries_name_the_region {
