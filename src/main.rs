@@ -7,8 +7,9 @@
 use anyhow::Result;
 use ecr_step::domain::branch::Verdict;
 use ecr_step::modes::{self, Context, Done};
+use ecr_step::outputs::{self, Outputs};
 use ecr_step::settings::{self, Settings};
-use ecr_step::{aws, outputs, report};
+use ecr_step::{aws, report};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -98,8 +99,22 @@ async fn terminated() -> &'static str {
 
 async fn run(settings: Settings) -> Result<()> {
     let Settings { common, mode } = settings;
+    let export = |outputs: &Outputs, common: &settings::Common| -> Result<()> {
+        let written = outputs::write(outputs, common.output_file.as_deref(), &common.ambient)?;
+        report::outputs(&written);
+        Ok(())
+    };
     if let Verdict::Skip(why) = &common.branch {
         report::skipped(why);
+        if mode.writes_outputs() {
+            export(
+                &Outputs {
+                    skipped: true,
+                    ..Default::default()
+                },
+                &common,
+            )?;
+        }
         return Ok(());
     }
     report::origins(&common.origins);
@@ -115,16 +130,22 @@ async fn run(settings: Settings) -> Result<()> {
         logins,
         common,
     };
-    let Done::Tags { outcomes, target } = modes::run(&mode, &ctx).await? else {
-        return Ok(());
+    let outputs = match modes::run(&mode, &ctx).await? {
+        // report
+        Done::Tags { outcomes, target } => {
+            report::summary(&outcomes, ctx.logins.len())?;
+            outputs::of(&target, &ctx.logins, &outcomes)
+        }
+        Done::DryRun { target } => Outputs {
+            dry_run: true,
+            ..outputs::planned(&target, &ctx.logins)
+        },
+        Done::Login => Outputs {
+            registries: ctx.logins.iter().map(|l| l.registry.host.clone()).collect(),
+            login: true,
+            ..Default::default()
+        },
+        Done::Check => return Ok(()),
     };
-    // report
-    report::summary(&outcomes, ctx.logins.len())?;
-    let outputs = outputs::of(&target, &ctx.logins, &outcomes);
-    report::outputs(&outputs::write(
-        &outputs,
-        ctx.common.output_file.as_deref(),
-        &ctx.common.ambient,
-    )?);
-    Ok(())
+    export(&outputs, &ctx.common)
 }

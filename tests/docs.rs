@@ -93,7 +93,10 @@ fn step_yaml_arguments_are_exactly_the_accepted_settings() {
         }
     }
     let template = yaml["spec"]["stepsTemplate"].as_str().unwrap();
-    assert!(template.contains("PLUGIN_[[ upper $key ]]=[[ $val ]]"), "{template}");
+    assert!(
+        template.contains(r#"[[ printf "%q" (printf "PLUGIN_%s=%v" (upper $key) $val) ]]"#),
+        "{template}"
+    );
     assert_eq!(yaml["spec"]["delimiters"]["left"], "[[");
 }
 
@@ -106,14 +109,8 @@ fn step_yaml_returns_are_the_outputs_the_step_writes() {
         .keys()
         .map(String::as_str)
         .collect();
-    let written: BTreeSet<&str> = [
-        "ECR_STEP_IMAGE",
-        "ECR_STEP_DIGEST",
-        "ECR_STEP_REGISTRY",
-        "ECR_STEP_TAGS",
-        "ECR_STEP_IMAGES",
-    ]
-    .into();
+    let written: BTreeSet<&str> = ecr_step::outputs::OUTPUTS.iter().map(|(name, _)| *name).collect();
+    assert!(written.contains("ECR_STEP_DIGEST") && written.contains("ECR_STEP_SKIPPED"));
     assert_eq!(names, written);
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     for name in written {

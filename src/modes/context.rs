@@ -21,8 +21,10 @@ pub enum Done {
         outcomes: Vec<TagOutcome>,
         target: Target,
     },
-    /// A dry run printed its plan and changed nothing.
-    DryRun,
+    /// A dry run printed its plan (for `target`) and changed nothing.
+    DryRun {
+        target: Target,
+    },
     Login,
     Check,
 }

@@ -51,7 +51,7 @@ pub async fn run(settings: &PromoteSettings, ctx: &Context) -> Result<Done> {
     crate::report::promote_plan(&label, &manifest, &target.repo, &target.tags, &ctx.logins);
     if settings.dry_run {
         crate::report::dry_run(&target.repo, target.tags.len(), ctx.logins.len(), &settings.repository);
-        return Ok(Done::DryRun);
+        return Ok(Done::DryRun { target: target.clone() });
     }
     aws::repository::prepare_all(&ctx.identity, &target.repo, &settings.repository, &ctx.logins).await?;
     let copies = ctx.logins.iter().map(|login| async {

@@ -25,7 +25,7 @@ pub async fn run(settings: &PushSettings, ctx: &Context) -> Result<Done> {
     crate::report::push_plan(&source, &target.repo, &target.tags, &ctx.logins);
     if settings.dry_run {
         crate::report::dry_run(&target.repo, target.tags.len(), ctx.logins.len(), &settings.repository);
-        return Ok(Done::DryRun);
+        return Ok(Done::DryRun { target: target.clone() });
     }
     crate::aws::repository::prepare_all(&ctx.identity, &target.repo, &settings.repository, &ctx.logins).await?;
     let pushes = ctx

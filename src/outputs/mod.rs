@@ -13,65 +13,115 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// The names later steps read.
+/// Every output later steps read, with what it means: the one list `step.yaml`, the GitHub Action and the
+/// README are generated from or checked against.
+pub const OUTPUTS: &[(&str, &str)] = &[
+    (IMAGE, "The first destination's reference with the first tag."),
+    (DIGEST, "The digest of the image written."),
+    (
+        REGISTRY,
+        "The first destination's registry host (login: every host, comma separated).",
+    ),
+    (REGISTRIES, "Every destination's registry host, comma separated."),
+    (TAGS, "The tags, comma separated."),
+    (
+        IMAGES,
+        "Every reference written (planned, in a dry run), comma separated.",
+    ),
+    (DRY_RUN, "true when the run was a dry run: nothing was written."),
+    (
+        SKIPPED,
+        "true when the branch filter skipped the run: nothing was written.",
+    ),
+];
+
 pub const IMAGE: &str = "ECR_STEP_IMAGE";
 pub const DIGEST: &str = "ECR_STEP_DIGEST";
 pub const REGISTRY: &str = "ECR_STEP_REGISTRY";
+pub const REGISTRIES: &str = "ECR_STEP_REGISTRIES";
 pub const TAGS: &str = "ECR_STEP_TAGS";
 pub const IMAGES: &str = "ECR_STEP_IMAGES";
+pub const DRY_RUN: &str = "ECR_STEP_DRY_RUN";
+pub const SKIPPED: &str = "ECR_STEP_SKIPPED";
 
-/// What a run exports. Empty values are left out.
+/// What a run exports. Empty values are left out of the env files; the JSON has every field.
 #[derive(Debug, Clone, Default)]
 pub struct Outputs {
     /// `<registry>/<repo>:<first tag>` of the first destination.
     pub image: String,
     pub digest: String,
-    /// The first destination's registry host (login mode: every host, comma separated).
-    pub registry: String,
+    /// Every destination's registry host, the first one first.
+    pub registries: Vec<String>,
+    /// Login mode: `ECR_STEP_REGISTRY` lists every host (as it always has), not the first.
+    pub login: bool,
     pub tags: Vec<String>,
-    /// Every reference written, in every destination.
+    /// Every reference written (or planned, in a dry run), in every destination.
     pub images: Vec<String>,
+    pub dry_run: bool,
+    pub skipped: bool,
 }
 
 impl Outputs {
     fn pairs(&self) -> Vec<(&'static str, String)> {
+        let first = self.registries.first().cloned().unwrap_or_default();
+        let flag = |b: bool| if b { "true".to_string() } else { String::new() };
         [
             (IMAGE, self.image.clone()),
             (DIGEST, self.digest.clone()),
-            (REGISTRY, self.registry.clone()),
+            (REGISTRY, if self.login { self.registries.join(",") } else { first }),
+            (REGISTRIES, self.registries.join(",")),
             (TAGS, self.tags.join(",")),
             (IMAGES, self.images.join(",")),
+            (DRY_RUN, flag(self.dry_run)),
+            (SKIPPED, flag(self.skipped)),
         ]
         .into_iter()
         .filter(|(_, v)| !v.is_empty())
         .collect()
     }
 
+    /// Lists as arrays, flags as booleans.
     fn json(&self) -> serde_json::Value {
         serde_json::json!({
             "image": self.image,
             "digest": self.digest,
-            "registry": self.registry,
+            "registry": self.registries.first().cloned().unwrap_or_default(),
+            "registries": self.registries,
             "tags": self.tags,
             "images": self.images,
+            "dry_run": self.dry_run,
+            "skipped": self.skipped,
         })
     }
 }
 
 /// The outputs of a push or promote run whose tags all landed.
 pub fn of(target: &Target, logins: &[RegistryLogin], outcomes: &[TagOutcome]) -> Outputs {
-    let first = logins.first().map(|l| l.registry.host.clone()).unwrap_or_default();
     let digest = outcomes
         .iter()
         .find_map(|o| o.result.as_ref().ok())
         .map(|l| l.digest.clone())
         .unwrap_or_default();
     Outputs {
-        image: format!("{first}/{}:{}", target.repo, target.tags[0]),
         digest,
-        registry: first,
-        tags: target.tags.clone(),
         images: outcomes.iter().map(|o| o.reference.clone()).collect(),
+        ..planned(target, logins)
+    }
+}
+
+/// What a dry run would have written: every reference, no digest.
+pub fn planned(target: &Target, logins: &[RegistryLogin]) -> Outputs {
+    let registries: Vec<String> = logins.iter().map(|l| l.registry.host.clone()).collect();
+    let first = registries.first().cloned().unwrap_or_default();
+    Outputs {
+        image: format!("{first}/{}:{}", target.repo, target.tags[0]),
+        images: registries
+            .iter()
+            .flat_map(|r| target.tags.iter().map(move |t| format!("{r}/{}:{t}", target.repo)))
+            .collect(),
+        registries,
+        tags: target.tags.clone(),
+        ..Default::default()
     }
 }
 
@@ -172,9 +222,11 @@ fn writable(path: &Path) -> Result<(), String> {
 
 /// Write the outputs wherever the environment asks for them; returns the files written.
 pub fn write(outputs: &Outputs, output_file: Option<&Path>, ambient: &HashMap<String, String>) -> Result<Vec<PathBuf>> {
-    let lines: String = outputs.pairs().iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+    let pairs = outputs.pairs();
     let mut written = Vec::new();
     for place in places(output_file, ambient) {
+        let github = place.origin == "GITHUB_OUTPUT";
+        let lines: String = pairs.iter().map(|(k, v)| line(k, v, github)).collect();
         if place.replace {
             let text = serde_json::to_string_pretty(&outputs.json())? + "\n";
             replace(&place.path, &text)
@@ -186,6 +238,19 @@ pub fn write(outputs: &Outputs, output_file: Option<&Path>, ambient: &HashMap<St
         written.push(place.path);
     }
     Ok(written)
+}
+
+/// One `NAME=value` line; in `$GITHUB_OUTPUT` a value with a newline takes GitHub's delimiter form
+/// (`NAME<<DELIMITER`, the value, `DELIMITER`), with a delimiter that does not occur in the value.
+fn line(name: &str, value: &str, github: bool) -> String {
+    if !(github && value.contains('\n')) {
+        return format!("{name}={value}\n");
+    }
+    let mut delimiter = "ECR_STEP_EOF".to_string();
+    while value.contains(&delimiter) {
+        delimiter.push('_');
+    }
+    format!("{name}<<{delimiter}\n{value}\n{delimiter}\n")
 }
 
 /// Replace the file's content; never through a symbolic link.
@@ -238,7 +303,7 @@ mod tests {
         let outputs = Outputs {
             image: "r/app:v1".into(),
             digest: "sha256:d".into(),
-            registry: "r".into(),
+            registries: vec!["r".into()],
             tags: vec!["v1".into(), "latest".into()],
             images: vec!["r/app:v1".into(), "r/app:latest".into()],
         };
@@ -258,6 +323,15 @@ mod tests {
         let value: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
         assert_eq!(value["tags"], serde_json::json!(["v1", "latest"]));
         assert_eq!(value["digest"], "sha256:d");
+        assert_eq!(value["registries"], serde_json::json!(["r"]));
+        assert_eq!(value["dry_run"], false);
+    }
+
+    #[test]
+    fn github_gets_the_delimiter_form_for_a_value_with_a_newline() {
+        assert_eq!(line("A", "x", true), "A=x\n");
+        let text = line("A", "one\nECR_STEP_EOF\ntwo", true);
+        assert_eq!(text, "A<<ECR_STEP_EOF_\none\nECR_STEP_EOF\ntwo\nECR_STEP_EOF_\n");
     }
 
     #[test]

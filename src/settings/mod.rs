@@ -9,6 +9,7 @@
 //! once; a secret value is never echoed.
 
 pub mod document;
+pub mod frontends;
 pub mod integrations;
 pub mod table;
 
@@ -62,6 +63,13 @@ pub enum ModeSettings {
     Promote(PromoteSettings),
     Login(LoginSettings),
     Check(CheckSettings),
+}
+
+impl ModeSettings {
+    /// Whether the mode writes outputs for later steps (check mode writes none).
+    pub fn writes_outputs(&self) -> bool {
+        !matches!(self, ModeSettings::Check(_))
+    }
 }
 
 #[derive(Debug, Clone)]
