@@ -306,6 +306,7 @@ mod tests {
             registries: vec!["r".into()],
             tags: vec!["v1".into(), "latest".into()],
             images: vec!["r/app:v1".into(), "r/app:latest".into()],
+            ..Default::default()
         };
         let json = dir.path().join("out.json");
         assert!(check(Some(&json), &ambient).is_empty());
