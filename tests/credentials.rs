@@ -177,6 +177,49 @@ fn a_trigger_web_identity_token_file_needs_no_runtime_credentials() {
 }
 
 #[test]
+fn a_pipeline_web_identity_token_from_a_variable_is_used_and_never_left_behind() {
+    let f = Fixture::new();
+    let ours = |dir: &std::path::Path| -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("ecr-step-"))
+            .collect()
+    };
+    let before = ours(&std::env::temp_dir());
+    let settings = [
+        ("PLUGIN_PIPELINE_ROLE_ARN", PIPELINE),
+        ("PLUGIN_PIPELINE_WEB_IDENTITY_TOKEN_ENV", "CI_JOB_JWT_V2"),
+        ("CI_JOB_JWT_V2", WEB_IDENTITY_TOKEN),
+    ];
+    let (registry, run) = f.push("222222222222", Runtime::None, &settings);
+    landed(&registry, &run);
+    run.says(&format!(
+        "role {PIPELINE} assumed with web identity token from $CI_JOB_JWT_V2"
+    ))
+    .says("(confirmed: arn:aws:sts::222222222222:assumed-role/pipeline-push/");
+    let after = ours(&std::env::temp_dir());
+    assert!(
+        after.iter().all(|n| before.contains(n)),
+        "a token directory was left behind: {after:?}"
+    );
+
+    // A variable that is not set is refused before any call, naming it.
+    let aws = testbed::Tripwire::new();
+    let run = Step::new()
+        .env("AWS_ENDPOINT_URL", &aws.url)
+        .env("PLUGIN_SOURCE", "app:1")
+        .env("PLUGIN_REPO", "app")
+        .env("PLUGIN_REGION", testbed::REGION)
+        .env("PLUGIN_PIPELINE_ROLE_ARN", PIPELINE)
+        .env("PLUGIN_PIPELINE_WEB_IDENTITY_TOKEN_ENV", "CI_JOB_JWT_V2")
+        .run();
+    run.failure(&["PLUGIN_PIPELINE_WEB_IDENTITY_TOKEN_ENV=CI_JOB_JWT_V2 names a variable that is not set"]);
+    assert!(!aws.touched());
+}
+
+#[test]
 fn the_runtime_level_uses_a_projected_service_account() {
     let f = Fixture::new();
     let (registry, run) = f.push("555555555555", Runtime::ServiceAccount, &[]);

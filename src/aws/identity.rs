@@ -4,7 +4,8 @@
 //! fails fast. `PLUGIN_TIMEOUT` bounds every AWS operation, retries included.
 
 use super::error;
-use crate::domain::credentials::{Base, CredentialPlan, Hop, Level, Principal};
+use crate::domain::credentials::{Base, CredentialPlan, Hop, Level, Principal, WebToken};
+use crate::domain::secret::Secret;
 use anyhow::Result;
 use aws_config::default_provider::credentials::DefaultCredentialsChain;
 use aws_config::provider_config::ProviderConfig;
@@ -13,6 +14,7 @@ use aws_config::timeout::TimeoutConfig;
 use aws_config::web_identity_token::{StaticConfiguration, WebIdentityTokenCredentialsProvider};
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_ecr::config::{Credentials, SharedCredentialsProvider};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The run's AWS identity, confirmed with STS: who it is (a [`Principal`], which the report shows) and the
@@ -21,6 +23,49 @@ use std::time::Duration;
 pub struct Identity {
     pub principal: Principal,
     pub sdk: SdkConfig,
+    /// Token files the step wrote for this identity (a token from a variable); removed when it is dropped.
+    _token_files: Arc<Vec<TokenFile>>,
+}
+
+/// A web identity token written for the SDK, which reads tokens from files: in a directory of its own
+/// (0700), the file 0600; both removed when the run ends.
+struct TokenFile {
+    dir: std::path::PathBuf,
+    path: std::path::PathBuf,
+}
+
+impl TokenFile {
+    fn write(token: &Secret) -> Result<TokenFile> {
+        use std::io::Write;
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        let unique = format!(
+            "ecr-step-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        );
+        let dir = std::env::temp_dir().join(unique);
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| anyhow::anyhow!("creating {} for the web identity token: {e}", dir.display()))?;
+        let path = dir.join("web-identity-token");
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| anyhow::anyhow!("writing the web identity token to {}: {e}", path.display()))?;
+        file.write_all(token.expose().as_bytes())?;
+        Ok(TokenFile { dir, path })
+    }
+}
+
+impl Drop for TokenFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 impl std::ops::Deref for Identity {
@@ -55,6 +100,7 @@ pub async fn resolve(plan: &CredentialPlan, region: &str, timeout: Duration) -> 
         .no_credentials()
         .load()
         .await;
+    let mut token_files = Vec::new();
     let mut provider = match &plan.base {
         Base::Runtime => SharedCredentialsProvider::new(runtime_chain(region.clone()).await),
         Base::Keys(k) => SharedCredentialsProvider::new(Credentials::new(
@@ -64,16 +110,23 @@ pub async fn resolve(plan: &CredentialPlan, region: &str, timeout: Duration) -> 
             None,
             "PLUGIN_ACCESS_KEY",
         )),
-        Base::WebIdentity {
-            token_file, role_arn, ..
-        } => {
+        Base::WebIdentity { token, role_arn, .. } => {
+            let token_file = match token {
+                WebToken::File(file) => file.clone(),
+                WebToken::Variable { token, .. } => {
+                    let file = TokenFile::write(token)?;
+                    let path = file.path.clone();
+                    token_files.push(file);
+                    path
+                }
+            };
             let config = ProviderConfig::default()
                 .with_region(Some(region.clone()))
                 .with_timeout_config(timeouts);
             SharedCredentialsProvider::new(
                 WebIdentityTokenCredentialsProvider::builder()
                     .static_configuration(StaticConfiguration {
-                        web_identity_token_file: token_file.clone(),
+                        web_identity_token_file: token_file,
                         role_arn: role_arn.clone(),
                         session_name: plan.session_name.clone(),
                     })
@@ -94,12 +147,15 @@ pub async fn resolve(plan: &CredentialPlan, region: &str, timeout: Duration) -> 
         provider = SharedCredentialsProvider::new(builder.configure(&from).build().await);
     }
     let sdk = sdk.into_builder().credentials_provider(provider).build();
-    confirm(sdk, plan.level, plan.describe()).await.map_err(|e| {
-        anyhow::anyhow!(
-            "{}",
-            explain_failure(plan, &error::describe(&e), error::is_missing_credentials(&e))
-        )
-    })
+    let token_files = Arc::new(token_files);
+    confirm(sdk, plan.level, plan.describe(), token_files)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{}",
+                explain_failure(plan, &error::describe(&e), error::is_missing_credentials(&e))
+            )
+        })
 }
 
 /// A role assumed from an identity the run already has (promote's read role for a source in another account).
@@ -116,7 +172,8 @@ pub async fn assume_from(identity: &Identity, hop: &Hop, session_name: &str) -> 
         .credentials_provider(provider)
         .build();
     let how = format!("role {} (assumed from {})", hop.role_arn, identity.arn);
-    confirm(sdk, identity.level, how.clone()).await.map_err(|e| {
+    let token_files = identity._token_files.clone();
+    confirm(sdk, identity.level, how.clone(), token_files).await.map_err(|e| {
         anyhow::anyhow!(
             "assuming the read role failed ({how}): {}\n  fix: the role's trust policy must allow {} (and the external \
              ID, if it requires one)",
@@ -132,7 +189,12 @@ type StsError = aws_sdk_sts::error::SdkError<
 >;
 
 /// Resolve the provider once (cached in the config) and learn who it is.
-async fn confirm(sdk: SdkConfig, level: Level, how: String) -> Result<Identity, StsError> {
+async fn confirm(
+    sdk: SdkConfig,
+    level: Level,
+    how: String,
+    token_files: Arc<Vec<TokenFile>>,
+) -> Result<Identity, StsError> {
     let me = aws_sdk_sts::Client::new(&sdk).get_caller_identity().send().await?;
     Ok(Identity {
         principal: Principal {
@@ -142,6 +204,7 @@ async fn confirm(sdk: SdkConfig, level: Level, how: String) -> Result<Identity, 
             account: me.account().unwrap_or("unknown").to_string(),
         },
         sdk,
+        _token_files: token_files,
     })
 }
 

@@ -43,6 +43,20 @@ pub struct RoleSettings {
     pub role_arn: Option<String>,
     pub external_id: Option<Secret>,
     pub web_identity_token_file: Option<PathBuf>,
+    /// The name of an environment variable holding the token (GitLab `id_tokens`), and the token.
+    pub web_identity_token_variable: Option<(String, Secret)>,
+}
+
+/// Where a web identity token comes from.
+#[derive(Debug, Clone)]
+pub enum WebToken {
+    File(PathBuf),
+    /// An environment variable's value; the AWS SDK reads tokens from files, so `aws::identity` writes it
+    /// to a 0600 file of its own for the run.
+    Variable {
+        name: String,
+        token: Secret,
+    },
 }
 
 /// Every credential setting the user gave, each value already checked on its own.
@@ -74,9 +88,9 @@ pub enum Base {
     /// The container's own chain.
     Runtime,
     Keys(StaticKeys),
-    /// `AssumeRoleWithWebIdentity` with a token file; `what` says whose token it is, for the log.
+    /// `AssumeRoleWithWebIdentity` with a token; `what` says whose token it is, for the log.
     WebIdentity {
-        token_file: PathBuf,
+        token: WebToken,
         role_arn: String,
         what: &'static str,
     },
@@ -107,10 +121,17 @@ pub struct CredentialPlan {
 pub fn plan(s: CredentialSettings, ambient: &HashMap<String, String>) -> Result<CredentialPlan, Vec<String>> {
     let mut problems = Vec::new();
     for (level, r) in [("TRIGGER", &s.trigger), ("PIPELINE", &s.pipeline)] {
-        if r.external_id.is_some() && r.web_identity_token_file.is_some() {
+        let web = r.web_identity_token_file.is_some() || r.web_identity_token_variable.is_some();
+        if r.external_id.is_some() && web {
             problems.push(format!(
-                "PLUGIN_{level}_EXTERNAL_ID cannot be used with PLUGIN_{level}_WEB_IDENTITY_TOKEN_FILE: a role assumed \
-                 with a web identity takes no external ID; remove one of them"
+                "PLUGIN_{level}_EXTERNAL_ID cannot be used with PLUGIN_{level}_WEB_IDENTITY_TOKEN_FILE or _ENV: a role \
+                 assumed with a web identity takes no external ID; remove one of them"
+            ));
+        }
+        if r.web_identity_token_file.is_some() && r.web_identity_token_variable.is_some() {
+            problems.push(format!(
+                "PLUGIN_{level}_WEB_IDENTITY_TOKEN_FILE and PLUGIN_{level}_WEB_IDENTITY_TOKEN_ENV both give the token: \
+                 keep one"
             ));
         }
     }
@@ -151,10 +172,18 @@ pub fn plan(s: CredentialSettings, ambient: &HashMap<String, String>) -> Result<
     let duration = s.duration_seconds.map(Duration::from_secs);
     let role_level = |r: &RoleSettings| -> Option<(Base, Vec<Hop>)> {
         let role_arn = r.role_arn.clone()?;
-        Some(match &r.web_identity_token_file {
-            Some(file) => (
+        let token = match (&r.web_identity_token_file, &r.web_identity_token_variable) {
+            (Some(file), _) => Some(WebToken::File(file.clone())),
+            (None, Some((name, token))) => Some(WebToken::Variable {
+                name: name.clone(),
+                token: token.clone(),
+            }),
+            (None, None) => None,
+        };
+        Some(match token {
+            Some(token) => (
                 Base::WebIdentity {
-                    token_file: file.clone(),
+                    token,
                     role_arn,
                     what: "",
                 },
@@ -175,7 +204,7 @@ pub fn plan(s: CredentialSettings, ambient: &HashMap<String, String>) -> Result<
             let base = match (&keys, &service_account) {
                 (Some(k), _) => Base::Keys(k.clone()),
                 (None, Some((role_arn, token_file))) => Base::WebIdentity {
-                    token_file: token_file.clone(),
+                    token: WebToken::File(token_file.clone()),
                     role_arn: role_arn.clone(),
                     what: "the service account's ",
                 },
@@ -270,16 +299,17 @@ impl CredentialPlan {
             Base::Runtime if self.hops.is_empty() => return "the container's AWS credentials".to_string(),
             Base::Runtime => "runtime credentials".to_string(),
             Base::Keys(k) => format!("static keys {}", mask(&k.access_key)),
-            Base::WebIdentity {
-                token_file,
-                role_arn,
-                what,
-            } => {
-                format!(
-                    "role {role_arn} assumed with {what}web identity token file {}",
-                    token_file.display()
-                )
-            }
+            Base::WebIdentity { token, role_arn, what } => match token {
+                WebToken::File(file) => {
+                    format!(
+                        "role {role_arn} assumed with {what}web identity token file {}",
+                        file.display()
+                    )
+                }
+                WebToken::Variable { name, .. } => {
+                    format!("role {role_arn} assumed with {what}web identity token from ${name}")
+                }
+            },
         };
         match self.hops.as_slice() {
             [] => base,

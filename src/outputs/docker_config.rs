@@ -38,6 +38,40 @@ pub fn path(ambient: &HashMap<String, String>) -> Result<PathBuf> {
     Ok(PathBuf::from(home).join(".docker/config.json"))
 }
 
+/// The CI variables that name a directory every step of the pipeline shares.
+const SHARED_WORKSPACES: &[&str] = &[
+    "CF_VOLUME_PATH",
+    "DRONE_WORKSPACE",
+    "CI_WORKSPACE",
+    "CI_PROJECT_DIR",
+    "GITHUB_WORKSPACE",
+];
+
+/// A problem when login would write a docker config that is thrown away with the step's container: the
+/// step runs in a container (`/.dockerenv`, `/run/.containerenv`, Kubernetes) and `DOCKER_CONFIG` does not
+/// say where the config should live. The fix names the CI's shared workspace when there is one.
+pub fn dies_with_the_container(ambient: &HashMap<String, String>) -> Option<String> {
+    let set = |k: &str| ambient.get(k).is_some_and(|v| !v.trim().is_empty());
+    if set("DOCKER_CONFIG") {
+        return None;
+    }
+    let in_container =
+        Path::new("/.dockerenv").exists() || Path::new("/run/.containerenv").exists() || set("KUBERNETES_SERVICE_HOST");
+    if !in_container {
+        return None;
+    }
+    let suggestion = SHARED_WORKSPACES
+        .iter()
+        .find(|k| set(k))
+        .map(|k| format!("DOCKER_CONFIG=${k}/.docker (the CI's shared workspace), and the same DOCKER_CONFIG in the steps that use the login"))
+        .unwrap_or_else(|| "DOCKER_CONFIG to a directory mounted from outside the container (a volume the later steps also mount)".to_string());
+    Some(format!(
+        "login mode: the step runs in a container and DOCKER_CONFIG is not set, so the docker config would be \
+         written inside the container and thrown away when the step ends: later steps would get no login\n    \
+         fix: set {suggestion}"
+    ))
+}
+
 /// Merge `logins` into the docker config at `path`, under an exclusive lock on its directory.
 pub fn write(path: &Path, logins: &[RegistryLogin]) -> Result<()> {
     let dir = path

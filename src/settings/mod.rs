@@ -38,7 +38,9 @@ pub struct Settings {
 }
 
 /// What every mode has: where the credentials come from, the destinations, the branch verdict.
-#[derive(Debug, Clone)]
+/// `Debug` shows the names of the ambient variables, never their values (they hold the container's keys
+/// and tokens).
+#[derive(Clone)]
 pub struct Common {
     /// Whether the branch filter lets this run go on, and why.
     pub branch: Verdict,
@@ -54,6 +56,23 @@ pub struct Common {
     /// Where each value of an integration document went (or why it did not): `PLUGIN_ROLE_ARN from
     /// document setup.role_arn`. Empty without a document. Never a value.
     pub origins: Vec<String>,
+}
+
+impl fmt::Debug for Common {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut names: Vec<&String> = self.ambient.keys().collect();
+        names.sort();
+        f.debug_struct("Common")
+            .field("branch", &self.branch)
+            .field("ambient (names only)", &names)
+            .field("region", &self.region)
+            .field("credentials", &self.credentials)
+            .field("destinations", &self.destinations)
+            .field("output_file", &self.output_file)
+            .field("timeout", &self.timeout)
+            .field("origins", &self.origins)
+            .finish()
+    }
 }
 
 /// The settings of the mode `PLUGIN_MODE` chose: each mode gets its own, and only its own.
@@ -453,6 +472,9 @@ impl Parser {
     }
 
     fn login(&mut self) -> Option<LoginSettings> {
+        if let Some(problem) = crate::outputs::docker_config::dies_with_the_container(&self.ambient) {
+            return self.problem(problem);
+        }
         match crate::outputs::docker_config::path(&self.ambient) {
             Ok(docker_config) => Some(LoginSettings { docker_config }),
             Err(e) => self.problem(format!("{e:#}")),
@@ -669,11 +691,13 @@ impl Parser {
                 role_arn: self.parse(Key::TriggerRoleArn, arn),
                 external_id: self.parse(Key::TriggerExternalId, external_id),
                 web_identity_token_file: self.parse(Key::TriggerWebIdentityTokenFile, token_file),
+                web_identity_token_variable: self.token_variable(Key::TriggerWebIdentityTokenEnv),
             },
             pipeline: RoleSettings {
                 role_arn: self.parse(Key::PipelineRoleArn, arn),
                 external_id: self.parse(Key::PipelineExternalId, external_id),
                 web_identity_token_file: self.parse(Key::PipelineWebIdentityTokenFile, token_file),
+                web_identity_token_variable: self.token_variable(Key::PipelineWebIdentityTokenEnv),
             },
             access_key: self.parse(Key::AccessKey, |v| {
                 if grammar::looks_like_secret(v) {
@@ -719,6 +743,40 @@ impl Parser {
                 None
             }
         }
+    }
+
+    /// A web identity token handed in an environment variable: `key` names the variable, which must be set
+    /// (the token is never shown).
+    fn token_variable(&mut self, key: Key) -> Option<(String, Secret)> {
+        let name = self.parse(key, |v| {
+            let ok = v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !v.starts_with(|c: char| c.is_ascii_digit());
+            if ok {
+                Ok(v.to_string())
+            } else {
+                Err("the name of an environment variable".to_string())
+            }
+        })?;
+        let token = self
+            .ambient
+            .get(&name)
+            .map(|t| t.trim().to_string())
+            .unwrap_or_default();
+        if token.is_empty() {
+            return self.problem(format!(
+                "{}={name} names a variable that is not set (or is empty) in the step's environment: pass the \
+                 token in it (GitLab: id_tokens), or name the variable that holds it",
+                key.env()
+            ));
+        }
+        if token.len() as u64 > grammar::TOKEN_FILE_LIMIT {
+            return self.problem(format!(
+                "{}={name}: the token is longer than {} bytes",
+                key.env(),
+                grammar::TOKEN_FILE_LIMIT
+            ));
+        }
+        Some((name, Secret::new(&token)))
     }
 
     fn problem<T>(&mut self, message: impl Into<String>) -> Option<T> {
@@ -992,6 +1050,16 @@ mod tests {
         .unwrap();
         assert_eq!(s.common.credentials.level, credentials::Level::Account);
         assert!(!format!("{s:?}").contains(SECRET));
+        let s = parse(&with(&[
+            ("AWS_SECRET_ACCESS_KEY", SECRET),
+            ("CI_JOB_JWT", "eyJhbGciOi.token"),
+        ]))
+        .unwrap();
+        let debug = format!("{s:?}");
+        assert!(
+            !debug.contains(SECRET) && !debug.contains("eyJhbGciOi") && debug.contains("CI_JOB_JWT"),
+            "{debug}"
+        );
         let e = parse(&with(&[("PLUGIN_ACCESS_KEY", "AKIAIOSFODNN7EXAMPLE")])).unwrap_err();
         assert!(e.contains("without PLUGIN_SECRET_KEY"), "{e}");
         let e = parse(&with(&[("PLUGIN_SECRET_KEY", SECRET)])).unwrap_err();
