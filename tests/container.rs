@@ -1,5 +1,6 @@
-//! The container image: built through the repository's Dockerfile from locally made base images (no pulls),
-//! then run as a pipeline runs it, with the engine's socket mounted, pushing end to end.
+//! The container image: built through the repository's Dockerfile (final stage FROM scratch) from a locally
+//! made builder (no pulls), then run as a pipeline runs it: a push with the engine's socket mounted, login
+//! mode without and with a shared DOCKER_CONFIG, and the GitHub Action run as the runner runs it.
 
 mod testbed;
 
@@ -55,5 +56,137 @@ fn the_image_built_from_the_dockerfile_pushes_end_to_end() {
         .to_string();
     assert_eq!(registry.digest("app", "in-container"), Some(reported));
     assert!(!stdout.contains(testbed::SECRET_KEY));
+
+    login_in_the_container(&built, &moto, &registry);
+    the_github_action_as_the_runner_runs_it(&built, &moto, &registry, &image);
     drop(built);
+}
+
+/// `docker run --rm --network host` of the step image with `env` (through an env file: no secret on a
+/// command line) and extra `docker run` arguments; the exit code and everything printed.
+fn run_image(built: &Image, env: &[(String, String)], extra: &[&str]) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let env_file = dir.path().join("env");
+    let text: String = env.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+    std::fs::write(&env_file, text).unwrap();
+    let out = Command::new("docker")
+        .args(["run", "--rm", "--network", "host", "--env-file"])
+        .arg(&env_file)
+        .args(extra)
+        .arg(&built.name)
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!all.contains(testbed::SECRET_KEY), "the secret leaked:\n{all}");
+    (out.status.code(), all)
+}
+
+fn login_in_the_container(built: &Image, moto: &Moto, registry: &Registry) {
+    let env = |extra: &[(&str, &str)]| -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = [
+            ("AWS_ENDPOINT_URL", moto.url.as_str()),
+            ("AWS_ACCESS_KEY_ID", testbed::ACCESS_KEY),
+            ("AWS_SECRET_ACCESS_KEY", testbed::SECRET_KEY),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+            ("PLUGIN_MODE", "login"),
+            ("PLUGIN_REGISTRY", registry.host.as_str()),
+            ("PLUGIN_REGION", testbed::REGION),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        env
+    };
+    // Without a shared place, the config would die with the container: refused, naming the fix.
+    let (code, out) = run_image(built, &env(&[("CF_VOLUME_PATH", "/codefresh/volume")]), &[]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("thrown away when the step ends") && out.contains("DOCKER_CONFIG=$CF_VOLUME_PATH/.docker"),
+        "{out}"
+    );
+    // With DOCKER_CONFIG on a volume the next step mounts, the login lands there, 0600.
+    let shared = tempfile::tempdir().unwrap();
+    let mount = format!("{}:/shared", shared.path().display());
+    let (code, out) = run_image(built, &env(&[("DOCKER_CONFIG", "/shared/.docker")]), &["-v", &mount]);
+    assert_eq!(code, Some(0), "{out}");
+    let config = shared.path().join(".docker/config.json");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains(&registry.host), "{text}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&config).unwrap().permissions().mode() & 0o777, 0o600);
+}
+
+/// What GitHub's runner does for a Docker container action: every input as `INPUT_<NAME>` (empty when not
+/// given), the action's `runs.env` with `${{ inputs.x }}` evaluated, `GITHUB_OUTPUT` a file in a mounted
+/// directory, then `docker run` of the action's image (here: the image just built).
+fn the_github_action_as_the_runner_runs_it(built: &Image, moto: &Moto, registry: &Registry, image: &Image) {
+    let action: serde_json::Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/action.yml")).unwrap())
+            .unwrap();
+    let given = [
+        ("source", image.name.as_str()),
+        ("repo", "from-action"),
+        ("tags", "gha"),
+        ("registry", registry.host.as_str()),
+        ("region", testbed::REGION),
+    ];
+    let value = |name: &str| {
+        given
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map_or("", |(_, v)| *v)
+            .to_string()
+    };
+    let mut env: Vec<(String, String)> = action["inputs"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|name| (format!("INPUT_{}", name.to_ascii_uppercase()), value(name)))
+        .collect();
+    for (key, template) in action["runs"]["env"].as_object().unwrap() {
+        let template = template.as_str().unwrap();
+        let name = template
+            .strip_prefix("${{ inputs.")
+            .and_then(|t| t.strip_suffix(" }}"))
+            .unwrap_or_else(|| panic!("runs.env.{key} is not an input: {template}"));
+        env.push((key.clone(), value(name)));
+    }
+    let files = tempfile::tempdir().unwrap();
+    std::fs::write(files.path().join("output"), "").unwrap();
+    env.extend(
+        [
+            ("GITHUB_OUTPUT", "/github/file_commands/output"),
+            ("AWS_ENDPOINT_URL", moto.url.as_str()),
+            ("AWS_ACCESS_KEY_ID", testbed::ACCESS_KEY),
+            ("AWS_SECRET_ACCESS_KEY", testbed::SECRET_KEY),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    let mount = format!("{}:/github/file_commands", files.path().display());
+    let (code, out) = run_image(
+        built,
+        &env,
+        &["-v", "/var/run/docker.sock:/var/run/docker.sock", "-v", &mount],
+    );
+    assert_eq!(code, Some(0), "{out}");
+    let digest = registry
+        .digest("from-action", "gha")
+        .expect("the action pushed nothing");
+    let outputs = std::fs::read_to_string(files.path().join("output")).unwrap();
+    let declared: Vec<&String> = action["outputs"].as_object().unwrap().keys().collect();
+    let written: Vec<(&str, &str)> = outputs.lines().filter_map(|l| l.split_once('=')).collect();
+    assert!(written.contains(&("ECR_STEP_DIGEST", digest.as_str())), "{outputs}");
+    for (name, _) in &written {
+        assert!(
+            declared.iter().any(|d| d == name),
+            "{name} is written but not declared in action.yml"
+        );
+    }
 }

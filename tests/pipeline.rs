@@ -275,3 +275,89 @@ fn check_names_each_failure_and_its_fix() {
     ]);
     assert!(!run.output().contains(&secret));
 }
+
+/// `$GITHUB_OUTPUT` as GitHub reads it: `NAME=value` lines and `NAME<<DELIMITER` blocks.
+fn github_outputs(text: &str) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        match (line.split_once("<<"), line.split_once('=')) {
+            (Some((name, delimiter)), eq) if eq.is_none_or(|(n, _)| n.len() > name.len()) => {
+                let value: Vec<&str> = lines.by_ref().take_while(|l| *l != delimiter).collect();
+                out.insert(name.to_string(), value.join("\n"));
+            }
+            (_, Some((name, value))) => {
+                out.insert(name.to_string(), value.to_string());
+            }
+            _ => panic!("GitHub would refuse this line of $GITHUB_OUTPUT: {line:?}"),
+        }
+    }
+    out
+}
+
+/// Codefresh's env_vars_to_export: one `NAME=value` per line.
+fn codefresh_outputs(text: &str) -> std::collections::BTreeMap<String, String> {
+    text.lines()
+        .map(|l| {
+            let (k, v) = l.split_once('=').unwrap_or_else(|| panic!("not NAME=value: {l:?}"));
+            (k.to_string(), v.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn dry_runs_and_skipped_runs_export_outputs_each_ci_parses_even_after_a_line_without_newline() {
+    let (moto, registry, image) = (Moto::start(), Registry::start(DEFAULT_ACCOUNT), Image::random(1000));
+    for (name, extra, flag) in [
+        ("dry", vec![("PLUGIN_DRY_RUN", "true")], "ECR_STEP_DRY_RUN"),
+        (
+            "skip",
+            vec![("PLUGIN_BRANCH", "feature/x"), ("PLUGIN_BRANCHES_ONLY", "main")],
+            "ECR_STEP_SKIPPED",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let github = dir.path().join("github_output");
+        std::fs::write(&github, "EARLIER=kept").unwrap();
+        std::fs::write(dir.path().join("env_vars_to_export"), "OTHER=kept").unwrap();
+        let json = dir.path().join("out.json");
+        let mut step = Step::push(&moto, &registry, &image, "app")
+            .env("GITHUB_OUTPUT", &github.display().to_string())
+            .env("CF_VOLUME_PATH", &dir.path().display().to_string())
+            .env("PLUGIN_OUTPUT_FILE", &json.display().to_string());
+        for (k, v) in extra {
+            step = step.env(k, v);
+        }
+        step.run().success();
+        let gh = github_outputs(&std::fs::read_to_string(&github).unwrap());
+        let cf = codefresh_outputs(&std::fs::read_to_string(dir.path().join("env_vars_to_export")).unwrap());
+        for outputs in [&gh, &cf] {
+            assert_eq!(
+                outputs.get("EARLIER").or(outputs.get("OTHER")).map(String::as_str),
+                Some("kept"),
+                "{name}: {outputs:?}"
+            );
+            assert_eq!(
+                outputs.get(flag).map(String::as_str),
+                Some("true"),
+                "{name}: {outputs:?}"
+            );
+            assert!(
+                !outputs.contains_key("ECR_STEP_DIGEST"),
+                "{name}: a digest for nothing written"
+            );
+        }
+        let value: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        assert!(value["registries"].is_array() && value["tags"].is_array(), "{value}");
+        if name == "dry" {
+            assert_eq!(gh["ECR_STEP_IMAGE"], format!("{}/app:latest", registry.host));
+            assert_eq!(value["dry_run"], true);
+        } else {
+            assert_eq!(value["skipped"], true);
+        }
+    }
+    assert!(
+        registry.tags("app").is_empty(),
+        "a dry or skipped run wrote to the registry"
+    );
+}

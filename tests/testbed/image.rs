@@ -134,8 +134,8 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
-/// The step's container image, built through the repository's Dockerfile from base images assembled from
-/// this host (no pulls), with `binary` put in the context as `prebuilt/ecr-step` (stripped when asked).
+/// The step's container image, built through the repository's Dockerfile from a builder assembled from this
+/// host (no pulls; the final stage is FROM scratch), with `binary` put in the context as `prebuilt/ecr-step` (stripped when asked).
 pub fn build_step_image(binary: &Path, strip: bool) -> Image {
     let root = repo_root();
     let context = tempfile::tempdir().unwrap();
@@ -149,8 +149,12 @@ pub fn build_step_image(binary: &Path, strip: bool) -> Image {
     if strip {
         assert!(Command::new("strip").arg(&prebuilt).status().unwrap().success());
     }
-    let builder = Image::from_host_files(&["/bin/sh", "/bin/cp"], &[]);
-    let runtime = Image::from_host_files(&["/etc/ssl/certs/ca-certificates.crt"], &[binary.to_str().unwrap()]);
+    // The builder: a shell, cp, mkdir, the CA bundle, and the libraries the binary links (which the
+    // Dockerfile copies into the final stage, FROM scratch).
+    let builder = Image::from_host_files(
+        &["/bin/sh", "/bin/cp", "/bin/mkdir", "/etc/ssl/certs/ca-certificates.crt"],
+        &[binary.to_str().unwrap()],
+    );
     let n = IMAGES.fetch_add(1, Ordering::SeqCst);
     let tag = format!("ecr-step-test-image-{}-{n}:latest", std::process::id());
     docker(&[
@@ -158,8 +162,6 @@ pub fn build_step_image(binary: &Path, strip: bool) -> Image {
         "-q",
         "--build-arg",
         &format!("BUILDER_IMAGE={}", builder.name),
-        "--build-arg",
-        &format!("RUNTIME_IMAGE={}", runtime.name),
         "-t",
         &tag,
         context.path().to_str().unwrap(),
