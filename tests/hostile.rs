@@ -60,6 +60,7 @@ fn every_bad_input_is_refused_quickly_by_name_and_pushes_nothing() {
     let inline_40k = format!("{{\"rules\":[{}]}}", vec!["{}"; 20_000].join(","));
     let duplicate = format!("{0},{0}", registry.host);
     let duplicate_scheme = format!("{0},http://{0}", registry.host);
+    let long_filter = "f".repeat(129);
     let many_tags: String = (0..1001).map(|i| format!("t{i}")).collect::<Vec<_>>().join(",");
     let long_tag = "t".repeat(129);
     let long_repo = "a".repeat(300);
@@ -271,6 +272,49 @@ fn every_bad_input_is_refused_quickly_by_name_and_pushes_nothing() {
             "PLUGIN_DURATION_SECONDS is set without any of",
         ),
         (vec![("PLUGIN_SOURCE", "Team/App:1")], "PLUGIN_SOURCE"),
+        (
+            vec![("PLUGIN_TAG_MUTABILITY", "IMMUTABLE_WITH_EXCLUSION")],
+            "needs PLUGIN_TAG_MUTABILITY_EXCLUSIONS",
+        ),
+        (
+            vec![
+                ("PLUGIN_TAG_MUTABILITY", "IMMUTABLE"),
+                ("PLUGIN_TAG_MUTABILITY_EXCLUSIONS", "latest"),
+            ],
+            "has no exclusions",
+        ),
+        (
+            vec![("PLUGIN_TAG_MUTABILITY_EXCLUSIONS", "latest")],
+            "PLUGIN_TAG_MUTABILITY_EXCLUSIONS is set without PLUGIN_TAG_MUTABILITY",
+        ),
+        (
+            vec![
+                ("PLUGIN_TAG_MUTABILITY", "MUTABLE_WITH_EXCLUSION"),
+                ("PLUGIN_TAG_MUTABILITY_EXCLUSIONS", "a,b,c,d,e,f"),
+            ],
+            "ECR takes at most 5",
+        ),
+        (
+            vec![
+                ("PLUGIN_TAG_MUTABILITY", "IMMUTABLE_WITH_EXCLUSION"),
+                ("PLUGIN_TAG_MUTABILITY_EXCLUSIONS", "a*b*c*"),
+            ],
+            "at most 2 '*'",
+        ),
+        (
+            vec![
+                ("PLUGIN_TAG_MUTABILITY", "IMMUTABLE_WITH_EXCLUSION"),
+                ("PLUGIN_TAG_MUTABILITY_EXCLUSIONS", &long_filter),
+            ],
+            "PLUGIN_TAG_MUTABILITY_EXCLUSIONS",
+        ),
+        (
+            vec![
+                ("PLUGIN_TAG_MUTABILITY", "IMMUTABLE_WITH_EXCLUSION"),
+                ("PLUGIN_TAG_MUTABILITY_EXCLUSIONS", "rel/*"),
+            ],
+            "PLUGIN_TAG_MUTABILITY_EXCLUSIONS",
+        ),
         (
             vec![
                 ("PLUGIN_MODE", "login"),

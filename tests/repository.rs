@@ -203,3 +203,55 @@ fn a_denied_action_names_the_permission_and_a_policy_that_grants_it() {
     assert!(!run.output().contains(&secret), "the secret key leaked");
     assert!(registry.tags("app").is_empty());
 }
+
+#[test]
+fn exclusion_filters_let_excluded_tags_be_overwritten_and_name_both_digests_for_the_others() {
+    let (moto, registry) = (Moto::start(), Registry::start(DEFAULT_ACCOUNT));
+    let (old, new) = (Image::random(1000), Image::random(1000));
+    let first = Step::push(&moto, &registry, &old, "app")
+        .env("PLUGIN_TAGS", "latest,v1")
+        .env("PLUGIN_CREATE_REPOSITORY", "true")
+        .env("PLUGIN_TAG_MUTABILITY", "IMMUTABLE_WITH_EXCLUSION")
+        .env("PLUGIN_TAG_MUTABILITY_EXCLUSIONS", "latest,sha256-*")
+        .run();
+    first.success();
+    first.says("created (IMMUTABLE_WITH_EXCLUSION (latest, sha256-*)");
+    let held = first.reported_digest(&format!("{}/app:v1", registry.host));
+    let described = moto.aws(&["ecr", "describe-repositories", "--repository-names", "app"]);
+    let repository = &described["repositories"][0];
+    assert_eq!(
+        repository["imageTagMutability"], "IMMUTABLE_WITH_EXCLUSION",
+        "{described}"
+    );
+    let filters: Vec<&str> = repository["imageTagMutabilityExclusionFilters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["filter"].as_str().unwrap())
+        .collect();
+    assert_eq!(filters, vec!["latest", "sha256-*"]);
+
+    // Another image: the excluded tag is overwritten, the other one is a conflict naming both digests.
+    let run = Step::push(&moto, &registry, &new, "app")
+        .env("PLUGIN_TAGS", "latest,v1")
+        .env("PLUGIN_SKIP_EXISTING", "true")
+        .run();
+    let ours = run.reported_digest(&format!("{}/app:latest", registry.host));
+    run.failure(&[
+        &format!("tag v1 already holds {held} in the immutable repository app and this image is {ours}"),
+        "1 of 2 tag(s) failed",
+    ]);
+    assert_eq!(registry.digest("app", "latest"), Some(ours.clone()));
+    assert_eq!(
+        registry.digest("app", "v1"),
+        Some(held),
+        "the immutable tag was overwritten"
+    );
+    // The excluded tag again, with the first image: overwritten a second time.
+    let again = Step::push(&moto, &registry, &old, "app")
+        .env("PLUGIN_TAGS", "latest")
+        .env("PLUGIN_SKIP_EXISTING", "true")
+        .run();
+    again.success();
+    assert_ne!(registry.digest("app", "latest"), Some(ours));
+}

@@ -8,13 +8,14 @@
 use super::Identity;
 use super::error as aws_error;
 use crate::domain::login::RegistryLogin;
-use crate::domain::repository::{Encryption, Mutability, RepositoryAt, RepositorySettings, summary};
+use crate::domain::repository::{Encryption, Mutability, RepositoryAt, RepositorySettings, TagRule, summary};
 use anyhow::{Result, anyhow, bail};
 use aws_sdk_ecr::Client;
 use aws_sdk_ecr::config::http::HttpResponse;
 use aws_sdk_ecr::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ecr::types::{
-    EncryptionConfiguration, EncryptionType, ImageScanningConfiguration, ImageTagMutability, Repository, Tag,
+    EncryptionConfiguration, EncryptionType, ImageScanningConfiguration, ImageTagMutability,
+    ImageTagMutabilityExclusionFilter, ImageTagMutabilityExclusionFilterType, Repository, Tag,
 };
 
 /// Prepare the repository in every destination that is an ECR registry of the run's account or another
@@ -76,19 +77,21 @@ pub async fn prepare(
         }
     };
 
-    if let Some(want) = settings.tag_mutability {
-        let have = existing.image_tag_mutability().map(|m| m.as_str()).unwrap_or("MUTABLE");
-        if have != api(want).as_str() {
+    if let Some(want) = &settings.tag_mutability {
+        let have = rule_of(&existing);
+        if have != *want {
             ecr.put_image_tag_mutability()
                 .repository_name(repo)
                 .set_registry_id(target.registry_id.map(String::from))
-                .image_tag_mutability(api(want))
+                .image_tag_mutability(api(want.mutability))
+                .set_image_tag_mutability_exclusion_filters(filters(want))
                 .send()
                 .await
                 .map_err(|e| failed("PutImageTagMutability", repo, &e, identity))?;
             done.push(format!(
-                "repository {repo}: tag mutability {have} → {}",
-                api(want).as_str()
+                "repository {repo}: tag mutability {} → {}",
+                describe_rule(&have),
+                describe_rule(want)
             ));
         }
     }
@@ -197,14 +200,54 @@ pub async fn state(identity: &Identity, target: &RepositoryAt<'_>) -> Result<Opt
     }))
 }
 
-/// The repository's current mutability, `None` when it cannot be read (no permission, no repository).
-pub async fn mutability(identity: &Identity, target: &RepositoryAt<'_>) -> Option<Mutability> {
+/// The repository's tag mutability with its exclusions, `None` when it cannot be read (no permission, no
+/// repository).
+pub async fn mutability(identity: &Identity, target: &RepositoryAt<'_>) -> Option<TagRule> {
     let ecr = identity.ecr(target.region);
     let repository = describe(&ecr, target).await.ok()??;
-    Some(match repository.image_tag_mutability().map(|m| m.as_str()) {
-        Some(m) if m.starts_with("IMMUTABLE") => Mutability::Immutable,
-        _ => Mutability::Mutable,
-    })
+    Some(rule_of(&repository))
+}
+
+fn rule_of(repository: &Repository) -> TagRule {
+    let mutability = repository
+        .image_tag_mutability()
+        .and_then(|m| Mutability::parse(m.as_str()).ok())
+        .unwrap_or(Mutability::Mutable);
+    TagRule {
+        mutability,
+        exclusions: repository
+            .image_tag_mutability_exclusion_filters()
+            .iter()
+            .map(|f| f.filter().to_string())
+            .collect(),
+    }
+}
+
+fn describe_rule(rule: &TagRule) -> String {
+    if rule.exclusions.is_empty() {
+        rule.mutability.api_str().to_string()
+    } else {
+        format!("{} (except {})", rule.mutability.api_str(), rule.exclusions.join(", "))
+    }
+}
+
+/// The API's exclusion filters of a rule (`None` for the kinds without exclusions).
+fn filters(rule: &TagRule) -> Option<Vec<ImageTagMutabilityExclusionFilter>> {
+    if !rule.mutability.with_exclusions() {
+        return None;
+    }
+    Some(
+        rule.exclusions
+            .iter()
+            .map(|f| {
+                ImageTagMutabilityExclusionFilter::builder()
+                    .filter_type(ImageTagMutabilityExclusionFilterType::Wildcard)
+                    .filter(f)
+                    .build()
+                    .expect("type and filter are set")
+            })
+            .collect(),
+    )
 }
 
 async fn describe(
@@ -238,8 +281,10 @@ async fn create(
         .create_repository()
         .repository_name(target.repo)
         .set_registry_id(target.registry_id.map(String::from));
-    if let Some(m) = s.tag_mutability {
-        call = call.image_tag_mutability(api(m));
+    if let Some(rule) = &s.tag_mutability {
+        call = call
+            .image_tag_mutability(api(rule.mutability))
+            .set_image_tag_mutability_exclusion_filters(filters(rule));
     }
     if let Some(scan) = s.scan_on_push {
         call = call.image_scanning_configuration(ImageScanningConfiguration::builder().scan_on_push(scan).build());
@@ -269,10 +314,7 @@ fn api_tags(tags: &[(String, String)]) -> Result<Vec<Tag>> {
 
 /// The API's value of a mutability.
 fn api(m: Mutability) -> ImageTagMutability {
-    match m {
-        Mutability::Mutable => ImageTagMutability::Mutable,
-        Mutability::Immutable => ImageTagMutability::Immutable,
-    }
+    ImageTagMutability::from(m.api_str())
 }
 
 /// An ECR call that failed, with the fix: the permission and a managed policy that grants it, or the setting.

@@ -100,6 +100,18 @@ pub fn duration_seconds(value: &str) -> Result<u64, String> {
 /// The most a web identity token file may hold (STS takes tokens of up to 20,000 characters).
 pub const TOKEN_FILE_LIMIT: u64 = 64 * 1024;
 
+/// A tag mutability exclusion filter: 1 to 128 characters of a tag's alphabet and `*`, at most 2 wildcards.
+pub fn exclusion_filter(value: &str) -> Result<(), String> {
+    let ok = (1..=128).contains(&value.len())
+        && value.chars().all(|c| c.is_ascii_alphanumeric() || "._-*".contains(c))
+        && value.matches('*').count() <= 2;
+    if ok {
+        Ok(())
+    } else {
+        Err("wildcard filters of 1 to 128 characters (letters, digits, '.', '_', '-', and at most 2 '*')".into())
+    }
+}
+
 /// A KMS key id, key ARN, alias name or alias ARN.
 pub fn kms_key(value: &str) -> Result<(), String> {
     let ok =

@@ -10,7 +10,7 @@
 use crate::aws::{self, Identity};
 use crate::distribution::RegistryClient;
 use crate::domain::login::RegistryLogin;
-use crate::domain::repository::{Mutability, RepositoryAt};
+use crate::domain::repository::RepositoryAt;
 use crate::domain::tag::{Decision, Landed, TagOutcome, decide};
 use anyhow::{Result, anyhow};
 use std::collections::{BTreeSet, HashMap};
@@ -67,15 +67,18 @@ pub async fn write_every_tag<W: Writer>(
     // Tags that are absent (or already ours) first: writing one tells this image's digest.
     let mut order: Vec<&String> = tags.iter().collect();
     order.sort_by_key(|t| matches!(held.get(*t), Some(Some(d)) if !ours.contains(d)));
-    let mut immutable = None;
+    // The repository's mutability rule, read once and only when a tag is held by another digest; each tag
+    // is then judged by ECR's own matching of the exclusion filters.
+    let mut rule = None;
     let mut outcomes = HashMap::new();
     for tag in order {
         let held_digest = held.get(tag).cloned().flatten();
-        if held_digest.as_ref().is_some_and(|d| !ours.contains(d)) && immutable.is_none() {
+        if held_digest.as_ref().is_some_and(|d| !ours.contains(d)) && rule.is_none() {
             let at = RepositoryAt::of(to.repo, to.login);
-            immutable = Some(aws::repository::mutability(to.identity, &at).await == Some(Mutability::Immutable));
+            rule = Some(aws::repository::mutability(to.identity, &at).await);
         }
-        let result = match decide(held_digest.as_deref(), &ours, immutable.unwrap_or(false)) {
+        let immutable = rule.as_ref().and_then(|r| r.as_ref()).is_some_and(|r| r.immutable(tag));
+        let result = match decide(held_digest.as_deref(), &ours, immutable) {
             Decision::Skip(digest) => Ok(Landed { digest, skipped: true }),
             Decision::Conflict { held } => Err(anyhow!(
                 "tag {tag} already holds {held} in the immutable repository {} and {}\n  fix: {} a new tag \

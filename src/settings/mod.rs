@@ -20,7 +20,7 @@ use crate::domain::credentials::{self, CredentialPlan, CredentialSettings, Hop, 
 use crate::domain::grammar::{self, printable};
 use crate::domain::reference::ImageRef;
 use crate::domain::registry::Registry;
-use crate::domain::repository::{Encryption, Mutability, RepositorySettings};
+use crate::domain::repository::{Encryption, Mutability, RepositorySettings, TagRule};
 use crate::domain::secret::Secret;
 use crate::domain::target::{Destination, Target};
 use anyhow::Result;
@@ -644,11 +644,34 @@ impl Parser {
     /// The repository settings: each applied only when set.
     fn repository(&mut self) -> RepositorySettings {
         let create = self.parse(Key::CreateRepository, grammar::boolean).unwrap_or(false);
-        let tag_mutability = self.parse(Key::TagMutability, |v| match v.to_ascii_uppercase().as_str() {
-            "MUTABLE" => Ok(Mutability::Mutable),
-            "IMMUTABLE" => Ok(Mutability::Immutable),
-            _ => Err("MUTABLE or IMMUTABLE".to_string()),
-        });
+        let mutability = self.parse(Key::TagMutability, Mutability::parse);
+        let exclusions = self.list(Key::TagMutabilityExclusions, grammar::exclusion_filter);
+        let tag_mutability = match (mutability, exclusions) {
+            (Some(m), Some(filters)) if m.with_exclusions() => {
+                if filters.len() > 5 {
+                    self.problem(format!(
+                        "PLUGIN_TAG_MUTABILITY_EXCLUSIONS: {} filters given; ECR takes at most 5",
+                        filters.len()
+                    ))
+                } else {
+                    Some(TagRule {
+                        mutability: m,
+                        exclusions: dedup(filters),
+                    })
+                }
+            }
+            (Some(m), None) if m.with_exclusions() => self.problem(format!(
+                "PLUGIN_TAG_MUTABILITY={} needs PLUGIN_TAG_MUTABILITY_EXCLUSIONS: the tags to exclude (e.g. latest,sha256-*)",
+                m.api_str()
+            )),
+            (Some(m), Some(_)) => self.problem(format!(
+                "PLUGIN_TAG_MUTABILITY_EXCLUSIONS is set but PLUGIN_TAG_MUTABILITY={} has no exclusions: use \
+                 IMMUTABLE_WITH_EXCLUSION or MUTABLE_WITH_EXCLUSION, or remove the filters",
+                m.api_str()
+            )),
+            (Some(m), None) => Some(TagRule::plain(m)),
+            (None, _) => None,
+        };
         let scan_on_push = self.parse(Key::ScanOnPush, grammar::boolean);
         let kind = self.parse(Key::Encryption, |v| match v.to_ascii_uppercase().as_str() {
             "AES256" => Ok(false),
@@ -1151,7 +1174,7 @@ mod tests {
         .unwrap();
         let r = push(&s).repository.clone();
         assert!(r.create);
-        assert_eq!(r.tag_mutability, Some(Mutability::Immutable));
+        assert_eq!(r.tag_mutability, Some(TagRule::plain(Mutability::Immutable)));
         assert_eq!(r.scan_on_push, Some(false));
         assert_eq!(r.encryption, Some(Encryption::Kms(Some("alias/ecr".into()))));
         assert_eq!(
