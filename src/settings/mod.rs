@@ -1188,7 +1188,11 @@ mod tests {
     #[test]
     fn bad_repository_settings_name_the_variable() {
         let cases = [
-            ("PLUGIN_TAG_MUTABILITY", "sometimes", "MUTABLE or IMMUTABLE"),
+            (
+                "PLUGIN_TAG_MUTABILITY",
+                "sometimes",
+                "MUTABLE, IMMUTABLE, MUTABLE_WITH_EXCLUSION or IMMUTABLE_WITH_EXCLUSION",
+            ),
             ("PLUGIN_ENCRYPTION", "DES", "AES256 or KMS"),
             (
                 "PLUGIN_KMS_KEY",
