@@ -132,9 +132,22 @@ async fn run(settings: Settings) -> Result<()> {
     };
     let outputs = match modes::run(&mode, &ctx).await? {
         // report
-        Done::Tags { outcomes, target } => {
+        Done::Tags {
+            outcomes,
+            target,
+            scans,
+        } => {
             report::summary(&outcomes, ctx.logins.len())?;
-            outputs::of(&target, &ctx.logins, &outcomes)
+            let Some((gate, reports)) = scans else {
+                return export(&outputs::of(&target, &ctx.logins, &outcomes), &ctx.common);
+            };
+            // The counts are exported whether or not the gate passes; then its verdict.
+            let outputs = Outputs {
+                scan: Some(outputs::scan_counts(&reports)),
+                ..outputs::of(&target, &ctx.logins, &outcomes)
+            };
+            export(&outputs, &ctx.common)?;
+            return report::scan_verdict(&gate, &reports);
         }
         Done::DryRun { target } => Outputs {
             dry_run: true,

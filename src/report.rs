@@ -8,6 +8,7 @@ use crate::domain::credentials::{CredentialPlan, Principal};
 use crate::domain::login::RegistryLogin;
 use crate::domain::manifest::Manifest;
 use crate::domain::repository::RepositorySettings;
+use crate::domain::scan::{ScanGate, ScanReport, Severity};
 use crate::domain::source::LocalImage;
 use crate::domain::tag::TagOutcome;
 use anyhow::{Result, bail};
@@ -158,6 +159,60 @@ pub fn checks(checks: &[Check]) -> Result<()> {
         bail!("{failed} check(s) failed: see the fixes above");
     }
     Ok(())
+}
+
+/// One destination's scan: the counts by severity, then every finding at or above the threshold.
+pub fn scan(report: &ScanReport, gate: &ScanGate) {
+    let counts: Vec<String> = Severity::ALL
+        .iter()
+        .map(|s| format!("{s} {}", report.counts.get(s).copied().unwrap_or(0)))
+        .collect();
+    println!("scan: {} {}", report.image, counts.join(", "));
+    let mut serious: Vec<_> = report
+        .findings
+        .iter()
+        .filter(|f| f.severity <= gate.threshold)
+        .collect();
+    serious.sort_by_key(|f| f.severity);
+    let blocking = gate.blocking(&report.findings);
+    for f in serious {
+        let package = f.package.as_deref().map(|p| format!(" in {p}")).unwrap_or_default();
+        let verdict = if blocking.contains(&f) {
+            "fails the gate"
+        } else {
+            "ignored (PLUGIN_SCAN_IGNORE)"
+        };
+        println!("scan: {} {}{package}: {verdict}", f.severity, f.id);
+    }
+}
+
+pub fn scan_unsupported(image: &str, why: &str) {
+    println!("scan: {image} could not be scanned ({why}); passed (PLUGIN_SCAN_ALLOW_UNSUPPORTED=true)");
+}
+
+/// The scan gate's verdict over every destination: `Err` naming each finding that fails it.
+pub fn scan_verdict(gate: &ScanGate, reports: &[ScanReport]) -> Result<()> {
+    let mut failing: Vec<String> = reports
+        .iter()
+        .flat_map(|r| gate.blocking(&r.findings))
+        .map(|f| format!("{} ({})", f.id, f.severity))
+        .collect();
+    failing.sort();
+    failing.dedup();
+    if failing.is_empty() {
+        println!(
+            "scan: no finding at or above {} (PLUGIN_SCAN_SEVERITY_THRESHOLD)",
+            gate.threshold
+        );
+        return Ok(());
+    }
+    bail!(
+        "the scan gate failed: {} finding(s) at or above {}: {}\n  fix: update the affected packages and push \
+         again, or, after review, add the ids to PLUGIN_SCAN_IGNORE",
+        failing.len(),
+        gate.threshold,
+        failing.join(", ")
+    )
 }
 
 pub fn login(logins: &[RegistryLogin], path: &Path) {

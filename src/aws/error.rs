@@ -99,8 +99,9 @@ pub fn managed_policy(action: &str) -> &'static str {
         | "ListImages"
         | "GetLifecyclePolicy"
         | "GetRepositoryPolicy"
-        | "ListTagsForResource" => "AmazonEC2ContainerRegistryReadOnly",
-        "InitiateLayerUpload" | "UploadLayerPart" | "CompleteLayerUpload" | "PutImage" => {
+        | "ListTagsForResource"
+        | "DescribeImageScanFindings" => "AmazonEC2ContainerRegistryReadOnly",
+        "InitiateLayerUpload" | "UploadLayerPart" | "CompleteLayerUpload" | "PutImage" | "StartImageScan" => {
             "AmazonEC2ContainerRegistryPowerUser"
         }
         _ => "AmazonEC2ContainerRegistryFullAccess",

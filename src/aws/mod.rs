@@ -5,6 +5,7 @@
 pub mod error;
 pub mod identity;
 pub mod repository;
+pub mod scan;
 pub mod token;
 
 pub use identity::{Identity, assume_from, resolve};

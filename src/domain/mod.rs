@@ -9,6 +9,7 @@ pub mod manifest;
 pub mod reference;
 pub mod registry;
 pub mod repository;
+pub mod scan;
 pub mod secret;
 pub mod source;
 pub mod tag;

@@ -3,6 +3,7 @@
 
 use crate::aws::Identity;
 use crate::domain::login::RegistryLogin;
+use crate::domain::scan::{ScanGate, ScanReport};
 use crate::domain::tag::TagOutcome;
 use crate::domain::target::Target;
 use crate::settings::Common;
@@ -20,6 +21,8 @@ pub enum Done {
     Tags {
         outcomes: Vec<TagOutcome>,
         target: Target,
+        /// The scan gate and each destination's scan, when `PLUGIN_SCAN_SEVERITY_THRESHOLD` is set.
+        scans: Option<(ScanGate, Vec<ScanReport>)>,
     },
     /// A dry run printed its plan (for `target`) and changed nothing.
     DryRun {

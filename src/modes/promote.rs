@@ -60,14 +60,22 @@ pub async fn run(settings: &PromoteSettings, ctx: &Context) -> Result<Done> {
             Via::Engine => via_engine(settings, &source_login, &manifest, login, ctx).await,
         }
     });
-    let outcomes = futures_util::future::join_all(copies)
+    let outcomes: Vec<TagOutcome> = futures_util::future::join_all(copies)
         .await
         .into_iter()
         .flatten()
         .collect();
+    let scans = match &settings.scan {
+        Some(gate) if outcomes.iter().all(|o: &TagOutcome| o.result.is_ok()) => Some((
+            gate.clone(),
+            super::scan::gate(gate, &target.repo, &outcomes, ctx).await?,
+        )),
+        _ => None,
+    };
     Ok(Done::Tags {
         outcomes,
         target: target.clone(),
+        scans,
     })
 }
 

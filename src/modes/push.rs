@@ -32,14 +32,22 @@ pub async fn run(settings: &PushSettings, ctx: &Context) -> Result<Done> {
         .logins
         .iter()
         .map(|login| push_to(&engine, &source, settings, login, ctx));
-    let outcomes = futures_util::future::join_all(pushes)
+    let outcomes: Vec<TagOutcome> = futures_util::future::join_all(pushes)
         .await
         .into_iter()
         .flatten()
         .collect();
+    let scans = match &settings.scan {
+        Some(gate) if outcomes.iter().all(|o: &TagOutcome| o.result.is_ok()) => Some((
+            gate.clone(),
+            super::scan::gate(gate, &target.repo, &outcomes, ctx).await?,
+        )),
+        _ => None,
+    };
     Ok(Done::Tags {
         outcomes,
         target: target.clone(),
+        scans,
     })
 }
 

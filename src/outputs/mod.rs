@@ -6,10 +6,11 @@
 pub mod docker_config;
 
 use crate::domain::login::RegistryLogin;
+use crate::domain::scan::{ScanReport, Severity};
 use crate::domain::tag::TagOutcome;
 use crate::domain::target::Target;
 use anyhow::{Context, Result};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -33,7 +34,35 @@ pub const OUTPUTS: &[(&str, &str)] = &[
         SKIPPED,
         "true when the branch filter skipped the run: nothing was written.",
     ),
+    (
+        SCAN_CRITICAL,
+        "The scan's CRITICAL findings (with PLUGIN_SCAN_SEVERITY_THRESHOLD; the most of any destination).",
+    ),
+    (SCAN_HIGH, "The scan's HIGH findings."),
+    (SCAN_MEDIUM, "The scan's MEDIUM findings."),
+    (SCAN_LOW, "The scan's LOW findings."),
+    (SCAN_INFORMATIONAL, "The scan's INFORMATIONAL findings."),
+    (SCAN_UNDEFINED, "The scan's findings of no or unknown severity."),
 ];
+
+pub const SCAN_CRITICAL: &str = "ECR_STEP_SCAN_CRITICAL";
+pub const SCAN_HIGH: &str = "ECR_STEP_SCAN_HIGH";
+pub const SCAN_MEDIUM: &str = "ECR_STEP_SCAN_MEDIUM";
+pub const SCAN_LOW: &str = "ECR_STEP_SCAN_LOW";
+pub const SCAN_INFORMATIONAL: &str = "ECR_STEP_SCAN_INFORMATIONAL";
+pub const SCAN_UNDEFINED: &str = "ECR_STEP_SCAN_UNDEFINED";
+
+/// The output name of a severity's count.
+fn scan_name(severity: Severity) -> &'static str {
+    match severity {
+        Severity::Critical => SCAN_CRITICAL,
+        Severity::High => SCAN_HIGH,
+        Severity::Medium => SCAN_MEDIUM,
+        Severity::Low => SCAN_LOW,
+        Severity::Informational => SCAN_INFORMATIONAL,
+        Severity::Undefined => SCAN_UNDEFINED,
+    }
+}
 
 pub const IMAGE: &str = "ECR_STEP_IMAGE";
 pub const DIGEST: &str = "ECR_STEP_DIGEST";
@@ -59,6 +88,8 @@ pub struct Outputs {
     pub images: Vec<String>,
     pub dry_run: bool,
     pub skipped: bool,
+    /// The scan's counts by severity (the most of any destination), when a scan gate ran.
+    pub scan: Option<BTreeMap<Severity, u64>>,
 }
 
 impl Outputs {
@@ -76,6 +107,11 @@ impl Outputs {
             (SKIPPED, flag(self.skipped)),
         ]
         .into_iter()
+        .chain(self.scan.iter().flat_map(|counts| {
+            Severity::ALL
+                .iter()
+                .map(|s| (scan_name(*s), counts.get(s).copied().unwrap_or(0).to_string()))
+        }))
         .filter(|(_, v)| !v.is_empty())
         .collect()
     }
@@ -91,6 +127,12 @@ impl Outputs {
             "images": self.images,
             "dry_run": self.dry_run,
             "skipped": self.skipped,
+            "scan": self.scan.as_ref().map(|counts| {
+                Severity::ALL
+                    .iter()
+                    .map(|s| (s.name().to_string(), serde_json::json!(counts.get(s).copied().unwrap_or(0))))
+                    .collect::<serde_json::Map<_, _>>()
+            }),
         })
     }
 }
@@ -107,6 +149,18 @@ pub fn of(target: &Target, logins: &[RegistryLogin], outcomes: &[TagOutcome]) ->
         images: outcomes.iter().map(|o| o.reference.clone()).collect(),
         ..planned(target, logins)
     }
+}
+
+/// The counts of every scan: per severity, the most of any destination.
+pub fn scan_counts(reports: &[ScanReport]) -> BTreeMap<Severity, u64> {
+    let mut most = BTreeMap::new();
+    for report in reports {
+        for (s, n) in &report.counts {
+            let entry = most.entry(*s).or_insert(0);
+            *entry = (*entry).max(*n);
+        }
+    }
+    most
 }
 
 /// What a dry run would have written: every reference, no digest.

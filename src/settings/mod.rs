@@ -21,6 +21,7 @@ use crate::domain::grammar::{self, printable};
 use crate::domain::reference::ImageRef;
 use crate::domain::registry::Registry;
 use crate::domain::repository::{Encryption, Mutability, RepositorySettings, TagRule};
+use crate::domain::scan::{ScanGate, Severity};
 use crate::domain::secret::Secret;
 use crate::domain::target::{Destination, Target};
 use anyhow::Result;
@@ -97,6 +98,8 @@ pub struct PushSettings {
     pub source: String,
     pub target: Target,
     pub repository: RepositorySettings,
+    /// The scan gate, when `PLUGIN_SCAN_SEVERITY_THRESHOLD` is set.
+    pub scan: Option<ScanGate>,
     pub skip_existing: bool,
     pub dry_run: bool,
 }
@@ -117,6 +120,7 @@ pub struct PromoteSettings {
     pub via: Via,
     pub target: Target,
     pub repository: RepositorySettings,
+    pub scan: Option<ScanGate>,
     pub dry_run: bool,
 }
 
@@ -434,12 +438,14 @@ impl Parser {
         let source = self.parse(Key::Source, |v| grammar::local_image(v).map(|_| v.to_string()));
         let target = self.target();
         let repository = self.repository();
+        let scan = self.scan();
         let skip_existing = self.parse(Key::SkipExisting, grammar::boolean).unwrap_or(false);
         let dry_run = self.parse(Key::DryRun, grammar::boolean).unwrap_or(false);
         Some(PushSettings {
             source: source?,
             target: target?,
             repository,
+            scan,
             skip_existing,
             dry_run,
         })
@@ -457,6 +463,7 @@ impl Parser {
         });
         let target = self.target();
         let repository = self.repository();
+        let scan = self.scan();
         // Promote always leaves a tag that already holds the source's digest alone.
         let _ = self.parse(Key::SkipExisting, grammar::boolean);
         let dry_run = self.parse(Key::DryRun, grammar::boolean).unwrap_or(false);
@@ -467,6 +474,7 @@ impl Parser {
             via: via.unwrap_or(Via::Registry),
             target: target?,
             repository,
+            scan,
             dry_run,
         })
     }
@@ -487,6 +495,31 @@ impl Parser {
         Some(CheckSettings {
             repo: repo?,
             create_repository,
+        })
+    }
+
+    /// The scan gate (push and promote): its other settings need the threshold (the table says so).
+    fn scan(&mut self) -> Option<ScanGate> {
+        let threshold = self.parse(Key::ScanSeverityThreshold, Severity::threshold);
+        let ignore = self
+            .list(Key::ScanIgnore, |v| {
+                let ok = v.len() <= 128 && v.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c));
+                if ok {
+                    Ok(())
+                } else {
+                    Err("vulnerability ids such as CVE-2024-12345 or GHSA-xxxx-xxxx-xxxx".into())
+                }
+            })
+            .unwrap_or_default();
+        let timeout = self
+            .parse(Key::ScanTimeout, grammar::duration)
+            .unwrap_or(Duration::from_secs(600));
+        let allow_unsupported = self.parse(Key::ScanAllowUnsupported, grammar::boolean).unwrap_or(false);
+        Some(ScanGate {
+            threshold: threshold?,
+            ignore,
+            timeout,
+            allow_unsupported,
         })
     }
 
