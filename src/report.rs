@@ -112,6 +112,21 @@ pub fn copied(manifest: &str, target: &str, uploaded: usize, mounted: usize, the
     );
 }
 
+/// One referrer at a destination: copied (or made discoverable) by this run, or found there already.
+pub fn referrer(artifact_type: &str, digest: &str, target: &str, copied: bool) {
+    let what = if copied { "copied to" } else { "already in" };
+    println!("referrer: {artifact_type} {digest} {what} {target}");
+}
+
+/// The referrers a promote found at the source.
+pub fn referrers_found(count: usize, subject: &str) {
+    println!("referrers: {count} found for {subject} (and what refers to them)");
+}
+
+pub fn referrers_summary(target: &str, copied: usize, there: usize) {
+    println!("referrers: {copied} copied to {target}, {there} already there");
+}
+
 /// One tag's line. `held` is what the registry had under the tag before (when it was read).
 pub fn tag(outcome: &TagOutcome, held: Option<&str>, verb: &str) {
     match (&outcome.result, held) {

@@ -6,6 +6,7 @@ mod testbed;
 
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
+use testbed::proxy::{Fault, FaultProxy, Rule};
 use testbed::{DEFAULT_ACCOUNT, Image, Moto, REGION, Registry, Step};
 
 /// Mirror `repo:tag` of the registry into moto (PutImage with the real digest), so ECR's scan API knows it.
@@ -192,4 +193,218 @@ fn an_image_ecr_cannot_scan_fails_the_gate_unless_the_user_opts_out() {
     let run = gated.env("PLUGIN_SCAN_ALLOW_UNSUPPORTED", "true").run();
     run.success();
     run.says("could not be scanned (UNSUPPORTED_IMAGE");
+}
+
+const SIG: &str = "application/vnd.dev.cosign.artifact.sig.v1+json";
+const SBOM: &str = "application/spdx+json";
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+/// An artifact manifest with one layer holding `content`, referring to `subject` (when given); its digest.
+fn artifact(
+    registry: &Registry,
+    repo: &str,
+    artifact_type: &str,
+    content: &str,
+    subject: Option<(&str, &str, usize)>,
+) -> String {
+    let empty = registry.put_blob(repo, b"{}");
+    let layer = registry.put_blob(repo, content.as_bytes());
+    let mut manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": artifact_type,
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2},
+        "layers": [{"mediaType": "application/octet-stream", "digest": layer, "size": content.len()}],
+        "annotations": {"org.example.what": content},
+    });
+    if let Some((media_type, digest, size)) = subject {
+        manifest["subject"] = json!({"mediaType": media_type, "digest": digest, "size": size});
+    }
+    let bytes = serde_json::to_vec(&manifest).unwrap();
+    let digest = {
+        use sha2::Digest as _;
+        format!(
+            "sha256:{}",
+            sha2::Sha256::digest(&bytes)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        )
+    };
+    registry.put_manifest(repo, &digest, OCI_MANIFEST, &bytes);
+    digest
+}
+
+/// The referrers tag schema: an index at `sha256-<hex>` of `subject` listing `(digest, type)`.
+fn tag_schema(registry: &Registry, repo: &str, subject: &str, listed: &[(String, &str)]) {
+    let manifests: Vec<Value> = listed
+        .iter()
+        .map(|(digest, t)| {
+            let (bytes, media_type, _) = registry.manifest(repo, digest).expect("a listed referrer exists");
+            json!({"mediaType": media_type, "digest": digest, "size": bytes.len(), "artifactType": t})
+        })
+        .collect();
+    let index = json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests});
+    registry.put_manifest(
+        repo,
+        &subject.replacen(':', "-", 1),
+        OCI_INDEX,
+        &serde_json::to_vec(&index).unwrap(),
+    );
+}
+
+fn digests_listed(registry: &Registry, repo: &str, tag: &str) -> BTreeSet<String> {
+    let (bytes, _, _) = registry
+        .manifest(repo, tag)
+        .unwrap_or_else(|| panic!("no {tag} in {repo}"));
+    let index: Value = serde_json::from_slice(&bytes).unwrap();
+    index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["digest"].as_str().unwrap().to_string())
+        .collect()
+}
+
+use std::collections::BTreeSet;
+
+#[test]
+fn a_signature_an_sbom_and_a_signature_on_the_sbom_travel_with_a_promote_with_their_digests() {
+    let moto = Moto::start();
+    let (source, target, image) = (
+        Registry::start(DEFAULT_ACCOUNT),
+        Registry::start(DEFAULT_ACCOUNT),
+        Image::random(20_000),
+    );
+    Step::push(&moto, &source, &image, "app")
+        .env("PLUGIN_TAGS", "v1")
+        .run()
+        .success();
+    let (image_bytes, image_type, image_digest) = source.manifest("app", "v1").unwrap();
+    let subject = (image_type.as_str(), image_digest.as_str(), image_bytes.len());
+    let sig = artifact(&source, "app", SIG, "signature of the image", Some(subject));
+    let sbom = artifact(&source, "app", SBOM, "sbom of the image", Some(subject));
+    let (sbom_bytes, _, _) = source.manifest("app", &sbom).unwrap();
+    let sbom_sig = artifact(
+        &source,
+        "app",
+        SIG,
+        "signature of the sbom",
+        Some((OCI_MANIFEST, &sbom, sbom_bytes.len())),
+    );
+    tag_schema(
+        &source,
+        "app",
+        &image_digest,
+        &[(sig.clone(), SIG), (sbom.clone(), SBOM)],
+    );
+    tag_schema(&source, "app", &sbom, &[(sbom_sig.clone(), SIG)]);
+    // cosign's legacy form: a signature under `sha256-<hex>.sig`.
+    let legacy = artifact(
+        &source,
+        "app",
+        "application/vnd.oci.image.config.v1+json",
+        "cosign simple signing",
+        None,
+    );
+    let (legacy_bytes, _, _) = source.manifest("app", &legacy).unwrap();
+    let legacy_tag = format!("{}.sig", image_digest.replacen(':', "-", 1));
+    source.put_manifest("app", &legacy_tag, OCI_MANIFEST, &legacy_bytes);
+
+    // The source asked through a proxy that counts the referrers API calls (the registry answers 404).
+    let counting = FaultProxy::start(
+        &source.host,
+        vec![Rule {
+            method: "GET",
+            path: "/referrers/sha256:",
+            fault: Fault::Status(404),
+            times: 1000,
+        }],
+    );
+    let promote = || Step::promote(&moto, &target.host, &format!("{}/app:v1", counting.host), "prod", "v1").run();
+    let run = promote();
+    run.success();
+    run.says("referrers: 4 found")
+        .says(&format!("referrer: {SBOM} {sbom} copied to {}/prod", target.host))
+        .says(&format!("referrers: 4 copied to {}/prod, 0 already there", target.host));
+    assert!(
+        counting.injected() >= 3,
+        "the referrers API was not asked first: {}",
+        counting.injected()
+    );
+    for digest in [&sig, &sbom, &sbom_sig, &legacy] {
+        assert_eq!(
+            target.manifest("prod", digest).map(|m| m.2),
+            Some(digest.clone()),
+            "{digest} did not arrive"
+        );
+    }
+    assert_eq!(
+        digests_listed(&target, "prod", &image_digest.replacen(':', "-", 1)),
+        BTreeSet::from([sig.clone(), sbom.clone()])
+    );
+    assert_eq!(
+        digests_listed(&target, "prod", &sbom.replacen(':', "-", 1)),
+        BTreeSet::from([sbom_sig.clone()])
+    );
+    assert_eq!(target.digest("prod", &legacy_tag), Some(legacy.clone()));
+
+    let again = promote();
+    again.success();
+    again.says(&format!("referrers: 0 copied to {}/prod, 4 already there", target.host));
+
+    // Only SBOMs: the signatures stay behind.
+    let run = Step::promote(
+        &moto,
+        &target.host,
+        &format!("{}/app:v1", source.host),
+        "sboms-only",
+        "v1",
+    )
+    .env("PLUGIN_REFERRERS", SBOM)
+    .run();
+    run.success();
+    run.says("referrers: 1 found");
+    assert!(target.manifest("sboms-only", &sbom).is_some() && target.manifest("sboms-only", &sig).is_none());
+    let run = Step::promote(&moto, &target.host, &format!("{}/app:v1", source.host), "none", "v1")
+        .env("PLUGIN_REFERRERS", "none")
+        .run();
+    run.success();
+    assert!(!run.stdout.contains("referrer"), "{}", run.stdout);
+}
+
+#[test]
+fn a_subject_with_more_referrers_than_ecr_keeps_is_refused_before_any_write() {
+    let moto = Moto::start();
+    let (source, target, image) = (
+        Registry::start(DEFAULT_ACCOUNT),
+        Registry::start(DEFAULT_ACCOUNT),
+        Image::random(5_000),
+    );
+    Step::push(&moto, &source, &image, "app")
+        .env("PLUGIN_TAGS", "v1")
+        .run()
+        .success();
+    let (image_bytes, image_type, image_digest) = source.manifest("app", "v1").unwrap();
+    let subject = (image_type.as_str(), image_digest.as_str(), image_bytes.len());
+    let signatures: Vec<(String, &str)> = (0..101)
+        .map(|i| {
+            (
+                artifact(&source, "app", SIG, &format!("signature {i}"), Some(subject)),
+                SIG,
+            )
+        })
+        .collect();
+    tag_schema(&source, "app", &image_digest, &signatures);
+    let run = Step::promote(&moto, &target.host, &format!("{}/app:v1", source.host), "prod", "v1").run();
+    run.failure(&[
+        "has 101 referrers; ECR keeps at most 100 per subject, so nothing was written",
+        "fix:",
+    ]);
+    assert!(
+        target.tags("prod").is_empty(),
+        "something was written: {:?}",
+        target.tags("prod")
+    );
 }

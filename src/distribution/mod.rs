@@ -11,14 +11,18 @@
 
 use crate::domain::login::{RegistryLogin, Relogin};
 use crate::domain::manifest::{Descriptor, MANIFEST_TYPES, Manifest, sha256};
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Context as _, Result, anyhow, bail};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use futures_util::{StreamExt, TryStreamExt, stream};
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, LOCATION};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Blobs copied at once per manifest.
+const PARALLEL_BLOBS: usize = 4;
 
 /// What a registry's HTTP status means for the request that got it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -298,6 +302,31 @@ impl RegistryClient {
         }))
     }
 
+    /// The OCI 1.1 referrers API: the index of the manifests whose subject is `digest`, `None` when the
+    /// registry has no such API (it answers 404, as the distribution registry 2.8 does).
+    pub async fn referrers(&self, repo: &str, digest: &str) -> Result<Option<serde_json::Value>> {
+        let url = format!("{}/{repo}/referrers/{digest}", self.base);
+        let what = format!("listing the referrers of {}/{repo}@{digest}", self.host);
+        let response = self
+            .retried(&what, || {
+                self.send(
+                    &what,
+                    self.request(Method::GET, &url)
+                        .header(ACCEPT, "application/vnd.oci.image.index.v1+json"),
+                )
+            })
+            .await?;
+        if response.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| anyhow!("{what}: {}", crate::report::chain(&e)))?;
+        let index: serde_json::Value = serde_json::from_slice(&body).map_err(|e| anyhow!("{what}: not JSON ({e})"))?;
+        Ok(Some(index))
+    }
+
     /// Store `manifest` under `reference` (a tag, or its own digest) in `repo`, byte for byte.
     pub async fn put_manifest(&self, repo: &str, reference: &str, manifest: &Manifest) -> Result<()> {
         let url = format!("{}/{repo}/manifests/{reference}", self.base);
@@ -415,6 +444,44 @@ impl RegistryClient {
         let done = format!("{location}{separator}digest={}", blob.digest);
         self.send(&what, self.request(Method::PUT, &done).header(CONTENT_LENGTH, 0))
             .await?;
+        Ok(())
+    }
+
+    /// Make every blob and child manifest `manifest` points at present in the target repository.
+    pub async fn copy_image(
+        &self,
+        repo: &str,
+        source: &RegistryClient,
+        source_repo: &str,
+        manifest: &Manifest,
+    ) -> Result<()> {
+        let target = self;
+        if manifest.is_index() {
+            for child in manifest.references()? {
+                let child_manifest = source.manifest(source_repo, &child.digest).await?.with_context(|| {
+                    format!(
+                        "the index names {}, which the source registry does not have",
+                        child.digest
+                    )
+                })?;
+                Box::pin(self.copy_image(repo, source, source_repo, &child_manifest)).await?;
+                target.put_manifest(repo, &child.digest, &child_manifest).await?;
+            }
+            return Ok(());
+        }
+        let blobs = manifest.references()?;
+        let copied: Vec<BlobCopy> = stream::iter(blobs.iter().map(|b| target.copy_blob(repo, source, source_repo, b)))
+            .buffer_unordered(PARALLEL_BLOBS)
+            .try_collect()
+            .await?;
+        let count = |k: BlobCopy| copied.iter().filter(|c| **c == k).count();
+        crate::report::copied(
+            &manifest.digest,
+            &format!("{}/{repo}", target.host),
+            count(BlobCopy::Uploaded),
+            count(BlobCopy::Mounted),
+            count(BlobCopy::AlreadyThere),
+        );
         Ok(())
     }
 

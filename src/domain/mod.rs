@@ -7,6 +7,7 @@ pub mod grammar;
 pub mod login;
 pub mod manifest;
 pub mod reference;
+pub mod referrers;
 pub mod registry;
 pub mod repository;
 pub mod scan;

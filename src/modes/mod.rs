@@ -6,6 +6,7 @@ pub mod check;
 pub mod login;
 pub mod promote;
 pub mod push;
+pub mod referrers;
 pub mod scan;
 pub mod tags;
 

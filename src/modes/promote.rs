@@ -11,9 +11,10 @@
 
 use super::context::{Context, Done};
 use super::push::EnginePush;
+use super::referrers;
 use super::tags::{self, Destination, Writer};
 use crate::aws::{self, token::Renewal};
-use crate::distribution::{BlobCopy, RegistryClient};
+use crate::distribution::RegistryClient;
 use crate::domain::login::{RegistryLogin, Relogin};
 use crate::domain::manifest::Manifest;
 use crate::domain::reference::Reference;
@@ -21,13 +22,9 @@ use crate::domain::registry::Registry;
 use crate::domain::tag::TagOutcome;
 use crate::engine::Engine;
 use crate::settings::{PromoteSettings, Via};
-use anyhow::{Context as _, Result, anyhow};
-use futures_util::{StreamExt, TryStreamExt, stream};
+use anyhow::{Result, anyhow};
 use std::collections::BTreeSet;
 use std::sync::Arc;
-
-/// Blobs copied at once per manifest.
-const PARALLEL_BLOBS: usize = 4;
 
 pub async fn run(settings: &PromoteSettings, ctx: &Context) -> Result<Done> {
     let source_login = source_login(settings, ctx).await?;
@@ -49,6 +46,11 @@ pub async fn run(settings: &PromoteSettings, ctx: &Context) -> Result<Done> {
     let label = format!("{}/{}", source_login.registry.host, settings.source);
     let target = &settings.target;
     crate::report::promote_plan(&label, &manifest, &target.repo, &target.tags, &ctx.logins);
+    // Found (and ECR's limit checked) before anything is written.
+    let found = referrers::discover(&source, repo, &manifest.digest, &settings.referrers).await?;
+    if !found.is_empty() {
+        crate::report::referrers_found(found.len(), &format!("{label} ({})", manifest.digest));
+    }
     if settings.dry_run {
         crate::report::dry_run(&target.repo, target.tags.len(), ctx.logins.len(), &settings.repository);
         return Ok(Done::DryRun { target: target.clone() });
@@ -65,6 +67,16 @@ pub async fn run(settings: &PromoteSettings, ctx: &Context) -> Result<Done> {
         .into_iter()
         .flatten()
         .collect();
+    if !found.is_empty() && outcomes.iter().all(|o| o.result.is_ok()) {
+        for login in &ctx.logins {
+            let client = RegistryClient::new(login, ctx.common.timeout)?;
+            let to = format!("{}/{}", login.registry.host, target.repo);
+            let (copied, there) = referrers::copy(&client, &target.repo, &source, repo, &found)
+                .await
+                .map_err(|e| e.context(format!("copying the referrers of {} to {to}", manifest.digest)))?;
+            crate::report::referrers_summary(&to, copied, there);
+        }
+    }
     let scans = match &settings.scan {
         Some(gate) if outcomes.iter().all(|o: &TagOutcome| o.result.is_ok()) => Some((
             gate.clone(),
@@ -121,7 +133,7 @@ async fn copy_to(
         Err(e) => return fail_all(e),
     };
     let same_repo = client.same_registry(source) && settings.source.repo == *repo;
-    if !same_repo && let Err(e) = copy_content(&client, repo, source, &settings.source.repo, manifest).await {
+    if !same_repo && let Err(e) = client.copy_image(repo, source, &settings.source.repo, manifest).await {
         let from = format!("{}/{}", source.host, settings.source.repo);
         return fail_all(e.context(format!("copying {from} to {label}")));
     }
@@ -164,43 +176,6 @@ impl Writer for PutManifest<'_> {
     fn ours(&self, _: &BTreeSet<String>) -> String {
         format!("the source is {}", self.manifest.digest)
     }
-}
-
-/// Make every blob and child manifest `manifest` points at present in the target repository.
-async fn copy_content(
-    target: &RegistryClient,
-    repo: &str,
-    source: &RegistryClient,
-    source_repo: &str,
-    manifest: &Manifest,
-) -> Result<()> {
-    if manifest.is_index() {
-        for child in manifest.references()? {
-            let child_manifest = source.manifest(source_repo, &child.digest).await?.with_context(|| {
-                format!(
-                    "the index names {}, which the source registry does not have",
-                    child.digest
-                )
-            })?;
-            Box::pin(copy_content(target, repo, source, source_repo, &child_manifest)).await?;
-            target.put_manifest(repo, &child.digest, &child_manifest).await?;
-        }
-        return Ok(());
-    }
-    let blobs = manifest.references()?;
-    let copied: Vec<BlobCopy> = stream::iter(blobs.iter().map(|b| target.copy_blob(repo, source, source_repo, b)))
-        .buffer_unordered(PARALLEL_BLOBS)
-        .try_collect()
-        .await?;
-    let count = |k: BlobCopy| copied.iter().filter(|c| **c == k).count();
-    crate::report::copied(
-        &manifest.digest,
-        &format!("{}/{repo}", target.host),
-        count(BlobCopy::Uploaded),
-        count(BlobCopy::Mounted),
-        count(BlobCopy::AlreadyThere),
-    );
-    Ok(())
 }
 
 /// Pull the source through the engine, then write every tag to one destination with push's engine writer.

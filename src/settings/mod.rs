@@ -19,6 +19,7 @@ use crate::domain::branch::{self, BranchFilter, Patterns, Verdict};
 use crate::domain::credentials::{self, CredentialPlan, CredentialSettings, Hop, RoleSettings};
 use crate::domain::grammar::{self, printable};
 use crate::domain::reference::ImageRef;
+use crate::domain::referrers::ReferrerFilter;
 use crate::domain::registry::Registry;
 use crate::domain::repository::{Encryption, Mutability, RepositorySettings, TagRule};
 use crate::domain::scan::{ScanGate, Severity};
@@ -118,6 +119,8 @@ pub struct PromoteSettings {
     pub read_role: Option<Hop>,
     pub read_region: Option<String>,
     pub via: Via,
+    /// Which referrers travel with the image.
+    pub referrers: ReferrerFilter,
     pub target: Target,
     pub repository: RepositorySettings,
     pub scan: Option<ScanGate>,
@@ -461,6 +464,9 @@ impl Parser {
             "engine" => Ok(Via::Engine),
             _ => Err("registry or engine".to_string()),
         });
+        let referrers = self
+            .parse(Key::Referrers, ReferrerFilter::parse)
+            .unwrap_or(ReferrerFilter::All);
         let target = self.target();
         let repository = self.repository();
         let scan = self.scan();
@@ -472,6 +478,7 @@ impl Parser {
             read_role: role_arn.map(|role_arn| Hop { role_arn, external_id }),
             read_region,
             via: via.unwrap_or(Via::Registry),
+            referrers,
             target: target?,
             repository,
             scan,

@@ -154,6 +154,8 @@ settings! {
         help: "External ID for PLUGIN_READ_ROLE_ARN." },
     ReadRegion read_region { value: "REGION", default: "from the source host, else the run's region", modes: PROMOTE,
         help: "promote: the region of the source registry's token." },
+    Referrers referrers { value: "all|none|TYPE[,TYPE...]", default: "all", modes: PROMOTE,
+        help: "promote: the referrers (signatures, SBOMs, attestations, and what refers to them) copied with the image, with digests unchanged: all, none, or these artifact types (cosign's tags count as application/vnd.dev.cosign.artifact.sig|att|sbom.v1+json)." },
     PromoteVia promote_via { value: "registry|engine", default: "registry", modes: PROMOTE,
         help: "promote: copy registry to registry (no daemon), or pull, tag and push through the Docker Engine." },
     TriggerRoleArn trigger_role_arn { value: "ARN", default: "", modes: ALL,

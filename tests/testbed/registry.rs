@@ -124,6 +124,50 @@ impl Registry {
         );
     }
 
+    /// Upload a blob (one POST, one PUT); its digest.
+    pub fn put_blob(&self, repo: &str, bytes: &[u8]) -> String {
+        use sha2::Digest as _;
+        let digest = format!(
+            "sha256:{}",
+            sha2::Sha256::digest(bytes)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        );
+        let start = format!("http://{}/v2/{repo}/blobs/uploads/", self.host);
+        let response = self
+            .agent
+            .post(&start)
+            .header("Authorization", &self.auth())
+            .header("Content-Length", "0")
+            .send_empty()
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 202, "POST {start}");
+        let location = response
+            .headers()
+            .get("location")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
+        let location = if location.starts_with("http") {
+            location
+        } else {
+            format!("http://{}{location}", self.host)
+        };
+        let separator = if location.contains('?') { '&' } else { '?' };
+        let done = format!("{location}{separator}digest={digest}");
+        let response = self
+            .agent
+            .put(&done)
+            .header("Authorization", &self.auth())
+            .header("Content-Type", "application/octet-stream")
+            .send(bytes)
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 201, "PUT {done}");
+        digest
+    }
+
     /// The tags the registry lists for `repo` (empty when the repository does not exist).
     pub fn tags(&self, repo: &str) -> Vec<String> {
         let url = format!("http://{}/v2/{repo}/tags/list", self.host);
