@@ -12,8 +12,9 @@
 //! main (the binary)
 //!   modes          one file per PLUGIN_MODE, and the per-tag loop they share
 //!   settings       PLUGIN_* → typed settings per mode (reads the files settings name)
-//!   aws | distribution | engine | outputs
-//!                  adapters: the AWS APIs, the registry /v2/ API, the Docker Engine, what later steps read
+//!   aws | distribution | engine | layout | outputs
+//!                  adapters: the AWS APIs, the registry /v2/ API, the Docker Engine, images in files
+//!                  (OCI layouts, archives), what later steps read
 //!   files | retry  bounded reads of regular files; the one retry policy
 //!   report         every line the user reads
 //!   domain         plain values and pure rules: no I/O, no printing
@@ -24,6 +25,7 @@ pub mod distribution;
 pub mod domain;
 pub mod engine;
 pub mod files;
+pub mod layout;
 pub mod modes;
 pub mod outputs;
 pub mod report;

@@ -9,7 +9,7 @@ use crate::domain::login::RegistryLogin;
 use crate::domain::manifest::Manifest;
 use crate::domain::repository::RepositorySettings;
 use crate::domain::scan::{ScanGate, ScanReport, Severity};
-use crate::domain::source::LocalImage;
+use crate::domain::source::{FileImage, LocalImage, Source};
 use crate::domain::tag::TagOutcome;
 use anyhow::{Result, bail};
 use std::path::Path;
@@ -67,6 +67,40 @@ pub fn logins(logins: &[RegistryLogin], principal: &Principal) {
 pub fn push_plan(source: &LocalImage, repo: &str, tags: &[String], logins: &[RegistryLogin]) {
     let mib = source.size as f64 / (1024.0 * 1024.0);
     println!("source: {} ({}, {mib:.1} MiB)", source.reference, short_id(&source.id));
+    plan("push", repo, tags, logins);
+}
+
+/// The plan of a push from files: what was read, and what the step compressed.
+pub fn files_plan(source: &Source, image: &FileImage, repo: &str, tags: &[String], logins: &[RegistryLogin]) {
+    let what = match source {
+        Source::Engine(reference) => format!("{reference} (exported from the Docker Engine)"),
+        Source::Oci { path, reference } => format!(
+            "oci:{}{}",
+            path.display(),
+            reference.as_deref().map(|r| format!(":{r}")).unwrap_or_default()
+        ),
+        Source::OciArchive { path, reference } => format!(
+            "oci-archive:{}{}",
+            path.display(),
+            reference.as_deref().map(|r| format!(":{r}")).unwrap_or_default()
+        ),
+        Source::DockerArchive { path, reference } => format!(
+            "docker-archive:{}{}",
+            path.display(),
+            reference.as_deref().map(|r| format!(":{r}")).unwrap_or_default()
+        ),
+    };
+    let mib = image.blobs.iter().map(|b| b.size).sum::<u64>() as f64 / (1024.0 * 1024.0);
+    let kind = match &image.image_id {
+        Some(id) => format!("image {}", short_id(id)),
+        None => format!("index of {} image(s)", image.children.len()),
+    };
+    println!(
+        "source: {what} ({kind}, {} blob(s), {mib:.1} MiB, {} layer(s) compressed here) {}",
+        image.blobs.len(),
+        image.compressed,
+        image.manifest.digest
+    );
     plan("push", repo, tags, logins);
 }
 

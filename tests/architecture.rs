@@ -11,7 +11,7 @@ const LAYERS: &[&[&str]] = &[
     &["domain"],
     &["report"],
     &["files", "retry"],
-    &["aws", "distribution", "engine", "outputs"],
+    &["aws", "distribution", "engine", "layout", "outputs"],
     &["settings"],
     &["modes"],
     &["main"],

@@ -11,6 +11,7 @@
 
 use crate::domain::login::{RegistryLogin, Relogin};
 use crate::domain::manifest::{Descriptor, MANIFEST_TYPES, Manifest, sha256};
+use crate::domain::source::LocalBlob;
 use anyhow::{Context as _, Result, anyhow, bail};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -427,9 +428,22 @@ impl RegistryClient {
                 retryable: false,
             });
         }
-        let what = format!("uploading blob {} to {}/{repo}", blob.digest, self.host);
         let length = download.content_length().unwrap_or(blob.size);
         let body = reqwest::Body::wrap_stream(download.bytes_stream());
+        self.send_blob(repo, location, &blob.digest, length, body).await
+    }
+
+    /// The upload session at `location` gets `body` (`length` bytes) in one PATCH, then is closed with its
+    /// digest: one chunk, so ECR's 5 MiB minimum for chunks does not apply.
+    async fn send_blob(
+        &self,
+        repo: &str,
+        location: &str,
+        digest: &str,
+        length: u64,
+        body: reqwest::Body,
+    ) -> Result<(), HttpFailure> {
+        let what = format!("uploading blob {digest} to {}/{repo}", self.host);
         let patched = self
             .send(
                 &what,
@@ -441,10 +455,60 @@ impl RegistryClient {
             .await?;
         let location = self.location(&patched, &what)?;
         let separator = if location.contains('?') { '&' } else { '?' };
-        let done = format!("{location}{separator}digest={}", blob.digest);
+        let done = format!("{location}{separator}digest={digest}");
         self.send(&what, self.request(Method::PUT, &done).header(CONTENT_LENGTH, 0))
             .await?;
         Ok(())
+    }
+
+    /// Make the local `blob` present in `repo`: skipped when there, else streamed from its file (1 MiB at a
+    /// time: memory stays bounded whatever the layer's size), retried under the one policy.
+    pub async fn upload_file(&self, repo: &str, blob: &LocalBlob) -> Result<BlobCopy> {
+        if self.blob_exists(repo, &blob.digest).await? {
+            return Ok(BlobCopy::AlreadyThere);
+        }
+        let what = format!("uploading blob {} to {}/{repo}", blob.digest, self.host);
+        let attempt = || async {
+            let start = format!("{}/{repo}/blobs/uploads/", self.base);
+            let response = self
+                .send(&what, self.request(Method::POST, &start).header(CONTENT_LENGTH, 0))
+                .await?;
+            if response.status() == StatusCode::NOT_FOUND {
+                return Err(HttpFailure {
+                    message: format!(
+                        "{what}: the registry answered 404: the repository {repo} does not exist (PLUGIN_CREATE_REPOSITORY)"
+                    ),
+                    retryable: false,
+                });
+            }
+            let location = self.location(&response, &what)?;
+            let file = tokio::fs::File::open(&blob.path).await.map_err(|e| HttpFailure {
+                message: format!("{what}: reading {}: {e}", blob.path.display()),
+                retryable: false,
+            })?;
+            let chunks = futures_util::stream::unfold(file, |mut file| async move {
+                use tokio::io::AsyncReadExt;
+                let mut buf = vec![0u8; 1 << 20];
+                match file.read(&mut buf).await {
+                    Ok(0) => None,
+                    Ok(n) => {
+                        buf.truncate(n);
+                        Some((Ok::<_, std::io::Error>(bytes::Bytes::from(buf)), file))
+                    }
+                    Err(e) => Some((Err(e), file)),
+                }
+            });
+            self.send_blob(
+                repo,
+                &location,
+                &blob.digest,
+                blob.size,
+                reqwest::Body::wrap_stream(chunks),
+            )
+            .await
+        };
+        self.retried(&what, attempt).await?;
+        Ok(BlobCopy::Uploaded)
     }
 
     /// Make every blob and child manifest `manifest` points at present in the target repository.

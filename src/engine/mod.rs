@@ -119,6 +119,32 @@ impl Engine {
 }
 
 impl Engine {
+    /// Write the image `reference` as `docker save` would (a docker archive) to `into`, streamed.
+    pub async fn export(&self, reference: &str, into: &std::path::Path, idle: Duration) -> Result<()> {
+        use tokio::io::AsyncWriteExt;
+        let mut file = tokio::fs::File::create(into)
+            .await
+            .with_context(|| format!("creating {}", into.display()))?;
+        let mut stream = self.docker.export_image(reference);
+        loop {
+            match tokio::time::timeout(idle, stream.next()).await {
+                Err(_) => bail!(
+                    "the export of {reference} from the Docker Engine made no progress for {}s",
+                    idle.as_secs()
+                ),
+                Ok(None) => break,
+                Ok(Some(Err(e))) => bail!(
+                    "exporting {reference} from the Docker Engine at {}: {}",
+                    self.address,
+                    crate::report::chain(&e)
+                ),
+                Ok(Some(Ok(bytes))) => file.write_all(&bytes).await?,
+            }
+        }
+        file.flush().await?;
+        Ok(())
+    }
+
     /// A client that sends `login` as `X-Registry-Auth` on every request (push and pull use it).
     fn with_auth(&self, login: &RegistryLogin) -> Result<Docker> {
         let auth = registry_auth(login)?;

@@ -12,7 +12,7 @@
 use super::context::{Context, Done};
 use super::push::EnginePush;
 use super::referrers;
-use super::tags::{self, Destination, Writer};
+use super::tags::{self, Destination, PutManifest};
 use crate::aws::{self, token::Renewal};
 use crate::distribution::RegistryClient;
 use crate::domain::login::{RegistryLogin, Relogin};
@@ -147,35 +147,10 @@ async fn copy_to(
         client: &client,
         repo,
         manifest,
+        verb: "promoted",
     };
     let ours = BTreeSet::from([manifest.digest.clone()]);
     tags::write_every_tag(&to, &settings.target.tags, ours, true, &mut writer).await
-}
-
-/// Writes a tag by putting the source's manifest bytes under it: the digest stays the source's.
-struct PutManifest<'a> {
-    client: &'a RegistryClient,
-    repo: &'a str,
-    manifest: &'a Manifest,
-}
-
-impl Writer for PutManifest<'_> {
-    fn verb(&self) -> &'static str {
-        "promoted"
-    }
-
-    fn action(&self) -> &'static str {
-        "promote to"
-    }
-
-    async fn write(&mut self, tag: &str) -> Result<String> {
-        self.client.put_manifest(self.repo, tag, self.manifest).await?;
-        Ok(self.manifest.digest.clone())
-    }
-
-    fn ours(&self, _: &BTreeSet<String>) -> String {
-        format!("the source is {}", self.manifest.digest)
-    }
 }
 
 /// Pull the source through the engine, then write every tag to one destination with push's engine writer.

@@ -4,23 +4,30 @@
 //! already at this image's digest is skipped (decided per tag, never once for all).
 
 use super::context::{Context, Done};
-use super::tags::{self, Destination, Writer};
+use super::tags::{self, Destination, PutManifest, Writer};
 use crate::aws::token::Renewal;
-use crate::distribution::RegistryClient;
+use crate::distribution::{BlobCopy, RegistryClient};
 use crate::domain::login::{RegistryLogin, Relogin};
-use crate::domain::source::LocalImage;
+use crate::domain::source::{FileImage, LocalImage, Source};
 use crate::domain::tag::TagOutcome;
 use crate::engine::{Engine, Refused};
-use crate::settings::PushSettings;
+use crate::files::ScratchDir;
+use crate::layout;
+use crate::settings::{PushSettings, PushVia};
 use anyhow::{Result, anyhow};
+use futures_util::{StreamExt, TryStreamExt};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 pub async fn run(settings: &PushSettings, ctx: &Context) -> Result<Done> {
+    let reference = match (&settings.source, settings.via) {
+        (Source::Engine(reference), PushVia::Engine) => reference,
+        _ => return from_files(settings, ctx).await,
+    };
     let timeout = ctx.common.timeout;
     let engine = Engine::connect(timeout).await?;
-    let source = engine.source_image(&settings.source).await?;
+    let source = engine.source_image(reference).await?;
     let target = &settings.target;
     crate::report::push_plan(&source, &target.repo, &target.tags, &ctx.logins);
     if settings.dry_run {
@@ -50,6 +57,129 @@ pub async fn run(settings: &PushSettings, ctx: &Context) -> Result<Done> {
         scans,
     })
 }
+
+/// Push an image the step reads from files (an OCI layout, an archive, or an engine image exported as
+/// `docker save` would): its blobs uploaded through the registry client to every destination concurrently
+/// (compressed once, before), children of an index first, then every tag through the per-tag loop, which
+/// skips a tag already at this digest: a re-run uploads and writes nothing.
+async fn from_files(settings: &PushSettings, ctx: &Context) -> Result<Done> {
+    let timeout = ctx.common.timeout;
+    let (opened, _export) = match &settings.source {
+        Source::Engine(reference) => {
+            let engine = Engine::connect(timeout).await?;
+            let scratch = ScratchDir::new("export")?;
+            let archive = scratch.path.join("image.tar");
+            engine.export(reference, &archive, timeout).await?;
+            let opened = blocking(move || layout::docker_archive(&archive, None)).await?;
+            (opened, Some(scratch))
+        }
+        Source::Oci { path, reference } => {
+            let (path, reference) = (path.clone(), reference.clone());
+            (blocking(move || layout::oci(&path, reference.as_deref())).await?, None)
+        }
+        Source::OciArchive { path, reference } => {
+            let (path, reference) = (path.clone(), reference.clone());
+            (
+                blocking(move || layout::oci_archive(&path, reference.as_deref())).await?,
+                None,
+            )
+        }
+        Source::DockerArchive { path, reference } => {
+            let (path, reference) = (path.clone(), reference.clone());
+            (
+                blocking(move || layout::docker_archive(&path, reference.as_deref())).await?,
+                None,
+            )
+        }
+    };
+    let image = &opened.image;
+    let target = &settings.target;
+    crate::report::files_plan(&settings.source, image, &target.repo, &target.tags, &ctx.logins);
+    if settings.dry_run {
+        crate::report::dry_run(&target.repo, target.tags.len(), ctx.logins.len(), &settings.repository);
+        return Ok(Done::DryRun { target: target.clone() });
+    }
+    crate::aws::repository::prepare_all(&ctx.identity, &target.repo, &settings.repository, &ctx.logins).await?;
+    let pushes = ctx.logins.iter().map(|login| files_to(image, settings, login, ctx));
+    let outcomes: Vec<TagOutcome> = futures_util::future::join_all(pushes)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    let scans = match &settings.scan {
+        Some(gate) if outcomes.iter().all(|o| o.result.is_ok()) => Some((
+            gate.clone(),
+            super::scan::gate(gate, &target.repo, &outcomes, ctx).await?,
+        )),
+        _ => None,
+    };
+    Ok(Done::Tags {
+        outcomes,
+        target: target.clone(),
+        scans,
+    })
+}
+
+/// Run blocking file work off the async threads.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| anyhow!("reading the image's files stopped: {e}"))?
+}
+
+/// Blobs, then child manifests, then every tag, into one destination.
+async fn files_to(image: &FileImage, settings: &PushSettings, login: &RegistryLogin, ctx: &Context) -> Vec<TagOutcome> {
+    let repo = &settings.target.repo;
+    let label = format!("{}/{repo}", login.registry.host);
+    let renewal: Arc<dyn Relogin> = Arc::new(Renewal::of(&ctx.identity, login));
+    let fail = |e: anyhow::Error| tags::fail_every_tag(&label, &settings.target.tags, &e, "pushed");
+    let client = match RegistryClient::new(login, ctx.common.timeout) {
+        Ok(c) => c.with_relogin(renewal),
+        Err(e) => return fail(e),
+    };
+    let uploads = futures_util::stream::iter(image.blobs.iter().map(|b| client.upload_file(repo, b)))
+        .buffer_unordered(PARALLEL_UPLOADS)
+        .try_collect::<Vec<BlobCopy>>()
+        .await;
+    let copied = match uploads {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let count = |k: BlobCopy| copied.iter().filter(|c| **c == k).count();
+    crate::report::copied(
+        &image.manifest.digest,
+        &label,
+        count(BlobCopy::Uploaded),
+        0,
+        count(BlobCopy::AlreadyThere),
+    );
+    for child in &image.children {
+        let there = match client.manifest_digest(repo, &child.digest).await {
+            Ok(d) => d.is_some(),
+            Err(e) => return fail(e),
+        };
+        if !there && let Err(e) = client.put_manifest(repo, &child.digest, child).await {
+            return fail(e);
+        }
+    }
+    let to = Destination {
+        login,
+        repo,
+        client: &client,
+        identity: &ctx.identity,
+    };
+    let mut writer = PutManifest {
+        client: &client,
+        repo,
+        manifest: &image.manifest,
+        verb: "pushed",
+    };
+    let ours = BTreeSet::from([image.manifest.digest.clone()]);
+    tags::write_every_tag(&to, &settings.target.tags, ours, true, &mut writer).await
+}
+
+/// Blobs uploaded at once per destination.
+const PARALLEL_UPLOADS: usize = 4;
 
 /// Every tag into one destination.
 async fn push_to(

@@ -116,3 +116,36 @@ pub fn fail_every_tag(target: &str, tags: &[String], e: &anyhow::Error, verb: &s
         })
         .collect()
 }
+
+/// Writes a tag by putting a manifest's exact bytes under it, so the digest stays the manifest's: promote's
+/// writer, and push's from files.
+pub struct PutManifest<'a> {
+    pub client: &'a RegistryClient,
+    pub repo: &'a str,
+    pub manifest: &'a crate::domain::manifest::Manifest,
+    /// `promoted` or `pushed`.
+    pub verb: &'static str,
+}
+
+impl Writer for PutManifest<'_> {
+    fn verb(&self) -> &'static str {
+        self.verb
+    }
+
+    fn action(&self) -> &'static str {
+        if self.verb == "pushed" { "push" } else { "promote to" }
+    }
+
+    async fn write(&mut self, tag: &str) -> Result<String> {
+        self.client.put_manifest(self.repo, tag, self.manifest).await?;
+        Ok(self.manifest.digest.clone())
+    }
+
+    fn ours(&self, _: &BTreeSet<String>) -> String {
+        if self.verb == "pushed" {
+            format!("this image is {}", self.manifest.digest)
+        } else {
+            format!("the source is {}", self.manifest.digest)
+        }
+    }
+}

@@ -24,6 +24,7 @@ use crate::domain::registry::Registry;
 use crate::domain::repository::{Encryption, Mutability, RepositorySettings, TagRule};
 use crate::domain::scan::{ScanGate, Severity};
 use crate::domain::secret::Secret;
+use crate::domain::source::Source;
 use crate::domain::target::{Destination, Target};
 use anyhow::Result;
 use std::collections::{BTreeMap, HashMap};
@@ -95,14 +96,23 @@ impl ModeSettings {
 
 #[derive(Debug, Clone)]
 pub struct PushSettings {
-    /// The local image as the user wrote it.
-    pub source: String,
+    /// Where the image is: the engine, an OCI layout, an archive.
+    pub source: Source,
+    /// How an engine image is pushed.
+    pub via: PushVia,
     pub target: Target,
     pub repository: RepositorySettings,
     /// The scan gate, when `PLUGIN_SCAN_SEVERITY_THRESHOLD` is set.
     pub scan: Option<ScanGate>,
     pub skip_existing: bool,
     pub dry_run: bool,
+}
+
+/// How push moves an engine image: `docker push` through the engine, or the step's own transfer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushVia {
+    Engine,
+    Registry,
 }
 
 /// How promote copies.
@@ -438,7 +448,33 @@ impl Parser {
     }
 
     fn push(&mut self) -> Option<PushSettings> {
-        let source = self.parse(Key::Source, |v| grammar::local_image(v).map(|_| v.to_string()));
+        let source = self.parse(Key::Source, |v| {
+            let source = Source::parse(v);
+            match &source {
+                Source::Engine(image) => grammar::local_image(image).map_err(|allowed| {
+                    format!("{allowed}, or oci:PATH[:REF], oci-archive:PATH[:REF], docker-archive:PATH[:REF]")
+                })?,
+                Source::Oci { path, .. } => {
+                    if !path.join("index.json").is_file() {
+                        return Err(format!(
+                            "an OCI image layout directory: {} has no index.json",
+                            path.display()
+                        ));
+                    }
+                }
+                Source::OciArchive { path, .. } | Source::DockerArchive { path, .. } => {
+                    crate::files::open_regular(path).map_err(|e| format!("an archive file ({e})"))?;
+                }
+            }
+            Ok(source)
+        });
+        let via = self
+            .parse(Key::PushVia, |v| match v.to_ascii_lowercase().as_str() {
+                "engine" => Ok(PushVia::Engine),
+                "registry" => Ok(PushVia::Registry),
+                _ => Err("engine or registry".to_string()),
+            })
+            .unwrap_or(PushVia::Engine);
         let target = self.target();
         let repository = self.repository();
         let scan = self.scan();
@@ -446,6 +482,7 @@ impl Parser {
         let dry_run = self.parse(Key::DryRun, grammar::boolean).unwrap_or(false);
         Some(PushSettings {
             source: source?,
+            via,
             target: target?,
             repository,
             scan,
@@ -965,7 +1002,7 @@ mod tests {
     #[test]
     fn minimal_settings_take_defaults() {
         let s = parse(&minimal()).unwrap();
-        assert_eq!(push(&s).source, "app:1");
+        assert_eq!(push(&s).source, Source::Engine("app:1".into()));
         assert_eq!(push(&s).target.repo, "team/app");
         assert_eq!(push(&s).target.tags, vec!["latest"]);
         assert_eq!(

@@ -49,6 +49,7 @@ const WRITES: &[Mode] = &[Push, Promote];
 const WRITES_OR_CHECK: &[Mode] = &[Push, Promote, Check];
 const OUTPUTS: &[Mode] = &[Push, Promote, Login];
 const PROMOTE: &[Mode] = &[Promote];
+const PUSH: &[Mode] = &[Push];
 
 /// One setting as documented for users and checked by the rules.
 #[derive(Debug, Clone, Copy)]
@@ -139,7 +140,9 @@ settings! {
     Mode mode { value: "push|promote|login|check", default: "push", modes: ALL,
         help: "push: a local image through the Docker Engine. promote: copy an image already in a registry. login: write the registry tokens to the docker config for later steps. check: test credentials, token, repository and push permissions, changing nothing." },
     Source source { value: "IMAGE", default: "", modes: WRITES, required_in: WRITES,
-        help: "push: the local image (name[:tag] or image id). promote: repo:tag, repo@sha256:... (in the target registry) or host[:port]/repo:tag." },
+        help: "push: a local image in the Docker Engine (name[:tag] or image id), or, with no engine at all, oci:PATH[:REF] (an OCI image layout), oci-archive:PATH[:REF] or docker-archive:PATH[:REF] (docker save, BuildKit, kaniko). promote: repo:tag, repo@sha256:... (in the target registry) or host[:port]/repo:tag." },
+    PushVia push_via { value: "engine|registry", default: "engine", modes: PUSH,
+        help: "push of an engine image: docker push through the engine, or the step moves the bytes itself (docker save, layers gzip-compressed in parallel, uploaded through its registry client). Layout and archive sources always go through the registry client." },
     Repo repo { value: "NAME", default: "", modes: WRITES_OR_CHECK, required_in: WRITES_OR_CHECK,
         help: "The target repository in the registry, e.g. team/app." },
     Tags tags { value: "TAG[,TAG...]", default: "latest", modes: WRITES,
