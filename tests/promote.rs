@@ -114,6 +114,12 @@ fn a_multi_arch_index_is_copied_whole_with_every_child() {
             "child {digest} missing in the target"
         );
     }
+    // Through the engine, which would keep one platform: refused before anything is written.
+    let run = promote(&moto, &target, &format!("{}/app:multi", source.host), "engine", "1.0")
+        .env("PLUGIN_PROMOTE_VIA", "engine")
+        .run();
+    run.failure(&["is a multi-platform index", "nothing was written", "fix:"]);
+    assert!(target.tags("engine").is_empty());
 }
 
 #[test]

@@ -19,6 +19,19 @@ fn every_tag_lands_with_the_digest_the_step_reported() {
     }
     run.says("credentials: runtime level");
     run.says("summary: 2 of 2 tag(s) written in 1 destination(s)");
+    // The local tags the push needed are gone: a shared daemon does not collect them.
+    for tag in ["v1", "latest"] {
+        let left = std::process::Command::new("docker")
+            .args(["image", "inspect", &format!("{}/team/app:{tag}", registry.host)])
+            .output()
+            .unwrap();
+        assert!(!left.status.success(), "the step left {tag} behind in the engine");
+    }
+    let kept = std::process::Command::new("docker")
+        .args(["image", "inspect", &image.name])
+        .output()
+        .unwrap();
+    assert!(kept.status.success(), "the source image itself was removed");
 }
 
 #[test]

@@ -88,16 +88,57 @@ impl Engine {
         idle: Duration,
     ) -> Result<String> {
         let target = format!("{}/{repo}", login.registry.host);
+        let local = format!("{target}:{tag}");
+        let existed = self.docker.inspect_image(&local).await.is_ok();
         self.docker
             .tag_image(
                 source,
                 Some(TagImageOptionsBuilder::new().repo(&target).tag(tag).build()),
             )
             .await
-            .with_context(|| format!("tagging {source} as {target}:{tag} in the Docker Engine"))?;
+            .with_context(|| format!("tagging {source} as {local} in the Docker Engine"))?;
+        let pushed = self.push_tagged(login, &target, repo, tag, idle).await;
+        if !existed {
+            self.untag(&local, source).await;
+        }
+        pushed
+    }
 
+    /// Remove the local tag `local` the step created for a push, so a shared daemon does not collect them:
+    /// only while it still names the source image and that image has another name (removing an image's
+    /// last name would delete the image). Best effort: a tag left behind is not a failure.
+    async fn untag(&self, local: &str, source: &str) {
+        let (Ok(ours), Ok(image)) = (
+            self.docker.inspect_image(local).await,
+            self.docker.inspect_image(source).await,
+        ) else {
+            return;
+        };
+        let other_names = image
+            .repo_tags
+            .unwrap_or_default()
+            .iter()
+            .filter(|t| *t != local)
+            .count();
+        if ours.id == image.id && other_names > 0 {
+            let options = bollard::query_parameters::RemoveImageOptionsBuilder::new()
+                .noprune(true)
+                .force(false)
+                .build();
+            let _ = self.docker.remove_image(local, Some(options), None).await;
+        }
+    }
+
+    async fn push_tagged(
+        &self,
+        login: &RegistryLogin,
+        target: &str,
+        repo: &str,
+        tag: &str,
+        idle: Duration,
+    ) -> Result<String> {
         let docker = self.with_auth(login)?;
-        let stream = docker.push_image(&target, Some(PushImageOptionsBuilder::new().tag(tag).build()), None);
+        let stream = docker.push_image(target, Some(PushImageOptionsBuilder::new().tag(tag).build()), None);
         let mut digest = None;
         let what = format!("the push of {target}:{tag}");
         follow(

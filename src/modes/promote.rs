@@ -22,7 +22,7 @@ use crate::domain::registry::Registry;
 use crate::domain::tag::TagOutcome;
 use crate::engine::Engine;
 use crate::settings::{PromoteSettings, Via};
-use anyhow::{Result, anyhow};
+use anyhow::{Result, anyhow, bail};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
@@ -46,6 +46,15 @@ pub async fn run(settings: &PromoteSettings, ctx: &Context) -> Result<Done> {
     let label = format!("{}/{}", source_login.registry.host, settings.source);
     let target = &settings.target;
     crate::report::promote_plan(&label, &manifest, &target.repo, &target.tags, &ctx.logins);
+    if settings.via == Via::Engine && manifest.is_index() {
+        bail!(
+            "PLUGIN_SOURCE={} is a multi-platform index ({}), and the Docker Engine pulls and pushes one platform \
+             of it: nothing was written\n  fix: leave PLUGIN_PROMOTE_VIA unset (registry), which copies the index \
+             whole, every platform",
+            settings.source,
+            manifest.digest
+        );
+    }
     // Found (and ECR's limit checked) before anything is written.
     let found = referrers::discover(&source, repo, &manifest.digest, &settings.referrers).await?;
     if !found.is_empty() {

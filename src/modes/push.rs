@@ -315,6 +315,9 @@ fn is_transient(e: &anyhow::Error) -> bool {
         "502",
         "500 internal",
         "connection reset",
+        // Another run's push removed the shared local tag between this run's tag and push: tag again.
+        "does not exist locally",
+        "no such image",
     ]
     .iter()
     .any(|t| text.contains(t))
