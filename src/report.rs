@@ -173,6 +173,65 @@ pub fn tag(outcome: &TagOutcome, held: Option<&str>, verb: &str) {
     }
 }
 
+/// The bytes of one destination's transfer, shared by the uploads (which count) and the ticker (which
+/// prints): `progress` lines come only for transfers that last, never ANSI codes.
+#[derive(Debug)]
+pub struct Progress {
+    pub label: String,
+    pub total: u64,
+    done: std::sync::atomic::AtomicU64,
+    started: std::time::Instant,
+}
+
+impl Progress {
+    pub fn new(label: String, total: u64) -> Progress {
+        Progress {
+            label,
+            total,
+            done: std::sync::atomic::AtomicU64::new(0),
+            started: std::time::Instant::now(),
+        }
+    }
+
+    pub fn advance(&self, bytes: u64) {
+        self.done.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// One progress line: on a terminal it rewrites itself (a carriage return), in a CI log it is a line of
+    /// its own. Nothing in the first seconds, so short transfers print none.
+    pub fn print(&self) {
+        use std::io::{IsTerminal, Write};
+        let elapsed = self.started.elapsed().as_secs_f64();
+        if elapsed < 3.0 {
+            return;
+        }
+        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+        let done = self.done.load(std::sync::atomic::Ordering::Relaxed).min(self.total);
+        let line = format!(
+            "progress: {} {:.1} of {:.1} MiB, {:.1} MiB/s",
+            self.label,
+            mib(done),
+            mib(self.total),
+            mib(done) / elapsed
+        );
+        let mut out = std::io::stdout().lock();
+        if out.is_terminal() {
+            let _ = write!(out, "\r{line}");
+        } else {
+            let _ = writeln!(out, "{line}");
+        }
+        let _ = out.flush();
+    }
+
+    /// Ends a terminal's rewriting line.
+    pub fn finish(&self) {
+        use std::io::IsTerminal;
+        if std::io::stdout().is_terminal() && self.started.elapsed().as_secs_f64() >= 3.0 {
+            println!();
+        }
+    }
+}
+
 /// A transient failure about to be tried again.
 pub fn retrying(what: &str, wait: Duration, cause: &str) {
     let first = cause.lines().next().unwrap_or_default();

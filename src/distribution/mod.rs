@@ -463,8 +463,14 @@ impl RegistryClient {
 
     /// Make the local `blob` present in `repo`: skipped when there, else streamed from its file (1 MiB at a
     /// time: memory stays bounded whatever the layer's size), retried under the one policy.
-    pub async fn upload_file(&self, repo: &str, blob: &LocalBlob) -> Result<BlobCopy> {
+    pub async fn upload_file(
+        &self,
+        repo: &str,
+        blob: &LocalBlob,
+        progress: &Arc<crate::report::Progress>,
+    ) -> Result<BlobCopy> {
         if self.blob_exists(repo, &blob.digest).await? {
+            progress.advance(blob.size);
             return Ok(BlobCopy::AlreadyThere);
         }
         let what = format!("uploading blob {} to {}/{repo}", blob.digest, self.host);
@@ -486,16 +492,18 @@ impl RegistryClient {
                 message: format!("{what}: reading {}: {e}", blob.path.display()),
                 retryable: false,
             })?;
-            let chunks = futures_util::stream::unfold(file, |mut file| async move {
+            let progress = progress.clone();
+            let chunks = futures_util::stream::unfold((file, progress), |(mut file, progress)| async move {
                 use tokio::io::AsyncReadExt;
                 let mut buf = vec![0u8; 1 << 20];
                 match file.read(&mut buf).await {
                     Ok(0) => None,
                     Ok(n) => {
+                        progress.advance(n as u64);
                         buf.truncate(n);
-                        Some((Ok::<_, std::io::Error>(bytes::Bytes::from(buf)), file))
+                        Some((Ok::<_, std::io::Error>(bytes::Bytes::from(buf)), (file, progress)))
                     }
-                    Err(e) => Some((Err(e), file)),
+                    Err(e) => Some((Err(e), (file, progress))),
                 }
             });
             self.send_blob(

@@ -137,10 +137,23 @@ async fn files_to(image: &FileImage, settings: &PushSettings, login: &RegistryLo
         Ok(c) => c.with_relogin(renewal),
         Err(e) => return fail(e),
     };
-    let uploads = futures_util::stream::iter(image.blobs.iter().map(|b| client.upload_file(repo, b)))
+    let total = image.blobs.iter().map(|b| b.size).sum();
+    let progress = Arc::new(crate::report::Progress::new(label.clone(), total));
+    let uploads = futures_util::stream::iter(image.blobs.iter().map(|b| client.upload_file(repo, b, &progress)))
         .buffer_unordered(PARALLEL_UPLOADS)
-        .try_collect::<Vec<BlobCopy>>()
-        .await;
+        .try_collect::<Vec<BlobCopy>>();
+    // One line every few seconds while the uploads run.
+    let ticker = async {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            progress.print();
+        }
+    };
+    let uploads = tokio::select! {
+        done = uploads => done,
+        _ = ticker => unreachable!("the ticker never ends"),
+    };
+    progress.finish();
     let copied = match uploads {
         Ok(c) => c,
         Err(e) => return fail(e),
