@@ -136,6 +136,98 @@ fn main() {
         1.05,
     ));
 
+    // The step's own transfer (PLUGIN_PUSH_VIA=registry) against `docker push`, with random data and with a
+    // layer made from real files of this machine, three rounds each, alternating who goes first.
+    for (content, make) in [
+        ("random data", Image::random as fn(usize) -> Image),
+        ("real files", real_files_image as fn(usize) -> Image),
+    ] {
+        eprintln!("bench: push 200 MB of {content} through the step's own transfer");
+        let (mut steps, mut peers) = (Vec::new(), Vec::new());
+        for round in 0..3 {
+            let (ours, theirs) = (make(200 * MB), make(200 * MB));
+            let repo = format!("own-{}{round}", content.replace(' ', "-"));
+            let push = Step::push(&moto, &registry, &ours, &repo)
+                .env("PLUGIN_TAGS", "v1")
+                .env("PLUGIN_PUSH_VIA", "registry");
+            let target = format!("{}/{repo}-peer:v1", registry.host);
+            testbed::docker(&["tag", &theirs.name, &target]);
+            if round % 2 == 0 {
+                steps.push(measure(&bin, &[], &step_env(&push)));
+                peers.push(measure("docker", &["push", &target], &env));
+            } else {
+                peers.push(measure("docker", &["push", &target], &env));
+                steps.push(measure(&bin, &[], &step_env(&push)));
+            }
+            if round == 0 && content == "real files" {
+                // An unchanged image again: nothing compressed or uploaded but the check.
+                let again = measure(&bin, &[], &step_env(&push));
+                rows.push(Row {
+                    what: "re-push of an unchanged 200 MB image (own transfer)".into(),
+                    step: again,
+                    peer: None,
+                    target: "≤ 0.3 s".into(),
+                    met: again.time <= Duration::from_millis(300),
+                });
+            }
+        }
+        rows.push(ratio_row(
+            &format!("push, new 200 MB image of {content}, PLUGIN_PUSH_VIA=registry"),
+            median(steps),
+            "docker push",
+            median(peers),
+            0.4,
+        ));
+    }
+
+    // From docker save's archive with no daemon: the step against skopeo copy docker-archive: (both compress
+    // in parallel and upload themselves).
+    eprintln!("bench: push from docker-archive");
+    let (mut steps, mut peers) = (Vec::new(), Vec::new());
+    for round in 0..3 {
+        let image = real_files_image(200 * MB);
+        let dir = tempfile::tempdir().unwrap();
+        let archive = dir.path().join("image.tar");
+        testbed::docker(&["save", "-o", archive.to_str().unwrap(), &image.name]);
+        let push = Step::aws(&moto)
+            .env("PLUGIN_SOURCE", &format!("docker-archive:{}", archive.display()))
+            .env("PLUGIN_REPO", &format!("archive{round}"))
+            .env("PLUGIN_REGISTRY", &registry.host)
+            .env("PLUGIN_REGION", testbed::REGION);
+        let auth = format!("{config_dir}/config.json");
+        let peer_target = format!("docker://{}/archive-peer{round}:v1", registry.host);
+        let source = format!("docker-archive:{}", archive.display());
+        let theirs = || {
+            measure(
+                "skopeo",
+                &[
+                    "copy",
+                    "--quiet",
+                    "--authfile",
+                    &auth,
+                    "--dest-tls-verify=false",
+                    &source,
+                    &peer_target,
+                ],
+                &env,
+            )
+        };
+        if round % 2 == 0 {
+            steps.push(measure(&bin, &[], &step_env(&push)));
+            peers.push(theirs());
+        } else {
+            peers.push(theirs());
+            steps.push(measure(&bin, &[], &step_env(&push)));
+        }
+    }
+    rows.push(ratio_row(
+        "push from docker-archive: (200 MB of real files), no daemon",
+        median(steps),
+        "skopeo copy docker-archive:",
+        median(peers),
+        1.0,
+    ));
+
     // Promote within one registry, 200 MB and 1 GB: the step against skopeo copy.
     let skopeo = |from: &str, to: &str| -> Sample {
         let auth = format!("{config_dir}/config.json");
@@ -353,6 +445,41 @@ fn main() {
     std::fs::write(&out, &md).unwrap();
     print!("{md}");
     eprintln!("bench: written to {}", out.display());
+}
+
+/// A one-layer image made from real files of this machine (libraries, binaries, documentation), about
+/// `bytes` of them, with a marker file so every image is new.
+fn real_files_image(bytes: usize) -> Image {
+    let root = tempfile::tempdir().unwrap();
+    let mut total = 0usize;
+    let mut n = 0usize;
+    'dirs: for dir in ["/usr/lib", "/usr/share", "/usr/bin", "/usr/libexec", "/usr/local"] {
+        let mut stack = vec![PathBuf::from(dir)];
+        while let Some(d) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&d) else { continue };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                    continue;
+                };
+                if meta.is_dir() {
+                    stack.push(path);
+                } else if meta.is_file() && meta.len() > 0 && meta.len() < 50 * MB as u64 {
+                    let target = root.path().join(format!("f{n}"));
+                    if std::fs::copy(&path, &target).is_ok() {
+                        total += meta.len() as usize;
+                        n += 1;
+                    }
+                    if total >= bytes {
+                        break 'dirs;
+                    }
+                }
+            }
+        }
+    }
+    let marker = format!("{}-{:?}", std::process::id(), Instant::now());
+    std::fs::write(root.path().join("marker"), marker).unwrap();
+    Image::from_dir(root.path())
 }
 
 fn ratio_row(what: &str, step: Sample, peer_name: &str, peer: Sample, max_ratio: f64) -> Row {

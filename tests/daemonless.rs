@@ -229,6 +229,18 @@ fn an_engine_image_through_the_steps_own_transfer_leaves_no_local_tag_and_surviv
         .output()
         .unwrap();
     assert!(!local.status.success(), "the step left a local tag behind");
+    // Again: every tag already holds this image, so nothing is exported, compressed or uploaded.
+    let again = Step::push(&moto, &registry, &image, "app")
+        .env("PLUGIN_PUSH_VIA", "registry")
+        .env("PLUGIN_TAGS", "own")
+        .run();
+    again.success();
+    again.says("(already at this digest)").says("1 already there");
+    assert!(
+        !again.stdout.contains("exported from the Docker Engine"),
+        "{}",
+        again.stdout
+    );
 }
 
 #[test]

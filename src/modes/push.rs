@@ -67,6 +67,18 @@ async fn from_files(settings: &PushSettings, ctx: &Context) -> Result<Done> {
     let (opened, _export) = match &settings.source {
         Source::Engine(reference) => {
             let engine = Engine::connect(timeout).await?;
+            let local = engine.source_image(reference).await?;
+            // A re-run: every tag already holds this image (its config is the image id), so nothing is
+            // exported, compressed or uploaded.
+            if !settings.dry_run
+                && let Some(outcomes) = already_there(&local, settings, ctx).await
+            {
+                return Ok(Done::Tags {
+                    outcomes,
+                    target: settings.target.clone(),
+                    scans: None,
+                });
+            }
             let scratch = ScratchDir::new("export")?;
             let archive = scratch.path.join("image.tar");
             engine.export(reference, &archive, timeout).await?;
@@ -118,6 +130,31 @@ async fn from_files(settings: &PushSettings, ctx: &Context) -> Result<Done> {
         target: target.clone(),
         scans,
     })
+}
+
+/// When every tag in every destination already holds a manifest whose config is `image` (by id), the
+/// outcomes of a run that has nothing to do; `None` as soon as one tag differs (or cannot be read).
+async fn already_there(image: &LocalImage, settings: &PushSettings, ctx: &Context) -> Option<Vec<TagOutcome>> {
+    let mut outcomes = Vec::new();
+    for login in &ctx.logins {
+        let client = RegistryClient::new(login, ctx.common.timeout).ok()?;
+        let label = format!("{}/{}", login.registry.host, settings.target.repo);
+        for tag in &settings.target.tags {
+            let manifest = client.manifest(&settings.target.repo, tag).await.ok()??;
+            if manifest.config_digest().as_deref() != Some(image.id.as_str()) {
+                return None;
+            }
+            let landed = crate::domain::tag::Landed {
+                digest: manifest.digest,
+                skipped: true,
+            };
+            outcomes.push(TagOutcome::new(&label, tag, Ok(landed)));
+        }
+    }
+    for outcome in &outcomes {
+        crate::report::tag(outcome, None, "pushed");
+    }
+    Some(outcomes)
 }
 
 /// Run blocking file work off the async threads.

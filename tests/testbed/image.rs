@@ -53,6 +53,39 @@ impl Image {
 }
 
 impl Image {
+    /// A one-layer image of a directory's files (`tar | docker import`).
+    pub fn from_dir(dir: &Path) -> Image {
+        let n = IMAGES.fetch_add(1, Ordering::SeqCst);
+        let name = format!("ecr-step-test-dir-{}-{n}:src", std::process::id());
+        let mut tar = Command::new("tar")
+            .arg("-C")
+            .arg(dir)
+            .args(["-c", "."])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let import = Command::new("docker")
+            .args(["import", "-", &name])
+            .stdin(tar.stdout.take().unwrap())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the docker CLI");
+        let out = import.wait_with_output().unwrap();
+        assert!(tar.wait().unwrap().success());
+        assert!(
+            out.status.success(),
+            "docker import failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Image {
+            name,
+            id: String::from_utf8(out.stdout).unwrap().trim().to_string(),
+        }
+    }
+}
+
+impl Image {
     /// A base image made from files of this host, with the shared libraries `ldd` lists for them and for
     /// `libraries_of`, for building the step's Dockerfile where no base image can be pulled.
     pub fn from_host_files(files: &[&str], libraries_of: &[&str]) -> Image {
