@@ -12,7 +12,7 @@
 use super::context::{Context, Done};
 use super::push::EnginePush;
 use super::referrers;
-use super::tags::{self, Destination, PutManifest};
+use super::tags::{self, Destination};
 use crate::aws::{self, token::Renewal};
 use crate::distribution::RegistryClient;
 use crate::domain::login::{RegistryLogin, Relogin};
@@ -86,18 +86,7 @@ pub async fn run(settings: &PromoteSettings, ctx: &Context) -> Result<Done> {
             crate::report::referrers_summary(&to, copied, there);
         }
     }
-    let scans = match &settings.scan {
-        Some(gate) if outcomes.iter().all(|o: &TagOutcome| o.result.is_ok()) => Some((
-            gate.clone(),
-            super::scan::gate(gate, &target.repo, &outcomes, ctx).await?,
-        )),
-        _ => None,
-    };
-    Ok(Done::Tags {
-        outcomes,
-        target: target.clone(),
-        scans,
-    })
+    super::scan::done(settings.scan.as_ref(), target, outcomes, ctx).await
 }
 
 /// How to read the source: its own host, else the (first) target registry; with the read role when given;
@@ -152,14 +141,7 @@ async fn copy_to(
         client: &client,
         identity: &ctx.identity,
     };
-    let mut writer = PutManifest {
-        client: &client,
-        repo,
-        manifest,
-        verb: "promoted",
-    };
-    let ours = BTreeSet::from([manifest.digest.clone()]);
-    tags::write_every_tag(&to, &settings.target.tags, ours, true, &mut writer).await
+    tags::put_every_tag(&to, &settings.target.tags, manifest, "promoted").await
 }
 
 /// Pull the source through the engine, then write every tag to one destination with push's engine writer.

@@ -4,7 +4,7 @@
 //! already at this image's digest is skipped (decided per tag, never once for all).
 
 use super::context::{Context, Done};
-use super::tags::{self, Destination, PutManifest, Writer};
+use super::tags::{self, Destination, Writer};
 use crate::aws::token::Renewal;
 use crate::distribution::{BlobCopy, RegistryClient};
 use crate::domain::login::{RegistryLogin, Relogin};
@@ -44,18 +44,7 @@ pub async fn run(settings: &PushSettings, ctx: &Context) -> Result<Done> {
         .into_iter()
         .flatten()
         .collect();
-    let scans = match &settings.scan {
-        Some(gate) if outcomes.iter().all(|o: &TagOutcome| o.result.is_ok()) => Some((
-            gate.clone(),
-            super::scan::gate(gate, &target.repo, &outcomes, ctx).await?,
-        )),
-        _ => None,
-    };
-    Ok(Done::Tags {
-        outcomes,
-        target: target.clone(),
-        scans,
-    })
+    super::scan::done(settings.scan.as_ref(), target, outcomes, ctx).await
 }
 
 /// Push an image the step reads from files (an OCI layout, an archive, or an engine image exported as
@@ -118,18 +107,7 @@ async fn from_files(settings: &PushSettings, ctx: &Context) -> Result<Done> {
         .into_iter()
         .flatten()
         .collect();
-    let scans = match &settings.scan {
-        Some(gate) if outcomes.iter().all(|o| o.result.is_ok()) => Some((
-            gate.clone(),
-            super::scan::gate(gate, &target.repo, &outcomes, ctx).await?,
-        )),
-        _ => None,
-    };
-    Ok(Done::Tags {
-        outcomes,
-        target: target.clone(),
-        scans,
-    })
+    super::scan::done(settings.scan.as_ref(), target, outcomes, ctx).await
 }
 
 /// When every tag in every destination already holds a manifest whose config is `image` (by id), the
@@ -218,14 +196,7 @@ async fn files_to(image: &FileImage, settings: &PushSettings, login: &RegistryLo
         client: &client,
         identity: &ctx.identity,
     };
-    let mut writer = PutManifest {
-        client: &client,
-        repo,
-        manifest: &image.manifest,
-        verb: "pushed",
-    };
-    let ours = BTreeSet::from([image.manifest.digest.clone()]);
-    tags::write_every_tag(&to, &settings.target.tags, ours, true, &mut writer).await
+    tags::put_every_tag(&to, &settings.target.tags, &image.manifest, "pushed").await
 }
 
 /// Blobs uploaded at once per destination.

@@ -4,11 +4,28 @@
 //! image is an error unless `PLUGIN_SCAN_ALLOW_UNSUPPORTED=true`.
 
 use super::context::Context;
+use super::context::Done;
 use crate::aws::{self, scan::Unfinished};
 use crate::domain::repository::RepositoryAt;
 use crate::domain::scan::{ScanGate, ScanReport};
 use crate::domain::tag::TagOutcome;
+use crate::domain::target::Target;
 use anyhow::{Result, bail};
+
+/// How push and promote end: their outcomes, and the scan gate's reports when it is set and every tag landed.
+pub async fn done(gate: Option<&ScanGate>, target: &Target, outcomes: Vec<TagOutcome>, ctx: &Context) -> Result<Done> {
+    let scans = match gate {
+        Some(gate) if outcomes.iter().all(|o| o.result.is_ok()) => {
+            Some((gate.clone(), self::gate(gate, &target.repo, &outcomes, ctx).await?))
+        }
+        _ => None,
+    };
+    Ok(Done::Tags {
+        outcomes,
+        target: target.clone(),
+        scans,
+    })
+}
 
 /// Scan the image written to `repo` in every destination whose tags all landed.
 pub async fn gate(gate: &ScanGate, repo: &str, outcomes: &[TagOutcome], ctx: &Context) -> Result<Vec<ScanReport>> {

@@ -149,3 +149,21 @@ impl Writer for PutManifest<'_> {
         }
     }
 }
+
+/// Give `manifest` every tag in one destination, its bytes exact: push from files and promote alike. A
+/// tag already at its digest is left alone.
+pub async fn put_every_tag(
+    to: &Destination<'_>,
+    tags: &[String],
+    manifest: &crate::domain::manifest::Manifest,
+    verb: &'static str,
+) -> Vec<TagOutcome> {
+    let mut writer = PutManifest {
+        client: to.client,
+        repo: to.repo,
+        manifest,
+        verb,
+    };
+    let ours = BTreeSet::from([manifest.digest.clone()]);
+    write_every_tag(to, tags, ours, true, &mut writer).await
+}

@@ -26,29 +26,7 @@ impl Image {
         let mut random = std::io::Read::take(std::fs::File::open("/dev/urandom").unwrap(), bytes as u64);
         std::io::copy(&mut random, &mut payload).unwrap();
         std::fs::write(dir.path().join("name.txt"), &name).unwrap();
-        let mut tar = Command::new("tar")
-            .arg("-C")
-            .arg(dir.path())
-            .args(["-c", "."])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let import = Command::new("docker")
-            .args(["import", "-", &name])
-            .stdin(tar.stdout.take().unwrap())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the docker CLI");
-        let out = import.wait_with_output().unwrap();
-        assert!(tar.wait().unwrap().success());
-        assert!(
-            out.status.success(),
-            "docker import failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
-        Image { name, id }
+        import(dir.path(), name)
     }
 }
 
@@ -56,33 +34,35 @@ impl Image {
     /// A one-layer image of a directory's files (`tar | docker import`).
     pub fn from_dir(dir: &Path) -> Image {
         let n = IMAGES.fetch_add(1, Ordering::SeqCst);
-        let name = format!("ecr-step-test-dir-{}-{n}:src", std::process::id());
-        let mut tar = Command::new("tar")
-            .arg("-C")
-            .arg(dir)
-            .args(["-c", "."])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let import = Command::new("docker")
-            .args(["import", "-", &name])
-            .stdin(tar.stdout.take().unwrap())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the docker CLI");
-        let out = import.wait_with_output().unwrap();
-        assert!(tar.wait().unwrap().success());
-        assert!(
-            out.status.success(),
-            "docker import failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Image {
-            name,
-            id: String::from_utf8(out.stdout).unwrap().trim().to_string(),
-        }
+        import(dir, format!("ecr-step-test-dir-{}-{n}:src", std::process::id()))
     }
+}
+
+/// `tar -C dir -c . | docker import - name`, streamed (images of a gigabyte are never held in memory).
+fn import(dir: &Path, name: String) -> Image {
+    let mut tar = Command::new("tar")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "."])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let import = Command::new("docker")
+        .args(["import", "-", &name])
+        .stdin(tar.stdout.take().unwrap())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the docker CLI");
+    let out = import.wait_with_output().unwrap();
+    assert!(tar.wait().unwrap().success());
+    assert!(
+        out.status.success(),
+        "docker import failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    Image { name, id }
 }
 
 impl Image {
