@@ -117,7 +117,9 @@ fn main() {
     let (mut steps, mut peers) = (Vec::new(), Vec::new());
     for round in 0..3 {
         let (ours, theirs) = (Image::random(200 * MB), Image::random(200 * MB));
-        let push = Step::push(&moto, &registry, &ours, &format!("push-step{round}")).env("PLUGIN_TAGS", "v1");
+        let push = Step::push(&moto, &registry, &ours, &format!("push-step{round}"))
+            .env("PLUGIN_TAGS", "v1")
+            .env("PLUGIN_PUSH_VIA", "engine");
         let target = format!("{}/push-peer{round}:v1", registry.host);
         testbed::docker(&["tag", &theirs.name, &target]);
         if round % 2 == 0 {
@@ -129,7 +131,7 @@ fn main() {
         }
     }
     rows.push(ratio_row(
-        "push, new 200 MB image",
+        "push, new 200 MB image, PLUGIN_PUSH_VIA=engine",
         median(steps),
         "docker push",
         median(peers),

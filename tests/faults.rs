@@ -88,6 +88,7 @@ fn a_registry_that_dies_fails_the_push_naming_the_tag() {
         .env("PLUGIN_REPO", "app")
         .env("PLUGIN_REGISTRY", &dead)
         .env("PLUGIN_REGION", testbed::REGION)
+        .env("PLUGIN_PUSH_VIA", "engine")
         .run();
     run.failure(&[&format!("failed: {dead}/app:latest"), "connection refused"]);
 }
@@ -99,6 +100,7 @@ fn a_stalled_push_times_out_instead_of_hanging() {
     let started = Instant::now();
     let run = Step::push(&moto, &registry, &image, "app")
         .env("PLUGIN_REGISTRY", &proxy.host)
+        .env("PLUGIN_PUSH_VIA", "engine")
         .env("PLUGIN_TIMEOUT", "3s")
         .run();
     run.failure(&[
@@ -137,6 +139,7 @@ fn sigterm_stops_the_run_promptly_and_reports_nothing_as_done() {
     let proxy = FaultProxy::start(&registry.host, vec![rule("PUT", "/blobs/uploads/", Fault::Stall, 100)]);
     let mut child = Step::push(&moto, &registry, &image, "app")
         .env("PLUGIN_REGISTRY", &proxy.host)
+        .env("PLUGIN_PUSH_VIA", "engine")
         .spawn();
     let deadline = Instant::now() + Duration::from_secs(20);
     while proxy.injected() == 0 && Instant::now() < deadline {
@@ -177,6 +180,7 @@ fn a_401_from_the_registry_fetches_the_token_again_once_and_the_work_continues()
     let proxy = FaultProxy::start(&target.host, vec![rule("PUT", "/manifests/", Fault::Status(401), 1)]);
     let run = Step::push(&moto, &target, &image, "pushed")
         .env("PLUGIN_REGISTRY", &proxy.host)
+        .env("PLUGIN_PUSH_VIA", "engine")
         .run();
     run.success();
     assert_eq!(proxy.injected(), 1);
@@ -199,6 +203,7 @@ fn an_engine_that_stops_mid_run_fails_the_push_and_says_where_it_looked() {
     let engine = EngineForwarder::start("/var/run/docker.sock");
     let child = Step::push(&moto, &registry, &image, "app")
         .env("PLUGIN_REGISTRY", &proxy.host)
+        .env("PLUGIN_PUSH_VIA", "engine")
         .env("DOCKER_HOST", &engine.docker_host)
         .spawn();
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -231,4 +236,73 @@ fn an_engine_that_stops_mid_run_fails_the_push_and_says_where_it_looked() {
         "{stdout}"
     );
     assert!(!stdout.contains("pushed:"), "{stdout}");
+}
+
+/// The step's own transfer (`PLUGIN_PUSH_VIA=registry`) under the same faults as the engine path: a dead
+/// registry, a stalled upload, a refused token, and SIGTERM mid-upload.
+#[test]
+fn the_own_transfer_holds_under_a_dead_registry_a_stall_a_401_and_sigterm() {
+    let (moto, registry, image) = (Moto::start(), Registry::start(DEFAULT_ACCOUNT), Image::random(300_000));
+    let own_in = |host: &str, repo: &str| {
+        Step::push(&moto, &registry, &image, repo)
+            .env("PLUGIN_REGISTRY", host)
+            .env("PLUGIN_PUSH_VIA", "registry")
+    };
+    let own = |host: &str| own_in(host, "app");
+    let dead = format!("127.0.0.1:{}", testbed::free_port());
+    own(&dead)
+        .run()
+        .failure(&[&format!("failed: {dead}/app:latest"), "fix:"]);
+
+    let stalled = FaultProxy::start(
+        &registry.host,
+        vec![rule("PATCH", "/blobs/uploads/", Fault::Stall, 100)],
+    );
+    let started = Instant::now();
+    let run = own(&stalled.host).env("PLUGIN_TIMEOUT", "3s").run();
+    run.failure(&[
+        &format!("the registry {} did not answer within 3s", stalled.host),
+        "fix:",
+    ]);
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        started.elapsed()
+    );
+
+    let refusing = FaultProxy::start(&registry.host, vec![rule("PUT", "/manifests/", Fault::Status(401), 1)]);
+    let run = own(&refusing.host).env("PLUGIN_TAGS", "after-401").run();
+    run.success();
+    run.says(&format!("token: fetched again for {} after HTTP 401", refusing.host));
+    assert!(registry.digest("app", "after-401").is_some());
+
+    let hanging = FaultProxy::start(
+        &registry.host,
+        vec![rule("PATCH", "/blobs/uploads/", Fault::Stall, 100)],
+    );
+    // Another repository, so the blobs have to be uploaded again.
+    let mut child = own_in(&hanging.host, "fresh").env("PLUGIN_TAGS", "never").spawn();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while hanging.injected() == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(hanging.injected() > 0, "the upload never reached the registry");
+    let signalled = Instant::now();
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(
+        signalled.elapsed() < Duration::from_secs(2),
+        "took {:?} to stop",
+        signalled.elapsed()
+    );
+    let mut out = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    assert_eq!(status.code(), Some(130), "{out}");
+    assert!(
+        !out.contains("pushed:") && registry.digest("app", "never").is_none(),
+        "{out}"
+    );
 }

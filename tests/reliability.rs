@@ -67,7 +67,10 @@ fn two_runs_pushing_different_images_to_one_tag_on_one_engine_never_report_the_o
         let runs: Vec<_> = images
             .iter()
             .map(|image| {
-                let step = Step::push(&moto, &registry, image, "app").env("PLUGIN_TAGS", &tag);
+                // The engine path: both runs share the local tag <registry>/app:<tag>.
+                let step = Step::push(&moto, &registry, image, "app")
+                    .env("PLUGIN_TAGS", &tag)
+                    .env("PLUGIN_PUSH_VIA", "engine");
                 std::thread::spawn(move || step.run())
             })
             .collect();

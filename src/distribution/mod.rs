@@ -81,6 +81,8 @@ pub struct RegistryClient {
     /// Renews the token after a 401 (once per destination: the renewal itself refuses a second time).
     relogin: Option<Arc<dyn Relogin>>,
     pub host: String,
+    /// The account the token was issued for, for messages.
+    token_account: Option<String>,
     /// `PLUGIN_TIMEOUT`: no request waits longer for an answer, and no retry starts after it has passed
     /// since the first attempt, so an operation takes about this long at most, not this long per attempt.
     timeout: Duration,
@@ -102,6 +104,7 @@ impl RegistryClient {
             auth: std::sync::Mutex::new(auth),
             relogin: None,
             host: host.clone(),
+            token_account: login.token_account.clone(),
             timeout,
         })
     }
@@ -164,10 +167,11 @@ impl RegistryClient {
         let detail = registry_error(&body);
         let message = match code {
             401 | 403 => format!(
-                "{what}: the registry {} refused the ECR token (HTTP {code}{detail}): check the identity may read and \
-                 write this repository (AmazonEC2ContainerRegistryPowerUser grants it) and that the registry belongs \
-                 to the token's account or allows it",
-                self.host
+                "{what}: the registry {} refused the ECR token, issued for account {} (HTTP {code}{detail}): check \
+                 the identity may read and write this repository (AmazonEC2ContainerRegistryPowerUser grants it) \
+                 and that PLUGIN_REGISTRY names a registry of that account, or one whose policy allows it",
+                self.host,
+                self.token_account.as_deref().unwrap_or("unknown")
             ),
             _ => format!("{what}: HTTP {code}{detail}"),
         };

@@ -474,7 +474,7 @@ impl Parser {
                 "registry" => Ok(PushVia::Registry),
                 _ => Err("engine or registry".to_string()),
             })
-            .unwrap_or(PushVia::Engine);
+            .unwrap_or(PushVia::Registry);
         let target = self.target();
         let repository = self.repository();
         let scan = self.scan();
