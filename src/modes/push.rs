@@ -62,11 +62,8 @@ async fn from_files(settings: &PushSettings, ctx: &Context) -> Result<Done> {
             if !settings.dry_run
                 && let Some(outcomes) = already_there(&local, settings, ctx).await
             {
-                return Ok(Done::Tags {
-                    outcomes,
-                    target: settings.target.clone(),
-                    scans: None,
-                });
+                // Nothing to write, but the scan gate still judges the image.
+                return super::scan::done(settings.scan.as_ref(), &settings.target, outcomes, ctx).await;
             }
             let scratch = ScratchDir::new("export")?;
             let archive = scratch.path.join("image.tar");
