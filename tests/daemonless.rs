@@ -262,3 +262,109 @@ fn a_missing_layout_or_archive_is_refused_before_any_call() {
         assert!(!aws.touched(), "{source} reached the network");
     }
 }
+
+#[test]
+fn an_image_built_from_a_dockerfile_with_several_layers_comes_back_identical_and_runs() {
+    let (moto, registry) = (Moto::start(), Registry::start(DEFAULT_ACCOUNT));
+    // A runnable base (a shell and its libraries from this host), then two layers of real files.
+    let base = Image::from_host_files(&["/bin/sh", "/bin/cat"], &[]);
+    let context = tempfile::tempdir().unwrap();
+    for (name, dir) in [
+        ("docs.tar", "/usr/share/common-licenses"),
+        ("more.tar", "/etc/ssl/certs"),
+    ] {
+        let ok = Command::new("tar")
+            .args(["-C", dir, "-chf", context.path().join(name).to_str().unwrap(), "."])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "tar of {dir}");
+    }
+    std::fs::write(
+        context.path().join("Dockerfile"),
+        format!(
+            "FROM {}\nADD docs.tar /docs/\nADD more.tar /more/\nCMD [\"/bin/sh\", \"-c\", \"echo ran\"]\n",
+            base.name
+        ),
+    )
+    .unwrap();
+    let name = format!("ecr-step-test-built-{}:src", std::process::id());
+    let out = Command::new("docker")
+        .env("DOCKER_BUILDKIT", "0")
+        .args(["build", "-q", "-t", &name, context.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "docker build: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let built = Image {
+        id: testbed::docker(&["image", "inspect", "-f", "{{.Id}}", &name])
+            .trim()
+            .to_string(),
+        name,
+    };
+    let run = Step::push(&moto, &registry, &built, "built")
+        .env("PLUGIN_TAGS", "v1")
+        .run();
+    run.success();
+    run.says("3 layer(s) compressed here");
+    let reference = format!("{}/built:v1", registry.host);
+    let (id, layers) = pulled(&registry, &reference);
+    assert_eq!(id, built.id, "the image id changed");
+    assert_eq!(layers, diff_ids(&built.name), "the layer diff ids changed");
+    // And it runs: pull again (pulled() removed it), run it, remove it.
+    let config = tempfile::tempdir().unwrap();
+    let auth = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(format!("AWS:{}-auth-token", registry.account))
+    };
+    std::fs::write(
+        config.path().join("config.json"),
+        serde_json::json!({"auths": {registry.host.clone(): {"auth": auth}}}).to_string(),
+    )
+    .unwrap();
+    let pull = Command::new("docker")
+        .arg("--config")
+        .arg(config.path())
+        .args(["pull", "-q", &reference])
+        .output()
+        .unwrap();
+    assert!(pull.status.success(), "{}", String::from_utf8_lossy(&pull.stderr));
+    let ran = Command::new("docker")
+        .args(["run", "--rm", &reference])
+        .output()
+        .unwrap();
+    let _ = Command::new("docker").args(["rmi", "-f", &reference]).output();
+    assert_eq!(
+        String::from_utf8_lossy(&ran.stdout).trim(),
+        "ran",
+        "{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+}
+
+#[test]
+fn several_destinations_get_one_compression_and_the_same_digest() {
+    let (moto, first, second) = (
+        Moto::start(),
+        Registry::start(DEFAULT_ACCOUNT),
+        Registry::start(DEFAULT_ACCOUNT),
+    );
+    let image = Image::random(1_000_000);
+    let run = Step::push(&moto, &first, &image, "app")
+        .env("PLUGIN_REGISTRY", &format!("{},{}", first.host, second.host))
+        .run();
+    run.success();
+    assert_eq!(
+        run.stdout.matches("layer(s) compressed here").count(),
+        1,
+        "{}",
+        run.stdout
+    );
+    let digest = run.reported_digest(&format!("{}/app:latest", first.host));
+    assert_eq!(run.reported_digest(&format!("{}/app:latest", second.host)), digest);
+    assert_eq!(first.digest("app", "latest"), Some(digest.clone()));
+    assert_eq!(second.digest("app", "latest"), Some(digest));
+}
