@@ -35,8 +35,8 @@ fn diff_ids(reference: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// Pull `reference`: its image id and layer diff ids; the pulled image is removed.
-fn pulled(registry: &Registry, reference: &str) -> (String, String) {
+/// A docker config holding the registry's login, for the docker CLI.
+fn login_config(registry: &Registry) -> tempfile::TempDir {
     let config = tempfile::tempdir().unwrap();
     let auth = {
         use base64::Engine as _;
@@ -47,6 +47,12 @@ fn pulled(registry: &Registry, reference: &str) -> (String, String) {
         serde_json::json!({"auths": {registry.host.clone(): {"auth": auth}}}).to_string(),
     )
     .unwrap();
+    config
+}
+
+/// Pull `reference`: its image id and layer diff ids; the pulled image is removed.
+fn pulled(registry: &Registry, reference: &str) -> (String, String) {
+    let config = login_config(registry);
     let docker = |args: &[&str]| {
         let out = Command::new("docker")
             .arg("--config")
@@ -315,16 +321,7 @@ fn an_image_built_from_a_dockerfile_with_several_layers_comes_back_identical_and
     assert_eq!(id, built.id, "the image id changed");
     assert_eq!(layers, diff_ids(&built.name), "the layer diff ids changed");
     // And it runs: pull again (pulled() removed it), run it, remove it.
-    let config = tempfile::tempdir().unwrap();
-    let auth = {
-        use base64::Engine as _;
-        base64::engine::general_purpose::STANDARD.encode(format!("AWS:{}-auth-token", registry.account))
-    };
-    std::fs::write(
-        config.path().join("config.json"),
-        serde_json::json!({"auths": {registry.host.clone(): {"auth": auth}}}).to_string(),
-    )
-    .unwrap();
+    let config = login_config(&registry);
     let pull = Command::new("docker")
         .arg("--config")
         .arg(config.path())

@@ -65,17 +65,13 @@ pub async fn run(settings: &PromoteSettings, ctx: &Context) -> Result<Done> {
         return Ok(Done::DryRun { target: target.clone() });
     }
     aws::repository::prepare_all(&ctx.identity, &target.repo, &settings.repository, &ctx.logins).await?;
-    let copies = ctx.logins.iter().map(|login| async {
+    let outcomes = tags::every_destination(&ctx.logins, |login| async {
         match settings.via {
             Via::Registry => copy_to(settings, &source, &manifest, login, ctx).await,
             Via::Engine => via_engine(settings, &source_login, &manifest, login, ctx).await,
         }
-    });
-    let outcomes: Vec<TagOutcome> = futures_util::future::join_all(copies)
-        .await
-        .into_iter()
-        .flatten()
-        .collect();
+    })
+    .await;
     if !found.is_empty() && outcomes.iter().all(|o| o.result.is_ok()) {
         for login in &ctx.logins {
             let client = RegistryClient::new(login, ctx.common.timeout)?;

@@ -35,15 +35,7 @@ pub async fn run(settings: &PushSettings, ctx: &Context) -> Result<Done> {
         return Ok(Done::DryRun { target: target.clone() });
     }
     crate::aws::repository::prepare_all(&ctx.identity, &target.repo, &settings.repository, &ctx.logins).await?;
-    let pushes = ctx
-        .logins
-        .iter()
-        .map(|login| push_to(&engine, &source, settings, login, ctx));
-    let outcomes: Vec<TagOutcome> = futures_util::future::join_all(pushes)
-        .await
-        .into_iter()
-        .flatten()
-        .collect();
+    let outcomes = tags::every_destination(&ctx.logins, |login| push_to(&engine, &source, settings, login, ctx)).await;
     super::scan::done(settings.scan.as_ref(), target, outcomes, ctx).await
 }
 
@@ -98,12 +90,7 @@ async fn from_files(settings: &PushSettings, ctx: &Context) -> Result<Done> {
         return Ok(Done::DryRun { target: target.clone() });
     }
     crate::aws::repository::prepare_all(&ctx.identity, &target.repo, &settings.repository, &ctx.logins).await?;
-    let pushes = ctx.logins.iter().map(|login| files_to(image, settings, login, ctx));
-    let outcomes: Vec<TagOutcome> = futures_util::future::join_all(pushes)
-        .await
-        .into_iter()
-        .flatten()
-        .collect();
+    let outcomes = tags::every_destination(&ctx.logins, |login| files_to(image, settings, login, ctx)).await;
     super::scan::done(settings.scan.as_ref(), target, outcomes, ctx).await
 }
 

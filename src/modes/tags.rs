@@ -105,6 +105,21 @@ pub async fn write_every_tag<W: Writer>(
     tags.iter().filter_map(|t| outcomes.remove(t)).collect()
 }
 
+/// Run `each` for every destination concurrently; every tag outcome, destination by destination.
+pub async fn every_destination<'a, Fut>(
+    logins: &'a [RegistryLogin],
+    each: impl FnMut(&'a RegistryLogin) -> Fut,
+) -> Vec<TagOutcome>
+where
+    Fut: Future<Output = Vec<TagOutcome>>,
+{
+    futures_util::future::join_all(logins.iter().map(each))
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
 /// Every tag of one destination failed for one reason: each gets its outcome and its line.
 pub fn fail_every_tag(target: &str, tags: &[String], e: &anyhow::Error, verb: &str) -> Vec<TagOutcome> {
     let text = format!("{e:#}");
