@@ -30,7 +30,10 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("a tokio runtime");
-    runtime.block_on(step(settings))
+    let code = runtime.block_on(step(settings));
+    // Threads still reading or compressing files (after a signal or a failure elsewhere) are not waited for.
+    runtime.shutdown_background();
+    code
 }
 
 /// The HTTPS clients load the system's CA certificates when they are built, before the first request.

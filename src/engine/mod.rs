@@ -160,12 +160,14 @@ impl Engine {
 }
 
 impl Engine {
-    /// Write the image `reference` as `docker save` would (a docker archive) to `into`, streamed.
-    pub async fn export(&self, reference: &str, into: &std::path::Path, idle: Duration) -> Result<()> {
-        use tokio::io::AsyncWriteExt;
-        let mut file = tokio::fs::File::create(into)
-            .await
-            .with_context(|| format!("creating {}", into.display()))?;
+    /// Export the image as `docker save` would, its bytes sent to `into` as they come (the reader compresses
+    /// them as they pass). Stops quietly when the reader has stopped (its own error says why).
+    pub async fn export(
+        &self,
+        reference: &str,
+        into: tokio::sync::mpsc::Sender<bytes::Bytes>,
+        idle: Duration,
+    ) -> Result<()> {
         let mut stream = self.docker.export_image(reference);
         loop {
             match tokio::time::timeout(idle, stream.next()).await {
@@ -173,17 +175,19 @@ impl Engine {
                     "the export of {reference} from the Docker Engine made no progress for {}s",
                     idle.as_secs()
                 ),
-                Ok(None) => break,
+                Ok(None) => return Ok(()),
                 Ok(Some(Err(e))) => bail!(
                     "exporting {reference} from the Docker Engine at {}: {}",
                     self.address,
                     crate::report::chain(&e)
                 ),
-                Ok(Some(Ok(bytes))) => file.write_all(&bytes).await?,
+                Ok(Some(Ok(bytes))) => {
+                    if into.send(bytes).await.is_err() {
+                        return Ok(());
+                    }
+                }
             }
         }
-        file.flush().await?;
-        Ok(())
     }
 
     /// A client that sends `login` as `X-Registry-Auth` on every request (push and pull use it).

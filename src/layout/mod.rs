@@ -48,14 +48,122 @@ pub fn oci_archive(path: &Path, reference: Option<&str>) -> Result<Opened> {
     })
 }
 
-/// Read `docker save`'s tar; `reference` picks an image by one of its tags.
+/// Read `docker save`'s tar from a file; `reference` picks an image by one of its tags.
 pub fn docker_archive(path: &Path, reference: Option<&str>) -> Result<Opened> {
+    let file = crate::files::open_regular(path).map_err(|e| anyhow!("{e}"))?;
+    docker_archive_from(std::io::BufReader::with_capacity(1 << 20, file), reference)
+        .with_context(|| format!("reading {}", path.display()))
+}
+
+/// Read `docker save`'s tar as it streams in (from a file, or straight from the engine's export): each
+/// layer that is an uncompressed tar is gzip-compressed as it passes, so the uncompressed image is never
+/// written to disk, and the reading, the compression and the writer of the stream run side by side.
+pub fn docker_archive_from(input: impl Read, reference: Option<&str>) -> Result<Opened> {
     let scratch = ScratchDir::new("docker-archive")?;
-    unpack(path, &scratch.path)?;
+    let compressed =
+        unpack_compressing(input, &scratch.path).context("unpacking the docker archive: is it a tar archive?")?;
     Ok(Opened {
-        image: read_docker(&scratch.path, reference)?,
+        image: read_docker(&scratch.path, reference, &compressed)?,
         _scratch: Some(scratch),
     })
+}
+
+/// A blocking reader of the chunks an async task sends (the engine's export): the channel between the
+/// engine's stream and the compression threads.
+pub struct Chunks {
+    receiver: tokio::sync::mpsc::Receiver<bytes::Bytes>,
+    current: bytes::Bytes,
+}
+
+impl Chunks {
+    pub fn new(receiver: tokio::sync::mpsc::Receiver<bytes::Bytes>) -> Chunks {
+        Chunks {
+            receiver,
+            current: bytes::Bytes::new(),
+        }
+    }
+}
+
+impl Read for Chunks {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.receiver.blocking_recv() {
+                Some(chunk) => self.current = chunk,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
+}
+
+/// Layers compressed while unpacking, by their path in the archive.
+type CompressedLayers = std::collections::BTreeMap<PathBuf, LocalBlob>;
+
+/// Unpack `input` into `into`, except that every regular file that is an uncompressed tar (a layer) is
+/// written gzip-compressed under `.ecr-step-layers/` instead, and returned by its path in the archive.
+fn unpack_compressing(input: impl Read, into: &Path) -> Result<CompressedLayers> {
+    let mut tar = tar::Archive::new(input);
+    tar.set_preserve_permissions(false);
+    let layers = into.join(LAYERS);
+    std::fs::create_dir_all(&layers)?;
+    let mut done = CompressedLayers::new();
+    for (i, entry) in tar.entries()?.enumerate() {
+        let mut entry = entry?;
+        let path = entry.path()?.into_owned();
+        if !entry.header().entry_type().is_file() {
+            entry.unpack_in(into)?;
+            continue;
+        }
+        let relative =
+            inside(&path).ok_or_else(|| anyhow!("the archive names a path outside it: {}", path.display()))?;
+        let mut head = Vec::with_capacity(512);
+        (&mut entry).take(512).read_to_end(&mut head)?;
+        if is_tar(&head) {
+            let blob = gzip_file(
+                &mut head.as_slice().chain(&mut entry),
+                &layers.join(format!("{i}.tar.gz")),
+            )?;
+            done.insert(relative, blob);
+            continue;
+        }
+        let target = into.join(&relative);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let mut file = std::fs::File::create(&target)?;
+        file.write_all(&head)?;
+        std::io::copy(&mut entry, &mut file)?;
+    }
+    Ok(done)
+}
+
+/// Where the step writes the layers it compresses, inside an unpacked archive.
+const LAYERS: &str = ".ecr-step-layers";
+
+/// `path` made relative and plain (no `.`, no `..` above its start); `None` when it leaves its root.
+fn inside(path: &Path) -> Option<PathBuf> {
+    use std::path::Component;
+    let mut plain = PathBuf::new();
+    for part in path.components() {
+        match part {
+            Component::Normal(p) => plain.push(p),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !plain.pop() {
+                    return None;
+                }
+            }
+            Component::RootDir | Component::Prefix(_) => return None,
+        }
+    }
+    Some(plain)
+}
+
+/// Whether a file's first 512 bytes are a tar header (POSIX or GNU magic at offset 257).
+fn is_tar(head: &[u8]) -> bool {
+    head.len() == 512 && &head[257..262] == b"ustar"
 }
 
 fn unpack(archive: &Path, into: &Path) -> Result<()> {
@@ -164,7 +272,7 @@ fn add_blobs(root: &Path, manifest: &Manifest, blobs: &mut Vec<LocalBlob>) -> Re
     Ok(())
 }
 
-fn read_docker(root: &Path, reference: Option<&str>) -> Result<FileImage> {
+fn read_docker(root: &Path, reference: Option<&str>, done: &CompressedLayers) -> Result<FileImage> {
     let manifest = read_json(&root.join("manifest.json"))
         .with_context(|| format!("{}: not a docker archive (no manifest.json)", root.display()))?;
     let entries = manifest.as_array().cloned().unwrap_or_default();
@@ -202,53 +310,30 @@ fn read_docker(root: &Path, reference: Option<&str>) -> Result<FileImage> {
         size: config_bytes.len() as u64,
         path: config_path,
     };
-    let layer_paths: Vec<PathBuf> = chosen["Layers"]
+    let layer_names: Vec<PathBuf> = chosen["Layers"]
         .as_array()
         .into_iter()
         .flatten()
-        .filter_map(|l| l.as_str().map(|l| root.join(l)))
+        .filter_map(|l| l.as_str().map(PathBuf::from))
         .collect();
-    let scratch = root.join(".ecr-step-layers");
-    std::fs::create_dir_all(&scratch)?;
-    let threads = std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .min(layer_paths.len().max(1));
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let results: Vec<(usize, Result<(LocalBlob, bool)>)> = std::thread::scope(|s| {
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                s.spawn(|| {
-                    let mut done = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                        let Some(path) = layer_paths.get(i) else { break };
-                        done.push((i, compressed(path, &scratch.join(format!("{i}.tar.gz")))));
-                    }
-                    done
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| w.join().expect("a compression thread"))
-            .collect()
-    });
-    let mut layers: Vec<(usize, LocalBlob, bool)> = Vec::new();
-    for (i, result) in results {
-        let (blob, compressed_here) = result?;
-        layers.push((i, blob, compressed_here));
+    let mut layers: Vec<(LocalBlob, bool)> = Vec::new();
+    for (i, name) in layer_names.iter().enumerate() {
+        let layer = match compressed_layer(root, name, done) {
+            Some(blob) => (blob, true),
+            None => compressed(&root.join(name), &root.join(LAYERS).join(format!("late-{i}.tar.gz")))?,
+        };
+        layers.push(layer);
     }
-    layers.sort_by_key(|(i, _, _)| *i);
     let manifest = json!({
         "schemaVersion": 2,
         "mediaType": DOCKER_MANIFEST,
         "config": {"mediaType": DOCKER_CONFIG, "size": config.size, "digest": config.digest},
-        "layers": layers.iter().map(|(_, b, _)| json!({"mediaType": DOCKER_LAYER, "size": b.size, "digest": b.digest})).collect::<Vec<_>>(),
+        "layers": layers.iter().map(|(b, _)| json!({"mediaType": DOCKER_LAYER, "size": b.size, "digest": b.digest})).collect::<Vec<_>>(),
     });
     let bytes = serde_json::to_vec(&manifest)?;
-    let compressed = layers.iter().filter(|(_, _, c)| *c).count();
+    let compressed = layers.iter().filter(|(_, c)| *c).count();
     let mut blobs = vec![config.clone()];
-    for (_, blob, _) in layers {
+    for (blob, _) in layers {
         if !blobs.iter().any(|b| b.digest == blob.digest) {
             blobs.push(blob);
         }
@@ -285,6 +370,25 @@ fn compressed(layer: &Path, out: &Path) -> Result<(LocalBlob, bool)> {
             false,
         ));
     }
+    Ok((gzip_file(&mut std::fs::File::open(layer)?, out)?, true))
+}
+
+/// The layer the archive names `name`, if it was compressed while unpacking: found by its path, or through
+/// the symlinks of the archive (`<id>/layer.tar` → `blobs/sha256/<hex>` in newer `docker save` archives).
+fn compressed_layer(root: &Path, name: &Path, compressed: &CompressedLayers) -> Option<LocalBlob> {
+    let mut name = inside(name)?;
+    for _ in 0..8 {
+        if let Some(blob) = compressed.get(&name) {
+            return Some(blob.clone());
+        }
+        let link = std::fs::read_link(root.join(&name)).ok()?;
+        name = inside(&name.parent().unwrap_or(Path::new("")).join(link))?;
+    }
+    None
+}
+
+/// gzip `input` into the file `out` (in parallel, deterministically), hashing what is written.
+fn gzip_file(input: &mut impl Read, out: &Path) -> Result<LocalBlob> {
     let mut hasher = Sha256::new();
     let file = std::fs::File::create(out)?;
     let mut counting = Tee {
@@ -293,18 +397,15 @@ fn compressed(layer: &Path, out: &Path) -> Result<(LocalBlob, bool)> {
         written: 0,
     };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    gzip(&mut std::fs::File::open(layer)?, &mut counting, threads)?;
+    gzip(input, &mut counting, threads)?;
     counting.inner.flush()?;
     let size = counting.written;
     drop(counting);
-    Ok((
-        LocalBlob {
-            digest: hex_digest(hasher),
-            size,
-            path: out.to_path_buf(),
-        },
-        true,
-    ))
+    Ok(LocalBlob {
+        digest: hex_digest(hasher),
+        size,
+        path: out.to_path_buf(),
+    })
 }
 
 /// The block size of the parallel compression: the input is cut here whatever the number of threads.
@@ -326,69 +427,108 @@ fn gzip(input: &mut impl Read, output: &mut impl Write, threads: usize) -> std::
         0
     };
     output.write_all(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, xfl, 255])?;
-    let mut crc = crc32fast::Hasher::new();
-    let mut size: u64 = 0;
-    let mut previous_tail: Vec<u8> = Vec::new();
-    let batch = threads.max(1) * 2;
-    let mut next = read_block(input)?;
-    if next.is_none() {
-        // Empty input: one empty final block.
-        output.write_all(&deflate_block(&[], &[], true)?)?;
-    }
-    while next.is_some() {
-        // A batch of blocks, each with its dictionary and whether the stream ends with it.
-        let mut blocks: Vec<(Vec<u8>, Vec<u8>, bool)> = Vec::new();
-        while blocks.len() < batch {
-            let Some(block) = next.take() else { break };
-            next = read_block(input)?;
-            crc.update(&block);
-            size += block.len() as u64;
-            let tail = block[block.len().saturating_sub(WINDOW)..].to_vec();
-            let dictionary = std::mem::replace(&mut previous_tail, tail);
-            let last = next.is_none();
-            blocks.push((block, dictionary, last));
+    let threads = threads.max(1);
+    // Blocks go to the workers as they are read; their deflated pieces come back in any order and are
+    // written in input order. At most `in_flight` blocks are read ahead of what is written.
+    let in_flight = threads * 2 + 1;
+    let (jobs, queue) = std::sync::mpsc::sync_channel::<(usize, Block)>(in_flight);
+    let queue = std::sync::Mutex::new(queue);
+    let (finished, pieces) = std::sync::mpsc::channel::<(usize, std::io::Result<Vec<u8>>)>();
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            let (queue, finished) = (&queue, finished.clone());
+            s.spawn(move || {
+                loop {
+                    let job = queue.lock().map_err(|_| ()).and_then(|q| q.recv().map_err(|_| ()));
+                    let Ok((i, block)) = job else { break };
+                    let piece = deflate_block(&block.data, &block.dictionary, block.last);
+                    if finished.send((i, piece)).is_err() {
+                        break;
+                    }
+                }
+            });
         }
-        let workers = threads.max(1).min(blocks.len());
-        let compressed: Vec<std::io::Result<Vec<u8>>> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..workers)
-                .map(|w| {
-                    let blocks = &blocks;
-                    s.spawn(move || {
-                        (w..blocks.len())
-                            .step_by(workers)
-                            .map(|i| (i, deflate_block(&blocks[i].0, &blocks[i].1, blocks[i].2)))
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            let mut all: Vec<(usize, std::io::Result<Vec<u8>>)> = handles
-                .into_iter()
-                .flat_map(|h| h.join().expect("a compression thread"))
-                .collect();
-            all.sort_by_key(|(i, _)| *i);
-            all.into_iter().map(|(_, r)| r).collect()
-        });
-        for piece in compressed {
-            output.write_all(&piece?)?;
-        }
-    }
-    output.write_all(&crc.finalize().to_le_bytes())?;
-    output.write_all(&(size as u32).to_le_bytes())?;
-    Ok(())
+        drop(finished);
+        // Moved in, so the workers stop (the queue closes) however this ends.
+        let feed = move |input: &mut dyn Read, output: &mut dyn Write| -> std::io::Result<()> {
+            let mut crc = crc32fast::Hasher::new();
+            let mut size: u64 = 0;
+            let mut previous_tail: Vec<u8> = Vec::new();
+            let mut ready = std::collections::BTreeMap::new();
+            let (mut sent, mut written) = (0usize, 0usize);
+            let mut write_ready = |ready: &mut std::collections::BTreeMap<usize, std::io::Result<Vec<u8>>>,
+                                   written: &mut usize|
+             -> std::io::Result<()> {
+                while let Some(piece) = ready.remove(written) {
+                    output.write_all(&piece?)?;
+                    *written += 1;
+                }
+                Ok(())
+            };
+            let mut next = read_block(input)?;
+            if next.is_none() {
+                // Empty input: one empty final block.
+                next = Some(Vec::new());
+            }
+            while let Some(data) = next.take() {
+                next = read_block(input)?;
+                crc.update(&data);
+                size += data.len() as u64;
+                let tail = data[data.len().saturating_sub(WINDOW)..].to_vec();
+                let dictionary = std::mem::replace(&mut previous_tail, tail);
+                let last = next.is_none();
+                jobs.send((sent, Block { data, dictionary, last }))
+                    .map_err(|_| std::io::Error::other("a compression thread stopped"))?;
+                sent += 1;
+                // Write what is done; wait only while too much is in flight, or for the rest at the end.
+                loop {
+                    while let Ok((i, piece)) = pieces.try_recv() {
+                        ready.insert(i, piece);
+                    }
+                    write_ready(&mut ready, &mut written)?;
+                    if sent - written < in_flight && !(last && written < sent) {
+                        break;
+                    }
+                    let (i, piece) = pieces
+                        .recv()
+                        .map_err(|_| std::io::Error::other("a compression thread stopped"))?;
+                    ready.insert(i, piece);
+                }
+            }
+            output.write_all(&crc.finalize().to_le_bytes())?;
+            output.write_all(&(size as u32).to_le_bytes())
+        };
+        feed(input, output)
+    })
+}
+
+/// One block of input for a compression thread.
+struct Block {
+    data: Vec<u8>,
+    dictionary: Vec<u8>,
+    last: bool,
 }
 
 /// Up to one block of input; `None` at the end.
-fn read_block(input: &mut impl Read) -> std::io::Result<Option<Vec<u8>>> {
+fn read_block(input: &mut (impl Read + ?Sized)) -> std::io::Result<Option<Vec<u8>>> {
     let mut block = Vec::with_capacity(BLOCK);
-    input.by_ref().take(BLOCK as u64).read_to_end(&mut block)?;
+    (&mut *input).take(BLOCK as u64).read_to_end(&mut block)?;
     Ok((!block.is_empty()).then_some(block))
 }
 
 /// One block as raw deflate, primed with `dictionary`, ended by a sync flush or, for the last, the end.
 fn deflate_block(data: &[u8], dictionary: &[u8], last: bool) -> std::io::Result<Vec<u8>> {
     use flate2::{Compress, Compression, FlushCompress, Status};
-    let mut deflate = Compress::new(Compression::new(LEVEL), false);
-    if !dictionary.is_empty() {
+    // A block of compressed or random bytes is stored as it is: deflate would spend its time to save
+    // nothing (zlib's level 1 runs at about 100 MB/s per core on such data; storing at memory speed).
+    let stored = incompressible(data);
+    let level = if stored {
+        Compression::none()
+    } else {
+        Compression::new(LEVEL)
+    };
+    let mut deflate = Compress::new(level, false);
+    if !dictionary.is_empty() && !stored {
         deflate
             .set_dictionary(dictionary)
             .map_err(|e| std::io::Error::other(format!("deflate dictionary: {e}")))?;
@@ -417,6 +557,29 @@ fn deflate_block(data: &[u8], dictionary: &[u8], last: bool) -> std::io::Result<
         }
     }
     Ok(out)
+}
+
+/// Whether `data` looks incompressible: its bytes' order-0 entropy is within 0.03 bit of 8 bits per byte,
+/// where deflate cannot save even 0.4% (compressed files, encrypted or random data). Decided by the data
+/// alone, so the compressed bytes stay the same on every machine.
+fn incompressible(data: &[u8]) -> bool {
+    if data.len() < 4096 {
+        return false;
+    }
+    let mut counts = [0u64; 256];
+    for &b in data {
+        counts[b as usize] += 1;
+    }
+    let n = data.len() as f64;
+    let entropy: f64 = counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = c as f64 / n;
+            -p * p.log2()
+        })
+        .sum();
+    entropy > 7.97
 }
 
 fn hex_digest(hasher: Sha256) -> String {
@@ -463,7 +626,9 @@ mod tests {
     fn parallel_gzip_is_one_valid_member_whatever_the_threads() {
         // 3.5 blocks of compressible but varied data, and the edge sizes.
         let data: Vec<u8> = (0..(BLOCK * 7 / 2)).map(|i| ((i * 7 + i / 1000) % 251) as u8).collect();
-        for input in [data, Vec::new(), vec![42u8; BLOCK]] {
+        // Random bytes: stored blocks, which the threads finish faster than they are read.
+        let random = random_bytes(BLOCK * 5 / 2);
+        for input in [data, Vec::new(), vec![42u8; BLOCK], random] {
             let mut outputs = Vec::new();
             for threads in [1, 2, 3] {
                 let mut out = Vec::new();
@@ -512,5 +677,53 @@ mod tests {
             .read_to_end(&mut out)
             .unwrap();
         assert_eq!(out, std::fs::read(&layer).unwrap());
+    }
+
+    fn random_bytes(n: usize) -> Vec<u8> {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn incompressible_blocks_are_stored_and_compressible_ones_deflated() {
+        let random = random_bytes(BLOCK);
+        assert!(incompressible(&random));
+        let text = b"the quick brown fox jumps over the lazy dog\n".repeat(BLOCK / 44);
+        assert!(!incompressible(&text));
+        let mut out = Vec::new();
+        gzip(&mut &random[..], &mut out, 2).unwrap();
+        assert!(
+            out.len() > random.len() && out.len() < random.len() + 200,
+            "{}",
+            out.len()
+        );
+        let mut out = Vec::new();
+        gzip(&mut &text[..], &mut out, 2).unwrap();
+        assert!(out.len() < text.len() / 10, "{}", out.len());
+    }
+
+    #[test]
+    fn the_pipeline_never_stalls_when_the_threads_outrun_the_reader() {
+        // Fast (stored) blocks once left every piece received but unwritten while the writer waited for
+        // one more: a hang. Many rounds, under a watchdog.
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let data = random_bytes(BLOCK * 6);
+            for _ in 0..60 {
+                let mut out = Vec::new();
+                gzip(&mut &data[..], &mut out, 2).unwrap();
+            }
+            done.send(()).unwrap();
+        });
+        finished
+            .recv_timeout(std::time::Duration::from_secs(120))
+            .expect("the parallel gzip stalled");
     }
 }

@@ -11,7 +11,6 @@ use crate::domain::login::{RegistryLogin, Relogin};
 use crate::domain::source::{FileImage, LocalImage, Source};
 use crate::domain::tag::TagOutcome;
 use crate::engine::{Engine, Refused};
-use crate::files::ScratchDir;
 use crate::layout;
 use crate::settings::{PushSettings, PushVia};
 use anyhow::{Result, anyhow};
@@ -45,7 +44,7 @@ pub async fn run(settings: &PushSettings, ctx: &Context) -> Result<Done> {
 /// skips a tag already at this digest: a re-run uploads and writes nothing.
 async fn from_files(settings: &PushSettings, ctx: &Context) -> Result<Done> {
     let timeout = ctx.common.timeout;
-    let (opened, _export) = match &settings.source {
+    let opened = match &settings.source {
         Source::Engine(reference) => {
             let engine = Engine::connect(timeout).await?;
             let local = engine.source_image(reference).await?;
@@ -57,29 +56,24 @@ async fn from_files(settings: &PushSettings, ctx: &Context) -> Result<Done> {
                 // Nothing to write, but the scan gate still judges the image.
                 return super::scan::done(settings.scan.as_ref(), &settings.target, outcomes, ctx).await;
             }
-            let scratch = ScratchDir::new("export")?;
-            let archive = scratch.path.join("image.tar");
-            engine.export(reference, &archive, timeout).await?;
-            let opened = blocking(move || layout::docker_archive(&archive, None)).await?;
-            (opened, Some(scratch))
+            // The export streams into the reader, which compresses each layer as it passes.
+            let (chunks, received) = tokio::sync::mpsc::channel(EXPORT_CHUNKS);
+            let reading = blocking(move || layout::docker_archive_from(layout::Chunks::new(received), None));
+            let (exported, opened) = tokio::join!(engine.export(reference, chunks, timeout), reading);
+            exported?;
+            opened?
         }
         Source::Oci { path, reference } => {
             let (path, reference) = (path.clone(), reference.clone());
-            (blocking(move || layout::oci(&path, reference.as_deref())).await?, None)
+            blocking(move || layout::oci(&path, reference.as_deref())).await?
         }
         Source::OciArchive { path, reference } => {
             let (path, reference) = (path.clone(), reference.clone());
-            (
-                blocking(move || layout::oci_archive(&path, reference.as_deref())).await?,
-                None,
-            )
+            blocking(move || layout::oci_archive(&path, reference.as_deref())).await?
         }
         Source::DockerArchive { path, reference } => {
             let (path, reference) = (path.clone(), reference.clone());
-            (
-                blocking(move || layout::docker_archive(&path, reference.as_deref())).await?,
-                None,
-            )
+            blocking(move || layout::docker_archive(&path, reference.as_deref())).await?
         }
     };
     let image = &opened.image;
@@ -182,6 +176,9 @@ async fn files_to(image: &FileImage, settings: &PushSettings, login: &RegistryLo
     };
     tags::put_every_tag(&to, &settings.target.tags, &image.manifest, "pushed").await
 }
+
+/// Chunks of the engine's export held between the engine and the compression (a few MiB).
+const EXPORT_CHUNKS: usize = 32;
 
 /// Blobs uploaded at once per destination.
 const PARALLEL_UPLOADS: usize = 4;
