@@ -250,6 +250,51 @@ fn an_engine_image_through_the_steps_own_transfer_leaves_no_local_tag_and_surviv
 }
 
 #[test]
+fn a_long_upload_prints_progress_lines_for_a_ci_log_and_a_short_one_prints_none() {
+    let (moto, registry, image) = (
+        Moto::start(),
+        Registry::start(DEFAULT_ACCOUNT),
+        Image::random(7_000_000),
+    );
+    // A network of 1 MB/s: the upload takes about 7 s.
+    let slow = FaultProxy::start(
+        &registry.host,
+        vec![Rule {
+            method: "PATCH",
+            path: "/blobs/uploads/",
+            fault: Fault::Slow(1_000_000),
+            times: 2,
+        }],
+    );
+    let run = Step::push(&moto, &registry, &image, "app")
+        .env("PLUGIN_REGISTRY", &slow.host)
+        .env("PLUGIN_TAGS", "slow")
+        .run();
+    run.success();
+    let lines: Vec<&str> = run.stdout.lines().filter(|l| l.starts_with("progress: ")).collect();
+    assert!(!lines.is_empty(), "no progress line:\n{}", run.stdout);
+    for line in &lines {
+        assert!(
+            line.starts_with(&format!("progress: {}/app ", slow.host))
+                && line.contains(" MiB, ")
+                && line.ends_with(" MiB/s"),
+            "{line}"
+        );
+    }
+    assert!(
+        !run.stdout.contains('\r') && !run.stdout.contains('\u{1b}'),
+        "terminal codes in a CI log:\n{:?}",
+        run.stdout
+    );
+    // The same push at full speed is short: no progress line.
+    let fast = Step::push(&moto, &registry, &image, "fast")
+        .env("PLUGIN_TAGS", "v1")
+        .run();
+    fast.success();
+    assert!(!fast.stdout.contains("progress: "), "{}", fast.stdout);
+}
+
+#[test]
 fn a_missing_layout_or_archive_is_refused_before_any_call() {
     let aws = testbed::Tripwire::new();
     let dir = tempfile::tempdir().unwrap();

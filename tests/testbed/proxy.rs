@@ -20,6 +20,8 @@ pub enum Fault {
     /// Read the body and answer 201 with its digest, as a registry that stored it would, storing nothing:
     /// a registry that lies about a write.
     Swallow,
+    /// Forward, passing the request body on at this many bytes a second: a slow network.
+    Slow(usize),
 }
 
 /// Inject `fault` into the next `times` requests whose method is `method` and whose path contains `path`.
@@ -138,7 +140,7 @@ fn serve(mut client: TcpStream, upstream: &str, rules: &Mutex<Vec<Rule>>, inject
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
-        Some(Fault::Reset) | None => {
+        Some(Fault::Reset | Fault::Slow(_)) | None => {
             let Ok(mut server) = TcpStream::connect(upstream) else {
                 return;
             };
@@ -159,12 +161,33 @@ fn serve(mut client: TcpStream, upstream: &str, rules: &Mutex<Vec<Rule>>, inject
             }
             let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
             let upload = std::thread::spawn(move || {
-                let _ = std::io::copy(&mut c2, &mut s2);
+                match fault {
+                    Some(Fault::Slow(rate)) => throttled_copy(&mut c2, &mut s2, rate),
+                    _ => {
+                        let _ = std::io::copy(&mut c2, &mut s2);
+                    }
+                }
                 let _ = s2.shutdown(Shutdown::Write);
             });
             let _ = std::io::copy(&mut server, &mut client);
             let _ = client.shutdown(Shutdown::Both);
             let _ = upload.join();
+        }
+    }
+}
+
+/// Copy `from` to `to` at about `rate` bytes a second (a tenth of a second's worth at a time).
+fn throttled_copy(from: &mut TcpStream, to: &mut TcpStream, rate: usize) {
+    let mut buf = vec![0u8; (rate / 10).max(1)];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
         }
     }
 }
