@@ -206,12 +206,17 @@ impl Progress {
             return;
         }
         let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
-        let done = self.done.load(std::sync::atomic::Ordering::Relaxed).min(self.total);
+        let done = self.done.load(std::sync::atomic::Ordering::Relaxed);
+        // A total of 0: not known yet (uploads that follow a compression).
+        let of = if self.total == 0 {
+            " (while compressing)".to_string()
+        } else {
+            format!(" of {:.1} MiB", mib(self.total))
+        };
         let line = format!(
-            "progress: {} {:.1} of {:.1} MiB, {:.1} MiB/s",
+            "progress: {} {:.1} MiB{of}, {:.1} MiB/s",
             self.label,
-            mib(done),
-            mib(self.total),
+            mib(if self.total == 0 { done } else { done.min(self.total) }),
             mib(done) / elapsed
         );
         let mut out = std::io::stdout().lock();

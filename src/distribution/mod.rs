@@ -523,6 +523,82 @@ impl RegistryClient {
         Ok(BlobCopy::Uploaded)
     }
 
+    /// Upload the blob being written to `path` while it is written (a layer the step is compressing): the
+    /// body follows the file as it grows (no length known: chunked, as `docker push` sends), and the upload
+    /// is closed with the digest `done` gives once the file is complete. One attempt and nothing reported:
+    /// the caller uploads the finished blob the normal way afterwards, which finds it there when this worked.
+    pub async fn upload_growing(
+        &self,
+        repo: &str,
+        path: std::path::PathBuf,
+        done: tokio::sync::watch::Receiver<Option<LocalBlob>>,
+        progress: &Arc<crate::report::Progress>,
+    ) -> Result<()> {
+        let what = format!(
+            "uploading {} to {}/{repo} while it is written",
+            path.display(),
+            self.host
+        );
+        let start = format!("{}/{repo}/blobs/uploads/", self.base);
+        let response = self
+            .send(&what, self.request(Method::POST, &start).header(CONTENT_LENGTH, 0))
+            .await?;
+        let location = self.location(&response, &what)?;
+        let file = tokio::fs::File::open(&path).await?;
+        let progress = progress.clone();
+        let follow = stream::unfold((file, done.clone(), 0u64), move |(mut file, done, mut sent)| {
+            let progress = progress.clone();
+            async move {
+                use tokio::io::AsyncReadExt;
+                let mut buf = vec![0u8; 1 << 20];
+                loop {
+                    // Whether the writer has finished, known before this read: then a read of 0 is the end.
+                    let finished = done.borrow().as_ref().map(|b| b.size);
+                    match file.read(&mut buf).await {
+                        Ok(0) => match finished {
+                            Some(size) if sent == size => return None,
+                            Some(_) => {
+                                let e = std::io::Error::other("the file is shorter than written");
+                                return Some((Err(e), (file, done, sent)));
+                            }
+                            None if done.has_changed().is_err() => {
+                                let e = std::io::Error::other("the compression stopped");
+                                return Some((Err(e), (file, done, sent)));
+                            }
+                            None => tokio::time::sleep(Duration::from_millis(5)).await,
+                        },
+                        Ok(n) => {
+                            sent += n as u64;
+                            progress.advance(n as u64);
+                            buf.truncate(n);
+                            return Some((Ok(bytes::Bytes::from(buf)), (file, done, sent)));
+                        }
+                        Err(e) => return Some((Err(e), (file, done, sent))),
+                    }
+                }
+            }
+        });
+        let patched = self
+            .send(
+                &what,
+                self.request(Method::PATCH, &location)
+                    .header(CONTENT_TYPE, "application/octet-stream")
+                    .body(reqwest::Body::wrap_stream(follow)),
+            )
+            .await?;
+        let location = self.location(&patched, &what)?;
+        let digest = done
+            .borrow()
+            .as_ref()
+            .map(|b| b.digest.clone())
+            .ok_or_else(|| anyhow!("{what}: the compression stopped"))?;
+        let separator = if location.contains('?') { '&' } else { '?' };
+        let close = format!("{location}{separator}digest={digest}");
+        self.send(&what, self.request(Method::PUT, &close).header(CONTENT_LENGTH, 0))
+            .await?;
+        Ok(())
+    }
+
     /// Make every blob and child manifest `manifest` points at present in the target repository.
     pub async fn copy_image(
         &self,

@@ -51,17 +51,23 @@ pub fn oci_archive(path: &Path, reference: Option<&str>) -> Result<Opened> {
 /// Read `docker save`'s tar from a file; `reference` picks an image by one of its tags.
 pub fn docker_archive(path: &Path, reference: Option<&str>) -> Result<Opened> {
     let file = crate::files::open_regular(path).map_err(|e| anyhow!("{e}"))?;
-    docker_archive_from(std::io::BufReader::with_capacity(1 << 20, file), reference)
+    docker_archive_from(std::io::BufReader::with_capacity(1 << 20, file), reference, None)
         .with_context(|| format!("reading {}", path.display()))
 }
 
 /// Read `docker save`'s tar as it streams in (from a file, or straight from the engine's export): each
 /// layer that is an uncompressed tar is gzip-compressed as it passes, so the uncompressed image is never
 /// written to disk, and the reading, the compression and the writer of the stream run side by side.
-pub fn docker_archive_from(input: impl Read, reference: Option<&str>) -> Result<Opened> {
+///
+/// Each layer being compressed is announced on `early` as it starts ([`Growing`]), so uploads can follow it.
+pub fn docker_archive_from(
+    input: impl Read,
+    reference: Option<&str>,
+    early: Option<&tokio::sync::mpsc::UnboundedSender<Growing>>,
+) -> Result<Opened> {
     let scratch = ScratchDir::new("docker-archive")?;
-    let compressed =
-        unpack_compressing(input, &scratch.path).context("unpacking the docker archive: is it a tar archive?")?;
+    let compressed = unpack_compressing(input, &scratch.path, early)
+        .context("unpacking the docker archive: is it a tar archive?")?;
     Ok(Opened {
         image: read_docker(&scratch.path, reference, &compressed)?,
         _scratch: Some(scratch),
@@ -98,12 +104,23 @@ impl Read for Chunks {
     }
 }
 
+/// A layer being compressed into `path`: `done` holds its blob once the file is complete (and is closed
+/// without one if the compression fails).
+pub struct Growing {
+    pub path: PathBuf,
+    pub done: tokio::sync::watch::Receiver<Option<LocalBlob>>,
+}
+
 /// Layers compressed while unpacking, by their path in the archive.
 type CompressedLayers = std::collections::BTreeMap<PathBuf, LocalBlob>;
 
 /// Unpack `input` into `into`, except that every regular file that is an uncompressed tar (a layer) is
 /// written gzip-compressed under `.ecr-step-layers/` instead, and returned by its path in the archive.
-fn unpack_compressing(input: impl Read, into: &Path) -> Result<CompressedLayers> {
+fn unpack_compressing(
+    input: impl Read,
+    into: &Path,
+    early: Option<&tokio::sync::mpsc::UnboundedSender<Growing>>,
+) -> Result<CompressedLayers> {
     let mut tar = tar::Archive::new(input);
     tar.set_preserve_permissions(false);
     let layers = into.join(LAYERS);
@@ -121,10 +138,17 @@ fn unpack_compressing(input: impl Read, into: &Path) -> Result<CompressedLayers>
         let mut head = Vec::with_capacity(512);
         (&mut entry).take(512).read_to_end(&mut head)?;
         if is_tar(&head) {
-            let blob = gzip_file(
-                &mut head.as_slice().chain(&mut entry),
-                &layers.join(format!("{i}.tar.gz")),
-            )?;
+            let out = layers.join(format!("{i}.tar.gz"));
+            std::fs::File::create(&out)?;
+            let (finished, growing) = tokio::sync::watch::channel(None);
+            if let Some(early) = early {
+                let _ = early.send(Growing {
+                    path: out.clone(),
+                    done: growing,
+                });
+            }
+            let blob = gzip_file(&mut head.as_slice().chain(&mut entry), &out)?;
+            let _ = finished.send(Some(blob.clone()));
             done.insert(relative, blob);
             continue;
         }

@@ -44,6 +44,7 @@ pub async fn run(settings: &PushSettings, ctx: &Context) -> Result<Done> {
 /// skips a tag already at this digest: a re-run uploads and writes nothing.
 async fn from_files(settings: &PushSettings, ctx: &Context) -> Result<Done> {
     let timeout = ctx.common.timeout;
+    let (mut prepared, mut early) = (false, BTreeSet::new());
     let opened = match &settings.source {
         Source::Engine(reference) => {
             let engine = Engine::connect(timeout).await?;
@@ -56,11 +57,26 @@ async fn from_files(settings: &PushSettings, ctx: &Context) -> Result<Done> {
                 // Nothing to write, but the scan gate still judges the image.
                 return super::scan::done(settings.scan.as_ref(), &settings.target, outcomes, ctx).await;
             }
-            // The export streams into the reader, which compresses each layer as it passes.
+            // The export streams into the reader, which compresses each layer as it passes, and each
+            // layer's upload follows its compression (the repositories exist first).
+            if !settings.dry_run {
+                let target = &settings.target;
+                crate::aws::repository::prepare_all(&ctx.identity, &target.repo, &settings.repository, &ctx.logins)
+                    .await?;
+                prepared = true;
+            }
             let (chunks, received) = tokio::sync::mpsc::channel(EXPORT_CHUNKS);
-            let reading = blocking(move || layout::docker_archive_from(layout::Chunks::new(received), None));
-            let (exported, opened) = tokio::join!(engine.export(reference, chunks, timeout), reading);
+            let (announce, announced) = tokio::sync::mpsc::unbounded_channel();
+            let announce = (!settings.dry_run).then_some(announce);
+            let reading =
+                blocking(move || layout::docker_archive_from(layout::Chunks::new(received), None, announce.as_ref()));
+            let (exported, opened, landed) = tokio::join!(
+                engine.export(reference, chunks, timeout),
+                reading,
+                upload_early(announced, &settings.target.repo, ctx)
+            );
             exported?;
+            early = landed;
             opened?
         }
         Source::Oci { path, reference } => {
@@ -83,8 +99,10 @@ async fn from_files(settings: &PushSettings, ctx: &Context) -> Result<Done> {
         crate::report::dry_run(&target.repo, target.tags.len(), ctx.logins.len(), &settings.repository);
         return Ok(Done::DryRun { target: target.clone() });
     }
-    crate::aws::repository::prepare_all(&ctx.identity, &target.repo, &settings.repository, &ctx.logins).await?;
-    let outcomes = tags::every_destination(&ctx.logins, |login| files_to(image, settings, login, ctx)).await;
+    if !prepared {
+        crate::aws::repository::prepare_all(&ctx.identity, &target.repo, &settings.repository, &ctx.logins).await?;
+    }
+    let outcomes = tags::every_destination(&ctx.logins, |login| files_to(image, settings, login, ctx, &early)).await;
     super::scan::done(settings.scan.as_ref(), target, outcomes, ctx).await
 }
 
@@ -120,8 +138,79 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + '
         .map_err(|e| anyhow!("reading the image's files stopped: {e}"))?
 }
 
-/// Blobs, then child manifests, then every tag, into one destination.
-async fn files_to(image: &FileImage, settings: &PushSettings, login: &RegistryLogin, ctx: &Context) -> Vec<TagOutcome> {
+/// Uploads that follow each layer while it is compressed, into every destination (one attempt each,
+/// nothing reported): a head start for [`files_to`], which then finds these blobs there. Returns the
+/// `(registry host, digest)` of every blob that landed this way.
+async fn upload_early(
+    announced: tokio::sync::mpsc::UnboundedReceiver<layout::Growing>,
+    repo: &str,
+    ctx: &Context,
+) -> BTreeSet<(String, String)> {
+    let clients: Vec<(String, RegistryClient)> = ctx
+        .logins
+        .iter()
+        .filter_map(|l| {
+            Some((
+                l.registry.host.clone(),
+                RegistryClient::new(l, ctx.common.timeout).ok()?,
+            ))
+        })
+        .collect();
+    let progress: Vec<Arc<crate::report::Progress>> = clients
+        .iter()
+        .map(|(host, _)| Arc::new(crate::report::Progress::new(format!("{host}/{repo}"), 0)))
+        .collect();
+    let layers = futures_util::stream::unfold(announced, |mut rx| async move { rx.recv().await.map(|g| (g, rx)) });
+    let landed = std::sync::Mutex::new(BTreeSet::new());
+    let uploads = layers.for_each_concurrent(None, |growing| {
+        let (clients, landed, progress) = (&clients, &landed, &progress);
+        async move {
+            let uploads = clients.iter().zip(progress).map(|((host, client), progress)| {
+                let (path, done) = (growing.path.clone(), growing.done.clone());
+                async move {
+                    client
+                        .upload_growing(repo, path, done, progress)
+                        .await
+                        .map(|()| host.clone())
+                }
+            });
+            for host in futures_util::future::join_all(uploads).await.into_iter().flatten() {
+                if let Some(blob) = growing.done.borrow().as_ref() {
+                    landed.lock().expect("not poisoned").insert((host, blob.digest.clone()));
+                }
+            }
+        }
+    });
+    let shown: Vec<&crate::report::Progress> = progress.iter().map(|p| p.as_ref()).collect();
+    ticking(uploads, &shown).await;
+    landed.into_inner().expect("not poisoned")
+}
+
+/// Run `work`, printing each of `shown` every few seconds while it runs (nothing in the first seconds).
+async fn ticking<T>(work: impl std::future::Future<Output = T>, shown: &[&crate::report::Progress]) -> T {
+    let ticker = async {
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            shown.iter().for_each(|p| p.print());
+        }
+    };
+    let done = tokio::select! {
+        done = work => done,
+        _ = ticker => unreachable!("the ticker never ends"),
+    };
+    shown.iter().for_each(|p| p.finish());
+    done
+}
+
+/// Blobs, then child manifests, then every tag, into one destination. `early` names the blobs uploaded
+/// while they were compressed (counted as uploaded, not as already there).
+async fn files_to(
+    image: &FileImage,
+    settings: &PushSettings,
+    login: &RegistryLogin,
+    ctx: &Context,
+    early: &BTreeSet<(String, String)>,
+) -> Vec<TagOutcome> {
     let repo = &settings.target.repo;
     let label = format!("{}/{repo}", login.registry.host);
     let renewal: Arc<dyn Relogin> = Arc::new(Renewal::of(&ctx.identity, login));
@@ -132,21 +221,16 @@ async fn files_to(image: &FileImage, settings: &PushSettings, login: &RegistryLo
     };
     let total = image.blobs.iter().map(|b| b.size).sum();
     let progress = Arc::new(crate::report::Progress::new(label.clone(), total));
-    let uploads = futures_util::stream::iter(image.blobs.iter().map(|b| client.upload_file(repo, b, &progress)))
-        .buffer_unordered(PARALLEL_UPLOADS)
-        .try_collect::<Vec<BlobCopy>>();
-    // One line every few seconds while the uploads run.
-    let ticker = async {
-        loop {
-            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
-            progress.print();
-        }
-    };
-    let uploads = tokio::select! {
-        done = uploads => done,
-        _ = ticker => unreachable!("the ticker never ends"),
-    };
-    progress.finish();
+    let (client_ref, progress_ref) = (&client, &progress);
+    let uploads = futures_util::stream::iter(image.blobs.iter().map(|b| async move {
+        let copy = client_ref.upload_file(repo, b, progress_ref).await?;
+        // A blob uploaded while it was compressed is found there now, but this run uploaded it.
+        let early = early.contains(&(login.registry.host.clone(), b.digest.clone()));
+        Ok::<_, anyhow::Error>(if early { BlobCopy::Uploaded } else { copy })
+    }))
+    .buffer_unordered(PARALLEL_UPLOADS)
+    .try_collect::<Vec<BlobCopy>>();
+    let uploads = ticking(uploads, &[&progress]).await;
     let copied = match uploads {
         Ok(c) => c,
         Err(e) => return fail(e),

@@ -142,7 +142,7 @@ settings! {
     Source source { value: "IMAGE", default: "", modes: WRITES, required_in: WRITES,
         help: "push: a local image in the Docker Engine (name[:tag] or image id), or, with no engine at all, oci:PATH[:REF] (an OCI image layout), oci-archive:PATH[:REF] or docker-archive:PATH[:REF] (docker save, BuildKit, kaniko). promote: repo:tag, repo@sha256:... (in the target registry) or host[:port]/repo:tag." },
     PushVia push_via { value: "registry|engine", default: "registry", modes: PUSH,
-        help: "push of an engine image: the step moves the bytes itself (exported as docker save does, layers gzip-compressed in parallel, uploaded through its registry client; 0.44-0.45x docker push's time for 200 MB of real files in two runs), or docker push through the engine. Layout and archive sources always go through the registry client." },
+        help: "push of an engine image: the step moves the bytes itself (exported as docker save does and compressed on every core as it streams out, each layer uploaded through its registry client while it is compressed; see BENCHMARKS.md for its time against docker push), or docker push through the engine. Layout and archive sources always go through the registry client." },
     Repo repo { value: "NAME", default: "", modes: WRITES_OR_CHECK, required_in: WRITES_OR_CHECK,
         help: "The target repository in the registry, e.g. team/app." },
     Tags tags { value: "TAG[,TAG...]", default: "latest", modes: WRITES,
