@@ -3,6 +3,7 @@
 
 mod testbed;
 
+use testbed::proxy::{Fault, FaultProxy, Rule};
 use testbed::{DEFAULT_ACCOUNT, Image, Moto, Registry, Run, Step};
 
 const SOURCE_ACCOUNT: &str = "111111111111";
@@ -166,17 +167,27 @@ fn an_immutable_tag_with_another_digest_is_refused_naming_both() {
 }
 
 #[test]
-fn several_destinations_all_get_every_tag() {
+fn several_destinations_all_get_every_tag_and_each_blob_is_read_from_the_source_once() {
     let moto = Moto::start();
     let source = Registry::start(DEFAULT_ACCOUNT);
     let targets: Vec<Registry> = (0..3).map(|_| Registry::start(DEFAULT_ACCOUNT)).collect();
     let image = Image::random(500_000);
     let digest = seed(&moto, &source, &image, "app", "v1");
+    // Counts the source's blob reads (passing them on at full speed).
+    let reads = FaultProxy::start(
+        &source.host,
+        vec![Rule {
+            method: "GET",
+            path: "/blobs/sha256:",
+            fault: Fault::Slow(100_000_000),
+            times: 100,
+        }],
+    );
     let hosts: Vec<&str> = targets.iter().map(|t| t.host.as_str()).collect();
     let run = promote(
         &moto,
         &targets[0],
-        &format!("{}/app:v1", source.host),
+        &format!("{}/app:v1", reads.host),
         "app",
         "v1,latest",
     )
@@ -184,6 +195,17 @@ fn several_destinations_all_get_every_tag() {
     .run();
     run.success();
     run.says("summary: 6 of 6 tag(s) written in 3 destination(s)");
+    for target in &targets {
+        run.says(&format!(
+            "to {}/app: 2 uploaded, 0 mounted, 0 already there",
+            target.host
+        ));
+    }
+    assert_eq!(
+        reads.injected(),
+        2,
+        "the config and the layer, once each for 3 destinations"
+    );
     for target in &targets {
         for tag in ["v1", "latest"] {
             assert_eq!(target.digest("app", tag), Some(digest.clone()), "{} {tag}", target.host);

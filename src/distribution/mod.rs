@@ -18,6 +18,7 @@ use base64::engine::general_purpose::STANDARD;
 use futures_util::{StreamExt, TryStreamExt, stream};
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, LOCATION};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -607,6 +608,20 @@ impl RegistryClient {
         source_repo: &str,
         manifest: &Manifest,
     ) -> Result<()> {
+        self.copy_image_after(repo, source, source_repo, manifest, &BTreeSet::new())
+            .await
+    }
+
+    /// [`copy_image`](Self::copy_image), where the blobs in `landed` were already copied here by this run
+    /// ([`fan_out`]): found there, and reported as uploaded.
+    pub async fn copy_image_after(
+        &self,
+        repo: &str,
+        source: &RegistryClient,
+        source_repo: &str,
+        manifest: &Manifest,
+        landed: &BTreeSet<String>,
+    ) -> Result<()> {
         let target = self;
         if manifest.is_index() {
             for child in manifest.references()? {
@@ -616,16 +631,23 @@ impl RegistryClient {
                         child.digest
                     )
                 })?;
-                Box::pin(self.copy_image(repo, source, source_repo, &child_manifest)).await?;
+                Box::pin(self.copy_image_after(repo, source, source_repo, &child_manifest, landed)).await?;
                 target.put_manifest(repo, &child.digest, &child_manifest).await?;
             }
             return Ok(());
         }
         let blobs = manifest.references()?;
-        let copied: Vec<BlobCopy> = stream::iter(blobs.iter().map(|b| target.copy_blob(repo, source, source_repo, b)))
-            .buffer_unordered(PARALLEL_BLOBS)
-            .try_collect()
-            .await?;
+        let copied: Vec<BlobCopy> = stream::iter(blobs.iter().map(|b| async move {
+            let copy = target.copy_blob(repo, source, source_repo, b).await?;
+            anyhow::Ok(if landed.contains(&b.digest) {
+                BlobCopy::Uploaded
+            } else {
+                copy
+            })
+        }))
+        .buffer_unordered(PARALLEL_BLOBS)
+        .try_collect()
+        .await?;
         let count = |k: BlobCopy| copied.iter().filter(|c| **c == k).count();
         crate::report::copied(
             &manifest.digest,
@@ -655,6 +677,84 @@ impl RegistryClient {
         })
     }
 }
+
+/// Copy `blob` from `source` to every target that lacks it, reading it from the source once: its chunks
+/// go to every target's upload at once (the slowest target sets the pace). One attempt per target and
+/// nothing reported: a target whose upload failed is left to its own copy afterwards
+/// ([`RegistryClient::copy_image_after`]). Returns the targets (by index) it landed in.
+pub async fn fan_out(
+    source: &RegistryClient,
+    source_repo: &str,
+    blob: &Descriptor,
+    targets: &[(&RegistryClient, &str)],
+) -> Vec<usize> {
+    let mut needed = Vec::new();
+    for (i, (target, repo)) in targets.iter().enumerate() {
+        if let Ok(false) = target.blob_exists(repo, &blob.digest).await {
+            needed.push(i);
+        }
+    }
+    if needed.len() < 2 {
+        return Vec::new();
+    }
+    let url = format!("{}/{source_repo}/blobs/{}", source.base, blob.digest);
+    let what = format!("reading blob {} from {}/{source_repo}", blob.digest, source.host);
+    let Ok(download) = source.send(&what, source.request(Method::GET, &url)).await else {
+        return Vec::new();
+    };
+    if !download.status().is_success() {
+        return Vec::new();
+    }
+    let mut senders = Vec::new();
+    let uploads = needed.iter().map(|&i| {
+        let (sender, receiver) = tokio::sync::mpsc::channel::<bytes::Bytes>(FAN_OUT_CHUNKS);
+        senders.push(sender);
+        let (target, repo) = targets[i];
+        async move {
+            let chunks = stream::unfold(receiver, |mut r| async move {
+                r.recv().await.map(|c| (Ok::<_, std::io::Error>(c), r))
+            });
+            let start = format!("{}/{repo}/blobs/uploads/", target.base);
+            let what = format!("uploading blob {} to {}/{repo}", blob.digest, target.host);
+            let started = target
+                .send(&what, target.request(Method::POST, &start).header(CONTENT_LENGTH, 0))
+                .await;
+            let location = started.and_then(|r| target.location(&r, &what));
+            let landed = match location {
+                Ok(location) => target
+                    .send_blob(
+                        repo,
+                        &location,
+                        &blob.digest,
+                        blob.size,
+                        reqwest::Body::wrap_stream(chunks),
+                    )
+                    .await
+                    .is_ok(),
+                Err(_) => false,
+            };
+            landed.then_some(i)
+        }
+    });
+    let uploads: Vec<_> = uploads.collect();
+    let feed = async move {
+        let mut body = download.bytes_stream();
+        while let Some(Ok(chunk)) = body.next().await {
+            let mut live = false;
+            for sender in &senders {
+                live |= sender.send(chunk.clone()).await.is_ok();
+            }
+            if !live {
+                break;
+            }
+        }
+    };
+    let (landed, ()) = tokio::join!(futures_util::future::join_all(uploads), feed);
+    landed.into_iter().flatten().collect()
+}
+
+/// Chunks of a blob held for each target of a fan-out.
+const FAN_OUT_CHUNKS: usize = 16;
 
 /// `Authorization: Basic …` for a login, marked sensitive.
 fn basic_auth(login: &RegistryLogin) -> Result<HeaderValue> {

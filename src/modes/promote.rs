@@ -3,7 +3,8 @@
 //!
 //! Registry to registry, fastest way first: within the same repository only a manifest is written; within
 //! the same registry blobs are mounted across repositories (uploaded where the registry refuses, as ECR
-//! does without blob mounting); between registries blobs stream from source to target, several at once.
+//! does without blob mounting); between registries blobs stream from source to target, several at once,
+//! and with several destinations each blob is read from the source once and sent to all of them at once.
 //! Manifest bytes are copied exactly, so digests stay the same; an index is copied whole, every child
 //! manifest first. Destinations run concurrently; tags go through the shared per-tag loop (`tags`), which
 //! leaves a tag already at the source's digest alone. `PLUGIN_PROMOTE_VIA=engine` pulls the image and
@@ -23,7 +24,8 @@ use crate::domain::tag::TagOutcome;
 use crate::engine::Engine;
 use crate::settings::{PromoteSettings, Via};
 use anyhow::{Result, anyhow, bail};
-use std::collections::BTreeSet;
+use futures_util::StreamExt;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 pub async fn run(settings: &PromoteSettings, ctx: &Context) -> Result<Done> {
@@ -65,9 +67,16 @@ pub async fn run(settings: &PromoteSettings, ctx: &Context) -> Result<Done> {
         return Ok(Done::DryRun { target: target.clone() });
     }
     aws::repository::prepare_all(&ctx.identity, &target.repo, &settings.repository, &ctx.logins).await?;
+    let landed = match settings.via {
+        Via::Registry => fan_out(settings, &source, &manifest, ctx).await,
+        Via::Engine => BTreeMap::new(),
+    };
     let outcomes = tags::every_destination(&ctx.logins, |login| async {
         match settings.via {
-            Via::Registry => copy_to(settings, &source, &manifest, login, ctx).await,
+            Via::Registry => {
+                let landed = landed.get(&login.registry.host).cloned().unwrap_or_default();
+                copy_to(settings, &source, &manifest, login, ctx, &landed).await
+            }
             Via::Engine => via_engine(settings, &source_login, &manifest, login, ctx).await,
         }
     })
@@ -110,13 +119,67 @@ async fn source_login(settings: &PromoteSettings, ctx: &Context) -> Result<Regis
     }
 }
 
-/// Copy the image to one destination and give it every tag.
+/// Several destinations in other registries than the source's: each blob of the image read from the
+/// source once and sent to all of them at once (a head start: each destination's own copy then finds
+/// these blobs there). The blobs that landed, by destination host.
+async fn fan_out(
+    settings: &PromoteSettings,
+    source: &RegistryClient,
+    manifest: &Manifest,
+    ctx: &Context,
+) -> BTreeMap<String, BTreeSet<String>> {
+    let mut landed: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let clients: Vec<(String, RegistryClient)> = ctx
+        .logins
+        .iter()
+        .filter_map(|l| {
+            Some((
+                l.registry.host.clone(),
+                RegistryClient::new(l, ctx.common.timeout).ok()?,
+            ))
+        })
+        .filter(|(_, c)| !c.same_registry(source))
+        .collect();
+    let Ok(blobs) = manifest.references() else {
+        return landed;
+    };
+    if clients.len() < 2 || manifest.is_index() {
+        return landed;
+    }
+    let targets: Vec<(&RegistryClient, &str)> = clients
+        .iter()
+        .map(|(_, c)| (c, settings.target.repo.as_str()))
+        .collect();
+    let copies = futures_util::stream::iter(blobs.iter().map(|blob| {
+        let targets = &targets;
+        async move {
+            let to = crate::distribution::fan_out(source, &settings.source.repo, blob, targets).await;
+            (blob.digest.clone(), to)
+        }
+    }))
+    .buffer_unordered(FAN_OUT_BLOBS)
+    .collect::<Vec<_>>()
+    .await;
+    for (digest, to) in copies {
+        for i in to {
+            landed.entry(clients[i].0.clone()).or_default().insert(digest.clone());
+        }
+    }
+    landed
+}
+
+/// Blobs fanned out at once.
+const FAN_OUT_BLOBS: usize = 4;
+
+/// Copy the image to one destination and give it every tag; `landed` names the blobs the fan-out already
+/// put there.
 async fn copy_to(
     settings: &PromoteSettings,
     source: &RegistryClient,
     manifest: &Manifest,
     login: &RegistryLogin,
     ctx: &Context,
+    landed: &BTreeSet<String>,
 ) -> Vec<TagOutcome> {
     let repo = &settings.target.repo;
     let label = format!("{}/{repo}", login.registry.host);
@@ -127,7 +190,11 @@ async fn copy_to(
         Err(e) => return fail_all(e),
     };
     let same_repo = client.same_registry(source) && settings.source.repo == *repo;
-    if !same_repo && let Err(e) = client.copy_image(repo, source, &settings.source.repo, manifest).await {
+    if !same_repo
+        && let Err(e) = client
+            .copy_image_after(repo, source, &settings.source.repo, manifest, landed)
+            .await
+    {
         let from = format!("{}/{}", source.host, settings.source.repo);
         return fail_all(e.context(format!("copying {from} to {label}")));
     }
