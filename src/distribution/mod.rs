@@ -458,10 +458,15 @@ impl RegistryClient {
                     .body(body),
             )
             .await?;
-        let location = self.location(&patched, &what)?;
+        self.close_upload(&what, &patched, digest).await
+    }
+
+    /// Close the upload session the PATCH answer `patched` points at, naming the blob's `digest`.
+    async fn close_upload(&self, what: &str, patched: &Response, digest: &str) -> Result<(), HttpFailure> {
+        let location = self.location(patched, what)?;
         let separator = if location.contains('?') { '&' } else { '?' };
         let done = format!("{location}{separator}digest={digest}");
-        self.send(&what, self.request(Method::PUT, &done).header(CONTENT_LENGTH, 0))
+        self.send(what, self.request(Method::PUT, &done).header(CONTENT_LENGTH, 0))
             .await?;
         Ok(())
     }
@@ -587,17 +592,12 @@ impl RegistryClient {
                     .body(reqwest::Body::wrap_stream(follow)),
             )
             .await?;
-        let location = self.location(&patched, &what)?;
         let digest = done
             .borrow()
             .as_ref()
             .map(|b| b.digest.clone())
             .ok_or_else(|| anyhow!("{what}: the compression stopped"))?;
-        let separator = if location.contains('?') { '&' } else { '?' };
-        let close = format!("{location}{separator}digest={digest}");
-        self.send(&what, self.request(Method::PUT, &close).header(CONTENT_LENGTH, 0))
-            .await?;
-        Ok(())
+        Ok(self.close_upload(&what, &patched, &digest).await?)
     }
 
     /// Make every blob and child manifest `manifest` points at present in the target repository.

@@ -15,6 +15,20 @@ pub struct Context {
     pub common: Common,
 }
 
+impl Context {
+    /// A registry client per destination that one can be made for, by host, without token renewal: for
+    /// head starts (uploads that follow a compression, a fan-out), whose failures the normal copy redoes.
+    pub fn head_start_clients(&self) -> Vec<(String, crate::distribution::RegistryClient)> {
+        self.logins
+            .iter()
+            .filter_map(|l| {
+                let client = crate::distribution::RegistryClient::new(l, self.common.timeout).ok()?;
+                Some((l.registry.host.clone(), client))
+            })
+            .collect()
+    }
+}
+
 /// How a mode ended (a failure is an `Err`).
 pub enum Done {
     /// Push or promote: an outcome per tag and destination; the run is green only if every one landed.

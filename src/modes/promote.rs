@@ -130,14 +130,8 @@ async fn fan_out(
 ) -> BTreeMap<String, BTreeSet<String>> {
     let mut landed: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let clients: Vec<(String, RegistryClient)> = ctx
-        .logins
-        .iter()
-        .filter_map(|l| {
-            Some((
-                l.registry.host.clone(),
-                RegistryClient::new(l, ctx.common.timeout).ok()?,
-            ))
-        })
+        .head_start_clients()
+        .into_iter()
         .filter(|(_, c)| !c.same_registry(source))
         .collect();
     let Ok(blobs) = manifest.references() else {

@@ -146,16 +146,7 @@ async fn upload_early(
     repo: &str,
     ctx: &Context,
 ) -> BTreeSet<(String, String)> {
-    let clients: Vec<(String, RegistryClient)> = ctx
-        .logins
-        .iter()
-        .filter_map(|l| {
-            Some((
-                l.registry.host.clone(),
-                RegistryClient::new(l, ctx.common.timeout).ok()?,
-            ))
-        })
-        .collect();
+    let clients = ctx.head_start_clients();
     let progress: Vec<Arc<crate::report::Progress>> = clients
         .iter()
         .map(|(host, _)| Arc::new(crate::report::Progress::new(format!("{host}/{repo}"), 0)))
