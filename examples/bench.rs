@@ -416,7 +416,7 @@ fn main() {
         median(alls),
         "the step, 1 destination",
         median(ones),
-        1.5,
+        1.3,
     ));
 
     // Start-up to the first network call, and rejecting a bad setting.
