@@ -141,7 +141,11 @@ fn unpack_compressing(
             let out = layers.join(format!("{i}.tar.gz"));
             std::fs::File::create(&out)?;
             let (finished, growing) = tokio::sync::watch::channel(None);
-            if let Some(early) = early {
+            // Only a layer large enough for its compression to take a while gets an upload that follows
+            // it: that upload cannot ask first whether the registry has the blob (its digest is not known
+            // yet), so for a small layer it would only send again what may be there.
+            let large = entry.header().size().unwrap_or(0) >= EARLY_UPLOAD_FROM;
+            if let Some(early) = early.filter(|_| large) {
                 let _ = early.send(Growing {
                     path: out.clone(),
                     done: growing,
@@ -162,6 +166,9 @@ fn unpack_compressing(
     }
     Ok(done)
 }
+
+/// The smallest layer (uncompressed bytes) whose upload starts while it is compressed.
+const EARLY_UPLOAD_FROM: u64 = 16 << 20;
 
 /// Where the step writes the layers it compresses, inside an unpacked archive.
 const LAYERS: &str = ".ecr-step-layers";
