@@ -471,6 +471,23 @@ impl RegistryClient {
         Ok(())
     }
 
+    /// Open an upload session in `repo`; its absolute location. A 404 names the missing repository.
+    async fn start_upload(&self, what: &str, repo: &str) -> Result<String, HttpFailure> {
+        let start = format!("{}/{repo}/blobs/uploads/", self.base);
+        let response = self
+            .send(what, self.request(Method::POST, &start).header(CONTENT_LENGTH, 0))
+            .await?;
+        if response.status() == StatusCode::NOT_FOUND {
+            return Err(HttpFailure {
+                message: format!(
+                    "{what}: the registry answered 404: the repository {repo} does not exist (PLUGIN_CREATE_REPOSITORY)"
+                ),
+                retryable: false,
+            });
+        }
+        self.location(&response, what)
+    }
+
     /// Make the local `blob` present in `repo`: skipped when there, else streamed from its file (1 MiB at a
     /// time: memory stays bounded whatever the layer's size), retried under the one policy.
     pub async fn upload_file(
@@ -485,19 +502,7 @@ impl RegistryClient {
         }
         let what = format!("uploading blob {} to {}/{repo}", blob.digest, self.host);
         let attempt = || async {
-            let start = format!("{}/{repo}/blobs/uploads/", self.base);
-            let response = self
-                .send(&what, self.request(Method::POST, &start).header(CONTENT_LENGTH, 0))
-                .await?;
-            if response.status() == StatusCode::NOT_FOUND {
-                return Err(HttpFailure {
-                    message: format!(
-                        "{what}: the registry answered 404: the repository {repo} does not exist (PLUGIN_CREATE_REPOSITORY)"
-                    ),
-                    retryable: false,
-                });
-            }
-            let location = self.location(&response, &what)?;
+            let location = self.start_upload(&what, repo).await?;
             let file = tokio::fs::File::open(&blob.path).await.map_err(|e| HttpFailure {
                 message: format!("{what}: reading {}: {e}", blob.path.display()),
                 retryable: false,
@@ -545,11 +550,7 @@ impl RegistryClient {
             path.display(),
             self.host
         );
-        let start = format!("{}/{repo}/blobs/uploads/", self.base);
-        let response = self
-            .send(&what, self.request(Method::POST, &start).header(CONTENT_LENGTH, 0))
-            .await?;
-        let location = self.location(&response, &what)?;
+        let location = self.start_upload(&what, repo).await?;
         let file = tokio::fs::File::open(&path).await?;
         let progress = progress.clone();
         let follow = stream::unfold((file, done.clone(), 0u64), move |(mut file, done, mut sent)| {
@@ -714,13 +715,8 @@ pub async fn fan_out(
             let chunks = stream::unfold(receiver, |mut r| async move {
                 r.recv().await.map(|c| (Ok::<_, std::io::Error>(c), r))
             });
-            let start = format!("{}/{repo}/blobs/uploads/", target.base);
             let what = format!("uploading blob {} to {}/{repo}", blob.digest, target.host);
-            let started = target
-                .send(&what, target.request(Method::POST, &start).header(CONTENT_LENGTH, 0))
-                .await;
-            let location = started.and_then(|r| target.location(&r, &what));
-            let landed = match location {
+            let landed = match target.start_upload(&what, repo).await {
                 Ok(location) => target
                     .send_blob(
                         repo,
