@@ -406,8 +406,7 @@ fn twenty_concurrent_runs_pushing_and_promoting_all_land_on_the_right_digest() {
             (tag, std::thread::spawn(move || step.run()))
         })
         .collect();
-    // Every run ends before the registry is read: the distribution registry's filesystem driver rewrites a
-    // manifest's blob in place, so reading it while another push writes the same manifest can answer 500.
+    // Every run ends before the registry is read, so what is read is what the runs left.
     let runs: Vec<(String, testbed::Run)> = runs
         .into_iter()
         .map(|(tag, handle)| (tag, handle.join().unwrap()))
