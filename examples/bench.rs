@@ -96,7 +96,7 @@ fn main() {
 
     // Login: the step's login mode against `aws ecr get-login-password | docker login`.
     eprintln!("bench: login");
-    let registry = Registry::on_disk(DEFAULT_ACCOUNT);
+    let registry = Registry::start(DEFAULT_ACCOUNT);
     let login_step = Step::login(&moto, &registry, &config_dir);
     let step = median((0..5).map(|_| measure(&bin, &[], &step_env(&login_step))).collect());
     let pipe = format!(
@@ -191,8 +191,8 @@ fn main() {
     let (mut ones, mut alls) = (Vec::new(), Vec::new());
     for round in 0..3 {
         let (single, three) = (
-            Registry::on_disk(DEFAULT_ACCOUNT),
-            (0..3).map(|_| Registry::on_disk(DEFAULT_ACCOUNT)).collect::<Vec<_>>(),
+            Registry::start(DEFAULT_ACCOUNT),
+            (0..3).map(|_| Registry::start(DEFAULT_ACCOUNT)).collect::<Vec<_>>(),
         );
         let (a, b) = (real_files_image(200 * MB), real_files_image(200 * MB));
         let hosts: Vec<&str> = three.iter().map(|r| r.host.as_str()).collect();
@@ -223,9 +223,9 @@ fn main() {
         eprintln!("bench: growth, {size} MB of real files");
         let image = real_files_image(size * MB);
         let (ours, docker, skopeo) = (
-            Registry::on_disk(DEFAULT_ACCOUNT),
-            Registry::on_disk(DEFAULT_ACCOUNT),
-            Registry::on_disk(DEFAULT_ACCOUNT),
+            Registry::start(DEFAULT_ACCOUNT),
+            Registry::start(DEFAULT_ACCOUNT),
+            Registry::start(DEFAULT_ACCOUNT),
         );
         for r in [&docker, &skopeo] {
             measure(&bin, &[], &step_env(&Step::login(&moto, r, &config_dir)));
@@ -374,7 +374,7 @@ fn main() {
     let source = format!("{}/seed1000:v1", registry.host);
     let (mut steps, mut peers) = (Vec::new(), Vec::new());
     for round in 0..3 {
-        let (far_step, far_peer) = (Registry::on_disk(DEFAULT_ACCOUNT), Registry::on_disk(DEFAULT_ACCOUNT));
+        let (far_step, far_peer) = (Registry::start(DEFAULT_ACCOUNT), Registry::start(DEFAULT_ACCOUNT));
         measure(&bin, &[], &step_env(&Step::login(&moto, &far_peer, &config_dir)));
         let ours = || measure(&bin, &[], &step_env(&promote(&far_step, &source, "app")));
         let theirs = || skopeo(&source, &format!("{}/app:v1", far_peer.host));
@@ -404,8 +404,8 @@ fn main() {
     let source = format!("{}/seed200:v1", registry.host);
     let (mut ones, mut alls) = (Vec::new(), Vec::new());
     for _ in 0..3 {
-        let three: Vec<Registry> = (0..3).map(|_| Registry::on_disk(DEFAULT_ACCOUNT)).collect();
-        let single = Registry::on_disk(DEFAULT_ACCOUNT);
+        let three: Vec<Registry> = (0..3).map(|_| Registry::start(DEFAULT_ACCOUNT)).collect();
+        let single = Registry::start(DEFAULT_ACCOUNT);
         ones.push(measure(&bin, &[], &step_env(&promote(&single, &source, "app"))));
         let hosts: Vec<&str> = three.iter().map(|r| r.host.as_str()).collect();
         let all = promote(&three[0], &source, "app").env("PLUGIN_REGISTRY", &hosts.join(","));

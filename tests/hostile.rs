@@ -384,7 +384,7 @@ fn every_bad_input_is_refused_quickly_by_name_and_pushes_nothing() {
 
 #[test]
 fn twenty_concurrent_runs_pushing_and_promoting_all_land_on_the_right_digest() {
-    let (moto, registry) = (Moto::start(), Registry::start(DEFAULT_ACCOUNT));
+    let (moto, registry) = (Moto::start(), Registry::atomic(DEFAULT_ACCOUNT));
     let (first, second) = (Image::random(200_000), Image::random(200_000));
     let seed = Step::push(&moto, &registry, &first, "app")
         .env("PLUGIN_TAGS", "seed")
@@ -406,7 +406,8 @@ fn twenty_concurrent_runs_pushing_and_promoting_all_land_on_the_right_digest() {
             (tag, std::thread::spawn(move || step.run()))
         })
         .collect();
-    // Every run ends before the registry is read, so what is read is what the runs left.
+    // Every run ends before the registry is read, so what is read is what the runs left. The registry stores
+    // atomically, as ECR does (see `Registry::atomic`).
     let runs: Vec<(String, testbed::Run)> = runs
         .into_iter()
         .map(|(tag, handle)| (tag, handle.join().unwrap()))
