@@ -36,6 +36,39 @@ impl Image {
         let n = IMAGES.fetch_add(1, Ordering::SeqCst);
         import(dir, format!("ecr-step-test-dir-{}-{n}:src", std::process::id()))
     }
+
+    /// `FROM from`, then one layer per `(name, host directory)` (`ADD name.tar /name/`, the directory's
+    /// files), then `CMD ["/bin/sh", "-c", "echo ran"]`: built by the engine's classic builder, no pulls.
+    pub fn build(from: &str, layers: &[(&str, &str)]) -> Image {
+        let context = tempfile::tempdir().unwrap();
+        let mut dockerfile = format!("FROM {from}\n");
+        for (name, dir) in layers {
+            let tar = context.path().join(format!("{name}.tar"));
+            let ok = Command::new("tar")
+                .args(["-C", dir, "-chf", tar.to_str().unwrap(), "."])
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "tar of {dir}");
+            dockerfile.push_str(&format!("ADD {name}.tar /{name}/\n"));
+        }
+        dockerfile.push_str("CMD [\"/bin/sh\", \"-c\", \"echo ran\"]\n");
+        std::fs::write(context.path().join("Dockerfile"), dockerfile).unwrap();
+        let n = IMAGES.fetch_add(1, Ordering::SeqCst);
+        let name = format!("ecr-step-test-built-{}-{n}:src", std::process::id());
+        let out = Command::new("docker")
+            .env("DOCKER_BUILDKIT", "0")
+            .args(["build", "-q", "-t", &name, context.path().to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "docker build: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let id = docker(&["image", "inspect", "-f", "{{.Id}}", &name]).trim().to_string();
+        Image { name, id }
+    }
 }
 
 /// `tar -C dir -c . | docker import - name`, streamed (images of a gigabyte are never held in memory).
@@ -119,6 +152,13 @@ impl Drop for Image {
     fn drop(&mut self) {
         let _ = Command::new("docker").args(["rmi", "-f", &self.id]).output();
     }
+}
+
+/// The layer diff ids of a local image, as the engine lists them (JSON).
+pub fn diff_ids(reference: &str) -> String {
+    docker(&["image", "inspect", "-f", "{{json .RootFS.Layers}}", reference])
+        .trim()
+        .to_string()
 }
 
 /// Run the docker CLI; panics with its output when it fails. Returns stdout.

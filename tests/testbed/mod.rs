@@ -19,7 +19,7 @@ mod tripwire;
 
 // Each test file uses some of these.
 #[allow(unused_imports)]
-pub use image::{Image, build_step_image, docker};
+pub use image::{Image, build_step_image, diff_ids, docker};
 #[allow(unused_imports)]
 pub use moto::Moto;
 #[allow(unused_imports)]

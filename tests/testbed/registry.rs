@@ -188,6 +188,40 @@ impl Registry {
         digest
     }
 
+    /// A docker config directory holding this registry's login, for the docker CLI (`docker --config`).
+    pub fn docker_config(&self) -> tempfile::TempDir {
+        let config = tempfile::tempdir().unwrap();
+        let auths = serde_json::json!({"auths": {self.host.clone(): {"auth": base64_encode(&format!("AWS:{}", self.password()))}}});
+        std::fs::write(config.path().join("config.json"), auths.to_string()).unwrap();
+        config
+    }
+
+    /// Run the docker CLI logged in to this registry; panics with its output when it fails. Returns stdout.
+    pub fn docker(&self, args: &[&str]) -> String {
+        let config = self.docker_config();
+        let out = Command::new("docker")
+            .arg("--config")
+            .arg(config.path())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "docker {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Pull `reference` with the docker CLI: its image id and layer diff ids; the pulled image is removed.
+    pub fn pull(&self, reference: &str) -> (String, String) {
+        self.docker(&["pull", "-q", reference]);
+        let id = self.docker(&["image", "inspect", "-f", "{{.Id}}", reference]);
+        let layers = super::diff_ids(reference);
+        self.docker(&["rmi", "-f", reference]);
+        (id, layers)
+    }
+
     /// The tags the registry lists for `repo` (empty when the repository does not exist).
     pub fn tags(&self, repo: &str) -> Vec<String> {
         let url = format!("http://{}/v2/{repo}/tags/list", self.host);
