@@ -9,7 +9,7 @@ use crate::domain::login::RegistryLogin;
 use crate::domain::manifest::Manifest;
 use crate::domain::repository::RepositorySettings;
 use crate::domain::scan::{ScanGate, ScanReport, Severity};
-use crate::domain::source::{FileImage, LocalImage, Source};
+use crate::domain::source::{BaseLayers, FileImage, LocalImage, Source};
 use crate::domain::tag::TagOutcome;
 use anyhow::{Result, bail};
 use std::path::Path;
@@ -102,6 +102,27 @@ pub fn files_plan(source: &Source, image: &FileImage, repo: &str, tags: &[String
         image.manifest.digest
     );
     plan("push", repo, tags, logins);
+}
+
+/// `PLUGIN_PUSH_VIA=auto` chose `docker push` through the engine, and why.
+pub fn via_engine(why: &str) {
+    println!("via: docker push through the engine: {why}");
+}
+
+/// The image the source was built on, found in a registry this run writes to.
+pub fn base(base: &BaseLayers, layers: usize) {
+    println!(
+        "base: {} (image {}): {} of the {layers} layer(s) are sent as that registry holds them, not compressed here",
+        base.base.reference(),
+        short_id(&base.base.image_id),
+        base.by_diff_id.len(),
+    );
+}
+
+/// The image the source was built on is not used (unreadable there, or nothing to borrow): every layer is
+/// compressed here instead.
+pub fn base_unused(reference: &str, e: &anyhow::Error) {
+    println!("base: {reference} is not used ({e:#}); every layer is compressed here");
 }
 
 /// `source` as the user should read it: `host/repo:tag`.

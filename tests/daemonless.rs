@@ -20,60 +20,6 @@ fn daemonless(moto: &Moto, registry: &Registry, source: &str, repo: &str, tags: 
         .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
 }
 
-/// Pull `reference` with the docker CLI (a config holding the registry's login) and return its image id;
-/// the pulled image is removed.
-fn pulled_id(registry: &Registry, reference: &str) -> String {
-    pulled(registry, reference).0
-}
-
-/// The layer diff ids of a local image, as the engine lists them.
-fn diff_ids(reference: &str) -> String {
-    let out = Command::new("docker")
-        .args(["image", "inspect", "-f", "{{json .RootFS.Layers}}", reference])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// A docker config holding the registry's login, for the docker CLI.
-fn login_config(registry: &Registry) -> tempfile::TempDir {
-    let config = tempfile::tempdir().unwrap();
-    let auth = {
-        use base64::Engine as _;
-        base64::engine::general_purpose::STANDARD.encode(format!("AWS:{}-auth-token", registry.account))
-    };
-    std::fs::write(
-        config.path().join("config.json"),
-        serde_json::json!({"auths": {registry.host.clone(): {"auth": auth}}}).to_string(),
-    )
-    .unwrap();
-    config
-}
-
-/// Pull `reference`: its image id and layer diff ids; the pulled image is removed.
-fn pulled(registry: &Registry, reference: &str) -> (String, String) {
-    let config = login_config(registry);
-    let docker = |args: &[&str]| {
-        let out = Command::new("docker")
-            .arg("--config")
-            .arg(config.path())
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "docker {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
-    docker(&["pull", "-q", reference]);
-    let id = docker(&["image", "inspect", "-f", "{{.Id}}", reference]);
-    let layers = diff_ids(reference);
-    docker(&["rmi", "-f", reference]);
-    (id, layers)
-}
-
 fn skopeo(args: &[&str]) {
     let out = Command::new("skopeo")
         .args(args)
@@ -103,7 +49,7 @@ fn a_docker_archive_pushes_with_no_daemon_same_image_id_same_digest_twice_and_a_
     run.says("1 layer(s) compressed here");
     let digest = run.reported_digest(&format!("{}/app:v1", registry.host));
     assert_eq!(registry.digest("app", "latest"), Some(digest.clone()));
-    assert_eq!(pulled_id(&registry, &format!("{}/app:v1", registry.host)), image.id);
+    assert_eq!(registry.pull(&format!("{}/app:v1", registry.host)).0, image.id);
 
     // Again, into another repository: the same digests (deterministic compression).
     let again = daemonless(&moto, &registry, &source, "other", "v1").run();
@@ -137,9 +83,9 @@ fn an_oci_layout_from_skopeo_and_a_two_platform_index_push_whole_with_no_daemon(
         .as_str()
         .unwrap()
         .to_string();
-    let (id, layers) = pulled(&registry, &format!("{}/single:v1", registry.host));
+    let (id, layers) = registry.pull(&format!("{}/single:v1", registry.host));
     assert_eq!(id, config);
-    assert_eq!(layers, diff_ids(&amd.name));
+    assert_eq!(layers, testbed::diff_ids(&amd.name));
 
     // An index of both, as a multi-platform build writes it, named "multi".
     let index_path = layout.join("index.json");
@@ -229,7 +175,7 @@ fn an_engine_image_through_the_steps_own_transfer_leaves_no_local_tag_and_surviv
     run.success();
     run.says("(exported from the Docker Engine)").says("retrying:");
     assert_eq!(flaky.injected(), 2);
-    assert_eq!(pulled_id(&registry, &format!("{}/app:own", registry.host)), image.id);
+    assert_eq!(registry.pull(&format!("{}/app:own", registry.host)).0, image.id);
     let local = Command::new("docker")
         .args(["image", "inspect", &format!("{}/app:own", flaky.host)])
         .output()
@@ -319,61 +265,21 @@ fn an_image_built_from_a_dockerfile_with_several_layers_comes_back_identical_and
     let (moto, registry) = (Moto::start(), Registry::start(DEFAULT_ACCOUNT));
     // A runnable base (a shell and its libraries from this host), then two layers of real files.
     let base = Image::from_host_files(&["/bin/sh", "/bin/cat"], &[]);
-    let context = tempfile::tempdir().unwrap();
-    for (name, dir) in [
-        ("docs.tar", "/usr/share/common-licenses"),
-        ("more.tar", "/etc/ssl/certs"),
-    ] {
-        let ok = Command::new("tar")
-            .args(["-C", dir, "-chf", context.path().join(name).to_str().unwrap(), "."])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "tar of {dir}");
-    }
-    std::fs::write(
-        context.path().join("Dockerfile"),
-        format!(
-            "FROM {}\nADD docs.tar /docs/\nADD more.tar /more/\nCMD [\"/bin/sh\", \"-c\", \"echo ran\"]\n",
-            base.name
-        ),
-    )
-    .unwrap();
-    let name = format!("ecr-step-test-built-{}:src", std::process::id());
-    let out = Command::new("docker")
-        .env("DOCKER_BUILDKIT", "0")
-        .args(["build", "-q", "-t", &name, context.path().to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "docker build: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let built = Image::build(
+        &base.name,
+        &[("docs", "/usr/share/common-licenses"), ("more", "/etc/ssl/certs")],
     );
-    let built = Image {
-        id: testbed::docker(&["image", "inspect", "-f", "{{.Id}}", &name])
-            .trim()
-            .to_string(),
-        name,
-    };
     let run = Step::push(&moto, &registry, &built, "built")
         .env("PLUGIN_TAGS", "v1")
         .run();
     run.success();
     run.says("3 layer(s) compressed here");
     let reference = format!("{}/built:v1", registry.host);
-    let (id, layers) = pulled(&registry, &reference);
+    let (id, layers) = registry.pull(&reference);
     assert_eq!(id, built.id, "the image id changed");
-    assert_eq!(layers, diff_ids(&built.name), "the layer diff ids changed");
-    // And it runs: pull again (pulled() removed it), run it, remove it.
-    let config = login_config(&registry);
-    let pull = Command::new("docker")
-        .arg("--config")
-        .arg(config.path())
-        .args(["pull", "-q", &reference])
-        .output()
-        .unwrap();
-    assert!(pull.status.success(), "{}", String::from_utf8_lossy(&pull.stderr));
+    assert_eq!(layers, testbed::diff_ids(&built.name), "the layer diff ids changed");
+    // And it runs: pull again (pull() removed it), run it, remove it.
+    registry.docker(&["pull", "-q", &reference]);
     let ran = Command::new("docker")
         .args(["run", "--rm", &reference])
         .output()
@@ -409,4 +315,84 @@ fn several_destinations_get_one_compression_and_the_same_digest() {
     assert_eq!(run.reported_digest(&format!("{}/app:latest", second.host)), digest);
     assert_eq!(first.digest("app", "latest"), Some(digest.clone()));
     assert_eq!(second.digest("app", "latest"), Some(digest));
+}
+
+/// The layers of the image given as the manifest names them, bottom first.
+fn layer_digests(registry: &Registry, repo: &str, reference: &str) -> Vec<String> {
+    let (bytes, _, _) = registry.manifest(repo, reference).expect("the manifest is there");
+    let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    json["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn an_image_built_on_a_base_pulled_from_the_registry_keeps_the_bases_layers_through_either_transfer() {
+    let (moto, registry, far) = (
+        Moto::start(),
+        Registry::start(DEFAULT_ACCOUNT),
+        Registry::start(DEFAULT_ACCOUNT),
+    );
+    // The base, two layers, pushed by docker push (the engine's own gzip), removed, and pulled back: the
+    // engine knows it by its digest in the registry, as after a `docker pull` of a team's base image.
+    let shell = Image::from_host_files(&["/bin/sh", "/bin/cat"], &[]);
+    let built_base = Image::build(&shell.name, &[("docs", "/usr/share/common-licenses")]);
+    let base = format!("{}/team/base:1", registry.host);
+    registry.docker(&["tag", &built_base.name, &base]);
+    registry.docker(&["push", &base]);
+    registry.docker(&["rmi", "-f", &built_base.id]);
+    registry.docker(&["pull", "-q", &base]);
+    let app = Image::build(&base, &[("more", "/etc/ssl/certs")]);
+    let base_layers = layer_digests(&registry, "team/base", "1");
+
+    // Into the base's registry alone, the image being mostly its base: the engine pushes it, reading only
+    // the new layer (PLUGIN_PUSH_VIA=auto, the default), and the base's layers are kept.
+    let engine = Step::push(&moto, &registry, &app, "team/engine")
+        .env("PLUGIN_TAGS", "v1")
+        .run();
+    engine.success();
+    engine
+        .says("via: docker push through the engine: ")
+        .says(&format!("are {}/team/base@sha256:", registry.host));
+    assert_eq!(layer_digests(&registry, "team/engine", "v1")[..2], base_layers[..]);
+
+    // Into that registry and another, which lacks the base: the step's own transfer (through the engine,
+    // the base's layers would be compressed again, on one thread, for the other registry).
+    let run = Step::push(&moto, &registry, &app, "team/app")
+        .env("PLUGIN_REGISTRY", &format!("{},{}", registry.host, far.host))
+        .env("PLUGIN_TAGS", "v1")
+        .run();
+    run.success();
+    run.says(&format!("base: {}/team/base@sha256:", registry.host))
+        .says("2 of the 3 layer(s) are sent as that registry holds them")
+        .says("1 layer(s) compressed here")
+        // Same registry: the base's layers are mounted from its repository; the config and the new layer
+        // are uploaded. The other registry gets the base's layers streamed from the first, as they are.
+        .says(&format!(
+            "to {}/team/app: 2 uploaded, 2 mounted, 0 already there",
+            registry.host
+        ))
+        .says(&format!(
+            "to {}/team/app: 4 uploaded, 0 mounted, 0 already there",
+            far.host
+        ));
+    assert!(!run.stdout.contains("via: docker push"), "{}", run.stdout);
+    for target in [&registry, &far] {
+        let layers = layer_digests(target, "team/app", "v1");
+        assert_eq!(layers.len(), 3);
+        assert_eq!(
+            layers[..2],
+            base_layers[..],
+            "{}: the base's layers were not kept",
+            target.host
+        );
+        let reference = format!("{}/team/app:v1", target.host);
+        let (id, diff_ids) = target.pull(&reference);
+        assert_eq!(id, app.id, "{}: the image id changed", target.host);
+        assert_eq!(diff_ids, testbed::diff_ids(&app.name));
+    }
+    registry.docker(&["rmi", "-f", &base]);
 }

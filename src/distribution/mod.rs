@@ -308,6 +308,25 @@ impl RegistryClient {
         }))
     }
 
+    /// The image manifest of image `image_id` at `repo@digest`: the manifest itself, or, when `digest` names
+    /// an index (a multi-platform image), the child whose config is `image_id`. `None` when neither is there.
+    pub async fn image_manifest(&self, repo: &str, digest: &str, image_id: &str) -> Result<Option<Manifest>> {
+        let Some(manifest) = self.manifest(repo, digest).await? else {
+            return Ok(None);
+        };
+        if !manifest.is_index() {
+            return Ok(Some(manifest));
+        }
+        for child in manifest.references()? {
+            if let Some(child) = self.manifest(repo, &child.digest).await?
+                && child.config_digest().as_deref() == Some(image_id)
+            {
+                return Ok(Some(child));
+            }
+        }
+        Ok(None)
+    }
+
     /// The OCI 1.1 referrers API: the index of the manifests whose subject is `digest`, `None` when the
     /// registry has no such API (it answers 404, as the distribution registry 2.8 does).
     pub async fn referrers(&self, repo: &str, digest: &str) -> Result<Option<serde_json::Value>> {

@@ -62,7 +62,33 @@ impl Manifest {
             Ok(all)
         }
     }
+
+    /// The layers of an image manifest, bottom first, each with its media type.
+    pub fn layers(&self) -> Result<Vec<(Descriptor, String)>> {
+        let json: serde_json::Value = serde_json::from_slice(&self.bytes)?;
+        json["layers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|l| {
+                let digest = l["digest"]
+                    .as_str()
+                    .ok_or_else(|| anyhow!("a layer without a digest"))?;
+                let descriptor = Descriptor {
+                    digest: digest.to_string(),
+                    size: l["size"].as_u64().unwrap_or(0),
+                };
+                Ok((descriptor, l["mediaType"].as_str().unwrap_or_default().to_string()))
+            })
+            .collect()
+    }
 }
+
+/// The media types of a gzip-compressed layer tar (Docker's and OCI's names for the same bytes).
+pub const GZIP_LAYER_TYPES: [&str; 2] = [
+    "application/vnd.docker.image.rootfs.diff.tar.gzip",
+    "application/vnd.oci.image.layer.v1.tar+gzip",
+];
 
 /// A blob or manifest that a manifest points at.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

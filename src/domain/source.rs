@@ -1,7 +1,9 @@
 //! The image a run writes, as its source describes it: for push, a local image in the Docker Engine, an
 //! OCI image layout, or an archive (`oci-archive:`, `docker-archive:`), named like skopeo's transports.
 
-use crate::domain::manifest::Manifest;
+use crate::domain::manifest::{Descriptor, GZIP_LAYER_TYPES, Manifest};
+use crate::domain::reference::{ImageRef, Reference};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// Where push mode reads the image (`PLUGIN_SOURCE`).
@@ -66,6 +68,8 @@ pub struct FileImage {
     pub image_id: Option<String>,
     /// How many layers the step compressed (uncompressed layers of a docker archive).
     pub compressed: usize,
+    /// Layers that are its base's, sent as the base's registry holds them ([`BaseLayers`]), not from files.
+    pub borrowed: Vec<Descriptor>,
 }
 
 /// A local image in the engine.
@@ -78,6 +82,8 @@ pub struct LocalImage {
     pub size: i64,
     /// `<registry>/<repo>@sha256:…` for every repository the engine has pushed this image to.
     pub repo_digests: Vec<String>,
+    /// The diff ids of its layers (digests of the uncompressed tars), bottom first.
+    pub layers: Vec<String>,
 }
 
 impl LocalImage {
@@ -89,5 +95,247 @@ impl LocalImage {
             .filter_map(|d| d.strip_prefix(&prefix))
             .map(String::from)
             .collect()
+    }
+}
+
+/// An image in the engine that was pulled from (or pushed to) a registry this run writes to: when its
+/// layers are the source's first layers, the source was built on it, and those layers are in that
+/// registry already, compressed as the registry holds them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PulledImage {
+    pub host: String,
+    pub repo: String,
+    /// The manifest (or index) digest it was pulled as.
+    pub digest: String,
+    pub image_id: String,
+    /// Diff ids, bottom first.
+    pub layers: Vec<String>,
+    /// Its size in the engine (uncompressed), bytes.
+    pub size: u64,
+}
+
+impl PulledImage {
+    /// The image `image_id` with `layers`, as one of its repo digests (`<host>/<repo>@sha256:…`) names it;
+    /// `None` for a repo digest without a registry host.
+    pub fn new(repo_digest: &str, image_id: &str, layers: &[String], size: u64) -> Option<PulledImage> {
+        let parsed = ImageRef::parse(repo_digest).ok()?;
+        let Reference::Digest(digest) = parsed.reference else {
+            return None;
+        };
+        Some(PulledImage {
+            host: parsed.host?,
+            repo: parsed.repo,
+            digest,
+            image_id: image_id.to_string(),
+            layers: layers.to_vec(),
+            size,
+        })
+    }
+
+    /// `<host>/<repo>@<digest>`.
+    pub fn reference(&self) -> String {
+        format!("{}/{}@{}", self.host, self.repo, self.digest)
+    }
+}
+
+/// The base of `source` among `pulled`: the image whose layers are the most of the source's first layers
+/// (all of its layers, at least one); `None` when no image is.
+pub fn base_of(source: &LocalImage, pulled: Vec<PulledImage>) -> Option<PulledImage> {
+    pulled
+        .into_iter()
+        .filter(|p| !p.layers.is_empty() && source.layers.starts_with(&p.layers))
+        .max_by_key(|p| p.layers.len())
+}
+
+/// Whether `docker push` through the engine is the faster way to push `source` (`PLUGIN_PUSH_VIA=auto`):
+/// when every destination is the registry its `base` was pulled from and the base is at least half of the
+/// image, the engine sends the image's own layers and never reads the base's, while the step would have
+/// to export them all (measured in BENCHMARKS.md). The reason, for the log; `None`: the step's transfer.
+pub fn engine_is_faster(source: &LocalImage, base: Option<&PulledImage>, destinations: &[String]) -> Option<String> {
+    let base = base?;
+    let own = (source.size.max(0) as u64).saturating_sub(base.size);
+    if destinations.iter().any(|d| *d != base.host) || base.size < own {
+        return None;
+    }
+    let mb = |b: u64| b as f64 / 1e6;
+    Some(format!(
+        "{:.1} MB of the image's {:.1} MB are {}, which that registry holds: the engine sends only the other \
+         {:.1} MB and never reads the base (PLUGIN_PUSH_VIA=registry moves every byte through the step instead)",
+        mb(base.size),
+        mb(base.size + own),
+        base.reference(),
+        mb(own)
+    ))
+}
+
+/// The layers the source shares with its base, by diff id, as the base's registry holds them (only
+/// gzip layers: the step writes a Docker manifest, whose layers are gzip tars).
+#[derive(Debug, Clone)]
+pub struct BaseLayers {
+    pub base: PulledImage,
+    pub by_diff_id: BTreeMap<String, Descriptor>,
+}
+
+impl BaseLayers {
+    /// Pair the base's image manifest (as its registry holds it) with its diff ids: the manifest must be
+    /// of this image (its config is the image id) and list one layer per diff id.
+    pub fn new(base: PulledImage, manifest: &Manifest) -> Result<BaseLayers, String> {
+        if manifest.config_digest().as_deref() != Some(base.image_id.as_str()) {
+            return Err(format!("{} is not image {}", base.reference(), base.image_id));
+        }
+        let layers = manifest.layers().map_err(|e| e.to_string())?;
+        if layers.len() != base.layers.len() {
+            return Err(format!(
+                "{} lists {} layer(s), the engine {}",
+                base.reference(),
+                layers.len(),
+                base.layers.len()
+            ));
+        }
+        let by_diff_id = base
+            .layers
+            .iter()
+            .zip(layers)
+            .filter(|(_, (_, media_type))| GZIP_LAYER_TYPES.contains(&media_type.as_str()))
+            .map(|(diff_id, (descriptor, _))| (diff_id.clone(), descriptor))
+            .collect::<BTreeMap<_, _>>();
+        if by_diff_id.is_empty() {
+            return Err(format!("none of the layers of {} is gzip-compressed", base.reference()));
+        }
+        Ok(BaseLayers { base, by_diff_id })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(n: &[&str]) -> Vec<String> {
+        n.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn pulled(repo: &str, layers: &[&str]) -> PulledImage {
+        let digest = format!("sha256:{}", "a".repeat(64));
+        PulledImage::new(
+            &format!("127.0.0.1:5000/{repo}@{digest}"),
+            "sha256:id",
+            &ids(layers),
+            100,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_base_is_the_pulled_image_with_the_most_of_the_first_layers() {
+        let source = LocalImage {
+            reference: "app".into(),
+            id: "sha256:app".into(),
+            size: 0,
+            repo_digests: Vec::new(),
+            layers: ids(&["l1", "l2", "l3"]),
+        };
+        let candidates = vec![
+            pulled("short", &["l1"]),
+            pulled("long", &["l1", "l2"]),
+            pulled("other", &["l9", "l1"]),
+            pulled("taller", &["l1", "l2", "l3", "l4"]),
+            pulled("empty", &[]),
+        ];
+        assert_eq!(base_of(&source, candidates).unwrap().repo, "long");
+        assert_eq!(base_of(&source, vec![pulled("other", &["l2"])]), None);
+        let itself = pulled("app", &["l1", "l2", "l3"]);
+        assert_eq!(base_of(&source, vec![itself.clone()]), Some(itself));
+    }
+
+    #[test]
+    fn the_engine_is_chosen_only_for_an_image_mostly_made_of_a_base_every_destination_holds() {
+        let source = |size: i64| LocalImage {
+            reference: "app".into(),
+            id: "sha256:app".into(),
+            size,
+            repo_digests: Vec::new(),
+            layers: ids(&["l1", "l2"]),
+        };
+        let base = pulled("base", &["l1"]); // 100 bytes, in 127.0.0.1:5000
+        let here = vec!["127.0.0.1:5000".to_string()];
+        let why = engine_is_faster(&source(150), Some(&base), &here).expect("a base of 100 in 150 bytes");
+        assert!(
+            why.contains("127.0.0.1:5000/base@sha256:") && why.contains("PLUGIN_PUSH_VIA=registry"),
+            "{why}"
+        );
+        assert!(
+            engine_is_faster(&source(200), Some(&base), &here).is_some(),
+            "half is enough"
+        );
+        assert_eq!(
+            engine_is_faster(&source(201), Some(&base), &here),
+            None,
+            "less than half"
+        );
+        let also_elsewhere = vec!["127.0.0.1:5000".to_string(), "127.0.0.1:6000".to_string()];
+        assert_eq!(engine_is_faster(&source(150), Some(&base), &also_elsewhere), None);
+        assert_eq!(engine_is_faster(&source(150), None, &here), None);
+    }
+
+    #[test]
+    fn a_repo_digest_names_host_repository_and_digest() {
+        let p = pulled("team/base", &["l1"]);
+        assert_eq!((p.host.as_str(), p.repo.as_str()), ("127.0.0.1:5000", "team/base"));
+        assert_eq!(
+            p.reference(),
+            format!("127.0.0.1:5000/team/base@sha256:{}", "a".repeat(64))
+        );
+        // Docker Hub's short names carry no registry host: not a registry this run writes to.
+        assert_eq!(
+            PulledImage::new(&format!("debian@sha256:{}", "a".repeat(64)), "i", &[], 1),
+            None
+        );
+    }
+
+    #[test]
+    fn base_layers_pair_gzip_layers_with_diff_ids_of_the_same_image_only() {
+        let manifest = |config: &str, second_type: &str| Manifest {
+            bytes: format!(
+                r#"{{"schemaVersion":2,"config":{{"digest":"{config}","size":1}},"layers":[
+                {{"mediaType":"application/vnd.docker.image.rootfs.diff.tar.gzip","digest":"sha256:g1","size":10}},
+                {{"mediaType":"{second_type}","digest":"sha256:g2","size":20}}]}}"#
+            )
+            .into_bytes(),
+            media_type: "application/vnd.docker.distribution.manifest.v2+json".into(),
+            digest: String::new(),
+        };
+        let base = pulled("base", &["l1", "l2"]);
+        let gzip = BaseLayers::new(
+            base.clone(),
+            &manifest("sha256:id", "application/vnd.oci.image.layer.v1.tar+gzip"),
+        )
+        .unwrap();
+        assert_eq!(gzip.by_diff_id["l1"].digest, "sha256:g1");
+        assert_eq!(gzip.by_diff_id["l2"].size, 20);
+        let zstd = BaseLayers::new(
+            base.clone(),
+            &manifest("sha256:id", "application/vnd.oci.image.layer.v1.tar+zstd"),
+        )
+        .unwrap();
+        assert_eq!(
+            zstd.by_diff_id.keys().collect::<Vec<_>>(),
+            vec!["l1"],
+            "a zstd layer is not reused"
+        );
+        let one = pulled("base", &["l1"]);
+        let zstd_only = Manifest {
+            bytes: br#"{"schemaVersion":2,"config":{"digest":"sha256:id","size":1},"layers":[
+                {"mediaType":"application/vnd.oci.image.layer.v1.tar+zstd","digest":"sha256:z","size":1}]}"#
+                .to_vec(),
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            digest: String::new(),
+        };
+        assert!(
+            BaseLayers::new(one, &zstd_only).is_err(),
+            "nothing to borrow is no base"
+        );
+        assert!(BaseLayers::new(base, &manifest("sha256:other", "x")).is_err());
+        let three = pulled("base", &["l1", "l2", "l3"]);
+        assert!(BaseLayers::new(three, &manifest("sha256:id", "x")).is_err());
     }
 }

@@ -10,7 +10,7 @@
 
 use crate::domain::login::RegistryLogin;
 use crate::domain::reference::Reference;
-use crate::domain::source::LocalImage;
+use crate::domain::source::{LocalImage, PulledImage};
 use anyhow::{Context, Result, anyhow, bail};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE;
@@ -20,6 +20,9 @@ use bollard::query_parameters::{CreateImageOptionsBuilder, PushImageOptionsBuild
 use futures_util::StreamExt;
 use http::HeaderValue;
 use std::time::Duration;
+
+/// Local images inspected at most when looking for the image a source was built on.
+const CANDIDATES: usize = 64;
 
 /// A connected engine.
 pub struct Engine {
@@ -68,6 +71,7 @@ impl Engine {
                 id: image.id.unwrap_or_default(),
                 size: image.size.unwrap_or(0),
                 repo_digests: image.repo_digests.unwrap_or_default(),
+                layers: image.root_fs.and_then(|r| r.layers).unwrap_or_default(),
             }),
             Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => bail!(
                 "PLUGIN_SOURCE={reference}: no such image in the Docker Engine at {}. Build or load it in an \
@@ -76,6 +80,39 @@ impl Engine {
             ),
             Err(e) => Err(e).with_context(|| format!("inspecting PLUGIN_SOURCE={reference} in the Docker Engine")),
         }
+    }
+
+    /// The local images pulled from (or pushed to) one of `hosts`, with their layers: the candidates for
+    /// the image `source` was built on. Best effort: an engine that cannot list gives none. At most
+    /// [`CANDIDATES`] images are inspected (a shared engine may hold many).
+    pub async fn pulled_images(&self, hosts: &[String]) -> Vec<PulledImage> {
+        let Ok(summaries) = self
+            .docker
+            .list_images(None::<bollard::query_parameters::ListImagesOptions>)
+            .await
+        else {
+            return Vec::new();
+        };
+        let from_hosts = |d: &&String| hosts.iter().any(|h| d.starts_with(&format!("{h}/")));
+        let mut pulled = Vec::new();
+        for summary in summaries
+            .iter()
+            .filter(|s| s.repo_digests.iter().any(|d| from_hosts(&d)))
+            .take(CANDIDATES)
+        {
+            let Ok(image) = self.docker.inspect_image(&summary.id).await else {
+                continue;
+            };
+            let layers = image.root_fs.and_then(|r| r.layers).unwrap_or_default();
+            pulled.extend(
+                summary
+                    .repo_digests
+                    .iter()
+                    .filter(from_hosts)
+                    .filter_map(|d| PulledImage::new(d, &summary.id, &layers, summary.size.max(0) as u64)),
+            );
+        }
+        pulled
     }
 
     /// Tag `source` as `<registry>/<repo>:<tag>` and push that one tag. Returns the digest the registry stored.

@@ -8,8 +8,9 @@
 //! blocks, no name, mtime 0, one level, one backend), so the same image gives the same digests on any
 //! machine, whatever its cores; the config is sent as it is, so the image id and the diff ids stay.
 
+use crate::domain::manifest::Descriptor;
 use crate::domain::manifest::{Manifest, sha256};
-use crate::domain::source::{FileImage, LocalBlob};
+use crate::domain::source::{BaseLayers, FileImage, LocalBlob};
 use crate::files::ScratchDir;
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::{Value, json};
@@ -51,7 +52,7 @@ pub fn oci_archive(path: &Path, reference: Option<&str>) -> Result<Opened> {
 /// Read `docker save`'s tar from a file; `reference` picks an image by one of its tags.
 pub fn docker_archive(path: &Path, reference: Option<&str>) -> Result<Opened> {
     let file = crate::files::open_regular(path).map_err(|e| anyhow!("{e}"))?;
-    docker_archive_from(std::io::BufReader::with_capacity(1 << 20, file), reference, None)
+    docker_archive_from(std::io::BufReader::with_capacity(1 << 20, file), reference, None, None)
         .with_context(|| format!("reading {}", path.display()))
 }
 
@@ -60,16 +61,21 @@ pub fn docker_archive(path: &Path, reference: Option<&str>) -> Result<Opened> {
 /// written to disk, and the reading, the compression and the writer of the stream run side by side.
 ///
 /// Each layer being compressed is announced on `early` as it starts ([`Growing`]), so uploads can follow it.
+///
+/// With `base`, the image's layers that are its base's are not compressed: each layer is first kept as it
+/// comes (which layer it is is known only once it has been read, by its diff id), then a base layer is
+/// dropped, to be sent as the base's registry holds it (`FileImage::borrowed`), and any other compressed.
 pub fn docker_archive_from(
     input: impl Read,
     reference: Option<&str>,
     early: Option<&tokio::sync::mpsc::UnboundedSender<Growing>>,
+    base: Option<&BaseLayers>,
 ) -> Result<Opened> {
     let scratch = ScratchDir::new("docker-archive")?;
-    let compressed = unpack_compressing(input, &scratch.path, early)
+    let unpacked = unpack_compressing(input, &scratch.path, early, base)
         .context("unpacking the docker archive: is it a tar archive?")?;
     Ok(Opened {
-        image: read_docker(&scratch.path, reference, &compressed)?,
+        image: read_docker(&scratch.path, reference, &unpacked, base)?,
         _scratch: Some(scratch),
     })
 }
@@ -111,21 +117,29 @@ pub struct Growing {
     pub done: tokio::sync::watch::Receiver<Option<LocalBlob>>,
 }
 
-/// Layers compressed while unpacking, by their path in the archive.
-type CompressedLayers = std::collections::BTreeMap<PathBuf, LocalBlob>;
+/// The layers met while unpacking, by their path in the archive.
+#[derive(Default)]
+struct Unpacked {
+    /// Compressed by the step.
+    compressed: std::collections::BTreeMap<PathBuf, LocalBlob>,
+    /// Layers of the base, by diff id: not kept.
+    borrowed: std::collections::BTreeMap<PathBuf, String>,
+}
 
 /// Unpack `input` into `into`, except that every regular file that is an uncompressed tar (a layer) is
-/// written gzip-compressed under `.ecr-step-layers/` instead, and returned by its path in the archive.
+/// written gzip-compressed under `.ecr-step-layers/` instead (or, when it is a layer of `base`, not at
+/// all), and returned by its path in the archive.
 fn unpack_compressing(
     input: impl Read,
     into: &Path,
     early: Option<&tokio::sync::mpsc::UnboundedSender<Growing>>,
-) -> Result<CompressedLayers> {
+    base: Option<&BaseLayers>,
+) -> Result<Unpacked> {
     let mut tar = tar::Archive::new(input);
     tar.set_preserve_permissions(false);
     let layers = into.join(LAYERS);
     std::fs::create_dir_all(&layers)?;
-    let mut done = CompressedLayers::new();
+    let mut done = Unpacked::default();
     for (i, entry) in tar.entries()?.enumerate() {
         let mut entry = entry?;
         let path = entry.path()?.into_owned();
@@ -137,6 +151,27 @@ fn unpack_compressing(
             inside(&path).ok_or_else(|| anyhow!("the archive names a path outside it: {}", path.display()))?;
         let mut head = Vec::with_capacity(512);
         (&mut entry).take(512).read_to_end(&mut head)?;
+        if let Some(base) = base.filter(|_| is_tar(&head)) {
+            let raw = layers.join(format!("{i}.tar"));
+            let mut hasher = Sha256::new();
+            let mut kept = Tee {
+                inner: std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&raw)?),
+                hasher: &mut hasher,
+                written: 0,
+            };
+            std::io::copy(&mut head.as_slice().chain(&mut entry), &mut kept)?;
+            kept.inner.flush()?;
+            drop(kept);
+            let diff_id = hex_digest(hasher);
+            if base.by_diff_id.contains_key(&diff_id) {
+                done.borrowed.insert(relative, diff_id);
+            } else {
+                let blob = gzip_file(&mut std::fs::File::open(&raw)?, &layers.join(format!("{i}.tar.gz")))?;
+                done.compressed.insert(relative, blob);
+            }
+            std::fs::remove_file(&raw)?;
+            continue;
+        }
         if is_tar(&head) {
             let out = layers.join(format!("{i}.tar.gz"));
             std::fs::File::create(&out)?;
@@ -153,7 +188,7 @@ fn unpack_compressing(
             }
             let blob = gzip_file(&mut head.as_slice().chain(&mut entry), &out)?;
             let _ = finished.send(Some(blob.clone()));
-            done.insert(relative, blob);
+            done.compressed.insert(relative, blob);
             continue;
         }
         let target = into.join(&relative);
@@ -250,6 +285,7 @@ fn read_layout(root: &Path, reference: Option<&str>) -> Result<FileImage> {
         blobs: Vec::new(),
         manifest: manifest.clone(),
         compressed: 0,
+        borrowed: Vec::new(),
     };
     if manifest.is_index() {
         let json: Value = serde_json::from_slice(&manifest.bytes)?;
@@ -303,7 +339,7 @@ fn add_blobs(root: &Path, manifest: &Manifest, blobs: &mut Vec<LocalBlob>) -> Re
     Ok(())
 }
 
-fn read_docker(root: &Path, reference: Option<&str>, done: &CompressedLayers) -> Result<FileImage> {
+fn read_docker(root: &Path, reference: Option<&str>, done: &Unpacked, base: Option<&BaseLayers>) -> Result<FileImage> {
     let manifest = read_json(&root.join("manifest.json"))
         .with_context(|| format!("{}: not a docker archive (no manifest.json)", root.display()))?;
     let entries = manifest.as_array().cloned().unwrap_or_default();
@@ -347,26 +383,40 @@ fn read_docker(root: &Path, reference: Option<&str>, done: &CompressedLayers) ->
         .flatten()
         .filter_map(|l| l.as_str().map(PathBuf::from))
         .collect();
-    let mut layers: Vec<(LocalBlob, bool)> = Vec::new();
+    let mut layers: Vec<Layer> = Vec::new();
     for (i, name) in layer_names.iter().enumerate() {
-        let layer = match compressed_layer(root, name, done) {
-            Some(blob) => (blob, true),
-            None => compressed(&root.join(name), &root.join(LAYERS).join(format!("late-{i}.tar.gz")))?,
+        let layer = match met_layer(root, name, done) {
+            Some(Met::Compressed(blob)) => Layer::File(blob, true),
+            Some(Met::Borrowed(diff_id)) => {
+                let descriptor = base.and_then(|b| b.by_diff_id.get(&diff_id));
+                Layer::Borrowed(descriptor.cloned().ok_or_else(|| anyhow!("no base layer {diff_id}"))?)
+            }
+            None => {
+                let (blob, compressed) =
+                    compressed(&root.join(name), &root.join(LAYERS).join(format!("late-{i}.tar.gz")))?;
+                Layer::File(blob, compressed)
+            }
         };
         layers.push(layer);
     }
+    let descriptor = |l: &Layer| match l {
+        Layer::File(b, _) => json!({"mediaType": DOCKER_LAYER, "size": b.size, "digest": b.digest}),
+        Layer::Borrowed(d) => json!({"mediaType": DOCKER_LAYER, "size": d.size, "digest": d.digest}),
+    };
     let manifest = json!({
         "schemaVersion": 2,
         "mediaType": DOCKER_MANIFEST,
         "config": {"mediaType": DOCKER_CONFIG, "size": config.size, "digest": config.digest},
-        "layers": layers.iter().map(|(b, _)| json!({"mediaType": DOCKER_LAYER, "size": b.size, "digest": b.digest})).collect::<Vec<_>>(),
+        "layers": layers.iter().map(descriptor).collect::<Vec<_>>(),
     });
     let bytes = serde_json::to_vec(&manifest)?;
-    let compressed = layers.iter().filter(|(_, c)| *c).count();
-    let mut blobs = vec![config.clone()];
-    for (blob, _) in layers {
-        if !blobs.iter().any(|b| b.digest == blob.digest) {
-            blobs.push(blob);
+    let compressed = layers.iter().filter(|l| matches!(l, Layer::File(_, true))).count();
+    let (mut blobs, mut borrowed) = (vec![config.clone()], Vec::<Descriptor>::new());
+    for layer in layers {
+        match layer {
+            Layer::File(blob, _) if !blobs.iter().any(|b| b.digest == blob.digest) => blobs.push(blob),
+            Layer::Borrowed(d) if !borrowed.contains(&d) => borrowed.push(d),
+            _ => {}
         }
     }
     Ok(FileImage {
@@ -379,7 +429,15 @@ fn read_docker(root: &Path, reference: Option<&str>, done: &CompressedLayers) ->
         blobs,
         image_id: Some(config.digest),
         compressed,
+        borrowed,
     })
+}
+
+/// A layer of the image as the manifest will name it: a blob on disk (and whether the step compressed
+/// it), or a layer of the base, as its registry holds it.
+enum Layer {
+    File(LocalBlob, bool),
+    Borrowed(Descriptor),
 }
 
 /// A layer as a gzip blob: an already compressed layer as it is, an uncompressed tar gzip-compressed into
@@ -404,13 +462,23 @@ fn compressed(layer: &Path, out: &Path) -> Result<(LocalBlob, bool)> {
     Ok((gzip_file(&mut std::fs::File::open(layer)?, out)?, true))
 }
 
-/// The layer the archive names `name`, if it was compressed while unpacking: found by its path, or through
-/// the symlinks of the archive (`<id>/layer.tar` → `blobs/sha256/<hex>` in newer `docker save` archives).
-fn compressed_layer(root: &Path, name: &Path, compressed: &CompressedLayers) -> Option<LocalBlob> {
+/// What unpacking made of a layer.
+enum Met {
+    Compressed(LocalBlob),
+    /// A layer of the base, by diff id.
+    Borrowed(String),
+}
+
+/// The layer the archive names `name`, if it was met while unpacking: found by its path, or through the
+/// symlinks of the archive (`<id>/layer.tar` → `blobs/sha256/<hex>` in newer `docker save` archives).
+fn met_layer(root: &Path, name: &Path, met: &Unpacked) -> Option<Met> {
     let mut name = inside(name)?;
     for _ in 0..8 {
-        if let Some(blob) = compressed.get(&name) {
-            return Some(blob.clone());
+        if let Some(blob) = met.compressed.get(&name) {
+            return Some(Met::Compressed(blob.clone()));
+        }
+        if let Some(diff_id) = met.borrowed.get(&name) {
+            return Some(Met::Borrowed(diff_id.clone()));
         }
         let link = std::fs::read_link(root.join(&name)).ok()?;
         name = inside(&name.parent().unwrap_or(Path::new("")).join(link))?;

@@ -8,77 +8,20 @@ use super::tags::{self, Destination, Writer};
 use crate::aws::token::Renewal;
 use crate::distribution::{BlobCopy, RegistryClient};
 use crate::domain::login::{RegistryLogin, Relogin};
-use crate::domain::source::{FileImage, LocalImage, Source};
+use crate::domain::source::{BaseLayers, FileImage, LocalImage, PulledImage, Source, base_of, engine_is_faster};
 use crate::domain::tag::TagOutcome;
 use crate::engine::{Engine, Refused};
 use crate::layout;
 use crate::settings::{PushSettings, PushVia};
 use anyhow::{Result, anyhow};
-use futures_util::{StreamExt, TryStreamExt};
+use futures_util::{FutureExt, StreamExt, TryStreamExt};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 pub async fn run(settings: &PushSettings, ctx: &Context) -> Result<Done> {
-    let reference = match (&settings.source, settings.via) {
-        (Source::Engine(reference), PushVia::Engine) => reference,
-        _ => return from_files(settings, ctx).await,
-    };
-    let timeout = ctx.common.timeout;
-    let engine = Engine::connect(timeout).await?;
-    let source = engine.source_image(reference).await?;
-    let target = &settings.target;
-    crate::report::push_plan(&source, &target.repo, &target.tags, &ctx.logins);
-    if settings.dry_run {
-        crate::report::dry_run(&target.repo, target.tags.len(), ctx.logins.len(), &settings.repository);
-        return Ok(Done::DryRun { target: target.clone() });
-    }
-    crate::aws::repository::prepare_all(&ctx.identity, &target.repo, &settings.repository, &ctx.logins).await?;
-    let outcomes = tags::every_destination(&ctx.logins, |login| push_to(&engine, &source, settings, login, ctx)).await;
-    super::scan::done(settings.scan.as_ref(), target, outcomes, ctx).await
-}
-
-/// Push an image the step reads from files (an OCI layout, an archive, or an engine image exported as
-/// `docker save` would): its blobs uploaded through the registry client to every destination concurrently
-/// (compressed once, before), children of an index first, then every tag through the per-tag loop, which
-/// skips a tag already at this digest: a re-run uploads and writes nothing.
-async fn from_files(settings: &PushSettings, ctx: &Context) -> Result<Done> {
-    let timeout = ctx.common.timeout;
-    let (mut prepared, mut early) = (false, BTreeSet::new());
     let opened = match &settings.source {
-        Source::Engine(reference) => {
-            let engine = Engine::connect(timeout).await?;
-            let local = engine.source_image(reference).await?;
-            // A re-run: every tag already holds this image (its config is the image id), so nothing is
-            // exported, compressed or uploaded.
-            if !settings.dry_run
-                && let Some(outcomes) = already_there(&local, settings, ctx).await
-            {
-                // Nothing to write, but the scan gate still judges the image.
-                return super::scan::done(settings.scan.as_ref(), &settings.target, outcomes, ctx).await;
-            }
-            // The export streams into the reader, which compresses each layer as it passes, and each
-            // layer's upload follows its compression (the repositories exist first).
-            if !settings.dry_run {
-                let target = &settings.target;
-                crate::aws::repository::prepare_all(&ctx.identity, &target.repo, &settings.repository, &ctx.logins)
-                    .await?;
-                prepared = true;
-            }
-            let (chunks, received) = tokio::sync::mpsc::channel(EXPORT_CHUNKS);
-            let (announce, announced) = tokio::sync::mpsc::unbounded_channel();
-            let announce = (!settings.dry_run).then_some(announce);
-            let reading =
-                blocking(move || layout::docker_archive_from(layout::Chunks::new(received), None, announce.as_ref()));
-            let (exported, opened, landed) = tokio::join!(
-                engine.export(reference, chunks, timeout),
-                reading,
-                upload_early(announced, &settings.target.repo, ctx)
-            );
-            exported?;
-            early = landed;
-            opened?
-        }
+        Source::Engine(reference) => return from_engine(reference, settings, ctx).await,
         Source::Oci { path, reference } => {
             let (path, reference) = (path.clone(), reference.clone());
             blocking(move || layout::oci(&path, reference.as_deref())).await?
@@ -92,6 +35,111 @@ async fn from_files(settings: &PushSettings, ctx: &Context) -> Result<Done> {
             blocking(move || layout::docker_archive(&path, reference.as_deref())).await?
         }
     };
+    let nothing = BTreeSet::new();
+    let sent = Sent {
+        early: &nothing,
+        base: None,
+        prepared: false,
+    };
+    upload(&opened, settings, ctx, &sent).await
+}
+
+/// An image in the engine: through the engine (`docker push`) or the step's own transfer, as
+/// `PLUGIN_PUSH_VIA` says (`auto`: the engine only for an image mostly made of a base every destination
+/// holds).
+async fn from_engine(reference: &str, settings: &PushSettings, ctx: &Context) -> Result<Done> {
+    let engine = Engine::connect(ctx.common.timeout).await?;
+    let local = engine.source_image(reference).await?;
+    let hosts: Vec<String> = ctx.logins.iter().map(|l| l.registry.host.clone()).collect();
+    // The image it was built on, when that came from a registry this run writes to.
+    let base = match settings.via {
+        PushVia::Engine => None,
+        PushVia::Auto | PushVia::Registry => base_of(&local, engine.pulled_images(&hosts).await),
+    };
+    let through_engine = match settings.via {
+        PushVia::Engine => true,
+        PushVia::Registry => false,
+        PushVia::Auto => engine_is_faster(&local, base.as_ref(), &hosts)
+            .inspect(|why| crate::report::via_engine(why))
+            .is_some(),
+    };
+    if through_engine {
+        engine_push(&engine, &local, settings, ctx).await
+    } else {
+        own_transfer(&engine, &local, base, settings, ctx).await
+    }
+}
+
+/// `docker push` through the engine, tag by tag into every destination.
+async fn engine_push(engine: &Engine, source: &LocalImage, settings: &PushSettings, ctx: &Context) -> Result<Done> {
+    let target = &settings.target;
+    crate::report::push_plan(source, &target.repo, &target.tags, &ctx.logins);
+    if settings.dry_run {
+        crate::report::dry_run(&target.repo, target.tags.len(), ctx.logins.len(), &settings.repository);
+        return Ok(Done::DryRun { target: target.clone() });
+    }
+    crate::aws::repository::prepare_all(&ctx.identity, &target.repo, &settings.repository, &ctx.logins).await?;
+    let outcomes = tags::every_destination(&ctx.logins, |login| push_to(engine, source, settings, login, ctx)).await;
+    super::scan::done(settings.scan.as_ref(), target, outcomes, ctx).await
+}
+
+/// The step's own transfer of an engine image: exported as `docker save` would, each layer compressed as
+/// it streams out and its upload following its compression, then uploaded like an image from files.
+/// Layers of `base` (pulled from a registry this run writes to) are sent as that registry holds them (so
+/// the image shares its base's digests), not compressed here.
+async fn own_transfer(
+    engine: &Engine,
+    local: &LocalImage,
+    base: Option<PulledImage>,
+    settings: &PushSettings,
+    ctx: &Context,
+) -> Result<Done> {
+    let timeout = ctx.common.timeout;
+    // A re-run: every tag already holds this image (its config is the image id), so nothing is exported,
+    // compressed or uploaded.
+    if !settings.dry_run
+        && let Some(outcomes) = already_there(local, settings, ctx).await
+    {
+        // Nothing to write, but the scan gate still judges the image.
+        return super::scan::done(settings.scan.as_ref(), &settings.target, outcomes, ctx).await;
+    }
+    let base = match base {
+        Some(base) => base_layers(base, local, ctx).await,
+        None => None,
+    };
+    // The repositories exist before the first upload that follows a compression.
+    if !settings.dry_run {
+        let target = &settings.target;
+        crate::aws::repository::prepare_all(&ctx.identity, &target.repo, &settings.repository, &ctx.logins).await?;
+    }
+    let (chunks, received) = tokio::sync::mpsc::channel(EXPORT_CHUNKS);
+    let (announce, announced) = tokio::sync::mpsc::unbounded_channel();
+    // With a base, which layer is which is known only once it has been read: no upload follows a
+    // compression, since it could be a base layer the registry has.
+    let announce = (!settings.dry_run && base.is_none()).then_some(announce);
+    let reading_base = base.clone();
+    let reading = blocking(move || {
+        let chunks = layout::Chunks::new(received);
+        layout::docker_archive_from(chunks, None, announce.as_ref(), reading_base.as_ref())
+    });
+    let (exported, opened, early) = tokio::join!(
+        engine.export(&local.reference, chunks, timeout),
+        reading,
+        upload_early(announced, &settings.target.repo, ctx)
+    );
+    exported?;
+    let sent = Sent {
+        early: &early,
+        base: base.as_ref(),
+        prepared: true,
+    };
+    upload(&opened?, settings, ctx, &sent).await
+}
+
+/// An image read into files, pushed: its blobs uploaded through the registry client to every destination
+/// concurrently (compressed once, before), children of an index first, then every tag through the per-tag
+/// loop, which skips a tag already at this digest: a re-run uploads and writes nothing.
+async fn upload(opened: &layout::Opened, settings: &PushSettings, ctx: &Context, sent: &Sent<'_>) -> Result<Done> {
     let image = &opened.image;
     let target = &settings.target;
     crate::report::files_plan(&settings.source, image, &target.repo, &target.tags, &ctx.logins);
@@ -99,11 +147,44 @@ async fn from_files(settings: &PushSettings, ctx: &Context) -> Result<Done> {
         crate::report::dry_run(&target.repo, target.tags.len(), ctx.logins.len(), &settings.repository);
         return Ok(Done::DryRun { target: target.clone() });
     }
-    if !prepared {
+    if !sent.prepared {
         crate::aws::repository::prepare_all(&ctx.identity, &target.repo, &settings.repository, &ctx.logins).await?;
     }
-    let outcomes = tags::every_destination(&ctx.logins, |login| files_to(image, settings, login, ctx, &early)).await;
+    let outcomes = tags::every_destination(&ctx.logins, |login| files_to(image, settings, login, ctx, sent)).await;
     super::scan::done(settings.scan.as_ref(), target, outcomes, ctx).await
+}
+
+/// What a push from files knows of its blobs before it uploads them.
+struct Sent<'a> {
+    /// `(registry host, digest)` of the blobs uploaded while they were compressed.
+    early: &'a BTreeSet<(String, String)>,
+    /// Where the layers the image borrows from its base are ([`FileImage::borrowed`]).
+    base: Option<&'a BaseLayers>,
+    /// Whether the repositories were prepared already (before uploads that followed a compression).
+    prepared: bool,
+}
+
+/// The layers `local` shares with `base`, the image it was built on, as the registry it was pulled from
+/// holds them. `None` when its manifest cannot be read there, or names no layer the step can borrow (then
+/// every layer is compressed here, as without a base).
+async fn base_layers(base: PulledImage, local: &LocalImage, ctx: &Context) -> Option<BaseLayers> {
+    let login = ctx.logins.iter().find(|l| l.registry.host == base.host)?;
+    let read = async {
+        let client = RegistryClient::new(login, ctx.common.timeout)?;
+        let manifest = client.image_manifest(&base.repo, &base.digest, &base.image_id).await?;
+        let manifest = manifest.ok_or_else(|| anyhow!("the registry no longer has it"))?;
+        BaseLayers::new(base.clone(), &manifest).map_err(|e| anyhow!(e))
+    };
+    match read.await {
+        Ok(layers) => {
+            crate::report::base(&layers, local.layers.len());
+            Some(layers)
+        }
+        Err(e) => {
+            crate::report::base_unused(&base.reference(), &e);
+            None
+        }
+    }
 }
 
 /// When every tag in every destination already holds a manifest whose config is `image` (by id), the
@@ -193,14 +274,15 @@ async fn ticking<T>(work: impl std::future::Future<Output = T>, shown: &[&crate:
     done
 }
 
-/// Blobs, then child manifests, then every tag, into one destination. `early` names the blobs uploaded
-/// while they were compressed (counted as uploaded, not as already there).
+/// Blobs, then child manifests, then every tag, into one destination. Blobs uploaded while they were
+/// compressed are counted as uploaded, not as already there; the layers borrowed from the base are
+/// found there, mounted from the base's repository, or streamed from the base's registry.
 async fn files_to(
     image: &FileImage,
     settings: &PushSettings,
     login: &RegistryLogin,
     ctx: &Context,
-    early: &BTreeSet<(String, String)>,
+    sent: &Sent<'_>,
 ) -> Vec<TagOutcome> {
     let repo = &settings.target.repo;
     let label = format!("{}/{repo}", login.registry.host);
@@ -210,17 +292,39 @@ async fn files_to(
         Ok(c) => c.with_relogin(renewal),
         Err(e) => return fail(e),
     };
-    let total = image.blobs.iter().map(|b| b.size).sum();
+    let base = match sent.base {
+        Some(base) => match base_client(base, ctx) {
+            Ok(client) => Some((base, client)),
+            Err(e) => return fail(e),
+        },
+        None => None,
+    };
+    let total = image.blobs.iter().map(|b| b.size).sum::<u64>() + image.borrowed.iter().map(|d| d.size).sum::<u64>();
     let progress = Arc::new(crate::report::Progress::new(label.clone(), total));
-    let (client_ref, progress_ref) = (&client, &progress);
-    let uploads = futures_util::stream::iter(image.blobs.iter().map(|b| async move {
-        let copy = client_ref.upload_file(repo, b, progress_ref).await?;
-        // A blob uploaded while it was compressed is found there now, but this run uploaded it.
-        let early = early.contains(&(login.registry.host.clone(), b.digest.clone()));
-        Ok::<_, anyhow::Error>(if early { BlobCopy::Uploaded } else { copy })
-    }))
-    .buffer_unordered(PARALLEL_UPLOADS)
-    .try_collect::<Vec<BlobCopy>>();
+    let (client_ref, progress_ref, base_ref) = (&client, &progress, &base);
+    let files = image.blobs.iter().map(|b| {
+        async move {
+            let copy = client_ref.upload_file(repo, b, progress_ref).await?;
+            // A blob uploaded while it was compressed is found there now, but this run uploaded it.
+            let early = sent.early.contains(&(login.registry.host.clone(), b.digest.clone()));
+            Ok::<_, anyhow::Error>(if early { BlobCopy::Uploaded } else { copy })
+        }
+        .boxed()
+    });
+    let borrowed = image.borrowed.iter().map(|d| {
+        async move {
+            let (base, from) = base_ref
+                .as_ref()
+                .ok_or_else(|| anyhow!("a borrowed layer without a base"))?;
+            let copy = client_ref.copy_blob(repo, from, &base.base.repo, d).await?;
+            progress_ref.advance(d.size);
+            Ok(copy)
+        }
+        .boxed()
+    });
+    let uploads = futures_util::stream::iter(files.chain(borrowed))
+        .buffer_unordered(PARALLEL_UPLOADS)
+        .try_collect::<Vec<BlobCopy>>();
     let uploads = ticking(uploads, &[&progress]).await;
     let copied = match uploads {
         Ok(c) => c,
@@ -231,7 +335,7 @@ async fn files_to(
         &image.manifest.digest,
         &label,
         count(BlobCopy::Uploaded),
-        0,
+        count(BlobCopy::Mounted),
         count(BlobCopy::AlreadyThere),
     );
     for child in &image.children {
@@ -250,6 +354,17 @@ async fn files_to(
         identity: &ctx.identity,
     };
     tags::put_every_tag(&to, &settings.target.tags, &image.manifest, "pushed").await
+}
+
+/// A client of the registry that holds `base`, renewing its token on a 401 like every destination's.
+fn base_client(base: &BaseLayers, ctx: &Context) -> Result<RegistryClient> {
+    let login = ctx
+        .logins
+        .iter()
+        .find(|l| l.registry.host == base.base.host)
+        .ok_or_else(|| anyhow!("no login for {}, which holds the base", base.base.host))?;
+    let renewal: Arc<dyn Relogin> = Arc::new(Renewal::of(&ctx.identity, login));
+    Ok(RegistryClient::new(login, ctx.common.timeout)?.with_relogin(renewal))
 }
 
 /// Chunks of the engine's export held between the engine and the compression (a few MiB).

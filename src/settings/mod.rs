@@ -108,9 +108,11 @@ pub struct PushSettings {
     pub dry_run: bool,
 }
 
-/// How push moves an engine image: `docker push` through the engine, or the step's own transfer.
+/// How push moves an engine image: `docker push` through the engine, the step's own transfer, or (`auto`)
+/// the engine when the image is mostly a base the destination registry already holds, else the step's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PushVia {
+    Auto,
     Engine,
     Registry,
 }
@@ -470,11 +472,12 @@ impl Parser {
         });
         let via = self
             .parse(Key::PushVia, |v| match v.to_ascii_lowercase().as_str() {
+                "auto" => Ok(PushVia::Auto),
                 "engine" => Ok(PushVia::Engine),
                 "registry" => Ok(PushVia::Registry),
-                _ => Err("engine or registry".to_string()),
+                _ => Err("auto, engine or registry".to_string()),
             })
-            .unwrap_or(PushVia::Registry);
+            .unwrap_or(PushVia::Auto);
         let target = self.target();
         let repository = self.repository();
         let scan = self.scan();
