@@ -219,19 +219,7 @@ fn login_writes_a_0600_docker_config_that_a_later_docker_push_uses() {
     assert!(text.contains("other.example"), "the existing entry was lost:\n{text}");
 
     let target = format!("{}/app:from-cli", registry.host);
-    let docker = |args: &[&str]| {
-        let out = std::process::Command::new("docker")
-            .arg("--config")
-            .arg(config.path())
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "docker {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let docker = |args: &[&str]| testbed::docker_with(Some(config.path()), args);
     docker(&["tag", &image.name, &target]);
     docker(&["push", &target]);
     assert!(registry.digest("app", "from-cli").is_some());

@@ -163,7 +163,17 @@ pub fn diff_ids(reference: &str) -> String {
 
 /// Run the docker CLI; panics with its output when it fails. Returns stdout.
 pub fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker").args(args).output().unwrap();
+    docker_with(None, args)
+}
+
+/// Run the docker CLI with the docker config directory `config` (`docker --config`), else its default;
+/// panics with its output when it fails. Returns stdout.
+pub fn docker_with(config: Option<&Path>, args: &[&str]) -> String {
+    let mut command = Command::new("docker");
+    if let Some(config) = config {
+        command.arg("--config").arg(config);
+    }
+    let out = command.args(args).output().unwrap();
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     assert!(
         out.status.success(),

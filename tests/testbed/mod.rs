@@ -5,12 +5,14 @@
 //! - [`Registry`]: a CNCF distribution registry whose htpasswd accepts one account's ECR token.
 //! - [`Image`]: a local image in the machine's Docker Engine, made from random files (no pulls).
 //! - [`Step`]: the built `ecr-step` binary, run as a user would (environment in, exit code and output out).
+//! - [`Link`]: a forwarder to a registry whose uploads share one rate (a network path, for benchmarks).
 //! - [`Tripwire`]: an endpoint that records whether the step connected ("no network call" as an assertion).
 //!
 //! Nothing here talks to anything but 127.0.0.1: IMDS is disabled in every step run.
 #![allow(dead_code)]
 
 mod image;
+mod link;
 mod moto;
 pub mod proxy;
 mod registry;
@@ -19,7 +21,9 @@ mod tripwire;
 
 // Each test file uses some of these.
 #[allow(unused_imports)]
-pub use image::{Image, build_step_image, diff_ids, docker};
+pub use image::{Image, build_step_image, diff_ids, docker, docker_with};
+#[allow(unused_imports)]
+pub use link::Link;
 #[allow(unused_imports)]
 pub use moto::Moto;
 #[allow(unused_imports)]
@@ -96,6 +100,44 @@ pub(crate) fn find_program(env_var: &str, candidates: &[PathBuf], install_hint: 
 pub(crate) struct Server {
     pub(crate) child: Child,
     _dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// The CPU time (user + system) the server has used so far.
+    pub(crate) fn cpu(&self) -> Duration {
+        cpu_of(self.child.id())
+    }
+}
+
+/// The CPU time (user + system) process `pid` has used so far, from `/proc/<pid>/stat` (zero when gone).
+pub fn cpu_of(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which is in parentheses and may hold spaces): utime and stime are the
+    // 12th and 13th of them, in clock ticks.
+    let fields: Vec<u64> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().map(|f| f.parse().unwrap_or(0)).collect())
+        .unwrap_or_default();
+    let ticks = fields.get(11).unwrap_or(&0) + fields.get(12).unwrap_or(&0);
+    // SAFETY: sysconf reads a constant of the system.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_millis(ticks * 1000 / per_second)
+}
+
+/// The CPU time the Docker Engine's processes (dockerd, containerd, fuse-overlayfs) have used so far.
+pub fn engine_cpu() -> Duration {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Duration::ZERO;
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            matches!(comm.trim(), "dockerd" | "containerd" | "fuse-overlayfs")
+        })
+        .map(cpu_of)
+        .sum()
 }
 
 impl Drop for Server {

@@ -8,7 +8,7 @@ use std::time::Duration;
 /// A distribution registry on loopback, plain HTTP, htpasswd user `AWS` with the password moto's ECR token
 /// carries for `account`: it accepts a push only with a token issued for that account.
 pub struct Registry {
-    _server: Server,
+    server: Server,
     pub host: String,
     pub account: String,
     agent: ureq::Agent,
@@ -66,11 +66,16 @@ impl Registry {
             .build()
             .into();
         Registry {
-            _server: server,
+            server,
             host: format!("127.0.0.1:{port}"),
             account: account.to_string(),
             agent,
         }
+    }
+
+    /// The CPU time the registry has used so far (hashing and storing what it is sent).
+    pub fn cpu(&self) -> Duration {
+        self.server.cpu()
     }
 
     fn password(&self) -> String {
@@ -196,21 +201,11 @@ impl Registry {
         config
     }
 
-    /// Run the docker CLI logged in to this registry; panics with its output when it fails. Returns stdout.
+    /// Run the docker CLI logged in to this registry; panics with its output when it fails. Returns stdout,
+    /// trimmed.
     pub fn docker(&self, args: &[&str]) -> String {
         let config = self.docker_config();
-        let out = Command::new("docker")
-            .arg("--config")
-            .arg(config.path())
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "docker {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        super::docker_with(Some(config.path()), args).trim().to_string()
     }
 
     /// Pull `reference` with the docker CLI: its image id and layer diff ids; the pulled image is removed.
