@@ -15,6 +15,13 @@ use anyhow::{Result, bail};
 use std::path::Path;
 use std::time::Duration;
 
+/// `println!` for report lines: through [`emit`], so a live progress display is never torn.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        emit(format!($($arg)*))
+    };
+}
+
 /// A text printed as it is (`--help`, `--version`).
 pub fn text(text: &str) {
     print!("{text}");
@@ -22,25 +29,29 @@ pub fn text(text: &str) {
 
 /// A failure, on stderr: the last line of a red run.
 pub fn error(e: &anyhow::Error) {
-    eprintln!("error: {e:#}");
+    let line = format!("error: {e:#}");
+    match display() {
+        Some(display) => display.suspend(|| eprintln!("{line}")),
+        None => eprintln!("{line}"),
+    }
 }
 
 pub fn skipped(why: &str) {
-    println!("skipped: {why}; nothing was pushed");
+    say!("skipped: {why}; nothing was pushed");
 }
 
 /// Where the values of an integration document went (never a value).
 pub fn origins(lines: &[String]) {
     for line in lines {
-        println!("settings: {line}");
+        say!("settings: {line}");
     }
 }
 
 pub fn identity(principal: &Principal, plan: &CredentialPlan) {
-    println!("credentials: {principal}");
+    say!("credentials: {principal}");
     if !plan.ignored.is_empty() {
         let names: Vec<String> = plan.ignored.iter().map(|l| format!("{l}")).collect();
-        println!(
+        say!(
             "credentials: also configured and not used: {} level (the {} level wins)",
             names.join(", "),
             plan.level
@@ -60,13 +71,13 @@ pub fn logins(logins: &[RegistryLogin], principal: &Principal) {
             _ => String::new(),
         };
         let account = login.token_account.as_deref().unwrap_or(&principal.account);
-        println!("registry: {} (token for account {account}){cross}", login.registry);
+        say!("registry: {} (token for account {account}){cross}", login.registry);
     }
 }
 
 pub fn push_plan(source: &LocalImage, repo: &str, tags: &[String], logins: &[RegistryLogin]) {
     let mib = source.size as f64 / (1024.0 * 1024.0);
-    println!("source: {} ({}, {mib:.1} MiB)", source.reference, short_id(&source.id));
+    say!("source: {} ({}, {mib:.1} MiB)", source.reference, short_id(&source.id));
     plan("push", repo, tags, logins);
 }
 
@@ -95,7 +106,7 @@ pub fn files_plan(source: &Source, image: &FileImage, repo: &str, tags: &[String
         Some(id) => format!("image {}", short_id(id)),
         None => format!("index of {} image(s)", image.children.len()),
     };
-    println!(
+    say!(
         "source: {what} ({kind}, {} blob(s), {mib:.1} MiB, {} layer(s) compressed here) {}",
         image.blobs.len(),
         image.compressed,
@@ -106,12 +117,12 @@ pub fn files_plan(source: &Source, image: &FileImage, repo: &str, tags: &[String
 
 /// `PLUGIN_PUSH_VIA=auto` chose `docker push` through the engine, and why.
 pub fn via_engine(why: &str) {
-    println!("via: docker push through the engine: {why}");
+    say!("via: docker push through the engine: {why}");
 }
 
 /// The image the source was built on, found in a registry this run writes to.
 pub fn base(base: &BaseLayers, layers: usize) {
-    println!(
+    say!(
         "base: {} (image {}): {} of the {layers} layer(s) are sent as that registry holds them, not compressed here",
         base.base.reference(),
         short_id(&base.base.image_id),
@@ -122,46 +133,46 @@ pub fn base(base: &BaseLayers, layers: usize) {
 /// The image the source was built on is not used (unreadable there, or nothing to borrow): every layer is
 /// compressed here instead.
 pub fn base_unused(reference: &str, e: &anyhow::Error) {
-    println!("base: {reference} is not used ({e:#}); every layer is compressed here");
+    say!("base: {reference} is not used ({e:#}); every layer is compressed here");
 }
 
 /// `source` as the user should read it: `host/repo:tag`.
 pub fn promote_plan(source: &str, manifest: &Manifest, repo: &str, tags: &[String], logins: &[RegistryLogin]) {
     let kind = if manifest.is_index() { "index" } else { "image" };
-    println!("source: {source} ({kind} {})", manifest.digest);
+    say!("source: {source} ({kind} {})", manifest.digest);
     plan("promote to", repo, tags, logins);
 }
 
 fn plan(verb: &str, repo: &str, tags: &[String], logins: &[RegistryLogin]) {
     for login in logins {
         for tag in tags {
-            println!("plan: {verb} {}/{repo}:{tag}", login.registry.host);
+            say!("plan: {verb} {}/{repo}:{tag}", login.registry.host);
         }
     }
 }
 
 /// Promote reads its source with its own role.
 pub fn read_role(how: &str, arn: &str) {
-    println!("source: read with {how} (confirmed: {arn})");
+    say!("source: read with {how} (confirmed: {arn})");
 }
 
 pub fn dry_run(repo: &str, tags: usize, destinations: usize, repository: &RepositorySettings) {
     if repository.any() {
-        println!("dry run: the repository settings would be applied to {repo}");
+        say!("dry run: the repository settings would be applied to {repo}");
     }
-    println!("dry run: {tags} tag(s) in {destinations} destination(s) would be written to {repo}; nothing was changed");
+    say!("dry run: {tags} tag(s) in {destinations} destination(s) would be written to {repo}; nothing was changed");
 }
 
 /// What the repository preparation did, one line per change.
 pub fn repository(lines: &[String]) {
     for line in lines {
-        println!("{line}");
+        say!("{line}");
     }
 }
 
 /// How the blobs of one manifest reached a destination.
 pub fn copied(manifest: &str, target: &str, uploaded: usize, mounted: usize, there: usize) {
-    println!(
+    say!(
         "copied: {} blob(s) of {manifest} to {target}: {uploaded} uploaded, {mounted} mounted, {there} already there",
         uploaded + mounted + there
     );
@@ -170,38 +181,72 @@ pub fn copied(manifest: &str, target: &str, uploaded: usize, mounted: usize, the
 /// One referrer at a destination: copied (or made discoverable) by this run, or found there already.
 pub fn referrer(artifact_type: &str, digest: &str, target: &str, copied: bool) {
     let what = if copied { "copied to" } else { "already in" };
-    println!("referrer: {artifact_type} {digest} {what} {target}");
+    say!("referrer: {artifact_type} {digest} {what} {target}");
 }
 
 /// The referrers a promote found at the source.
 pub fn referrers_found(count: usize, subject: &str) {
-    println!("referrers: {count} found for {subject} (and what refers to them)");
+    say!("referrers: {count} found for {subject} (and what refers to them)");
 }
 
 pub fn referrers_summary(target: &str, copied: usize, there: usize) {
-    println!("referrers: {copied} copied to {target}, {there} already there");
+    say!("referrers: {copied} copied to {target}, {there} already there");
 }
 
 /// One tag's line. `held` is what the registry had under the tag before (when it was read).
 pub fn tag(outcome: &TagOutcome, held: Option<&str>, verb: &str) {
     match (&outcome.result, held) {
-        (Ok(l), _) if l.skipped => println!("skipped: {} {} (already at this digest)", outcome.reference, l.digest),
+        (Ok(l), _) if l.skipped => say!("skipped: {} {} (already at this digest)", outcome.reference, l.digest),
         (Ok(l), Some(before)) if before != l.digest => {
-            println!("{verb}: {} {} (replaced {before})", outcome.reference, l.digest)
+            say!("{verb}: {} {} (replaced {before})", outcome.reference, l.digest)
         }
-        (Ok(l), _) => println!("{verb}: {} {}", outcome.reference, l.digest),
-        (Err(e), _) => println!("failed: {}: {e:#}", outcome.reference),
+        (Ok(l), _) => say!("{verb}: {} {}", outcome.reference, l.digest),
+        (Err(e), _) => say!("failed: {}: {e:#}", outcome.reference),
+    }
+}
+
+/// The live display on a terminal: one bar per destination that lasts (indicatif), above which every
+/// other line is printed; `None` in a CI log (no terminal), where progress is plain lines.
+fn display() -> Option<&'static indicatif::MultiProgress> {
+    use std::io::IsTerminal;
+    static DISPLAY: std::sync::OnceLock<Option<indicatif::MultiProgress>> = std::sync::OnceLock::new();
+    DISPLAY
+        .get_or_init(|| {
+            std::io::stdout()
+                .is_terminal()
+                .then(|| indicatif::MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::stdout()))
+        })
+        .as_ref()
+}
+
+/// Print one line on stdout: above the live display when there is one, so neither tears the other.
+fn emit(line: String) {
+    match display() {
+        Some(display) => display.suspend(|| println!("{line}")),
+        None => println!("{line}"),
+    }
+}
+
+/// How often a transfer's progress is shown: a live display redraws often, a CI log gets a line every
+/// few seconds.
+pub fn progress_interval() -> Duration {
+    if display().is_some() {
+        Duration::from_millis(250)
+    } else {
+        Duration::from_secs(5)
     }
 }
 
 /// The bytes of one destination's transfer, shared by the uploads (which count) and the ticker (which
-/// prints): `progress` lines come only for transfers that last, never ANSI codes.
+/// shows them): nothing in the first seconds, so short transfers show none; then, on a terminal, a bar of
+/// its own in the live display, and in a CI log a `progress:` line every few seconds, never ANSI codes.
 #[derive(Debug)]
 pub struct Progress {
     pub label: String,
     pub total: u64,
     done: std::sync::atomic::AtomicU64,
     started: std::time::Instant,
+    bar: std::sync::OnceLock<indicatif::ProgressBar>,
 }
 
 impl Progress {
@@ -211,6 +256,7 @@ impl Progress {
             total,
             done: std::sync::atomic::AtomicU64::new(0),
             started: std::time::Instant::now(),
+            bar: std::sync::OnceLock::new(),
         }
     }
 
@@ -218,42 +264,51 @@ impl Progress {
         self.done.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// One progress line: on a terminal it rewrites itself (a carriage return), in a CI log it is a line of
-    /// its own. Nothing in the first seconds, so short transfers print none.
+    /// Show where the transfer is (the ticker calls this every [`progress_interval`]).
     pub fn print(&self) {
-        use std::io::{IsTerminal, Write};
         let elapsed = self.started.elapsed().as_secs_f64();
         if elapsed < 3.0 {
             return;
         }
-        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
         let done = self.done.load(std::sync::atomic::Ordering::Relaxed);
-        // A total of 0: not known yet (uploads that follow a compression).
+        if let Some(display) = display() {
+            let bar = self.bar.get_or_init(|| {
+                let style = indicatif::ProgressStyle::with_template(
+                    // The label last, cut to the terminal's width: a bar never wraps onto a second line.
+                    "progress: [{bar:20}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} {wide_msg}",
+                )
+                .expect("a valid template")
+                .progress_chars("=> ");
+                display.add(
+                    indicatif::ProgressBar::new(self.total)
+                        .with_style(style)
+                        .with_message(self.label.clone()),
+                )
+            });
+            // A total of 0: not known yet (uploads that follow a compression): the bar follows the bytes.
+            bar.set_length(if self.total == 0 { done } else { self.total });
+            bar.set_position(if self.total == 0 { done } else { done.min(self.total) });
+            return;
+        }
+        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
         let of = if self.total == 0 {
             " (while compressing)".to_string()
         } else {
             format!(" of {:.1} MiB", mib(self.total))
         };
-        let line = format!(
+        say!(
             "progress: {} {:.1} MiB{of}, {:.1} MiB/s",
             self.label,
             mib(if self.total == 0 { done } else { done.min(self.total) }),
             mib(done) / elapsed
         );
-        let mut out = std::io::stdout().lock();
-        if out.is_terminal() {
-            let _ = write!(out, "\r{line}");
-        } else {
-            let _ = writeln!(out, "{line}");
-        }
-        let _ = out.flush();
     }
 
-    /// Ends a terminal's rewriting line.
+    /// The transfer ended: its bar (if it had one) leaves the display; the lines that follow say what
+    /// landed.
     pub fn finish(&self) {
-        use std::io::IsTerminal;
-        if std::io::stdout().is_terminal() && self.started.elapsed().as_secs_f64() >= 3.0 {
-            println!();
+        if let Some(bar) = self.bar.get() {
+            bar.finish_and_clear();
         }
     }
 }
@@ -261,12 +316,12 @@ impl Progress {
 /// A transient failure about to be tried again.
 pub fn retrying(what: &str, wait: Duration, cause: &str) {
     let first = cause.lines().next().unwrap_or_default();
-    println!("retrying: {what} in {:.1}s after: {first}", wait.as_secs_f64());
+    say!("retrying: {what} in {:.1}s after: {first}", wait.as_secs_f64());
 }
 
 /// A registry refused the token and a fresh one was fetched.
 pub fn token_refreshed(registry: &str, why: &str) {
-    println!("token: fetched again for {registry} after {why}; retrying");
+    say!("token: fetched again for {registry} after {why}; retrying");
 }
 
 /// One check of check mode: what was checked, and the detail or the cause and its fix.
@@ -280,11 +335,11 @@ pub fn checks(checks: &[Check]) -> Result<()> {
     let failed = checks.iter().filter(|c| c.result.is_err()).count();
     for check in checks {
         match &check.result {
-            Ok(detail) => println!("check: ok    {}: {detail}", check.what),
-            Err((cause, fix)) => println!("check: FAIL  {}: {cause}\n  fix: {fix}", check.what),
+            Ok(detail) => say!("check: ok    {}: {detail}", check.what),
+            Err((cause, fix)) => say!("check: FAIL  {}: {cause}\n  fix: {fix}", check.what),
         }
     }
-    println!(
+    say!(
         "check: {} of {} checks passed; nothing was changed",
         checks.len() - failed,
         checks.len()
@@ -301,7 +356,7 @@ pub fn scan(report: &ScanReport, gate: &ScanGate) {
         .iter()
         .map(|s| format!("{s} {}", report.counts.get(s).copied().unwrap_or(0)))
         .collect();
-    println!("scan: {} {}", report.image, counts.join(", "));
+    say!("scan: {} {}", report.image, counts.join(", "));
     let mut serious: Vec<_> = report
         .findings
         .iter()
@@ -316,12 +371,12 @@ pub fn scan(report: &ScanReport, gate: &ScanGate) {
         } else {
             "ignored (PLUGIN_SCAN_IGNORE)"
         };
-        println!("scan: {} {}{package}: {verdict}", f.severity, f.id);
+        say!("scan: {} {}{package}: {verdict}", f.severity, f.id);
     }
 }
 
 pub fn scan_unsupported(image: &str, why: &str) {
-    println!("scan: {image} could not be scanned ({why}); passed (PLUGIN_SCAN_ALLOW_UNSUPPORTED=true)");
+    say!("scan: {image} could not be scanned ({why}); passed (PLUGIN_SCAN_ALLOW_UNSUPPORTED=true)");
 }
 
 /// The scan gate's verdict over every destination: `Err` naming each finding that fails it.
@@ -334,7 +389,7 @@ pub fn scan_verdict(gate: &ScanGate, reports: &[ScanReport]) -> Result<()> {
     failing.sort();
     failing.dedup();
     if failing.is_empty() {
-        println!(
+        say!(
             "scan: no finding at or above {} (PLUGIN_SCAN_SEVERITY_THRESHOLD)",
             gate.threshold
         );
@@ -350,7 +405,7 @@ pub fn scan_verdict(gate: &ScanGate, reports: &[ScanReport]) -> Result<()> {
 }
 
 pub fn login(logins: &[RegistryLogin], path: &Path) {
-    println!(
+    say!(
         "login: {} registr{} written to {} (mode 0600)",
         logins.len(),
         if logins.len() == 1 { "y" } else { "ies" },
@@ -370,7 +425,7 @@ pub fn summary(outcomes: &[TagOutcome], destinations: usize) -> Result<()> {
         } else {
             String::new()
         };
-        println!(
+        say!(
             "summary: {} of {} tag(s) written in {destinations} destination(s){already} ({digest})",
             landed.len() - skipped,
             outcomes.len()
@@ -388,7 +443,7 @@ pub fn summary(outcomes: &[TagOutcome], destinations: usize) -> Result<()> {
 
 pub fn outputs(written: &[std::path::PathBuf]) {
     for path in written {
-        println!("outputs: written to {}", path.display());
+        say!("outputs: written to {}", path.display());
     }
 }
 

@@ -241,6 +241,49 @@ fn a_long_upload_prints_progress_lines_for_a_ci_log_and_a_short_one_prints_none(
 }
 
 #[test]
+fn on_a_terminal_a_live_display_shows_a_bar_per_destination_and_every_line_stays_whole() {
+    let (moto, first, second) = (
+        Moto::start(),
+        Registry::start(DEFAULT_ACCOUNT),
+        Registry::start(DEFAULT_ACCOUNT),
+    );
+    let image = Image::random(7_000_000);
+    // Two networks of 1 MB/s: each upload takes about 7 s.
+    let slow = |registry: &Registry| {
+        FaultProxy::start(
+            &registry.host,
+            vec![Rule {
+                method: "PATCH",
+                path: "/blobs/uploads/",
+                fault: Fault::Slow(1_000_000),
+                times: 2,
+            }],
+        )
+    };
+    let (one, two) = (slow(&first), slow(&second));
+    let run = Step::push(&moto, &first, &image, "app")
+        .env("PLUGIN_REGISTRY", &format!("{},{}", one.host, two.host))
+        .run_in_terminal();
+    run.success();
+    let shown = &run.stdout;
+    for host in [&one.host, &two.host] {
+        assert!(
+            shown.contains("progress: [") && shown.contains(&format!("/s {host}/app")),
+            "no bar for {host}:\n{shown:?}"
+        );
+        // Lines printed while the bars are live are whole: the display is cleared around them.
+        let pushed = format!("pushed: {host}/app:latest sha256:");
+        assert!(
+            shown
+                .lines()
+                .any(|l| l.trim_start_matches(['\r', '\u{1b}']).contains(&pushed)),
+            "{pushed} is torn:\n{shown:?}"
+        );
+    }
+    assert!(shown.contains('\u{1b}'), "a terminal gets a live display:\n{shown:?}");
+}
+
+#[test]
 fn a_missing_layout_or_archive_is_refused_before_any_call() {
     let aws = testbed::Tripwire::new();
     let dir = tempfile::tempdir().unwrap();

@@ -262,7 +262,7 @@ async fn upload_early(
 async fn ticking<T>(work: impl std::future::Future<Output = T>, shown: &[&crate::report::Progress]) -> T {
     let ticker = async {
         loop {
-            tokio::time::sleep(Duration::from_secs(5)).await;
+            tokio::time::sleep(crate::report::progress_interval()).await;
             shown.iter().for_each(|p| p.print());
         }
     };

@@ -135,6 +135,28 @@ impl Step {
             elapsed: started.elapsed(),
         }
     }
+
+    /// Run on a terminal, as a user at a shell would: in a pseudo-terminal made by `script` (util-linux),
+    /// with `TERM=xterm`. The environment reaches the step as it is, not on a command line. What the
+    /// terminal showed (stdout and stderr, as one) is the run's stdout.
+    pub fn run_in_terminal(&self) -> Run {
+        let started = Instant::now();
+        let binary = Step::binary().display().to_string();
+        let out = Command::new("script")
+            .args(["-q", "-e", "-c", &binary, "/dev/null"])
+            .env_clear()
+            .envs(&self.env)
+            .env("TERM", "xterm")
+            .stdin(Stdio::null())
+            .output()
+            .expect("script (util-linux)");
+        Run {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            elapsed: started.elapsed(),
+        }
+    }
 }
 
 impl Default for Step {
