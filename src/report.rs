@@ -285,14 +285,15 @@ impl Progress {
                         .with_message(self.label.clone()),
                 )
             });
-            // A total of 0: not known yet (uploads that follow a compression): the bar follows the bytes.
+            // A total of 0: not known yet: the bar follows the bytes.
             bar.set_length(if self.total == 0 { done } else { self.total });
             bar.set_position(if self.total == 0 { done } else { done.min(self.total) });
             return;
         }
         let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+        // A total of 0: not known yet (an upload that follows a compression, an index being copied).
         let of = if self.total == 0 {
-            " (while compressing)".to_string()
+            String::new()
         } else {
             format!(" of {:.1} MiB", mib(self.total))
         };

@@ -232,3 +232,37 @@ fn promote_via_the_engine_pulls_tags_and_pushes() {
         .args(["rmi", "-f", &format!("{}/app:v1", source.host)])
         .output();
 }
+
+#[test]
+fn a_long_copy_across_registries_shows_progress_of_the_images_bytes() {
+    let moto = Moto::start();
+    let (source, target, image) = (
+        Registry::start(DEFAULT_ACCOUNT),
+        Registry::start(DEFAULT_ACCOUNT),
+        Image::random(7_000_000),
+    );
+    seed(&moto, &source, &image, "app", "v1");
+    // A network of 1 MB/s to the target: the copy takes about 7 s.
+    let slow = FaultProxy::start(
+        &target.host,
+        vec![Rule {
+            method: "PATCH",
+            path: "/blobs/uploads/",
+            fault: Fault::Slow(1_000_000),
+            times: 2,
+        }],
+    );
+    let run = Step::promote(&moto, &slow.host, &format!("{}/app:v1", source.host), "app", "v1").run();
+    run.success();
+    let lines: Vec<&str> = run.stdout.lines().filter(|l| l.starts_with("progress: ")).collect();
+    assert!(!lines.is_empty(), "no progress line:\n{}", run.stdout);
+    for line in &lines {
+        // The total is the image's: its config and its one layer.
+        assert!(
+            line.starts_with(&format!("progress: {}/app ", slow.host))
+                && line.contains(" of 6.")
+                && line.ends_with(" MiB/s"),
+            "{line}"
+        );
+    }
+}

@@ -12,6 +12,7 @@
 use crate::domain::login::{RegistryLogin, Relogin};
 use crate::domain::manifest::{Descriptor, MANIFEST_TYPES, Manifest, sha256};
 use crate::domain::source::LocalBlob;
+use crate::report::Progress;
 use anyhow::{Context as _, Result, anyhow, bail};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -410,8 +411,10 @@ impl RegistryClient {
         source: &RegistryClient,
         source_repo: &str,
         blob: &Descriptor,
+        progress: &Arc<Progress>,
     ) -> Result<BlobCopy> {
         if self.blob_exists(repo, &blob.digest).await? {
+            progress.advance(blob.size);
             return Ok(BlobCopy::AlreadyThere);
         }
         let copy = || async {
@@ -424,10 +427,12 @@ impl RegistryClient {
                 .send(&what, self.request(Method::POST, &start).header(CONTENT_LENGTH, 0))
                 .await?;
             if response.status() == StatusCode::CREATED && self.same_registry(source) {
+                progress.advance(blob.size);
                 return Ok(BlobCopy::Mounted);
             }
             let location = self.location(&response, &what)?;
-            self.upload(repo, &location, source, source_repo, blob).await?;
+            self.upload(repo, &location, source, source_repo, blob, progress)
+                .await?;
             Ok(BlobCopy::Uploaded)
         };
         let what = format!("copying blob {} to {}/{repo}", blob.digest, self.host);
@@ -442,6 +447,7 @@ impl RegistryClient {
         source: &RegistryClient,
         source_repo: &str,
         blob: &Descriptor,
+        progress: &Arc<Progress>,
     ) -> Result<(), HttpFailure> {
         let url = format!("{}/{source_repo}/blobs/{}", source.base, blob.digest);
         let what = format!("reading blob {} from {}/{source_repo}", blob.digest, source.host);
@@ -453,7 +459,13 @@ impl RegistryClient {
             });
         }
         let length = download.content_length().unwrap_or(blob.size);
-        let body = reqwest::Body::wrap_stream(download.bytes_stream());
+        // Counted as it passes (an attempt that fails counts again: the bar may pass its total).
+        let counted = progress.clone();
+        let body = reqwest::Body::wrap_stream(download.bytes_stream().inspect(move |chunk| {
+            if let Ok(chunk) = chunk {
+                counted.advance(chunk.len() as u64);
+            }
+        }));
         self.send_blob(repo, location, &blob.digest, length, body).await
     }
 
@@ -509,12 +521,7 @@ impl RegistryClient {
 
     /// Make the local `blob` present in `repo`: skipped when there, else streamed from its file (1 MiB at a
     /// time: memory stays bounded whatever the layer's size), retried under the one policy.
-    pub async fn upload_file(
-        &self,
-        repo: &str,
-        blob: &LocalBlob,
-        progress: &Arc<crate::report::Progress>,
-    ) -> Result<BlobCopy> {
+    pub async fn upload_file(&self, repo: &str, blob: &LocalBlob, progress: &Arc<Progress>) -> Result<BlobCopy> {
         if self.blob_exists(repo, &blob.digest).await? {
             progress.advance(blob.size);
             return Ok(BlobCopy::AlreadyThere);
@@ -562,7 +569,7 @@ impl RegistryClient {
         repo: &str,
         path: std::path::PathBuf,
         done: tokio::sync::watch::Receiver<Option<LocalBlob>>,
-        progress: &Arc<crate::report::Progress>,
+        progress: &Arc<Progress>,
     ) -> Result<()> {
         let what = format!(
             "uploading {} to {}/{repo} while it is written",
@@ -628,12 +635,13 @@ impl RegistryClient {
         source_repo: &str,
         manifest: &Manifest,
     ) -> Result<()> {
-        self.copy_image_after(repo, source, source_repo, manifest, &BTreeSet::new())
+        let unseen = Arc::new(Progress::new(String::new(), 0));
+        self.copy_image_after(repo, source, source_repo, manifest, &BTreeSet::new(), &unseen)
             .await
     }
 
     /// [`copy_image`](Self::copy_image), where the blobs in `landed` were already copied here by this run
-    /// ([`fan_out`]): found there, and reported as uploaded.
+    /// ([`fan_out`]): found there, and reported as uploaded. The bytes are counted in `progress`.
     pub async fn copy_image_after(
         &self,
         repo: &str,
@@ -641,6 +649,7 @@ impl RegistryClient {
         source_repo: &str,
         manifest: &Manifest,
         landed: &BTreeSet<String>,
+        progress: &Arc<Progress>,
     ) -> Result<()> {
         let target = self;
         if manifest.is_index() {
@@ -651,14 +660,14 @@ impl RegistryClient {
                         child.digest
                     )
                 })?;
-                Box::pin(self.copy_image_after(repo, source, source_repo, &child_manifest, landed)).await?;
+                Box::pin(self.copy_image_after(repo, source, source_repo, &child_manifest, landed, progress)).await?;
                 target.put_manifest(repo, &child.digest, &child_manifest).await?;
             }
             return Ok(());
         }
         let blobs = manifest.references()?;
         let copied: Vec<BlobCopy> = stream::iter(blobs.iter().map(|b| async move {
-            let copy = target.copy_blob(repo, source, source_repo, b).await?;
+            let copy = target.copy_blob(repo, source, source_repo, b, progress).await?;
             anyhow::Ok(if landed.contains(&b.digest) {
                 BlobCopy::Uploaded
             } else {

@@ -4,6 +4,7 @@
 
 pub mod check;
 pub mod login;
+pub mod progress;
 pub mod promote;
 pub mod push;
 pub mod referrers;

@@ -184,11 +184,14 @@ async fn copy_to(
         Err(e) => return fail_all(e),
     };
     let same_repo = client.same_registry(source) && settings.source.repo == *repo;
-    if !same_repo
-        && let Err(e) = client
-            .copy_image_after(repo, source, &settings.source.repo, manifest, landed)
-            .await
-    {
+    // The total is known for an image (its blobs); an index's children are read as it is copied.
+    let total = match manifest.is_index() {
+        true => 0,
+        false => manifest.references().map_or(0, |r| r.iter().map(|d| d.size).sum()),
+    };
+    let progress = Arc::new(crate::report::Progress::new(label.clone(), total));
+    let copy = client.copy_image_after(repo, source, &settings.source.repo, manifest, landed, &progress);
+    if !same_repo && let Err(e) = super::progress::ticking(copy, &[&progress]).await {
         let from = format!("{}/{}", source.host, settings.source.repo);
         return fail_all(e.context(format!("copying {from} to {label}")));
     }

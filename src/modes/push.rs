@@ -254,24 +254,8 @@ async fn upload_early(
         }
     });
     let shown: Vec<&crate::report::Progress> = progress.iter().map(|p| p.as_ref()).collect();
-    ticking(uploads, &shown).await;
+    super::progress::ticking(uploads, &shown).await;
     landed.into_inner().expect("not poisoned")
-}
-
-/// Run `work`, printing each of `shown` every few seconds while it runs (nothing in the first seconds).
-async fn ticking<T>(work: impl std::future::Future<Output = T>, shown: &[&crate::report::Progress]) -> T {
-    let ticker = async {
-        loop {
-            tokio::time::sleep(crate::report::progress_interval()).await;
-            shown.iter().for_each(|p| p.print());
-        }
-    };
-    let done = tokio::select! {
-        done = work => done,
-        _ = ticker => unreachable!("the ticker never ends"),
-    };
-    shown.iter().for_each(|p| p.finish());
-    done
 }
 
 /// Blobs, then child manifests, then every tag, into one destination. Blobs uploaded while they were
@@ -316,16 +300,14 @@ async fn files_to(
             let (base, from) = base_ref
                 .as_ref()
                 .ok_or_else(|| anyhow!("a borrowed layer without a base"))?;
-            let copy = client_ref.copy_blob(repo, from, &base.base.repo, d).await?;
-            progress_ref.advance(d.size);
-            Ok(copy)
+            client_ref.copy_blob(repo, from, &base.base.repo, d, progress_ref).await
         }
         .boxed()
     });
     let uploads = futures_util::stream::iter(files.chain(borrowed))
         .buffer_unordered(PARALLEL_UPLOADS)
         .try_collect::<Vec<BlobCopy>>();
-    let uploads = ticking(uploads, &[&progress]).await;
+    let uploads = super::progress::ticking(uploads, &[&progress]).await;
     let copied = match uploads {
         Ok(c) => c,
         Err(e) => return fail(e),
