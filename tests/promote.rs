@@ -233,36 +233,53 @@ fn promote_via_the_engine_pulls_tags_and_pushes() {
         .output();
 }
 
-#[test]
-fn a_long_copy_across_registries_shows_progress_of_the_images_bytes() {
+/// Promote a 7 MB image to `destinations` registries, each behind a path of 1 MB/s (about 7 s): every
+/// destination shows `progress:` lines with the image's total, and bytes moving.
+fn progress_of_a_long_copy(destinations: usize) {
     let moto = Moto::start();
-    let (source, target, image) = (
-        Registry::start(DEFAULT_ACCOUNT),
-        Registry::start(DEFAULT_ACCOUNT),
-        Image::random(7_000_000),
-    );
+    let (source, image) = (Registry::start(DEFAULT_ACCOUNT), Image::random(7_000_000));
     seed(&moto, &source, &image, "app", "v1");
-    // A network of 1 MB/s to the target: the copy takes about 7 s.
-    let slow = FaultProxy::start(
-        &target.host,
-        vec![Rule {
-            method: "PATCH",
-            path: "/blobs/uploads/",
-            fault: Fault::Slow(1_000_000),
-            times: 2,
-        }],
-    );
-    let run = Step::promote(&moto, &slow.host, &format!("{}/app:v1", source.host), "app", "v1").run();
+    let targets: Vec<Registry> = (0..destinations).map(|_| Registry::start(DEFAULT_ACCOUNT)).collect();
+    let slow: Vec<FaultProxy> = targets
+        .iter()
+        .map(|t| {
+            let rule = Rule {
+                method: "PATCH",
+                path: "/blobs/uploads/",
+                fault: Fault::Slow(1_000_000),
+                times: 2,
+            };
+            FaultProxy::start(&t.host, vec![rule])
+        })
+        .collect();
+    let hosts: Vec<&str> = slow.iter().map(|p| p.host.as_str()).collect();
+    let run = Step::promote(&moto, &hosts.join(","), &format!("{}/app:v1", source.host), "app", "v1").run();
     run.success();
-    let lines: Vec<&str> = run.stdout.lines().filter(|l| l.starts_with("progress: ")).collect();
-    assert!(!lines.is_empty(), "no progress line:\n{}", run.stdout);
-    for line in &lines {
-        // The total is the image's: its config and its one layer.
+    for host in hosts {
+        let lines: Vec<&str> = run
+            .stdout
+            .lines()
+            .filter(|l| l.starts_with(&format!("progress: {host}/app ")))
+            .collect();
+        assert!(!lines.is_empty(), "no progress line for {host}:\n{}", run.stdout);
+        for line in &lines {
+            // The total is the image's: its config and its one layer.
+            assert!(line.contains(" of 6.") && line.ends_with(" MiB/s"), "{line}");
+        }
         assert!(
-            line.starts_with(&format!("progress: {}/app ", slow.host))
-                && line.contains(" of 6.")
-                && line.ends_with(" MiB/s"),
-            "{line}"
+            !lines[0].starts_with(&format!("progress: {host}/app 0.0 MiB")),
+            "no bytes counted in the first seconds: {}",
+            lines[0]
         );
     }
+}
+
+#[test]
+fn a_long_copy_across_registries_shows_progress_of_the_images_bytes() {
+    progress_of_a_long_copy(1);
+}
+
+#[test]
+fn a_long_copy_to_two_registries_shows_each_ones_progress_while_the_blobs_are_sent_to_both() {
+    progress_of_a_long_copy(2);
 }

@@ -666,13 +666,15 @@ impl RegistryClient {
             return Ok(());
         }
         let blobs = manifest.references()?;
+        // A blob the fan-out landed was counted as it was sent.
+        let uncounted = Arc::new(Progress::new(String::new(), 0));
+        let uncounted = &uncounted;
         let copied: Vec<BlobCopy> = stream::iter(blobs.iter().map(|b| async move {
-            let copy = target.copy_blob(repo, source, source_repo, b, progress).await?;
-            anyhow::Ok(if landed.contains(&b.digest) {
-                BlobCopy::Uploaded
-            } else {
-                copy
-            })
+            if landed.contains(&b.digest) {
+                target.copy_blob(repo, source, source_repo, b, uncounted).await?;
+                return anyhow::Ok(BlobCopy::Uploaded);
+            }
+            target.copy_blob(repo, source, source_repo, b, progress).await
         }))
         .buffer_unordered(PARALLEL_BLOBS)
         .try_collect()
@@ -715,11 +717,11 @@ pub async fn fan_out(
     source: &RegistryClient,
     source_repo: &str,
     blob: &Descriptor,
-    targets: &[(&RegistryClient, &str)],
+    targets: &[FanOutTarget<'_>],
 ) -> Vec<usize> {
     let mut needed = Vec::new();
-    for (i, (target, repo)) in targets.iter().enumerate() {
-        if let Ok(false) = target.blob_exists(repo, &blob.digest).await {
+    for (i, target) in targets.iter().enumerate() {
+        if let Ok(false) = target.client.blob_exists(target.repo, &blob.digest).await {
             needed.push(i);
         }
     }
@@ -738,10 +740,17 @@ pub async fn fan_out(
     let uploads = needed.iter().map(|&i| {
         let (sender, receiver) = tokio::sync::mpsc::channel::<bytes::Bytes>(FAN_OUT_CHUNKS);
         senders.push(sender);
-        let (target, repo) = targets[i];
+        let FanOutTarget {
+            client: target,
+            repo,
+            progress,
+        } = targets[i];
+        let progress = progress.clone();
         async move {
-            let chunks = stream::unfold(receiver, |mut r| async move {
-                r.recv().await.map(|c| (Ok::<_, std::io::Error>(c), r))
+            let chunks = stream::unfold((receiver, progress), |(mut r, progress)| async move {
+                let chunk = r.recv().await?;
+                progress.advance(chunk.len() as u64);
+                Some((Ok::<_, std::io::Error>(chunk), (r, progress)))
             });
             let what = format!("uploading blob {} to {}/{repo}", blob.digest, target.host);
             let landed = match target.start_upload(&what, repo).await {
@@ -775,6 +784,14 @@ pub async fn fan_out(
     };
     let (landed, ()) = tokio::join!(futures_util::future::join_all(uploads), feed);
     landed.into_iter().flatten().collect()
+}
+
+/// One destination of a [`fan_out`]: where the blob goes, and where the bytes sent there are counted.
+#[derive(Clone, Copy)]
+pub struct FanOutTarget<'a> {
+    pub client: &'a RegistryClient,
+    pub repo: &'a str,
+    pub progress: &'a Arc<Progress>,
 }
 
 /// Chunks of a blob held for each target of a fan-out.

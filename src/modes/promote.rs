@@ -22,6 +22,7 @@ use crate::domain::reference::Reference;
 use crate::domain::registry::Registry;
 use crate::domain::tag::TagOutcome;
 use crate::engine::Engine;
+use crate::report::Progress;
 use crate::settings::{PromoteSettings, Via};
 use anyhow::{Result, anyhow, bail};
 use futures_util::StreamExt;
@@ -67,20 +68,42 @@ pub async fn run(settings: &PromoteSettings, ctx: &Context) -> Result<Done> {
         return Ok(Done::DryRun { target: target.clone() });
     }
     aws::repository::prepare_all(&ctx.identity, &target.repo, &settings.repository, &ctx.logins).await?;
-    let landed = match settings.via {
-        Via::Registry => fan_out(settings, &source, &manifest, ctx).await,
-        Via::Engine => BTreeMap::new(),
-    };
-    let outcomes = tags::every_destination(&ctx.logins, |login| async {
-        match settings.via {
-            Via::Registry => {
-                let landed = landed.get(&login.registry.host).cloned().unwrap_or_default();
-                copy_to(settings, &source, &manifest, login, ctx, &landed).await
-            }
-            Via::Engine => via_engine(settings, &source_login, &manifest, login, ctx).await,
+    let outcomes = match settings.via {
+        Via::Registry => {
+            // Each destination's bytes, counted by the fan-out and by its own copy, shown while both run.
+            let total = match manifest.is_index() {
+                // An index's children are read as it is copied: the total is not known before.
+                true => 0,
+                false => manifest.references().map_or(0, |r| r.iter().map(|d| d.size).sum()),
+            };
+            let progress: BTreeMap<String, Arc<Progress>> = ctx
+                .logins
+                .iter()
+                .map(|l| {
+                    let label = format!("{}/{}", l.registry.host, target.repo);
+                    (l.registry.host.clone(), Arc::new(Progress::new(label, total)))
+                })
+                .collect();
+            let copies = async {
+                let landed = fan_out(settings, &source, &manifest, ctx, &progress).await;
+                let (source, manifest, landed, progress) = (&source, &manifest, &landed, &progress);
+                tags::every_destination(&ctx.logins, |login| async move {
+                    let landed = landed.get(&login.registry.host).cloned().unwrap_or_default();
+                    let progress = &progress[&login.registry.host];
+                    copy_to(settings, source, manifest, login, ctx, &landed, progress).await
+                })
+                .await
+            };
+            let shown: Vec<&Progress> = progress.values().map(|p| p.as_ref()).collect();
+            super::progress::ticking(copies, &shown).await
         }
-    })
-    .await;
+        Via::Engine => {
+            tags::every_destination(&ctx.logins, |login| {
+                via_engine(settings, &source_login, &manifest, login, ctx)
+            })
+            .await
+        }
+    };
     if !found.is_empty() && outcomes.iter().all(|o| o.result.is_ok()) {
         for login in &ctx.logins {
             let client = RegistryClient::new(login, ctx.common.timeout)?;
@@ -127,6 +150,7 @@ async fn fan_out(
     source: &RegistryClient,
     manifest: &Manifest,
     ctx: &Context,
+    progress: &BTreeMap<String, Arc<Progress>>,
 ) -> BTreeMap<String, BTreeSet<String>> {
     let mut landed: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let clients: Vec<(String, RegistryClient)> = ctx
@@ -140,9 +164,13 @@ async fn fan_out(
     if clients.len() < 2 || manifest.is_index() {
         return landed;
     }
-    let targets: Vec<(&RegistryClient, &str)> = clients
+    let targets: Vec<crate::distribution::FanOutTarget> = clients
         .iter()
-        .map(|(_, c)| (c, settings.target.repo.as_str()))
+        .map(|(host, client)| crate::distribution::FanOutTarget {
+            client,
+            repo: settings.target.repo.as_str(),
+            progress: &progress[host],
+        })
         .collect();
     let copies = futures_util::stream::iter(blobs.iter().map(|blob| {
         let targets = &targets;
@@ -165,8 +193,8 @@ async fn fan_out(
 /// Blobs fanned out at once.
 const FAN_OUT_BLOBS: usize = 4;
 
-/// Copy the image to one destination and give it every tag; `landed` names the blobs the fan-out already
-/// put there.
+/// Copy the image to one destination (its bytes counted in `progress`) and give it every tag; `landed`
+/// names the blobs the fan-out already put there.
 async fn copy_to(
     settings: &PromoteSettings,
     source: &RegistryClient,
@@ -174,6 +202,7 @@ async fn copy_to(
     login: &RegistryLogin,
     ctx: &Context,
     landed: &BTreeSet<String>,
+    progress: &Arc<Progress>,
 ) -> Vec<TagOutcome> {
     let repo = &settings.target.repo;
     let label = format!("{}/{repo}", login.registry.host);
@@ -184,14 +213,11 @@ async fn copy_to(
         Err(e) => return fail_all(e),
     };
     let same_repo = client.same_registry(source) && settings.source.repo == *repo;
-    // The total is known for an image (its blobs); an index's children are read as it is copied.
-    let total = match manifest.is_index() {
-        true => 0,
-        false => manifest.references().map_or(0, |r| r.iter().map(|d| d.size).sum()),
-    };
-    let progress = Arc::new(crate::report::Progress::new(label.clone(), total));
-    let copy = client.copy_image_after(repo, source, &settings.source.repo, manifest, landed, &progress);
-    if !same_repo && let Err(e) = super::progress::ticking(copy, &[&progress]).await {
+    if !same_repo
+        && let Err(e) = client
+            .copy_image_after(repo, source, &settings.source.repo, manifest, landed, progress)
+            .await
+    {
         let from = format!("{}/{}", source.host, settings.source.repo);
         return fail_all(e.context(format!("copying {from} to {label}")));
     }
