@@ -27,7 +27,7 @@ pub use link::Link;
 #[allow(unused_imports)]
 pub use moto::Moto;
 #[allow(unused_imports)]
-pub use registry::Registry;
+pub use registry::{Registry, store_under};
 #[allow(unused_imports)]
 pub use step::{Run, Step};
 #[allow(unused_imports)]

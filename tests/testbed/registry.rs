@@ -1,7 +1,7 @@
 //! [`Registry`]: a CNCF distribution registry on a free loopback port, and reading back what it holds.
 
 use super::{Server, find_program, free_port, spawn, wait_for_port};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -14,10 +14,29 @@ pub struct Registry {
     agent: ureq::Agent,
 }
 
+/// Where [`Registry::start`] keeps a registry's files, when not in the system's temporary directory
+/// ([`store_under`]).
+static STORAGE_ROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Every registry this process starts with [`Registry::start`] from now on keeps its files under `root`
+/// (the benchmark: a tmpfs, since ECR's storage is not on the runner's disk).
+pub fn store_under(root: &Path) {
+    STORAGE_ROOT
+        .set(root.to_path_buf())
+        .expect("the storage root is set once");
+}
+
 impl Registry {
-    /// A registry that stores on disk (the filesystem driver).
+    /// A registry that stores in files (the filesystem driver), in the system's temporary directory or
+    /// where [`store_under`] said.
     pub fn start(account: &str) -> Registry {
-        Registry::start_with(account, true)
+        let root = STORAGE_ROOT.get().cloned().unwrap_or_else(std::env::temp_dir);
+        Registry::start_with(account, Some(&root))
+    }
+
+    /// A registry that stores in files under `root`.
+    pub fn start_under(account: &str, root: &Path) -> Registry {
+        Registry::start_with(account, Some(root))
     }
 
     /// A registry that stores in memory, each object written atomically, as ECR writes it: for tests where
@@ -28,16 +47,17 @@ impl Registry {
     /// answers 500: faults of the stand-in that ECR does not have. Only for small images: the in-memory
     /// driver copies a blob on every write (seen here: 20 MB took 0.8 s, 50 MB 5.6 s, 200 MB 144 s).
     pub fn atomic(account: &str) -> Registry {
-        Registry::start_with(account, false)
+        Registry::start_with(account, None)
     }
 
-    fn start_with(account: &str, on_disk: bool) -> Registry {
+    /// Files under `root`, or in memory when `None`.
+    fn start_with(account: &str, root: Option<&Path>) -> Registry {
         let program = find_program(
             "DOCKER_REGISTRY",
             &[PathBuf::from("/usr/bin/docker-registry")],
             "run scripts/install-testbed (Debian package docker-registry)",
         );
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir_in(root.map_or_else(std::env::temp_dir, Path::to_path_buf)).unwrap();
         let htpasswd = Command::new("htpasswd")
             .args(["-Bbn", "AWS", &format!("{account}-auth-token")])
             .output()
@@ -45,7 +65,7 @@ impl Registry {
         assert!(htpasswd.status.success(), "htpasswd failed");
         std::fs::write(dir.path().join("htpasswd"), htpasswd.stdout).unwrap();
         let port = free_port();
-        let storage = if on_disk {
+        let storage = if root.is_some() {
             format!("filesystem: {{rootdirectory: {}}}", dir.path().join("data").display())
         } else {
             "inmemory: {}".to_string()
