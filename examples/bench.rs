@@ -137,27 +137,18 @@ fn main() {
     // Push of a new 200 MB image: the step against `docker push` (after docker login, above); three rounds,
     // alternating who goes first, each push of a fresh image.
     eprintln!("bench: push 200 MB");
-    let (mut steps, mut peers) = (Vec::new(), Vec::new());
-    for round in 0..3 {
-        let (ours, theirs) = (Image::random(200 * MB), Image::random(200 * MB));
-        let push = Step::push(&moto, &registry, &ours, &format!("push-step{round}"))
-            .env("PLUGIN_TAGS", "v1")
-            .env("PLUGIN_PUSH_VIA", "engine");
-        let target = format!("{}/push-peer{round}:v1", registry.host);
-        testbed::docker(&["tag", &theirs.name, &target]);
-        if round % 2 == 0 {
-            steps.push(measure(&bin, &[], &step_env(&push)));
-            peers.push(measure("docker", &["push", &target], &env));
-        } else {
-            peers.push(measure("docker", &["push", &target], &env));
-            steps.push(measure(&bin, &[], &step_env(&push)));
-        }
-    }
+    let versus = Versus {
+        bin: &bin,
+        moto: &moto,
+        registry: &registry,
+        env: &env,
+    };
+    let (step, peer, _) = versus.docker_push("push-step", "engine", || Image::random(200 * MB), |_, _| {});
     rows.push(ratio_row(
         "push, new 200 MB image, PLUGIN_PUSH_VIA=engine",
-        median(steps),
+        step,
         "docker push",
-        median(peers),
+        peer,
         1.05,
     ));
 
@@ -168,53 +159,38 @@ fn main() {
         ("real files", real_files_image as fn(usize) -> Image),
     ] {
         eprintln!("bench: push 200 MB of {content} through the step's own transfer");
-        let (mut steps, mut peers, mut floors) = (Vec::new(), Vec::new(), Vec::new());
-        for round in 0..3 {
-            let (ours, theirs) = (make(200 * MB), make(200 * MB));
-            let repo = format!("own-{}{round}", content.replace(' ', "-"));
-            let push = Step::push(&moto, &registry, &ours, &repo)
-                .env("PLUGIN_TAGS", "v1")
-                .env("PLUGIN_PUSH_VIA", "registry");
-            let target = format!("{}/{repo}-peer:v1", registry.host);
-            testbed::docker(&["tag", &theirs.name, &target]);
-            // The step's run, with the floor of its CPU, the registry's and the engine's export.
-            let mut ours = || {
-                let before = registry.cpu() + testbed::engine_cpu();
-                let sample = measure(&bin, &[], &step_env(&push));
-                floors.push(floor(sample, registry.cpu() + testbed::engine_cpu() - before));
-                steps.push(sample);
-            };
-            if round % 2 == 0 {
-                ours();
-                peers.push(measure("docker", &["push", &target], &env));
-            } else {
-                peers.push(measure("docker", &["push", &target], &env));
-                ours();
-            }
-            if round == 0 && content == "real files" {
-                // An unchanged image again: nothing compressed or uploaded but the check.
-                let again = measure(&bin, &[], &step_env(&push));
-                rows.push(Row {
-                    what: "re-push of an unchanged 200 MB image (own transfer)".into(),
-                    step: again,
-                    peer: None,
-                    target: "≤ 0.3 s".into(),
-                    met: again.time <= Duration::from_millis(300),
-                });
-            }
+        let repo = format!("own-{}", content.replace(' ', "-"));
+        let mut again = None;
+        let (step, peer, least) = versus.docker_push(
+            &repo,
+            "registry",
+            || make(200 * MB),
+            |round, push| {
+                if round == 0 && content == "real files" {
+                    // An unchanged image again: nothing compressed or uploaded but the check.
+                    again = Some(measure(&bin, &[], &step_env(push)));
+                }
+            },
+        );
+        if let Some(again) = again {
+            rows.push(Row {
+                what: "re-push of an unchanged 200 MB image (own transfer)".into(),
+                step: again,
+                peer: None,
+                target: "≤ 0.3 s".into(),
+                met: again.time <= Duration::from_millis(300),
+            });
         }
-        floors.sort();
-        let peer = median(peers);
         let mut row = ratio_row(
             &format!("push, new 200 MB image of {content}, PLUGIN_PUSH_VIA=registry"),
-            median(steps),
+            step,
             "docker push",
             peer,
             0.4,
         );
         row.target = format!(
             "≤ 0.4 × peer (floor here: {:.2} ×, the CPU of the step, the registry and the engine's export)",
-            floors[1].as_secs_f64() / peer.time.as_secs_f64()
+            least.as_secs_f64() / peer.time.as_secs_f64()
         );
         rows.push(row);
     }
@@ -243,28 +219,12 @@ fn main() {
         Image::build(&base, &[("app", layer.path().to_str().unwrap())])
     };
     for (via, max_ratio) in [("auto", 1.05), ("registry", f64::INFINITY)] {
-        let (mut steps, mut peers) = (Vec::new(), Vec::new());
-        for round in 0..3 {
-            let (ours, theirs) = (on_base(), on_base());
-            let push = Step::push(&moto, &registry, &ours, &format!("onbase-{via}{round}"))
-                .env("PLUGIN_TAGS", "v1")
-                .env("PLUGIN_PUSH_VIA", via);
-            let target = format!("{}/onbase-peer-{via}{round}:v1", registry.host);
-            testbed::docker(&["tag", &theirs.name, &target]);
-            if round % 2 == 0 {
-                steps.push(measure(&bin, &[], &step_env(&push)));
-                peers.push(measure("docker", &["push", &target], &env));
-            } else {
-                peers.push(measure("docker", &["push", &target], &env));
-                steps.push(measure(&bin, &[], &step_env(&push)));
-            }
-            testbed::docker(&["rmi", &target]);
-        }
+        let (step, peer, _) = versus.docker_push(&format!("onbase-{via}"), via, on_base, |_, _| {});
         let mut row = ratio_row(
             &format!("push, new image on a pulled 200 MB base (+30 MB of real files), PLUGIN_PUSH_VIA={via}"),
-            median(steps),
+            step,
             "docker push",
-            median(peers),
+            peer,
             max_ratio,
         );
         if via == "registry" {
@@ -357,13 +317,9 @@ fn main() {
                 &env,
             )
         };
-        if round % 2 == 0 {
-            steps.push(measure(&bin, &[], &step_env(&push)));
-            peers.push(theirs());
-        } else {
-            peers.push(theirs());
-            steps.push(measure(&bin, &[], &step_env(&push)));
-        }
+        let (step, peer) = in_turn(round, || measure(&bin, &[], &step_env(&push)), theirs);
+        steps.push(step);
+        peers.push(peer);
     }
     rows.push(ratio_row(
         "push from docker-archive: (200 MB of real files), no daemon",
@@ -436,13 +392,9 @@ fn main() {
         measure(&bin, &[], &step_env(&Step::login(&moto, &far_peer, &config_dir)));
         let ours = || measure(&bin, &[], &step_env(&promote(&far_step, &source, "app")));
         let theirs = || skopeo(&source, &format!("{}/app:v1", far_peer.host));
-        if round % 2 == 0 {
-            steps.push(ours());
-            peers.push(theirs());
-        } else {
-            peers.push(theirs());
-            steps.push(ours());
-        }
+        let (step, peer) = in_turn(round, ours, theirs);
+        steps.push(step);
+        peers.push(peer);
     }
     let step = median(steps.clone());
     let peak = steps.iter().map(|s| s.rss_mb).fold(0.0, f64::max);
@@ -738,26 +690,80 @@ fn one_and_three<K>(
         };
         let (_one_keep, one) = make(&registries[..1], &hosts[..1], "app");
         let (_three_keep, three) = make(&registries[1..], &hosts[1..], "app");
-        let mut run_three = || {
+        let run_three = || {
             let servers: Vec<&Registry> = registries[1..].iter().chain(sources).collect();
             // The registries' CPU and the engine's (a push exports the image from it).
             let cpu = || servers.iter().map(|r| r.cpu()).sum::<Duration>() + testbed::engine_cpu();
             let before = cpu();
             let sample = measure(bin, &[], &step_env(&three));
-            let used = cpu() - before;
-            floors.push(floor(sample, used));
-            threes.push(sample);
+            (sample, floor(sample, cpu() - before))
         };
-        if round % 2 == 0 {
-            ones.push(measure(bin, &[], &step_env(&one)));
-            run_three();
-        } else {
-            run_three();
-            ones.push(measure(bin, &[], &step_env(&one)));
-        }
+        let (single, (spread, least)) = in_turn(round, || measure(bin, &[], &step_env(&one)), run_three);
+        ones.push(single);
+        threes.push(spread);
+        floors.push(least);
     }
     floors.sort();
     (median(ones), median(threes), floors[floors.len() / 2])
+}
+
+/// What a push of the step against `docker push` needs: the binary, moto, the registry both push to (the
+/// docker CLI logged in to it) and docker's environment.
+struct Versus<'a> {
+    bin: &'a str,
+    moto: &'a Moto,
+    registry: &'a Registry,
+    env: &'a BTreeMap<String, String>,
+}
+
+impl Versus<'_> {
+    /// Three rounds of a push of a new image by the step (`PLUGIN_PUSH_VIA=via`, into `<repo><round>`)
+    /// against `docker push` of another (into `<repo><round>-peer`), each image made by `make`, alternating
+    /// who goes first; `after(round, step)` runs after each round. The medians (step, docker push) and the
+    /// middle floor of the step's runs ([`floor`]: its CPU, the registry's and the engine's).
+    fn docker_push(
+        &self,
+        repo: &str,
+        via: &str,
+        make: impl Fn() -> Image,
+        mut after: impl FnMut(usize, &Step),
+    ) -> (Sample, Sample, Duration) {
+        let (mut steps, mut peers, mut floors) = (Vec::new(), Vec::new(), Vec::new());
+        for round in 0..3 {
+            let (ours, theirs) = (make(), make());
+            let push = Step::push(self.moto, self.registry, &ours, &format!("{repo}{round}"))
+                .env("PLUGIN_TAGS", "v1")
+                .env("PLUGIN_PUSH_VIA", via);
+            let target = format!("{}/{repo}{round}-peer:v1", self.registry.host);
+            testbed::docker(&["tag", &theirs.name, &target]);
+            let cpu = || self.registry.cpu() + testbed::engine_cpu();
+            let step = || {
+                let before = cpu();
+                let sample = measure(self.bin, &[], &step_env(&push));
+                (sample, floor(sample, cpu() - before))
+            };
+            let ((step, least), peer) = in_turn(round, step, || measure("docker", &["push", &target], self.env));
+            steps.push(step);
+            floors.push(least);
+            peers.push(peer);
+            after(round, &push);
+            testbed::docker(&["rmi", &target]);
+        }
+        floors.sort();
+        (median(steps), median(peers), floors[floors.len() / 2])
+    }
+}
+
+/// Run `ours` and `theirs`, `ours` first in even rounds and second in odd ones, so that neither always
+/// meets the machine as the other left it.
+fn in_turn<A, B>(round: usize, ours: impl FnOnce() -> A, theirs: impl FnOnce() -> B) -> (A, B) {
+    if round.is_multiple_of(2) {
+        let a = ours();
+        (a, theirs())
+    } else {
+        let b = theirs();
+        (ours(), b)
+    }
 }
 
 /// The least time a run can take on this machine: the CPU that it and the servers it used (registries,
