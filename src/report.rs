@@ -260,6 +260,11 @@ impl Progress {
         }
     }
 
+    /// A count no ticker shows: for bytes that are counted elsewhere, or by nobody.
+    pub fn unshown() -> std::sync::Arc<Progress> {
+        std::sync::Arc::new(Progress::new(String::new(), 0))
+    }
+
     pub fn advance(&self, bytes: u64) {
         self.done.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
     }

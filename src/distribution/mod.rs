@@ -635,9 +635,15 @@ impl RegistryClient {
         source_repo: &str,
         manifest: &Manifest,
     ) -> Result<()> {
-        let unseen = Arc::new(Progress::new(String::new(), 0));
-        self.copy_image_after(repo, source, source_repo, manifest, &BTreeSet::new(), &unseen)
-            .await
+        self.copy_image_after(
+            repo,
+            source,
+            source_repo,
+            manifest,
+            &BTreeSet::new(),
+            &Progress::unshown(),
+        )
+        .await
     }
 
     /// [`copy_image`](Self::copy_image), where the blobs in `landed` were already copied here by this run
@@ -667,8 +673,7 @@ impl RegistryClient {
         }
         let blobs = manifest.references()?;
         // A blob the fan-out landed was counted as it was sent.
-        let uncounted = Arc::new(Progress::new(String::new(), 0));
-        let uncounted = &uncounted;
+        let uncounted = &Progress::unshown();
         let copied: Vec<BlobCopy> = stream::iter(blobs.iter().map(|b| async move {
             if landed.contains(&b.digest) {
                 target.copy_blob(repo, source, source_repo, b, uncounted).await?;
