@@ -31,8 +31,10 @@ fn main() -> ExitCode {
         .build()
         .expect("a tokio runtime");
     let code = runtime.block_on(step(settings));
-    // Threads still reading or compressing files (after a signal or a failure elsewhere) are not waited for.
+    // Threads still reading or compressing files (after a signal or a failure elsewhere) are not waited for;
+    // their scratch directories go now.
     runtime.shutdown_background();
+    ecr_step::files::scratch::remove_all();
     code
 }
 

@@ -152,6 +152,14 @@ fn plan(verb: &str, repo: &str, tags: &[String], logins: &[RegistryLogin]) {
 }
 
 /// Promote reads its source with its own role.
+/// A promote source read with no credentials.
+pub fn source_anonymous(host: &str) {
+    say!(
+        "source: {host} read anonymously (it is neither an ECR registry nor a destination, so the ECR token is not \
+         sent there)"
+    );
+}
+
 pub fn read_role(how: &str, arn: &str) {
     say!("source: read with {how} (confirmed: {arn})");
 }

@@ -8,6 +8,13 @@
 //! (`crate::retry`), a 401 renews the token once through the destination's [`Relogin`], anything else
 //! fails naming the registry. HTTPS, except for loopback hosts, which the Docker Engine also treats as
 //! plain-HTTP registries.
+//!
+//! A registry's answers are untrusted: every body read whole has a limit ([`MANIFEST_LIMIT`],
+//! [`ERROR_LIMIT`]); a manifest asked for by digest must hash to it; every blob streamed from a source is
+//! hashed as it passes and the copy fails unless it matches its descriptor (digest and size), before any
+//! manifest that names it is written. Redirects are followed only to HTTPS (or loopback), at most
+//! [`MAX_REDIRECTS`], and never with the token to another host. A client made with
+//! [`RegistryClient::anonymous`] sends no credentials at all.
 
 use crate::domain::login::{RegistryLogin, Relogin};
 use crate::domain::manifest::{Descriptor, MANIFEST_TYPES, Manifest, sha256};
@@ -26,6 +33,12 @@ use std::time::Duration;
 
 /// Blobs copied at once per manifest.
 const PARALLEL_BLOBS: usize = 4;
+/// The largest manifest, index or referrers list read from a registry (ECR's own limit for a manifest).
+pub const MANIFEST_LIMIT: u64 = 4 << 20;
+/// The most of an error answer's body read, for its message.
+pub const ERROR_LIMIT: u64 = 64 << 10;
+/// Redirects followed for one request.
+pub const MAX_REDIRECTS: usize = 5;
 
 /// What a registry's HTTP status means for the request that got it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +79,8 @@ pub enum BlobCopy {
 pub struct HttpFailure {
     pub message: String,
     pub retryable: bool,
+    /// The registry that failed (a copy's source, or its target), for the fix.
+    pub at: String,
 }
 
 impl fmt::Display for HttpFailure {
@@ -79,7 +94,8 @@ impl std::error::Error for HttpFailure {}
 pub struct RegistryClient {
     http: reqwest::Client,
     base: String,
-    auth: std::sync::Mutex<HeaderValue>,
+    /// `None`: anonymous (a source outside ECR, which never gets the ECR token).
+    auth: std::sync::Mutex<Option<HeaderValue>>,
     /// Renews the token after a 401 (once per destination: the renewal itself refuses a second time).
     relogin: Option<Arc<dyn Relogin>>,
     pub host: String,
@@ -92,23 +108,42 @@ pub struct RegistryClient {
 
 impl RegistryClient {
     pub fn new(login: &RegistryLogin, timeout: Duration) -> Result<RegistryClient> {
-        let host = &login.registry.host;
-        let scheme = if is_loopback(host) { "http" } else { "https" };
         let auth = basic_auth(login)?;
+        RegistryClient::build(&login.registry.host, Some(auth), login.token_account.clone(), timeout)
+    }
+
+    /// A client that sends no credentials: for a registry that is neither ECR nor a destination.
+    pub fn anonymous(host: &str, timeout: Duration) -> Result<RegistryClient> {
+        RegistryClient::build(host, None, None, timeout)
+    }
+
+    fn build(
+        host: &str,
+        auth: Option<HeaderValue>,
+        token_account: Option<String>,
+        timeout: Duration,
+    ) -> Result<RegistryClient> {
+        let scheme = if is_loopback(host) { "http" } else { "https" };
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .read_timeout(timeout)
             .user_agent(concat!("ecr-step/", env!("CARGO_PKG_VERSION")))
+            .redirect(redirects())
             .build()?;
         Ok(RegistryClient {
             http,
             base: format!("{scheme}://{host}/v2"),
             auth: std::sync::Mutex::new(auth),
             relogin: None,
-            host: host.clone(),
-            token_account: login.token_account.clone(),
+            host: host.to_string(),
+            token_account,
             timeout,
         })
+    }
+
+    /// Whether requests carry credentials.
+    pub fn signed_in(&self) -> bool {
+        self.auth.lock().expect("not poisoned").is_some()
     }
 
     /// Renew the token through `relogin` when the registry answers 401, as it does to an expired token.
@@ -126,10 +161,9 @@ impl RegistryClient {
         // Only our own registry gets the token; an upload location on another host (a redirect to
         // storage) does not.
         let builder = self.http.request(method, url);
-        if url.starts_with(&self.base) {
-            builder.header(AUTHORIZATION, self.auth.lock().expect("not poisoned").clone())
-        } else {
-            builder
+        match self.auth.lock().expect("not poisoned").clone() {
+            Some(auth) if url.starts_with(&self.base) => builder.header(AUTHORIZATION, auth),
+            _ => builder,
         }
     }
 
@@ -141,10 +175,20 @@ impl RegistryClient {
                     self.host,
                     self.timeout.as_secs()
                 )
+            } else if e.is_redirect() {
+                format!(
+                    "{what}: the registry {} redirected the request, and the redirect was refused ({}): the step \
+                     follows at most {MAX_REDIRECTS} redirects, only to HTTPS\n  fix: check the registry {} (or \
+                     the proxy in front of it)",
+                    self.host,
+                    crate::report::chain(&e),
+                    self.host
+                )
             } else {
                 format!("{what}: {}", crate::report::chain(&e))
             },
-            retryable: true,
+            retryable: !e.is_redirect(),
+            at: self.host.clone(),
         })?;
         let code = response.status().as_u16();
         let answer = classify(code);
@@ -155,19 +199,28 @@ impl RegistryClient {
             && let Some(relogin) = &self.relogin
             && let Ok(login) = relogin.relogin().await
         {
-            *self.auth.lock().expect("not poisoned") = basic_auth(&login).map_err(|e| HttpFailure {
+            *self.auth.lock().expect("not poisoned") = Some(basic_auth(&login).map_err(|e| HttpFailure {
                 message: format!("{what}: {e}"),
                 retryable: false,
-            })?;
+                at: self.host.clone(),
+            })?);
             crate::report::token_refreshed(&self.host, "HTTP 401");
             return Err(HttpFailure {
                 message: format!("{what}: HTTP 401 (token fetched again)"),
                 retryable: true,
+                at: self.host.clone(),
             });
         }
-        let body = response.text().await.unwrap_or_default();
+        let body = read_limited(response, ERROR_LIMIT).await.unwrap_or_default();
         let detail = registry_error(&body);
         let message = match code {
+            401 | 403 if !self.signed_in() => format!(
+                "{what}: the registry {} refused anonymous access (HTTP {code}{detail}); no credentials were sent, \
+                 since the run's ECR token goes only to ECR registries and to the destinations\n  fix: for an ECR \
+                 registry, write its ECR host name (<account>.dkr.ecr.<region>.amazonaws.com), or set \
+                 PLUGIN_READ_ROLE_ARN to a role of its account",
+                self.host
+            ),
             401 | 403 => format!(
                 "{what}: the registry {} refused the ECR token, issued for account {} (HTTP {code}{detail}): check \
                  the identity may read and write this repository (AmazonEC2ContainerRegistryPowerUser grants it) \
@@ -180,6 +233,7 @@ impl RegistryClient {
         Err(HttpFailure {
             message,
             retryable: answer == Answer::Retry,
+            at: self.host.clone(),
         })
     }
 
@@ -202,7 +256,7 @@ impl RegistryClient {
                         gave_up.attempts,
                         gave_up.elapsed.as_secs_f64(),
                         self.timeout.as_secs(),
-                        self.host
+                        e.at
                     );
                 }
                 e
@@ -216,6 +270,17 @@ impl RegistryClient {
         self.retried(&what, || self.send(&what, self.request(Method::GET, &url)))
             .await?;
         Ok(())
+    }
+
+    /// The body of `response`, at most `limit` bytes; a larger one fails naming the registry.
+    async fn body(&self, what: &str, response: Response, limit: u64) -> Result<Vec<u8>> {
+        read_limited(response, limit).await.map_err(|e| {
+            anyhow!(
+                "{what}: the registry {} sent {e}: refused\n  fix: check the registry {} (or a proxy in front of it)",
+                self.host,
+                self.host
+            )
+        })
     }
 
     /// Whether the token may write to `repo`: starts a blob upload and cancels it at once (what ECR checks
@@ -283,12 +348,17 @@ impl RegistryClient {
         };
         let claimed = header("docker-content-digest");
         let content_type = header("content-type");
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| anyhow!("{what}: {}", crate::report::chain(&e)))?
-            .to_vec();
+        let bytes = self.body(&what, response, MANIFEST_LIMIT).await?;
         let digest = sha256(&bytes);
+        if reference.starts_with("sha256:") && digest != reference {
+            bail!(
+                "{what}: the registry {} sent a manifest whose bytes hash to {digest}, not the {reference} asked \
+                 for: refused, since a pinned digest promises exactly those bytes\n  fix: the registry (or a proxy \
+                 in front of it) serves altered content: check what sits between this step and {}",
+                self.host,
+                self.host
+            );
+        }
         if let Some(claimed) = claimed.filter(|c| *c != digest) {
             bail!(
                 "{what}: the registry says {claimed} but the manifest it sent is {digest}\n  fix: the registry {} or a \
@@ -296,7 +366,12 @@ impl RegistryClient {
                 self.host
             );
         }
-        let body: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| anyhow!("{what}: not JSON ({e})"))?;
+        let body: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+            anyhow!(
+                "{what}: not JSON ({e}); it starts \"{}\"",
+                crate::domain::excerpt(&bytes, 60)
+            )
+        })?;
         let media_type = body["mediaType"]
             .as_str()
             .map(String::from)
@@ -345,10 +420,7 @@ impl RegistryClient {
         if response.status() == StatusCode::NOT_FOUND {
             return Ok(None);
         }
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| anyhow!("{what}: {}", crate::report::chain(&e)))?;
+        let body = self.body(&what, response, MANIFEST_LIMIT).await?;
         let index: serde_json::Value = serde_json::from_slice(&body).map_err(|e| anyhow!("{what}: not JSON ({e})"))?;
         Ok(Some(index))
     }
@@ -456,17 +528,35 @@ impl RegistryClient {
             return Err(HttpFailure {
                 message: format!("{what}: the source registry has no such blob"),
                 retryable: false,
+                at: source.host.clone(),
             });
         }
-        let length = download.content_length().unwrap_or(blob.size);
-        // Counted as it passes (an attempt that fails counts again: the bar may pass its total).
+        // Counted as it passes (an attempt that fails counts again: the bar may pass its total), and checked.
         let counted = progress.clone();
-        let body = reqwest::Body::wrap_stream(download.bytes_stream().inspect(move |chunk| {
+        let refused = Arc::new(std::sync::Mutex::new(None));
+        let checked = verified(download.bytes_stream(), blob, &what, refused.clone()).inspect(move |chunk| {
             if let Ok(chunk) = chunk {
                 counted.advance(chunk.len() as u64);
             }
-        }));
-        self.send_blob(repo, location, &blob.digest, length, body).await
+        });
+        let sent = self
+            .send_blob(
+                repo,
+                location,
+                &blob.digest,
+                blob.size,
+                reqwest::Body::wrap_stream(checked),
+            )
+            .await;
+        match refused.lock().expect("not poisoned").take() {
+            // The source's bytes were not the blob: no retry sends other bytes, and nothing was closed.
+            Some(message) => Err(HttpFailure {
+                message,
+                retryable: false,
+                at: source.host.clone(),
+            }),
+            None => sent,
+        }
     }
 
     /// The upload session at `location` gets `body` (`length` bytes) in one PATCH, then is closed with its
@@ -514,6 +604,7 @@ impl RegistryClient {
                     "{what}: the registry answered 404: the repository {repo} does not exist (PLUGIN_CREATE_REPOSITORY)"
                 ),
                 retryable: false,
+                at: self.host.clone(),
             });
         }
         self.location(&response, what)
@@ -532,6 +623,7 @@ impl RegistryClient {
             let file = tokio::fs::File::open(&blob.path).await.map_err(|e| HttpFailure {
                 message: format!("{what}: reading {}: {e}", blob.path.display()),
                 retryable: false,
+                at: self.host.clone(),
             })?;
             let progress = progress.clone();
             let chunks = futures_util::stream::unfold((file, progress), |(mut file, progress)| async move {
@@ -704,6 +796,7 @@ impl RegistryClient {
             .ok_or_else(|| HttpFailure {
                 message: format!("{what}: the registry answered without an upload location"),
                 retryable: false,
+                at: self.host.clone(),
             })?;
         Ok(if location.starts_with("http://") || location.starts_with("https://") {
             location.to_string()
@@ -743,7 +836,7 @@ pub async fn fan_out(
     }
     let mut senders = Vec::new();
     let uploads = needed.iter().map(|&i| {
-        let (sender, receiver) = tokio::sync::mpsc::channel::<bytes::Bytes>(FAN_OUT_CHUNKS);
+        let (sender, receiver) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(FAN_OUT_CHUNKS);
         senders.push(sender);
         let FanOutTarget {
             client: target,
@@ -754,8 +847,10 @@ pub async fn fan_out(
         async move {
             let chunks = stream::unfold((receiver, progress), |(mut r, progress)| async move {
                 let chunk = r.recv().await?;
-                progress.advance(chunk.len() as u64);
-                Some((Ok::<_, std::io::Error>(chunk), (r, progress)))
+                if let Ok(chunk) = &chunk {
+                    progress.advance(chunk.len() as u64);
+                }
+                Some((chunk, (r, progress)))
             });
             let what = format!("uploading blob {} to {}/{repo}", blob.digest, target.host);
             let landed = match target.start_upload(&what, repo).await {
@@ -776,13 +871,20 @@ pub async fn fan_out(
     });
     let uploads: Vec<_> = uploads.collect();
     let feed = async move {
-        let mut body = download.bytes_stream();
-        while let Some(Ok(chunk)) = body.next().await {
+        // Checked as it passes: bytes that are not the blob end every upload with an error, unclosed.
+        let body = verified(download.bytes_stream(), blob, &what, Default::default());
+        futures_util::pin_mut!(body);
+        while let Some(chunk) = body.next().await {
+            let failed = chunk.is_err();
             let mut live = false;
             for sender in &senders {
-                live |= sender.send(chunk.clone()).await.is_ok();
+                let chunk = match &chunk {
+                    Ok(c) => Ok(c.clone()),
+                    Err(e) => Err(std::io::Error::other(e.to_string())),
+                };
+                live |= sender.send(chunk).await.is_ok();
             }
-            if !live {
+            if !live || failed {
                 break;
             }
         }
@@ -810,17 +912,118 @@ fn basic_auth(login: &RegistryLogin) -> Result<HeaderValue> {
     Ok(auth)
 }
 
-/// `: CODE message` from a registry's JSON error body, empty when there is none.
-fn registry_error(body: &str) -> String {
-    let json: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+/// `: CODE message` from a registry's JSON error body (escaped and shortened), empty when there is none.
+fn registry_error(body: &[u8]) -> String {
+    let json: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
     match json["errors"].as_array().and_then(|e| e.first()) {
-        Some(e) => format!(
-            ": {} {}",
-            e["code"].as_str().unwrap_or(""),
-            e["message"].as_str().unwrap_or("")
-        ),
+        Some(e) => {
+            let text = format!(
+                "{} {}",
+                e["code"].as_str().unwrap_or(""),
+                e["message"].as_str().unwrap_or("")
+            );
+            format!(": {}", crate::domain::excerpt(text.as_bytes(), 300))
+        }
         None => String::new(),
     }
+}
+
+/// A response's body, refused past `limit` bytes (by its length when declared, else as it arrives).
+async fn read_limited(response: Response, limit: u64) -> Result<Vec<u8>, String> {
+    if let Some(length) = response.content_length().filter(|l| *l > limit) {
+        return Err(format!("an answer of {length} bytes, more than the {limit} allowed"));
+    }
+    let mut body = Vec::new();
+    let mut stream = response.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| crate::report::chain(&e))?;
+        if body.len() as u64 + chunk.len() as u64 > limit {
+            return Err(format!("an answer of more than the {limit} bytes allowed"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// The redirect policy: at most [`MAX_REDIRECTS`], only to HTTPS, or to plain HTTP on loopback (a test
+/// registry). reqwest drops the `Authorization` header on a redirect to another host.
+fn redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        if attempt.previous().len() > MAX_REDIRECTS {
+            return attempt.error(format!("more than {MAX_REDIRECTS} redirects: a redirect loop"));
+        }
+        let url = attempt.url();
+        let host = url.host_str().unwrap_or_default();
+        let allowed = url.scheme() == "https" || (url.scheme() == "http" && is_loopback(host));
+        if allowed {
+            attempt.follow()
+        } else {
+            let to = format!("{}://{host}", url.scheme());
+            attempt.error(format!("a redirect to {to}, which is not HTTPS"))
+        }
+    })
+}
+
+/// `stream` (a blob's bytes from a source) checked as it passes: an error item ends it as soon as it
+/// passes the descriptor's size, or, at its end, when it is short or hashes to another digest. The
+/// error's message is also left in `refused`, so the caller can tell it from a broken connection.
+fn verified<S>(
+    stream: S,
+    blob: &Descriptor,
+    what: &str,
+    refused: Arc<std::sync::Mutex<Option<String>>>,
+) -> impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static
+where
+    S: futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send + 'static,
+{
+    use sha2::Digest as _;
+    let (blob, what) = (blob.clone(), what.to_string());
+    let state = (Box::pin(stream), sha2::Sha256::new(), 0u64, false);
+    stream::unfold(state, move |(mut inner, mut hasher, mut seen, ended)| {
+        let (blob, what, refused) = (blob.clone(), what.clone(), refused.clone());
+        async move {
+            if ended {
+                return None;
+            }
+            let fail = |message: String| {
+                *refused.lock().expect("not poisoned") = Some(message.clone());
+                Err(std::io::Error::other(message))
+            };
+            match inner.next().await {
+                Some(Ok(chunk)) => {
+                    seen += chunk.len() as u64;
+                    if seen > blob.size {
+                        let message = format!(
+                            "{what}: the source sent more than the blob's {} bytes: refused, nothing of it was \
+                             stored",
+                            blob.size
+                        );
+                        return Some((fail(message), (inner, hasher, seen, true)));
+                    }
+                    hasher.update(&chunk);
+                    Some((Ok(chunk), (inner, hasher, seen, false)))
+                }
+                Some(Err(e)) => {
+                    let e = std::io::Error::other(crate::report::chain(&e));
+                    Some((Err(e), (inner, hasher, seen, true)))
+                }
+                None => {
+                    let hex: String = hasher.clone().finalize().iter().map(|b| format!("{b:02x}")).collect();
+                    let digest = format!("sha256:{hex}");
+                    if seen == blob.size && digest == blob.digest {
+                        return None;
+                    }
+                    let message = format!(
+                        "{what}: the source sent {seen} bytes that hash to {digest}, not the blob ({} bytes): \
+                         refused, nothing of it was stored\n  fix: the source registry (or a proxy in front of it) \
+                         serves altered content: check what sits between this step and it",
+                        blob.size
+                    );
+                    Some((fail(message), (inner, hasher, seen, true)))
+                }
+            }
+        }
+    })
 }
 
 fn is_loopback(host: &str) -> bool {
@@ -863,9 +1066,9 @@ mod tests {
     #[test]
     fn digests_and_registry_errors() {
         assert_eq!(
-            registry_error(r#"{"errors":[{"code":"DENIED","message":"no"}]}"#),
+            registry_error(br#"{"errors":[{"code":"DENIED","message":"no"}]}"#),
             ": DENIED no"
         );
-        assert_eq!(registry_error("<html>"), "");
+        assert_eq!(registry_error(b"<html>"), "");
     }
 }

@@ -15,3 +15,28 @@ pub mod secret;
 pub mod source;
 pub mod tag;
 pub mod target;
+
+/// Untrusted bytes (a file's start, a server's answer) as they may appear in a message: escaped, never raw
+/// (no terminal codes, no newlines), and cut at `max` characters.
+pub fn excerpt(bytes: &[u8], max: usize) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let mut out = String::new();
+    for (i, c) in text.chars().enumerate() {
+        if i == max {
+            out.push('…');
+            break;
+        }
+        out.extend(c.escape_debug());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn excerpts_are_escaped_and_short() {
+        assert_eq!(super::excerpt(b"\x1b[31mred\nline", 100), "\\u{1b}[31mred\\nline");
+        assert_eq!(super::excerpt(b"abcdef", 3), "abc…");
+        assert_eq!(super::excerpt(&[0xff, b'a'], 10), "\u{fffd}a");
+    }
+}

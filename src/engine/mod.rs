@@ -236,15 +236,16 @@ impl Engine {
         }))
     }
 
-    /// Pull `repo` at `reference` from the login's registry; returns the local reference.
+    /// Pull `repo` at `reference` from `host`, with the login when there is one; returns the local reference.
     pub async fn pull(
         &self,
-        login: &RegistryLogin,
+        host: &str,
+        login: Option<&RegistryLogin>,
         repo: &str,
         reference: &Reference,
         idle: Duration,
     ) -> Result<String> {
-        let image = format!("{}/{repo}", login.registry.host);
+        let image = format!("{host}/{repo}");
         let (local, options) = match reference {
             Reference::Tag(t) => (
                 format!("{image}:{t}"),
@@ -255,7 +256,10 @@ impl Engine {
                 CreateImageOptionsBuilder::new().from_image(&format!("{image}@{d}")),
             ),
         };
-        let docker = self.with_auth(login)?;
+        let docker = match login {
+            Some(login) => self.with_auth(login)?,
+            None => self.docker.clone(),
+        };
         let stream = docker.create_image(Some(options.build()), None, None);
         let what = format!("the pull of {local}");
         follow(

@@ -30,23 +30,36 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 pub async fn run(settings: &PromoteSettings, ctx: &Context) -> Result<Done> {
-    let source_login = source_login(settings, ctx).await?;
-    let source = RegistryClient::new(&source_login, ctx.common.timeout)?;
+    let access = source_access(settings, ctx).await?;
+    let source = match &access {
+        SourceAccess::Signed(login) => RegistryClient::new(login, ctx.common.timeout)?,
+        SourceAccess::Anonymous(host) => {
+            crate::report::source_anonymous(&host.host);
+            RegistryClient::anonymous(&host.host, ctx.common.timeout)?
+        }
+    };
     let (repo, reference) = (&settings.source.repo, settings.source.reference.to_string());
-    let manifest = source.manifest(repo, &reference).await?.ok_or_else(|| {
-        anyhow!(
-            "PLUGIN_SOURCE={}: no such image in {} (repository {repo}, {} {reference}): check the name, or that it \
+    let label = match &settings.source.host {
+        Some(_) => settings.source.to_string(),
+        None => format!("{}/{}", source.host, settings.source),
+    };
+    let manifest = source
+        .manifest(repo, &reference)
+        .await
+        .map_err(|e| e.context(format!("reading the source {label}")))?
+        .ok_or_else(|| {
+            anyhow!(
+                "PLUGIN_SOURCE={}: no such image in {} (repository {repo}, {} {reference}): check the name, or that it \
              was pushed\n  fix: correct PLUGIN_SOURCE, or push the image first",
-            settings.source,
-            source_login.registry,
-            if matches!(settings.source.reference, Reference::Digest(_)) {
-                "digest"
-            } else {
-                "tag"
-            },
-        )
-    })?;
-    let label = format!("{}/{}", source_login.registry.host, settings.source);
+                settings.source,
+                source.host,
+                if matches!(settings.source.reference, Reference::Digest(_)) {
+                    "digest"
+                } else {
+                    "tag"
+                },
+            )
+        })?;
     let target = &settings.target;
     crate::report::promote_plan(&label, &manifest, &target.repo, &target.tags, &ctx.logins);
     if settings.via == Via::Engine && manifest.is_index() {
@@ -59,7 +72,9 @@ pub async fn run(settings: &PromoteSettings, ctx: &Context) -> Result<Done> {
         );
     }
     // Found (and ECR's limit checked) before anything is written.
-    let found = referrers::discover(&source, repo, &manifest.digest, &settings.referrers).await?;
+    let found = referrers::discover(&source, repo, &manifest.digest, &settings.referrers)
+        .await
+        .map_err(|e| e.context(format!("finding the referrers of the source {label}")))?;
     if !found.is_empty() {
         crate::report::referrers_found(found.len(), &format!("{label} ({})", manifest.digest));
     }
@@ -98,8 +113,12 @@ pub async fn run(settings: &PromoteSettings, ctx: &Context) -> Result<Done> {
             super::progress::ticking(copies, &shown).await
         }
         Via::Engine => {
+            let signed = match &access {
+                SourceAccess::Signed(login) => Some(login),
+                SourceAccess::Anonymous(_) => None,
+            };
             tags::every_destination(&ctx.logins, |login| {
-                via_engine(settings, &source_login, &manifest, login, ctx)
+                via_engine(settings, &source.host, signed, &manifest, login, ctx)
             })
             .await
         }
@@ -117,29 +136,41 @@ pub async fn run(settings: &PromoteSettings, ctx: &Context) -> Result<Done> {
     super::scan::done(settings.scan.as_ref(), target, outcomes, ctx).await
 }
 
-/// How to read the source: its own host, else the (first) target registry; with the read role when given;
-/// one token for its region.
-async fn source_login(settings: &PromoteSettings, ctx: &Context) -> Result<RegistryLogin> {
+/// How the source is read: with an ECR token, or with no credentials at all.
+enum SourceAccess {
+    Signed(RegistryLogin),
+    Anonymous(Registry),
+}
+
+/// How to read the source: its own host, else the (first) target registry. The run's ECR token goes only
+/// to the destinations, to hosts that are ECR by name, and to a source whose account the read role names
+/// (with that role's token); any other host is read anonymously. One token for its region.
+async fn source_access(settings: &PromoteSettings, ctx: &Context) -> Result<SourceAccess> {
     let host = match &settings.source.host {
         Some(h) => Registry::parse(h).map_err(|e| anyhow!("PLUGIN_SOURCE host: expected {e}"))?,
         None => ctx.logins[0].registry.clone(),
     };
+    let destination = ctx.logins.iter().any(|l| l.registry == host);
+    if settings.read_role.is_none() && !destination && host.ecr.is_none() {
+        return Ok(SourceAccess::Anonymous(host));
+    }
     let region = settings
         .read_region
         .clone()
         .or_else(|| host.ecr.as_ref().map(|e| e.region.clone()))
         .unwrap_or_else(|| ctx.common.region.clone());
     let reuse = ctx.logins.iter().find(|l| l.registry == host);
-    match (&settings.read_role, reuse) {
-        (None, Some(login)) if settings.read_region.is_none() => Ok(login.clone()),
-        (None, _) => aws::token::login(&ctx.identity, &region, Some(&host)).await,
+    let login = match (&settings.read_role, reuse) {
+        (None, Some(login)) if settings.read_region.is_none() => login.clone(),
+        (None, _) => aws::token::login(&ctx.identity, &region, Some(&host)).await?,
         (Some(hop), _) => {
             let session = &ctx.common.credentials.session_name;
             let reader = aws::assume_from(&ctx.identity, hop, session).await?;
             crate::report::read_role(&reader.how, &reader.arn);
-            aws::token::login(&reader, &region, Some(&host)).await
+            aws::token::login(&reader, &region, Some(&host)).await?
         }
-    }
+    };
+    Ok(SourceAccess::Signed(login))
 }
 
 /// Several destinations in other registries than the source's: each blob of the image read from the
@@ -233,7 +264,8 @@ async fn copy_to(
 /// Pull the source through the engine, then write every tag to one destination with push's engine writer.
 async fn via_engine(
     settings: &PromoteSettings,
-    source_login: &RegistryLogin,
+    source_host: &str,
+    source_login: Option<&RegistryLogin>,
     manifest: &Manifest,
     login: &RegistryLogin,
     ctx: &Context,
@@ -245,7 +277,13 @@ async fn via_engine(
     let pulled = async {
         let engine = Engine::connect(timeout).await?;
         let local = engine
-            .pull(source_login, &settings.source.repo, &settings.source.reference, timeout)
+            .pull(
+                source_host,
+                source_login,
+                &settings.source.repo,
+                &settings.source.reference,
+                timeout,
+            )
             .await?;
         let image = engine.source_image(&local).await?;
         let client = RegistryClient::new(login, timeout)?.with_relogin(renewal.clone());

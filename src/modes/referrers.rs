@@ -19,7 +19,13 @@ fn cosign_type(suffix: &str) -> String {
     format!("application/vnd.dev.cosign.artifact.{suffix}.v1+json")
 }
 
-/// Every referrer of `subject` the filter wants, parents before what refers to them.
+/// How deep referrers may refer to referrers (a signature on an SBOM on an image is 2).
+pub const MAX_DEPTH: usize = 8;
+/// The most referrers found for one image, all levels together.
+pub const MAX_FOUND: usize = 1000;
+
+/// Every referrer of `subject` the filter wants, parents before what refers to them. A source that keeps
+/// answering with new referrers is stopped at [`MAX_DEPTH`] levels or [`MAX_FOUND`] referrers.
 pub async fn discover(
     source: &RegistryClient,
     repo: &str,
@@ -30,9 +36,28 @@ pub async fn discover(
     if *filter == ReferrerFilter::None {
         return Ok(found);
     }
-    let mut pending = vec![subject.to_string()];
+    let mut pending = vec![(subject.to_string(), 0usize)];
     let mut seen = BTreeSet::from([subject.to_string()]);
-    while let Some(subject) = pending.pop() {
+    while let Some((subject, depth)) = pending.pop() {
+        let push = |found: &Vec<Referrer>, pending: &mut Vec<(String, usize)>, digest: &str| -> Result<()> {
+            if depth + 1 > MAX_DEPTH {
+                bail!(
+                    "{}/{repo}: referrers refer to referrers more than {MAX_DEPTH} levels deep (under {subject}): \
+                     refused, nothing was written\n  fix: the source keeps answering with new referrers: copy \
+                     none (PLUGIN_REFERRERS=none) or only some types, and check the source",
+                    source.host
+                );
+            }
+            if found.len() >= MAX_FOUND {
+                bail!(
+                    "{}/{repo}: more than {MAX_FOUND} referrers found for one image: refused, nothing was \
+                     written\n  fix: copy none (PLUGIN_REFERRERS=none) or only some types, and check the source",
+                    source.host
+                );
+            }
+            pending.push((digest.to_string(), depth + 1));
+            Ok(())
+        };
         let index = match source.referrers(repo, &subject).await? {
             Some(index) => Some(index),
             None => source
@@ -63,7 +88,7 @@ pub async fn discover(
                 .map(String::from)
                 .unwrap_or_else(|| referrers::artifact_type(&manifest));
             if filter.wants(&artifact_type) && seen.insert(manifest.digest.clone()) {
-                pending.push(manifest.digest.clone());
+                push(&found, &mut pending, &manifest.digest)?;
                 found.push(Referrer {
                     manifest,
                     subject: subject.clone(),
@@ -77,7 +102,7 @@ pub async fn discover(
                 continue;
             };
             if filter.wants(&cosign_type(suffix)) && seen.insert(manifest.digest.clone()) {
-                pending.push(manifest.digest.clone());
+                push(&found, &mut pending, &manifest.digest)?;
                 found.push(Referrer {
                     manifest,
                     subject: subject.clone(),

@@ -478,6 +478,16 @@ impl Parser {
                 _ => Err("auto, engine or registry".to_string()),
             })
             .unwrap_or(PushVia::Auto);
+        // Archives are unpacked, and an engine image exported, into the scratch space: checked now, before
+        // any network call.
+        let scratch = match &source {
+            Some(Source::Oci { .. }) | None => false,
+            Some(Source::Engine(_)) => via != PushVia::Engine,
+            Some(Source::OciArchive { .. } | Source::DockerArchive { .. }) => true,
+        };
+        if scratch && let Err(e) = crate::files::scratch::check() {
+            self.problems.push(e);
+        }
         let target = self.target();
         let repository = self.repository();
         let scan = self.scan();

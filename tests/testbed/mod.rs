@@ -29,7 +29,7 @@ pub use moto::Moto;
 #[allow(unused_imports)]
 pub use registry::{Registry, store_under};
 #[allow(unused_imports)]
-pub use step::{Run, Step};
+pub use step::{READ_ROLE, Run, Step};
 #[allow(unused_imports)]
 pub use tripwire::Tripwire;
 

@@ -6,6 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// A read role of the default account (`DEFAULT_ACCOUNT`), for promotes from another loopback registry.
+pub const READ_ROLE: &str = "arn:aws:iam::123456789012:role/ecr-step-reader";
+
 /// One run of the step binary.
 pub struct Step {
     env: BTreeMap<String, String>,
@@ -51,14 +54,24 @@ impl Step {
     }
 
     /// A promote of `source` to `repo:tags` in the registry at `target` (host:port), through `moto`.
+    ///
+    /// A source on another loopback registry stands in for an ECR registry of the default account: the
+    /// step sends the ECR token to no host that is neither ECR by name nor a destination, so the source is
+    /// read with a read role of that account (moto accepts any role).
     pub fn promote(moto: &Moto, target: &str, source: &str, repo: &str, tags: &str) -> Step {
-        Step::aws(moto)
+        let step = Step::aws(moto)
             .env("PLUGIN_MODE", "promote")
             .env("PLUGIN_SOURCE", source)
             .env("PLUGIN_REPO", repo)
             .env("PLUGIN_TAGS", tags)
             .env("PLUGIN_REGISTRY", target)
-            .env("PLUGIN_REGION", REGION)
+            .env("PLUGIN_REGION", REGION);
+        match source.split_once('/') {
+            Some((host, _)) if host.contains(':') && !target.split(',').any(|t| t == host) => {
+                step.env("PLUGIN_READ_ROLE_ARN", READ_ROLE)
+            }
+            _ => step,
+        }
     }
 
     /// Login mode for `registry`, writing the docker config in `docker_config`.

@@ -5,6 +5,11 @@
 //! is opened non-blocking (opening a FIFO does not wait for a writer), checked to be a regular file on the
 //! open handle (no race with a swap), and read for at most `limit + 1` bytes.
 
+pub mod scratch;
+pub mod tree;
+
+pub use scratch::ScratchDir;
+
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
@@ -62,31 +67,6 @@ pub fn check_bounded(path: &Path, limit: u64) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-/// A directory of the step's own under the system's temporary directory (0700), removed with everything in
-/// it when dropped: where archives are unpacked and layers compressed.
-#[derive(Debug)]
-pub struct ScratchDir {
-    pub path: std::path::PathBuf,
-}
-
-impl ScratchDir {
-    pub fn new(what: &str) -> std::io::Result<ScratchDir> {
-        use std::os::unix::fs::DirBuilderExt;
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let path = std::env::temp_dir().join(format!("ecr-step-{what}-{}-{nanos}", std::process::id()));
-        std::fs::DirBuilder::new().mode(0o700).create(&path)?;
-        Ok(ScratchDir { path })
-    }
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
-    }
 }
 
 fn kind(meta: &std::fs::Metadata) -> &'static str {

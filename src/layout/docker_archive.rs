@@ -1,0 +1,418 @@
+//! `docker save`'s tar (also BuildKit's, kaniko's and the engine's export stream), read as it streams in:
+//! each layer that is an uncompressed tar is gzip-compressed as it passes ([`super::gzip`]), so the
+//! uncompressed image is never written to disk; every other entry is unpacked into a tree of the step's own
+//! scratch directory, confined to it ([`Tree`]). Then `manifest.json` picks the config and the layers, and
+//! every layer's diff id must be the one the config names.
+
+use super::gzip::{gzip_digests, gzip_file, hex_digest};
+use super::{CONFIG_LIMIT, Growing, MANIFEST_LIMIT, Opened, input_tree, scratch_error, unpack_error};
+use crate::domain::excerpt;
+use crate::domain::manifest::{Descriptor, Manifest, sha256};
+use crate::domain::source::{BaseLayers, FileImage, LocalBlob};
+use crate::files::ScratchDir;
+use crate::files::tree::{Found, Tree, inside};
+use anyhow::{Context, Result, anyhow, bail};
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, Read, Write};
+use std::path::{Path, PathBuf};
+
+const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+
+/// The smallest layer (uncompressed bytes) whose upload starts while it is compressed.
+const EARLY_UPLOAD_FROM: u64 = 16 << 20;
+
+/// Read `docker save`'s tar as it streams in (from a file, or straight from the engine's export): each
+/// layer that is an uncompressed tar is gzip-compressed as it passes, so the uncompressed image is never
+/// written to disk, and the reading, the compression and the writer of the stream run side by side.
+///
+/// Each layer being compressed is announced on `early` as it starts ([`Growing`]), so uploads can follow it.
+///
+/// With `base`, the image's layers that are its base's are not compressed: each layer is first kept as it
+/// comes (which layer it is is known only once it has been read, by its diff id), then a base layer is
+/// dropped, to be sent as the base's registry holds it (`FileImage::borrowed`), and any other compressed.
+pub fn docker_archive_from(
+    input: impl Read,
+    reference: Option<&str>,
+    early: Option<&tokio::sync::mpsc::UnboundedSender<Growing>>,
+    base: Option<&BaseLayers>,
+) -> Result<Opened> {
+    let scratch = ScratchDir::new("docker-archive").map_err(|e| scratch_error(e.into()))?;
+    let tree = input_tree(&scratch)?;
+    let layers = scratch.path.join("layers");
+    std::fs::create_dir(&layers).map_err(|e| scratch_error(e.into()))?;
+    let unpacked = unpack_compressing(input, &tree, &layers, early, base).map_err(scratch_error)?;
+    Ok(Opened {
+        image: read_docker(&tree, &layers, reference, &unpacked, base)?,
+        _scratch: Some(scratch),
+    })
+}
+
+/// What an archive entry became.
+pub(super) enum Made {
+    /// A directory, or an entry with nothing to make (a PAX global header).
+    Nothing,
+    /// A regular file, for the caller to write.
+    File(PathBuf),
+    /// A hard link `name` to the earlier entry `target`.
+    HardLink { name: PathBuf, target: PathBuf },
+}
+
+/// Make `entry` in `tree` unless it is a regular file: directories and links are made (never through a
+/// link, never over another entry); a device or FIFO, a name outside the archive, or a second entry of the
+/// same name is refused.
+pub(super) fn unpack_entry<R: Read>(
+    tree: &Tree,
+    entry: &mut tar::Entry<R>,
+    seen: &mut BTreeSet<PathBuf>,
+) -> Result<Made> {
+    use tar::EntryType as T;
+    let raw = entry.path().map_err(tar_error)?.into_owned();
+    let shown = || excerpt(raw.as_os_str().as_encoded_bytes(), 200);
+    let name = inside(&raw).ok_or_else(|| {
+        anyhow!(
+            "the archive's entry `{}` leads outside it (an absolute path, or `..` above its top): refused",
+            shown()
+        )
+    })?;
+    if name.as_os_str().is_empty() {
+        return Ok(Made::Nothing);
+    }
+    let kind = entry.header().entry_type();
+    if kind.is_dir() {
+        tree.dir(&name).map_err(|e| unpack_error(&name, e))?;
+        return Ok(Made::Nothing);
+    }
+    let what = match kind {
+        T::Char => Some("a character device"),
+        T::Block => Some("a block device"),
+        T::Fifo => Some("a FIFO"),
+        T::Regular | T::Continuous | T::Symlink | T::Link => None,
+        _ => return Ok(Made::Nothing),
+    };
+    if let Some(what) = what {
+        bail!(
+            "the archive's entry `{}` is {what}: an image archive holds only files, directories and links: refused",
+            shown()
+        );
+    }
+    if !seen.insert(name.clone()) {
+        bail!(
+            "the archive holds `{}` twice: refused, since which of the two is the image cannot be told",
+            shown()
+        );
+    }
+    let link = || -> Result<PathBuf> {
+        Ok(entry
+            .link_name()
+            .map_err(tar_error)?
+            .ok_or_else(|| anyhow!("the archive's link `{}` has no target", shown()))?
+            .into_owned())
+    };
+    match kind {
+        T::Symlink => {
+            let target = link()?;
+            tree.symlink(&name, &target).map_err(|e| unpack_error(&name, e))?;
+            Ok(Made::Nothing)
+        }
+        T::Link => {
+            let target = link()?;
+            let target = inside(&target).ok_or_else(|| {
+                anyhow!(
+                    "the archive's hard link `{}` points outside it (`{}`): refused",
+                    shown(),
+                    excerpt(target.as_os_str().as_encoded_bytes(), 200)
+                )
+            })?;
+            tree.hard_link(&name, &target).map_err(|e| unpack_error(&name, e))?;
+            Ok(Made::HardLink { name, target })
+        }
+        _ => Ok(Made::File(name)),
+    }
+}
+
+/// A tar the reader cannot take: said with the reader's message escaped and shortened (it may quote the
+/// file's bytes), never raw.
+pub(super) fn tar_error(e: std::io::Error) -> anyhow::Error {
+    anyhow!("not a readable tar archive: {}", excerpt(e.to_string().as_bytes(), 160))
+}
+
+/// A layer met while unpacking, by its name in the archive.
+#[derive(Default)]
+struct Unpacked {
+    /// Compressed by the step, with its diff id.
+    compressed: BTreeMap<PathBuf, (LocalBlob, String)>,
+    /// Layers of the base, by diff id: not kept.
+    borrowed: BTreeMap<PathBuf, String>,
+}
+
+/// Unpack `input` into `tree`, except that every regular file that is an uncompressed tar (a layer) is
+/// written gzip-compressed into `layers` instead (or, when it is a layer of `base`, not at all; an empty
+/// file keeps its name in the tree), and returned by its name in the archive.
+fn unpack_compressing(
+    input: impl Read,
+    tree: &Tree,
+    layers: &Path,
+    early: Option<&tokio::sync::mpsc::UnboundedSender<Growing>>,
+    base: Option<&BaseLayers>,
+) -> Result<Unpacked> {
+    let mut tar = tar::Archive::new(input);
+    let mut done = Unpacked::default();
+    let mut seen = BTreeSet::new();
+    for (i, entry) in tar.entries().map_err(tar_error)?.enumerate() {
+        let mut entry = entry.map_err(tar_error)?;
+        let name = match unpack_entry(tree, &mut entry, &mut seen)? {
+            Made::File(name) => name,
+            Made::HardLink { name, target } => {
+                if let Some(layer) = done.compressed.get(&target).cloned() {
+                    done.compressed.insert(name.clone(), layer);
+                }
+                if let Some(layer) = done.borrowed.get(&target).cloned() {
+                    done.borrowed.insert(name, layer);
+                }
+                continue;
+            }
+            Made::Nothing => continue,
+        };
+        let mut head = Vec::with_capacity(512);
+        (&mut entry).take(512).read_to_end(&mut head).map_err(tar_error)?;
+        let mut out = tree.create_file(&name).map_err(|e| unpack_error(&name, e))?;
+        if !is_tar(&head) {
+            out.write_all(&head).map_err(|e| unpack_error(&name, e))?;
+            std::io::copy(&mut entry, &mut out).map_err(|e| unpack_error(&name, e))?;
+            continue;
+        }
+        drop(out);
+        if let Some(base) = base {
+            let raw = layers.join(format!("{i}.tar"));
+            let mut hasher = Sha256::new();
+            let mut kept = super::gzip::Tee {
+                inner: std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&raw)?),
+                hasher: &mut hasher,
+                written: 0,
+            };
+            std::io::copy(&mut head.as_slice().chain(&mut entry), &mut kept)?;
+            kept.inner.flush()?;
+            drop(kept);
+            let diff_id = hex_digest(hasher);
+            if base.by_diff_id.contains_key(&diff_id) {
+                done.borrowed.insert(name, diff_id);
+            } else {
+                let layer = gzip_file(&mut std::fs::File::open(&raw)?, &layers.join(format!("{i}.tar.gz")))?;
+                done.compressed.insert(name, layer);
+            }
+            std::fs::remove_file(&raw)?;
+            continue;
+        }
+        let out = layers.join(format!("{i}.tar.gz"));
+        std::fs::File::create(&out)?;
+        let (finished, growing) = tokio::sync::watch::channel(None);
+        // Only a layer large enough for its compression to take a while gets an upload that follows
+        // it: that upload cannot ask first whether the registry has the blob (its digest is not known
+        // yet), so for a small layer it would only send again what may be there.
+        let large = entry.header().size().unwrap_or(0) >= EARLY_UPLOAD_FROM;
+        if let Some(early) = early.filter(|_| large) {
+            let _ = early.send(Growing {
+                path: out.clone(),
+                done: growing,
+            });
+        }
+        let layer = gzip_file(&mut head.as_slice().chain(&mut entry), &out)?;
+        let _ = finished.send(Some(layer.0.clone()));
+        done.compressed.insert(name, layer);
+    }
+    Ok(done)
+}
+
+/// Whether a file's first 512 bytes are a tar header (POSIX or GNU magic at offset 257).
+fn is_tar(head: &[u8]) -> bool {
+    head.len() == 512 && &head[257..262] == b"ustar"
+}
+
+/// A layer of the image as the manifest will name it: a blob on disk (and whether the step compressed
+/// it), or a layer of the base, as its registry holds it.
+enum Layer {
+    File { blob: LocalBlob, compressed_here: bool },
+    Borrowed(Descriptor),
+}
+
+fn read_docker(
+    tree: &Tree,
+    layers_dir: &Path,
+    reference: Option<&str>,
+    done: &Unpacked,
+    base: Option<&BaseLayers>,
+) -> Result<FileImage> {
+    let (manifest, _) = tree
+        .read(Path::new("manifest.json"), MANIFEST_LIMIT)
+        .map_err(|e| anyhow!("not a docker archive: its manifest.json: {e}"))?;
+    let manifest: Value =
+        serde_json::from_slice(&manifest).map_err(|e| anyhow!("the archive's manifest.json is not JSON ({e})"))?;
+    let entries = manifest.as_array().cloned().unwrap_or_default();
+    let tags = |e: &Value| -> Vec<String> {
+        e["RepoTags"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t.as_str().map(String::from))
+            .collect()
+    };
+    let chosen = match reference {
+        Some(r) => entries
+            .iter()
+            .find(|e| tags(e).iter().any(|t| t == r || t.ends_with(&format!("/{r}")))),
+        None if entries.len() == 1 => entries.first(),
+        None => None,
+    };
+    let Some(chosen) = chosen else {
+        let all: Vec<String> = entries.iter().flat_map(tags).collect();
+        bail!(
+            "the archive has {} image(s) ({}); name one as docker-archive:PATH:NAME:TAG",
+            entries.len(),
+            excerpt(all.join(", ").as_bytes(), 400)
+        );
+    };
+    let config_name = chosen["Config"]
+        .as_str()
+        .ok_or_else(|| anyhow!("the archive's manifest.json names no Config"))?;
+    let (config_bytes, config_path) = tree
+        .read(Path::new(config_name), CONFIG_LIMIT)
+        .map_err(|e| anyhow!("the archive's manifest.json names the config {e}"))?;
+    let config = LocalBlob {
+        digest: sha256(&config_bytes),
+        size: config_bytes.len() as u64,
+        path: config_path,
+    };
+    let config_json: Value = serde_json::from_slice(&config_bytes).map_err(|e| {
+        anyhow!(
+            "the archive's config `{}` is not JSON ({e})",
+            excerpt(config_name.as_bytes(), 200)
+        )
+    })?;
+    let named: Vec<&str> = config_json["rootfs"]["diff_ids"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let layer_names: Vec<&str> = chosen["Layers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    if named.len() != layer_names.len() {
+        bail!(
+            "the archive's manifest.json names {} layer(s), but its config names {} diff id(s): the archive is \
+             damaged or was altered, so nothing was pushed",
+            layer_names.len(),
+            named.len()
+        );
+    }
+    let mut layers: Vec<Layer> = Vec::new();
+    for (i, name) in layer_names.iter().enumerate() {
+        let shown = excerpt(name.as_bytes(), 200);
+        let found = tree
+            .open_file(Path::new(name))
+            .map_err(|e| anyhow!("the archive's manifest.json names the layer {e}"))?;
+        let (layer, diff_id) = match (done.compressed.get(&found.name), done.borrowed.get(&found.name)) {
+            (Some((blob, diff_id)), _) => (
+                Layer::File {
+                    blob: blob.clone(),
+                    compressed_here: true,
+                },
+                diff_id.clone(),
+            ),
+            (None, Some(diff_id)) => {
+                let descriptor = base.and_then(|b| b.by_diff_id.get(diff_id));
+                let descriptor = descriptor.cloned().ok_or_else(|| anyhow!("no base layer {diff_id}"))?;
+                (Layer::Borrowed(descriptor), diff_id.clone())
+            }
+            (None, None) => late(found, &layers_dir.join(format!("late-{i}.tar.gz")))
+                .map_err(scratch_error)
+                .with_context(|| format!("reading the archive's layer `{shown}`"))?,
+        };
+        if diff_id != named[i] {
+            bail!(
+                "the archive's layer `{shown}` (layer {} of {}) has diff id {diff_id}, but the image's config names \
+                 {}: the archive is damaged or was altered, so nothing was pushed",
+                i + 1,
+                layer_names.len(),
+                excerpt(named[i].as_bytes(), 80)
+            );
+        }
+        layers.push(layer);
+    }
+    let descriptor = |l: &Layer| match l {
+        Layer::File { blob, .. } => json!({"mediaType": DOCKER_LAYER, "size": blob.size, "digest": blob.digest}),
+        Layer::Borrowed(d) => json!({"mediaType": DOCKER_LAYER, "size": d.size, "digest": d.digest}),
+    };
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": DOCKER_MANIFEST,
+        "config": {"mediaType": DOCKER_CONFIG, "size": config.size, "digest": config.digest},
+        "layers": layers.iter().map(descriptor).collect::<Vec<_>>(),
+    });
+    let bytes = serde_json::to_vec(&manifest)?;
+    let compressed = layers
+        .iter()
+        .filter(|l| {
+            matches!(
+                l,
+                Layer::File {
+                    compressed_here: true,
+                    ..
+                }
+            )
+        })
+        .count();
+    let (mut blobs, mut borrowed) = (vec![config.clone()], Vec::<Descriptor>::new());
+    for layer in layers {
+        match layer {
+            Layer::File { blob, .. } if !blobs.iter().any(|b| b.digest == blob.digest) => blobs.push(blob),
+            Layer::Borrowed(d) if !borrowed.contains(&d) => borrowed.push(d),
+            _ => {}
+        }
+    }
+    Ok(FileImage {
+        manifest: Manifest {
+            digest: sha256(&bytes),
+            bytes,
+            media_type: DOCKER_MANIFEST.into(),
+        },
+        children: Vec::new(),
+        blobs,
+        image_id: Some(config.digest),
+        compressed,
+        borrowed,
+    })
+}
+
+/// A layer file left in the tree (not recognised as a tar while unpacking): an already compressed layer is
+/// kept as it is, anything else gzip-compressed into `out`. With its diff id.
+fn late(found: Found, out: &Path) -> Result<(Layer, String)> {
+    let size = found.size;
+    let mut input = std::io::BufReader::with_capacity(1 << 20, found.file.take(size));
+    if input.fill_buf()?.starts_with(&[0x1f, 0x8b]) {
+        let (digest, read, diff_id) = gzip_digests(input)?;
+        let blob = LocalBlob {
+            digest,
+            size: read,
+            path: found.path,
+        };
+        let layer = Layer::File {
+            blob,
+            compressed_here: false,
+        };
+        return Ok((layer, diff_id));
+    }
+    let (blob, diff_id) = gzip_file(&mut input, out)?;
+    let layer = Layer::File {
+        blob,
+        compressed_here: true,
+    };
+    Ok((layer, diff_id))
+}

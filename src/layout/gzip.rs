@@ -1,0 +1,419 @@
+//! The gzip engine: a layer compressed on every core as pigz does, deterministically (fixed 1 MiB blocks
+//! primed with the previous 32 KiB, no name, mtime 0, one level, one backend), so the same layer gives the
+//! same digest on any machine whatever its cores; and the hashing that goes with it (the compressed
+//! digest, and the diff id of what was read).
+
+use crate::domain::source::LocalBlob;
+use anyhow::Result;
+use sha2::{Digest as _, Sha256};
+use std::io::{Read, Write};
+use std::path::Path;
+
+/// The gzip level of layers the step compresses: fast, as pigz -1 (a registry stores what it is given).
+const LEVEL: u32 = 1;
+
+/// gzip `input` into the file `out` (in parallel, deterministically): the blob written, and the diff id
+/// (the digest of what was read).
+pub fn gzip_file(input: &mut impl Read, out: &Path) -> Result<(LocalBlob, String)> {
+    let mut hasher = Sha256::new();
+    let mut read_hasher = Sha256::new();
+    let file = std::fs::File::create(out)?;
+    let mut counting = Tee {
+        inner: std::io::BufWriter::with_capacity(1 << 20, file),
+        hasher: &mut hasher,
+        written: 0,
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut reading = HashReader {
+        inner: input,
+        hasher: &mut read_hasher,
+    };
+    gzip(&mut reading, &mut counting, threads)?;
+    counting.inner.flush()?;
+    let size = counting.written;
+    drop(counting);
+    let blob = LocalBlob {
+        digest: hex_digest(hasher),
+        size,
+        path: out.to_path_buf(),
+    };
+    Ok((blob, hex_digest(read_hasher)))
+}
+
+/// The digest and size of a gzip layer in `input`, and its diff id (the digest of its uncompressed
+/// bytes), in one pass.
+pub fn gzip_digests(input: impl Read) -> std::io::Result<(String, u64, String)> {
+    let mut compressed = Sha256::new();
+    let mut counted = 0u64;
+    let mut uncompressed = Sha256::new();
+    {
+        let reading = CountingHashReader {
+            inner: input,
+            hasher: &mut compressed,
+            read: &mut counted,
+        };
+        let mut decoder = flate2::read::MultiGzDecoder::new(reading);
+        std::io::copy(&mut decoder, &mut HashWriter(&mut uncompressed))?;
+        // What follows the gzip stream (if anything) still counts toward the blob's digest.
+        std::io::copy(decoder.get_mut(), &mut std::io::sink())?;
+    }
+    Ok((hex_digest(compressed), counted, hex_digest(uncompressed)))
+}
+
+/// The digest and size of everything in `input`.
+pub fn digest_of(mut input: impl Read) -> std::io::Result<(String, u64)> {
+    let mut hasher = Sha256::new();
+    let size = std::io::copy(&mut input, &mut HashWriter(&mut hasher))?;
+    Ok((hex_digest(hasher), size))
+}
+
+/// The block size of the parallel compression: the input is cut here whatever the number of threads.
+const BLOCK: usize = 1 << 20;
+/// What deflate looks back at: each block is primed with the previous block's last 32 KiB.
+const WINDOW: usize = 32 * 1024;
+
+/// gzip `input` into `output` as pigz does: the input cut into 1 MiB blocks, each deflated on its own thread
+/// with the previous block's last 32 KiB as its dictionary and ended with a sync flush (the last with the
+/// end of the stream), the pieces concatenated into one gzip member (no name, mtime 0, OS unknown) with the
+/// CRC-32 and size of the whole. The bytes depend on the input and the level alone, never on `threads`.
+/// Memory stays at a few blocks per thread.
+pub fn gzip(input: &mut impl Read, output: &mut impl Write, threads: usize) -> std::io::Result<()> {
+    let xfl = if LEVEL <= 1 {
+        4
+    } else if LEVEL >= 9 {
+        2
+    } else {
+        0
+    };
+    output.write_all(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, xfl, 255])?;
+    let threads = threads.max(1);
+    // Blocks go to the workers as they are read; their deflated pieces come back in any order and are
+    // written in input order. At most `in_flight` blocks are read ahead of what is written.
+    let in_flight = threads * 2 + 1;
+    let (jobs, queue) = std::sync::mpsc::sync_channel::<(usize, Block)>(in_flight);
+    let queue = std::sync::Mutex::new(queue);
+    let (finished, pieces) = std::sync::mpsc::channel::<(usize, std::io::Result<Vec<u8>>)>();
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            let (queue, finished) = (&queue, finished.clone());
+            s.spawn(move || {
+                loop {
+                    let job = queue.lock().map_err(|_| ()).and_then(|q| q.recv().map_err(|_| ()));
+                    let Ok((i, block)) = job else { break };
+                    let piece = deflate_block(&block.data, &block.dictionary, block.last);
+                    if finished.send((i, piece)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(finished);
+        // Moved in, so the workers stop (the queue closes) however this ends.
+        let feed = move |input: &mut dyn Read, output: &mut dyn Write| -> std::io::Result<()> {
+            let mut crc = crc32fast::Hasher::new();
+            let mut size: u64 = 0;
+            let mut previous_tail: Vec<u8> = Vec::new();
+            let mut ready = std::collections::BTreeMap::new();
+            let (mut sent, mut written) = (0usize, 0usize);
+            let mut write_ready = |ready: &mut std::collections::BTreeMap<usize, std::io::Result<Vec<u8>>>,
+                                   written: &mut usize|
+             -> std::io::Result<()> {
+                while let Some(piece) = ready.remove(written) {
+                    output.write_all(&piece?)?;
+                    *written += 1;
+                }
+                Ok(())
+            };
+            let mut next = read_block(input)?;
+            if next.is_none() {
+                // Empty input: one empty final block.
+                next = Some(Vec::new());
+            }
+            while let Some(data) = next.take() {
+                next = read_block(input)?;
+                crc.update(&data);
+                size += data.len() as u64;
+                let tail = data[data.len().saturating_sub(WINDOW)..].to_vec();
+                let dictionary = std::mem::replace(&mut previous_tail, tail);
+                let last = next.is_none();
+                jobs.send((sent, Block { data, dictionary, last }))
+                    .map_err(|_| std::io::Error::other("a compression thread stopped"))?;
+                sent += 1;
+                // Write what is done; wait only while too much is in flight, or for the rest at the end.
+                loop {
+                    while let Ok((i, piece)) = pieces.try_recv() {
+                        ready.insert(i, piece);
+                    }
+                    write_ready(&mut ready, &mut written)?;
+                    if sent - written < in_flight && !(last && written < sent) {
+                        break;
+                    }
+                    let (i, piece) = pieces
+                        .recv()
+                        .map_err(|_| std::io::Error::other("a compression thread stopped"))?;
+                    ready.insert(i, piece);
+                }
+            }
+            output.write_all(&crc.finalize().to_le_bytes())?;
+            output.write_all(&(size as u32).to_le_bytes())
+        };
+        feed(input, output)
+    })
+}
+
+/// One block of input for a compression thread.
+struct Block {
+    data: Vec<u8>,
+    dictionary: Vec<u8>,
+    last: bool,
+}
+
+/// Up to one block of input; `None` at the end.
+fn read_block(input: &mut (impl Read + ?Sized)) -> std::io::Result<Option<Vec<u8>>> {
+    let mut block = Vec::with_capacity(BLOCK);
+    (&mut *input).take(BLOCK as u64).read_to_end(&mut block)?;
+    Ok((!block.is_empty()).then_some(block))
+}
+
+/// One block as raw deflate, primed with `dictionary`, ended by a sync flush or, for the last, the end.
+fn deflate_block(data: &[u8], dictionary: &[u8], last: bool) -> std::io::Result<Vec<u8>> {
+    use flate2::{Compress, Compression, FlushCompress, Status};
+    // A block of compressed or random bytes is stored as it is: deflate would spend its time to save
+    // nothing (zlib's level 1 runs at about 100 MB/s per core on such data; storing at memory speed).
+    let stored = incompressible(data);
+    let level = if stored {
+        Compression::none()
+    } else {
+        Compression::new(LEVEL)
+    };
+    let mut deflate = Compress::new(level, false);
+    if !dictionary.is_empty() && !stored {
+        deflate
+            .set_dictionary(dictionary)
+            .map_err(|e| std::io::Error::other(format!("deflate dictionary: {e}")))?;
+    }
+    let flush = if last {
+        FlushCompress::Finish
+    } else {
+        FlushCompress::Sync
+    };
+    let mut out = Vec::with_capacity(data.len() / 2 + 1024);
+    let mut consumed = 0usize;
+    loop {
+        if out.capacity() - out.len() < 64 * 1024 {
+            out.reserve(256 * 1024);
+        }
+        let before = deflate.total_in();
+        let status = deflate
+            .compress_vec(&data[consumed..], &mut out, flush)
+            .map_err(|e| std::io::Error::other(format!("deflate: {e}")))?;
+        consumed += (deflate.total_in() - before) as usize;
+        let room_left = out.len() < out.capacity();
+        match status {
+            Status::StreamEnd => break,
+            _ if !last && consumed == data.len() && room_left => break,
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// Whether `data` looks incompressible: its bytes' order-0 entropy is within 0.03 bit of 8 bits per byte,
+/// where deflate cannot save even 0.4% (compressed files, encrypted or random data). Decided by the data
+/// alone, so the compressed bytes stay the same on every machine.
+fn incompressible(data: &[u8]) -> bool {
+    const SAMPLES: usize = 16;
+    if data.len() < 4096 {
+        return false;
+    }
+    // Sixteen 4 KiB windows spread over the block stand for it (a sixteenth of the bytes of a full block):
+    // counting every byte cost about as much CPU as a tenth of the compression itself.
+    let mut counts = [0u64; 256];
+    let window = 4096.min(data.len() / SAMPLES);
+    let step = data.len() / SAMPLES;
+    let mut n = 0usize;
+    for i in 0..SAMPLES {
+        for &b in &data[i * step..i * step + window] {
+            counts[b as usize] += 1;
+        }
+        n += window;
+    }
+    let n = n as f64;
+    let entropy: f64 = counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = c as f64 / n;
+            -p * p.log2()
+        })
+        .sum();
+    entropy > 7.97
+}
+
+pub fn hex_digest(hasher: Sha256) -> String {
+    let hex: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+pub struct HashWriter<'a>(pub &'a mut Sha256);
+
+impl Write for HashWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Reads through from `inner`, hashing what passes.
+struct HashReader<'a, R: Read> {
+    inner: R,
+    hasher: &'a mut Sha256,
+}
+
+impl<R: Read> Read for HashReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Reads through from `inner`, hashing and counting what passes.
+struct CountingHashReader<'a, R: Read> {
+    inner: R,
+    hasher: &'a mut Sha256,
+    read: &'a mut u64,
+}
+
+impl<R: Read> Read for CountingHashReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        *self.read += n as u64;
+        Ok(n)
+    }
+}
+
+/// Writes through to `inner`, hashing and counting what passes.
+pub struct Tee<'a, W: Write> {
+    pub inner: W,
+    pub hasher: &'a mut Sha256,
+    pub written: u64,
+}
+
+impl<W: Write> Write for Tee<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.written += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parallel_gzip_is_one_valid_member_whatever_the_threads() {
+        // 3.5 blocks of compressible but varied data, and the edge sizes.
+        let data: Vec<u8> = (0..(BLOCK * 7 / 2)).map(|i| ((i * 7 + i / 1000) % 251) as u8).collect();
+        // Random bytes: stored blocks, which the threads finish faster than they are read.
+        let random = random_bytes(BLOCK * 5 / 2);
+        for input in [data, Vec::new(), vec![42u8; BLOCK], random] {
+            let mut outputs = Vec::new();
+            for threads in [1, 2, 3] {
+                let mut out = Vec::new();
+                gzip(&mut &input[..], &mut out, threads).unwrap();
+                outputs.push(out);
+            }
+            assert!(
+                outputs.windows(2).all(|w| w[0] == w[1]),
+                "the bytes depend on the threads"
+            );
+            let mut back = Vec::new();
+            flate2::read::GzDecoder::new(&outputs[0][..])
+                .read_to_end(&mut back)
+                .unwrap();
+            assert_eq!(back, input, "a round trip changed the data");
+            let mut all = Vec::new();
+            flate2::read::MultiGzDecoder::new(&outputs[0][..])
+                .read_to_end(&mut all)
+                .unwrap();
+            assert_eq!(all.len(), input.len(), "more than one member");
+        }
+    }
+
+    #[test]
+    fn compression_is_deterministic_and_the_digests_agree() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = b"hello layer\n".repeat(100_000);
+        let (a, diff_a) = gzip_file(&mut &data[..], &dir.path().join("a.gz")).unwrap();
+        let (b, diff_b) = gzip_file(&mut &data[..], &dir.path().join("b.gz")).unwrap();
+        assert_eq!(
+            (&a.digest, &diff_a),
+            (&b.digest, &diff_b),
+            "the same layer gave two digests"
+        );
+        assert_eq!(diff_a, crate::domain::manifest::sha256(&data));
+        let written = std::fs::read(&a.path).unwrap();
+        assert_eq!(a.digest, crate::domain::manifest::sha256(&written));
+        let (digest, size, diff_id) = gzip_digests(&written[..]).unwrap();
+        assert_eq!((digest, size, diff_id), (a.digest.clone(), a.size, diff_a));
+        assert_eq!(digest_of(&data[..]).unwrap().0, crate::domain::manifest::sha256(&data));
+    }
+
+    fn random_bytes(n: usize) -> Vec<u8> {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn incompressible_blocks_are_stored_and_compressible_ones_deflated() {
+        let random = random_bytes(BLOCK);
+        assert!(incompressible(&random));
+        let text = b"the quick brown fox jumps over the lazy dog\n".repeat(BLOCK / 44);
+        assert!(!incompressible(&text));
+        let mut out = Vec::new();
+        gzip(&mut &random[..], &mut out, 2).unwrap();
+        assert!(
+            out.len() > random.len() && out.len() < random.len() + 200,
+            "{}",
+            out.len()
+        );
+        let mut out = Vec::new();
+        gzip(&mut &text[..], &mut out, 2).unwrap();
+        assert!(out.len() < text.len() / 10, "{}", out.len());
+    }
+
+    #[test]
+    fn the_pipeline_never_stalls_when_the_threads_outrun_the_reader() {
+        // Fast (stored) blocks once left every piece received but unwritten while the writer waited for
+        // one more: a hang. Many rounds, under a watchdog.
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let data = random_bytes(BLOCK * 6);
+            for _ in 0..60 {
+                let mut out = Vec::new();
+                gzip(&mut &data[..], &mut out, 2).unwrap();
+            }
+            done.send(()).unwrap();
+        });
+        finished
+            .recv_timeout(std::time::Duration::from_secs(120))
+            .expect("the parallel gzip stalled");
+    }
+}
