@@ -1001,29 +1001,42 @@ where
                         return Some((fail(message), (inner, hasher, seen, true)));
                     }
                     hasher.update(&chunk);
+                    // Checked with the last byte, before it is passed on: the body is complete once its
+                    // length is sent, and the stream may never be asked for its end.
+                    if seen == blob.size && !matches_digest(&hasher, &blob.digest) {
+                        return Some((fail(mismatch(&what, seen, &hasher, &blob)), (inner, hasher, seen, true)));
+                    }
                     Some((Ok(chunk), (inner, hasher, seen, false)))
                 }
                 Some(Err(e)) => {
                     let e = std::io::Error::other(crate::report::chain(&e));
                     Some((Err(e), (inner, hasher, seen, true)))
                 }
-                None => {
-                    let hex: String = hasher.clone().finalize().iter().map(|b| format!("{b:02x}")).collect();
-                    let digest = format!("sha256:{hex}");
-                    if seen == blob.size && digest == blob.digest {
-                        return None;
-                    }
-                    let message = format!(
-                        "{what}: the source sent {seen} bytes that hash to {digest}, not the blob ({} bytes): \
-                         refused, nothing of it was stored\n  fix: the source registry (or a proxy in front of it) \
-                         serves altered content: check what sits between this step and it",
-                        blob.size
-                    );
-                    Some((fail(message), (inner, hasher, seen, true)))
-                }
+                None if seen == blob.size && matches_digest(&hasher, &blob.digest) => None,
+                None => Some((fail(mismatch(&what, seen, &hasher, &blob)), (inner, hasher, seen, true))),
             }
         }
     })
+}
+
+fn hex_of(hasher: &sha2::Sha256) -> String {
+    use sha2::Digest as _;
+    let hex: String = hasher.clone().finalize().iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+fn matches_digest(hasher: &sha2::Sha256, digest: &str) -> bool {
+    hex_of(hasher) == digest
+}
+
+fn mismatch(what: &str, seen: u64, hasher: &sha2::Sha256, blob: &Descriptor) -> String {
+    format!(
+        "{what}: the source sent {seen} bytes that hash to {}, not the blob ({} bytes): refused, nothing of it was \
+         stored\n  fix: the source registry (or a proxy in front of it) serves altered content: check what sits \
+         between this step and it",
+        hex_of(hasher),
+        blob.size
+    )
 }
 
 fn is_loopback(host: &str) -> bool {

@@ -323,15 +323,23 @@ fn check_one(check: &Check) -> Result<Option<(String, String)>> {
     let input = std::io::BufReader::with_capacity(1 << 20, (&check.file).take(blob.size + 1));
     let failed = |e: std::io::Error| anyhow!("reading the layout's blob {}: {e}", blob.digest);
     let (digest, size, diff_id) = match check.kind {
-        Kind::Gzip => {
-            let (digest, size, diff_id) = gzip_digests(input).map_err(|e| {
-                anyhow!(
-                    "the layout's layer {} is not the gzip stream its media type says ({e}): the layout is damaged",
-                    blob.digest
-                )
-            })?;
-            (digest, size, Some(diff_id))
-        }
+        Kind::Gzip => match gzip_digests(input) {
+            Ok((digest, size, diff_id)) => (digest, size, Some(diff_id)),
+            Err(e) => {
+                // Bytes that are not gzip: first whether they are the blob at all.
+                use std::io::Seek as _;
+                (&check.file).rewind().map_err(failed)?;
+                let (digest, size) = digest_of((&check.file).take(blob.size + 1)).map_err(failed)?;
+                if size == blob.size && digest == blob.digest {
+                    bail!(
+                        "the layout's layer {} is not the gzip stream its media type says ({e}): the layout is \
+                         damaged",
+                        blob.digest
+                    );
+                }
+                (digest, size, None)
+            }
+        },
         Kind::Tar => {
             let (digest, size) = digest_of(input).map_err(failed)?;
             (digest.clone(), size, Some(digest))

@@ -18,6 +18,7 @@ pub mod proxy;
 mod registry;
 mod step;
 mod tripwire;
+pub mod untrusted;
 
 // Each test file uses some of these.
 #[allow(unused_imports)]

@@ -237,6 +237,25 @@ impl Registry {
         (id, layers)
     }
 
+    /// The repositories the registry holds anything in (`/v2/_catalog`): a repository appears with the
+    /// first blob or manifest written to it, so an empty list means nothing was written.
+    pub fn repositories(&self) -> Vec<String> {
+        let url = format!("http://{}/v2/_catalog", self.host);
+        let mut response = self
+            .agent
+            .get(&url)
+            .header("Authorization", &self.auth())
+            .call()
+            .expect("the registry answers");
+        let body: serde_json::Value = response.body_mut().read_json().expect("catalog JSON");
+        body["repositories"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r.as_str().map(String::from))
+            .collect()
+    }
+
     /// The tags the registry lists for `repo` (empty when the repository does not exist).
     pub fn tags(&self, repo: &str) -> Vec<String> {
         let url = format!("http://{}/v2/{repo}/tags/list", self.host);
