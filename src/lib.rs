@@ -15,7 +15,7 @@
 //!   aws | distribution | engine | layout | outputs
 //!                  adapters: the AWS APIs, the registry /v2/ API, the Docker Engine, images in files
 //!                  (OCI layouts, archives), what later steps read
-//!   files | retry  bounded reads of regular files; the one retry policy
+//!   files | retry  bounded reads of regular files, untrusted trees, scratch space; the one retry policy
 //!   report         every line the user reads
 //!   domain         plain values and pure rules: no I/O, no printing
 //! ```

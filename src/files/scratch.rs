@@ -33,15 +33,23 @@ impl ScratchDir {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
-        let path = base.join(format!("{PREFIX}{what}-{}-{nanos}", std::process::id()));
-        std::fs::DirBuilder::new().mode(0o700).create(&path)?;
-        let lock = std::fs::File::create(path.join(LOCK)).and_then(|f| {
+        let name = format!("{PREFIX}{what}-{}-{nanos}", std::process::id());
+        // Made under a hidden name and locked there, then renamed: a directory under the name other runs
+        // sweep is always locked already (a lock taken after it appeared could be taken first by a sweep).
+        let making = base.join(format!(".{name}"));
+        let path = base.join(&name);
+        std::fs::DirBuilder::new().mode(0o700).create(&making)?;
+        let lock = std::fs::File::create(making.join(LOCK)).and_then(|f| {
             // SAFETY: a valid descriptor.
             match unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } {
                 0 => Ok(f),
                 _ => Err(std::io::Error::last_os_error()),
             }
         });
+        let lock = lock.and_then(|f| std::fs::rename(&making, &path).map(|()| f));
+        if lock.is_err() {
+            let _ = std::fs::remove_dir_all(&making);
+        }
         match lock {
             Ok(lock) => {
                 LIVE.lock().unwrap_or_else(|p| p.into_inner()).push(path.clone());
