@@ -12,7 +12,7 @@
 //! main (the binary)
 //!   modes          one file per PLUGIN_MODE, and the per-tag loop they share
 //!   settings       PLUGIN_* → typed settings per mode (reads the files settings name)
-//!   aws | distribution | engine | layout | outputs
+//!   aws | registry | engine | layout | outputs
 //!                  adapters: the AWS APIs, the registry /v2/ API, the Docker Engine, images in files
 //!                  (OCI layouts, archives), what later steps read
 //!   files | retry  bounded reads of regular files, untrusted trees, scratch space; the one retry policy
@@ -21,13 +21,13 @@
 //! ```
 
 pub mod aws;
-pub mod distribution;
 pub mod domain;
 pub mod engine;
 pub mod files;
 pub mod layout;
 pub mod modes;
 pub mod outputs;
+pub mod registry;
 pub mod report;
 pub mod retry;
 pub mod settings;

@@ -11,7 +11,7 @@ const LAYERS: &[&[&str]] = &[
     &["domain"],
     &["report"],
     &["files", "retry"],
-    &["aws", "distribution", "engine", "layout", "outputs"],
+    &["aws", "registry", "engine", "layout", "outputs"],
     &["settings"],
     &["modes"],
     &["main"],
@@ -145,18 +145,34 @@ fn graph() -> BTreeMap<Vec<String>, BTreeSet<Vec<String>>> {
     graph
 }
 
-#[test]
-fn every_arrow_points_down_the_layers() {
-    let graph = graph();
+/// The modes: one file each, and none may use another (what they share is in `modes::write`).
+const MODES: &[&str] = &["push", "promote", "login", "check"];
+
+/// The arrows of `graph` the rule forbids: one to a layer that is not below, and one between two modes.
+fn forbidden(graph: &BTreeMap<Vec<String>, BTreeSet<Vec<String>>>) -> Vec<String> {
+    let is_mode = |m: &Vec<String>| m.len() == 2 && m[0] == "modes" && MODES.contains(&m[1].as_str());
     let mut forbidden = Vec::new();
-    for (from, targets) in &graph {
+    for (from, targets) in graph {
         for to in targets {
             let (a, b) = (&from[0], &to[0]);
             if a != b && layer(b) >= layer(a) {
                 forbidden.push(format!("{} → {} ({a} may not use {b})", from.join("::"), to.join("::")));
             }
+            if is_mode(from) && is_mode(to) {
+                forbidden.push(format!(
+                    "{} → {} (a mode may not use another)",
+                    from.join("::"),
+                    to.join("::")
+                ));
+            }
         }
     }
+    forbidden
+}
+
+#[test]
+fn every_arrow_points_down_the_layers_and_no_mode_uses_another() {
+    let forbidden = forbidden(&graph());
     assert!(
         forbidden.is_empty(),
         "arrows the rule forbids:\n{}",
@@ -214,13 +230,25 @@ fn the_reader_sees_the_arrows_that_are_there() {
         graph.get(&from).is_some_and(|t| t.contains(&to))
     };
     assert!(has("main", "modes"), "{graph:#?}");
-    assert!(has("modes::push", "modes::tags"));
-    assert!(has("modes::tags", "distribution"));
+    assert!(has("modes::push", "modes::write"));
+    assert!(has("modes::promote", "modes::write::engine_push"));
+    assert!(has("modes::write::tags", "registry"));
     assert!(has("aws::token", "aws"), "super:: paths are read");
     assert!(has("settings", "domain::grammar"), "grouped and nested paths are read");
     assert!(has("report", "domain::manifest"));
     let sample = references(&["modes".into(), "push".into()], "use crate::{report, domain::tag};");
     assert!(sample.contains(&vec!["report".to_string()]), "{sample:?}");
-    // And a forbidden arrow would be seen: an adapter using another adapter.
-    assert!(layer("distribution") == layer("aws"));
+    // And forbidden arrows would be seen: an adapter using another adapter, a stage using a mode, a mode
+    // using another mode.
+    let mut bad = graph.clone();
+    let module = |m: &str| m.split("::").map(String::from).collect::<Vec<String>>();
+    for (from, to) in [
+        ("registry::copy", "aws::token"),
+        ("layout", "modes"),
+        ("modes::promote", "modes::push"),
+    ] {
+        bad.entry(module(from)).or_default().insert(module(to));
+    }
+    let found = forbidden(&bad);
+    assert_eq!(found.len(), 3, "{found:#?}");
 }

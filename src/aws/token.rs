@@ -10,7 +10,7 @@ use super::error;
 use crate::domain::login::{RegistryLogin, Relogin};
 use crate::domain::registry::Registry;
 use crate::domain::secret::Secret;
-use crate::domain::target::Destination;
+use crate::domain::target::TargetRegistry;
 use anyhow::{Context, Result, anyhow, bail};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -27,7 +27,7 @@ struct Token {
 }
 
 /// One login per destination, with one token request per region.
-pub async fn logins(identity: &Identity, destinations: &[Destination]) -> Result<Vec<RegistryLogin>> {
+pub async fn logins(identity: &Identity, destinations: &[TargetRegistry]) -> Result<Vec<RegistryLogin>> {
     let regions: BTreeMap<&str, ()> = destinations.iter().map(|d| (d.region.as_str(), ())).collect();
     let fetched = futures_util::future::join_all(regions.keys().map(|r| token(identity, r))).await;
     let mut tokens = BTreeMap::new();

@@ -5,7 +5,7 @@ use crate::domain::registry::Registry;
 
 /// One registry images go to, and the region its token comes from.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Destination {
+pub struct TargetRegistry {
     /// `None`: the registry of the token's proxy endpoint.
     pub registry: Option<Registry>,
     pub region: String,
@@ -16,4 +16,9 @@ pub struct Destination {
 pub struct Target {
     pub repo: String,
     pub tags: Vec<String>,
+}
+
+/// `<registry>/<repo>`: how every message and output names a repository in a registry.
+pub fn label(host: &str, repo: &str) -> String {
+    format!("{host}/{repo}")
 }

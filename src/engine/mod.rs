@@ -43,6 +43,20 @@ impl std::fmt::Display for Refused {
 
 impl std::error::Error for Refused {}
 
+/// A push that failed for a reason another attempt may not meet (a registry-side race or overload, or a
+/// local tag removed by a concurrent run): the caller retries it under the one retry policy. Any other
+/// push error is a failure another attempt would repeat.
+#[derive(Debug)]
+pub struct Transient(pub String);
+
+impl std::fmt::Display for Transient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Transient {}
+
 impl Engine {
     /// Connect as the docker CLI does (`DOCKER_HOST`, else the local socket) and negotiate the API version.
     pub async fn connect(timeout: Duration) -> Result<Engine> {
@@ -133,7 +147,17 @@ impl Engine {
                 Some(TagImageOptionsBuilder::new().repo(&target).tag(tag).build()),
             )
             .await
-            .with_context(|| format!("tagging {source} as {local} in the Docker Engine"))?;
+            .map_err(|e| {
+                let text = format!(
+                    "tagging {source} as {local} in the Docker Engine: {}",
+                    crate::report::chain(&e)
+                );
+                // Another run may have removed the shared local tag meanwhile: tag again.
+                match is_transient(&text) {
+                    true => anyhow::Error::new(Transient(text)),
+                    false => anyhow!("{text}"),
+                }
+            })?;
         let pushed = self.push_tagged(login, &target, repo, tag, idle).await;
         if !existed {
             self.untag(&local, source).await;
@@ -365,14 +389,37 @@ fn digest_in_status(status: &str, tag: &str) -> Option<String> {
     (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then(|| digest.to_string())
 }
 
-/// A push error from the engine as an error: [`Refused`] when the registry refused the credentials.
+/// A push error from the engine as an error: [`Refused`] when the registry refused the credentials,
+/// [`Transient`] when another attempt may succeed.
 fn push_error(message: &str, login: &RegistryLogin, repo: &str, tag: &str) -> anyhow::Error {
     let text = explain(message, login, repo, tag);
     if is_refusal(message) {
         anyhow::Error::new(Refused(text))
+    } else if is_transient(message) {
+        anyhow::Error::new(Transient(text))
     } else {
         anyhow!("{text}")
     }
+}
+
+/// What the engine says of a push that another attempt may not see: a registry-side race or overload, or
+/// the shared local tag removed by another run between this run's tag and push.
+fn is_transient(message: &str) -> bool {
+    let text = message.to_ascii_lowercase();
+    [
+        "blob unknown",
+        "digest invalid",
+        "toomanyrequests",
+        "too many requests",
+        "503",
+        "502",
+        "500 internal",
+        "connection reset",
+        "does not exist locally",
+        "no such image",
+    ]
+    .iter()
+    .any(|t| text.contains(t))
 }
 
 fn is_refusal(message: &str) -> bool {
@@ -452,6 +499,30 @@ mod tests {
         let json: serde_json::Value = serde_json::from_slice(&URL_SAFE.decode(text).unwrap()).unwrap();
         assert_eq!(json["password"], "???>>>~~~");
         assert_eq!(json["serveraddress"], "127.0.0.1:5000");
+    }
+
+    #[test]
+    fn registry_races_and_overloads_are_transient_and_the_rest_is_not() {
+        assert!(is_transient(
+            "errors:\ndigest invalid\nmanifest blob unknown: blob unknown to registry"
+        ));
+        assert!(is_transient("toomanyrequests: Rate exceeded"));
+        assert!(is_transient("received unexpected HTTP status: 503 Service Unavailable"));
+        assert!(!is_transient("unauthorized: authentication required"));
+        assert!(!is_transient(
+            "name unknown: The repository with name 'app' does not exist"
+        ));
+        let login = RegistryLogin {
+            registry: crate::domain::registry::Registry::parse("127.0.0.1:5000").unwrap(),
+            region: "us-east-1".into(),
+            username: "AWS".into(),
+            password: crate::domain::secret::Secret::new("x"),
+            token_account: None,
+        };
+        assert!(push_error("toomanyrequests: Rate exceeded", &login, "app", "v1").is::<Transient>());
+        assert!(push_error("unauthorized: authentication required", &login, "app", "v1").is::<Refused>());
+        let failed = push_error("name unknown: no such repository", &login, "app", "v1");
+        assert!(!failed.is::<Transient>() && !failed.is::<Refused>());
     }
 
     #[test]

@@ -8,9 +8,9 @@
 
 use super::context::{Context, Done};
 use crate::aws::{self, error::managed_policy, repository::Failed};
-use crate::distribution::RegistryClient;
 use crate::domain::login::RegistryLogin;
 use crate::domain::repository::RepositoryAt;
+use crate::registry::RegistryClient;
 use crate::report::Check;
 use crate::settings::CheckSettings;
 use anyhow::Result;

@@ -18,11 +18,11 @@ pub struct Context {
 impl Context {
     /// A registry client per destination that one can be made for, by host, without token renewal: for
     /// head starts (uploads that follow a compression, a fan-out), whose failures the normal copy redoes.
-    pub fn head_start_clients(&self) -> Vec<(String, crate::distribution::RegistryClient)> {
+    pub fn head_start_clients(&self) -> Vec<(String, crate::registry::RegistryClient)> {
         self.logins
             .iter()
             .filter_map(|l| {
-                let client = crate::distribution::RegistryClient::new(l, self.common.timeout).ok()?;
+                let client = crate::registry::RegistryClient::new(l, self.common.timeout).ok()?;
                 Some((l.registry.host.clone(), client))
             })
             .collect()

@@ -4,8 +4,8 @@
 //! registry refuses is never reported as a login; then `outputs::docker_config` writes them.
 
 use super::context::{Context, Done};
-use crate::distribution::RegistryClient;
 use crate::outputs::docker_config;
+use crate::registry::RegistryClient;
 use crate::settings::LoginSettings;
 use anyhow::{Result, anyhow};
 

@@ -1,15 +1,15 @@
 //! Modes: one file per `PLUGIN_MODE`, each with the same signature, `run(&Settings, &Context) -> Done`,
-//! the way mini-redis keeps one file per command. Push and promote write tags through the one per-tag loop
-//! in [`tags`]. A new mode is a new file here, a `Mode` variant and a `ModeSettings` variant in `settings`.
+//! the way mini-redis keeps one file per command. No mode imports another: what push and promote share
+//! (destinations, the per-tag loop, the writers, uploads, the scan gate, progress) is in [`write`];
+//! `referrers` is promote's. A new mode is a new file here, a `Mode` variant and a `ModeSettings` variant in
+//! `settings`.
 
 pub mod check;
 pub mod login;
-pub mod progress;
 pub mod promote;
 pub mod push;
 pub mod referrers;
-pub mod scan;
-pub mod tags;
+pub mod write;
 
 mod context;
 

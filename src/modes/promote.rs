@@ -11,17 +11,18 @@
 //! writes every tag with push's engine writer instead.
 
 use super::context::{Context, Done};
-use super::push::EnginePush;
 use super::referrers;
-use super::tags::{self, Destination};
-use crate::aws::{self, token::Renewal};
-use crate::distribution::RegistryClient;
-use crate::domain::login::{RegistryLogin, Relogin};
+use super::write::engine_push::EnginePush;
+use super::write::{Destination, Verb, progress, scan, tags};
+use crate::aws;
+use crate::domain::login::RegistryLogin;
 use crate::domain::manifest::Manifest;
 use crate::domain::reference::Reference;
 use crate::domain::registry::Registry;
 use crate::domain::tag::TagOutcome;
+use crate::domain::target::label;
 use crate::engine::Engine;
+use crate::registry::RegistryClient;
 use crate::report::Progress;
 use crate::settings::{PromoteSettings, Via};
 use anyhow::{Result, anyhow, bail};
@@ -39,14 +40,14 @@ pub async fn run(settings: &PromoteSettings, ctx: &Context) -> Result<Done> {
         }
     };
     let (repo, reference) = (&settings.source.repo, settings.source.reference.to_string());
-    let label = match &settings.source.host {
+    let source_label = match &settings.source.host {
         Some(_) => settings.source.to_string(),
-        None => format!("{}/{}", source.host, settings.source),
+        None => label(&source.host, &settings.source.to_string()),
     };
     let manifest = source
         .manifest(repo, &reference)
         .await
-        .map_err(|e| e.context(format!("reading the source {label}")))?
+        .map_err(|e| e.context(format!("reading the source {source_label}")))?
         .ok_or_else(|| {
             anyhow!(
                 "PLUGIN_SOURCE={}: no such image in {} (repository {repo}, {} {reference}): check the name, or that it \
@@ -61,7 +62,7 @@ pub async fn run(settings: &PromoteSettings, ctx: &Context) -> Result<Done> {
             )
         })?;
     let target = &settings.target;
-    crate::report::promote_plan(&label, &manifest, &target.repo, &target.tags, &ctx.logins);
+    crate::report::promote_plan(&source_label, &manifest, &target.repo, &target.tags, &ctx.logins);
     if settings.via == Via::Engine && manifest.is_index() {
         bail!(
             "PLUGIN_SOURCE={} is a multi-platform index ({}), and the Docker Engine pulls and pushes one platform \
@@ -74,9 +75,9 @@ pub async fn run(settings: &PromoteSettings, ctx: &Context) -> Result<Done> {
     // Found (and ECR's limit checked) before anything is written.
     let found = referrers::discover(&source, repo, &manifest.digest, &settings.referrers)
         .await
-        .map_err(|e| e.context(format!("finding the referrers of the source {label}")))?;
+        .map_err(|e| e.context(format!("finding the referrers of the source {source_label}")))?;
     if !found.is_empty() {
-        crate::report::referrers_found(found.len(), &format!("{label} ({})", manifest.digest));
+        crate::report::referrers_found(found.len(), &format!("{source_label} ({})", manifest.digest));
     }
     if settings.dry_run {
         crate::report::dry_run(&target.repo, target.tags.len(), ctx.logins.len(), &settings.repository);
@@ -95,8 +96,8 @@ pub async fn run(settings: &PromoteSettings, ctx: &Context) -> Result<Done> {
                 .logins
                 .iter()
                 .map(|l| {
-                    let label = format!("{}/{}", l.registry.host, target.repo);
-                    (l.registry.host.clone(), Arc::new(Progress::new(label, total)))
+                    let shown = label(&l.registry.host, &target.repo);
+                    (l.registry.host.clone(), Arc::new(Progress::new(shown, total)))
                 })
                 .collect();
             let copies = async {
@@ -110,7 +111,7 @@ pub async fn run(settings: &PromoteSettings, ctx: &Context) -> Result<Done> {
                 .await
             };
             let shown: Vec<&Progress> = progress.values().map(|p| p.as_ref()).collect();
-            super::progress::ticking(copies, &shown).await
+            progress::ticking(copies, &shown).await
         }
         Via::Engine => {
             let signed = match &access {
@@ -126,14 +127,14 @@ pub async fn run(settings: &PromoteSettings, ctx: &Context) -> Result<Done> {
     if !found.is_empty() && outcomes.iter().all(|o| o.result.is_ok()) {
         for login in &ctx.logins {
             let client = RegistryClient::new(login, ctx.common.timeout)?;
-            let to = format!("{}/{}", login.registry.host, target.repo);
+            let to = label(&login.registry.host, &target.repo);
             let (copied, there) = referrers::copy(&client, &target.repo, &source, repo, &found)
                 .await
                 .map_err(|e| e.context(format!("copying the referrers of {} to {to}", manifest.digest)))?;
             crate::report::referrers_summary(&to, copied, there);
         }
     }
-    super::scan::done(settings.scan.as_ref(), target, outcomes, ctx).await
+    scan::done(settings.scan.as_ref(), target, outcomes, ctx).await
 }
 
 /// How the source is read: with an ECR token, or with no credentials at all.
@@ -195,9 +196,9 @@ async fn fan_out(
     if clients.len() < 2 || manifest.is_index() {
         return landed;
     }
-    let targets: Vec<crate::distribution::FanOutTarget> = clients
+    let targets: Vec<crate::registry::FanOutTarget> = clients
         .iter()
-        .map(|(host, client)| crate::distribution::FanOutTarget {
+        .map(|(host, client)| crate::registry::FanOutTarget {
             client,
             repo: settings.target.repo.as_str(),
             progress: &progress[host],
@@ -206,7 +207,7 @@ async fn fan_out(
     let copies = futures_util::stream::iter(blobs.iter().map(|blob| {
         let targets = &targets;
         async move {
-            let to = crate::distribution::fan_out(source, &settings.source.repo, blob, targets).await;
+            let to = crate::registry::fan_out(source, &settings.source.repo, blob, targets).await;
             (blob.digest.clone(), to)
         }
     }))
@@ -236,29 +237,23 @@ async fn copy_to(
     progress: &Arc<Progress>,
 ) -> Vec<TagOutcome> {
     let repo = &settings.target.repo;
-    let label = format!("{}/{repo}", login.registry.host);
-    let fail_all = |e: anyhow::Error| tags::fail_every_tag(&label, &settings.target.tags, &e, "promoted");
-    let renewal: Arc<dyn Relogin> = Arc::new(Renewal::of(&ctx.identity, login));
-    let client = match RegistryClient::new(login, ctx.common.timeout) {
-        Ok(c) => c.with_relogin(renewal),
+    let label = label(&login.registry.host, repo);
+    let fail_all = |e: anyhow::Error| tags::fail_every_tag(&label, &settings.target.tags, &e, Verb::Promoted);
+    let to = match Destination::open(login, repo, ctx) {
+        Ok(to) => to,
         Err(e) => return fail_all(e),
     };
+    let client = &to.client;
     let same_repo = client.same_registry(source) && settings.source.repo == *repo;
     if !same_repo
         && let Err(e) = client
             .copy_image_after(repo, source, &settings.source.repo, manifest, landed, progress)
             .await
     {
-        let from = format!("{}/{}", source.host, settings.source.repo);
+        let from = crate::domain::target::label(&source.host, &settings.source.repo);
         return fail_all(e.context(format!("copying {from} to {label}")));
     }
-    let to = Destination {
-        login,
-        repo,
-        client: &client,
-        identity: &ctx.identity,
-    };
-    tags::put_every_tag(&to, &settings.target.tags, manifest, "promoted").await
+    tags::put_every_tag(&to, &settings.target.tags, manifest, Verb::Promoted).await
 }
 
 /// Pull the source through the engine, then write every tag to one destination with push's engine writer.
@@ -272,8 +267,7 @@ async fn via_engine(
 ) -> Vec<TagOutcome> {
     let repo = &settings.target.repo;
     let timeout = ctx.common.timeout;
-    let label = format!("{}/{repo}", login.registry.host);
-    let renewal: Arc<dyn Relogin> = Arc::new(Renewal::of(&ctx.identity, login));
+    let label = label(&login.registry.host, repo);
     let pulled = async {
         let engine = Engine::connect(timeout).await?;
         let local = engine
@@ -286,30 +280,15 @@ async fn via_engine(
             )
             .await?;
         let image = engine.source_image(&local).await?;
-        let client = RegistryClient::new(login, timeout)?.with_relogin(renewal.clone());
-        anyhow::Ok((engine, image, client))
+        let to = Destination::open(login, repo, ctx)?;
+        anyhow::Ok((engine, image, to))
     }
     .await;
-    let (engine, image, client) = match pulled {
+    let (engine, image, to) = match pulled {
         Ok(p) => p,
-        Err(e) => return tags::fail_every_tag(&label, &settings.target.tags, &e, "promoted"),
+        Err(e) => return tags::fail_every_tag(&label, &settings.target.tags, &e, Verb::Promoted),
     };
-    let to = Destination {
-        login,
-        repo,
-        client: &client,
-        identity: &ctx.identity,
-    };
-    let mut writer = EnginePush {
-        engine: &engine,
-        image: &image,
-        login: login.clone(),
-        renewal,
-        repo,
-        client: &client,
-        timeout,
-        verb: "promoted",
-    };
+    let mut writer = EnginePush::new(&engine, &image, &to, timeout, Verb::Promoted);
     let ours = BTreeSet::from([manifest.digest.clone()]);
     tags::write_every_tag(&to, &settings.target.tags, ours, true, &mut writer).await
 }

@@ -8,9 +8,9 @@
 //! indexes a manifest by its `subject` when it is written; otherwise the tag schema's index is updated;
 //! cosign's tags are written as tags. A re-run finds everything there and writes nothing.
 
-use crate::distribution::RegistryClient;
 use crate::domain::manifest::{Manifest, sha256};
 use crate::domain::referrers::{self, COSIGN_SUFFIXES, ECR_LIMIT, Found, Referrer, ReferrerFilter, tag_of};
+use crate::registry::RegistryClient;
 use anyhow::{Result, bail};
 use std::collections::BTreeSet;
 

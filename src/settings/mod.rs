@@ -25,7 +25,7 @@ use crate::domain::repository::{Encryption, Mutability, RepositorySettings, TagR
 use crate::domain::scan::{ScanGate, Severity};
 use crate::domain::secret::Secret;
 use crate::domain::source::Source;
-use crate::domain::target::{Destination, Target};
+use crate::domain::target::{Target, TargetRegistry};
 use anyhow::Result;
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
@@ -53,7 +53,7 @@ pub struct Common {
     pub region: String,
     pub credentials: CredentialPlan,
     /// The registries written to (or signed in to), each with its token's region.
-    pub destinations: Vec<Destination>,
+    pub destinations: Vec<TargetRegistry>,
     pub output_file: Option<PathBuf>,
     pub timeout: Duration,
     /// Where each value of an integration document went (or why it did not): `PLUGIN_ROLE_ARN from
@@ -605,7 +605,7 @@ impl Parser {
         &mut self,
         registries: Vec<Registry>,
         region: Option<String>,
-    ) -> Option<(String, Vec<Destination>)> {
+    ) -> Option<(String, Vec<TargetRegistry>)> {
         let mut seen = std::collections::HashSet::new();
         for registry in &registries {
             if !seen.insert(registry.host.to_ascii_lowercase()) {
@@ -634,7 +634,7 @@ impl Parser {
             (None, _) => self.ambient_region()?,
         };
         let destinations = if registries.is_empty() {
-            vec![Destination {
+            vec![TargetRegistry {
                 registry: None,
                 region: run_region.clone(),
             }]
@@ -643,7 +643,7 @@ impl Parser {
                 .into_iter()
                 .map(|r| {
                     let region = r.ecr.as_ref().map_or_else(|| run_region.clone(), |e| e.region.clone());
-                    Destination {
+                    TargetRegistry {
                         registry: Some(r),
                         region,
                     }
@@ -1020,7 +1020,7 @@ mod tests {
         assert_eq!(push(&s).target.tags, vec!["latest"]);
         assert_eq!(
             s.common.destinations,
-            vec![Destination {
+            vec![TargetRegistry {
                 registry: None,
                 region: "eu-west-2".into()
             }]

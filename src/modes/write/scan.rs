@@ -3,13 +3,12 @@
 //! verdict (`report::scan_verdict`) fails the run when one is not ignored. A scan ECR cannot do for the
 //! image is an error unless `PLUGIN_SCAN_ALLOW_UNSUPPORTED=true`.
 
-use super::context::Context;
-use super::context::Done;
 use crate::aws::{self, scan::Unfinished};
 use crate::domain::repository::RepositoryAt;
 use crate::domain::scan::{ScanGate, ScanReport};
 use crate::domain::tag::TagOutcome;
 use crate::domain::target::Target;
+use crate::modes::{Context, Done};
 use anyhow::{Result, bail};
 
 /// How push and promote end: their outcomes, and the scan gate's reports when it is set and every tag landed.

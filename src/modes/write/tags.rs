@@ -7,42 +7,50 @@
 //! registry that accepts a write and stores nothing never gets a green run. Each tag has its own outcome:
 //! one failing tag never hides the others and never lets the run pass.
 
-use crate::aws::{self, Identity};
-use crate::distribution::RegistryClient;
+use super::Destination;
+use crate::aws;
 use crate::domain::login::RegistryLogin;
 use crate::domain::repository::RepositoryAt;
 use crate::domain::tag::{Decision, Landed, TagOutcome, decide};
+use crate::registry::RegistryClient;
 use anyhow::{Result, anyhow};
 use std::collections::{BTreeSet, HashMap};
 
+/// What a run does to a tag, as its report lines say it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    Pushed,
+    Promoted,
+}
+
+impl Verb {
+    /// The word of the report lines: `pushed`, `promoted`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verb::Pushed => "pushed",
+            Verb::Promoted => "promoted",
+        }
+    }
+
+    /// What a conflict's fix tells the user to do with a new tag.
+    fn action(self) -> &'static str {
+        match self {
+            Verb::Pushed => "push",
+            Verb::Promoted => "promote to",
+        }
+    }
+}
+
 /// How a mode writes one tag.
 pub trait Writer {
-    /// The verb of the report lines: `pushed`, `promoted`.
-    fn verb(&self) -> &'static str;
-
-    /// What a conflict's fix tells the user to do with a new tag: `push`, `promote to`.
-    fn action(&self) -> &'static str;
+    /// What the writer does to a tag.
+    fn verb(&self) -> Verb;
 
     /// Put the image under `tag`; the digest written.
     fn write(&mut self, tag: &str) -> impl Future<Output = Result<String>>;
 
     /// The image as a conflict names it: "this image is sha256:…", "the source is sha256:…".
     fn ours(&self, ours: &BTreeSet<String>) -> String;
-}
-
-/// One destination: its login, the repository, and a client of its registry (reads and read-backs).
-pub struct Destination<'a> {
-    pub login: &'a RegistryLogin,
-    pub repo: &'a str,
-    pub client: &'a RegistryClient,
-    pub identity: &'a Identity,
-}
-
-impl Destination<'_> {
-    /// `<registry>/<repo>`.
-    pub fn label(&self) -> String {
-        format!("{}/{}", self.login.registry.host, self.repo)
-    }
 }
 
 /// Write every tag to one destination. `ours`: the digests this image is known to have there. `read_held`:
@@ -85,7 +93,7 @@ pub async fn write_every_tag<W: Writer>(
                  (PLUGIN_TAGS), or make the repository MUTABLE",
                 to.repo,
                 writer.ours(&ours),
-                writer.action()
+                writer.verb().action()
             )),
             Decision::Write => match writer.write(tag).await {
                 Ok(digest) => match to.client.confirm_tag(to.repo, tag, &digest).await {
@@ -99,7 +107,7 @@ pub async fn write_every_tag<W: Writer>(
             },
         };
         let outcome = TagOutcome::new(&target, tag, result);
-        crate::report::tag(&outcome, held_digest.as_deref(), writer.verb());
+        crate::report::tag(&outcome, held_digest.as_deref(), writer.verb().as_str());
         outcomes.insert(tag.clone(), outcome);
     }
     tags.iter().filter_map(|t| outcomes.remove(t)).collect()
@@ -121,12 +129,12 @@ where
 }
 
 /// Every tag of one destination failed for one reason: each gets its outcome and its line.
-pub fn fail_every_tag(target: &str, tags: &[String], e: &anyhow::Error, verb: &str) -> Vec<TagOutcome> {
+pub fn fail_every_tag(target: &str, tags: &[String], e: &anyhow::Error, verb: Verb) -> Vec<TagOutcome> {
     let text = format!("{e:#}");
     tags.iter()
         .map(|t| {
             let failed = TagOutcome::new(target, t, Err(anyhow!("{text}")));
-            crate::report::tag(&failed, None, verb);
+            crate::report::tag(&failed, None, verb.as_str());
             failed
         })
         .collect()
@@ -138,17 +146,12 @@ pub struct PutManifest<'a> {
     pub client: &'a RegistryClient,
     pub repo: &'a str,
     pub manifest: &'a crate::domain::manifest::Manifest,
-    /// `promoted` or `pushed`.
-    pub verb: &'static str,
+    pub verb: Verb,
 }
 
 impl Writer for PutManifest<'_> {
-    fn verb(&self) -> &'static str {
+    fn verb(&self) -> Verb {
         self.verb
-    }
-
-    fn action(&self) -> &'static str {
-        if self.verb == "pushed" { "push" } else { "promote to" }
     }
 
     async fn write(&mut self, tag: &str) -> Result<String> {
@@ -157,10 +160,9 @@ impl Writer for PutManifest<'_> {
     }
 
     fn ours(&self, _: &BTreeSet<String>) -> String {
-        if self.verb == "pushed" {
-            format!("this image is {}", self.manifest.digest)
-        } else {
-            format!("the source is {}", self.manifest.digest)
+        match self.verb {
+            Verb::Pushed => format!("this image is {}", self.manifest.digest),
+            Verb::Promoted => format!("the source is {}", self.manifest.digest),
         }
     }
 }
@@ -171,10 +173,10 @@ pub async fn put_every_tag(
     to: &Destination<'_>,
     tags: &[String],
     manifest: &crate::domain::manifest::Manifest,
-    verb: &'static str,
+    verb: Verb,
 ) -> Vec<TagOutcome> {
     let mut writer = PutManifest {
-        client: to.client,
+        client: &to.client,
         repo: to.repo,
         manifest,
         verb,

@@ -1,0 +1,114 @@
+//! The writer through the Docker Engine: push's `PLUGIN_PUSH_VIA=engine` path, and promote through the
+//! engine. Each tag is tagged locally and pushed by the engine under the one retry policy; a refused push
+//! renews the token once; what the engine pushed is read back and must be this image.
+
+use super::Destination;
+use super::tags::{Verb, Writer};
+use crate::domain::login::{RegistryLogin, Relogin};
+use crate::domain::source::LocalImage;
+use crate::engine::{Engine, Refused, Transient};
+use crate::registry::RegistryClient;
+use anyhow::{Result, anyhow};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Writes a tag by tagging the local image `<registry>/<repo>:<tag>` and pushing it through the engine,
+/// under the one retry policy; a push the registry refuses renews the token once. What the engine pushed
+/// must be this image: its manifest's config is the image id (another run may retag the shared local tag
+/// between the tag and the push). Also promote's writer through the engine.
+pub struct EnginePush<'a> {
+    pub engine: &'a Engine,
+    pub image: &'a LocalImage,
+    pub login: RegistryLogin,
+    pub renewal: Arc<dyn Relogin>,
+    pub repo: &'a str,
+    pub client: &'a RegistryClient,
+    pub timeout: Duration,
+    pub verb: Verb,
+}
+
+impl<'a> EnginePush<'a> {
+    /// The writer of `image` through `engine` into the destination `to`.
+    pub fn new(
+        engine: &'a Engine,
+        image: &'a LocalImage,
+        to: &'a Destination<'a>,
+        timeout: Duration,
+        verb: Verb,
+    ) -> Self {
+        EnginePush {
+            engine,
+            image,
+            login: to.login.clone(),
+            renewal: to.renewal.clone(),
+            repo: to.repo,
+            client: &to.client,
+            timeout,
+            verb,
+        }
+    }
+
+    async fn push(&self, tag: &str) -> Result<String> {
+        let what = format!("{}/{}:{tag}", self.login.registry, self.repo);
+        let attempt = || {
+            self.engine
+                .push(&self.login, &self.image.reference, self.repo, tag, self.timeout)
+        };
+        crate::retry::run(&what, self.timeout, attempt, |e: &anyhow::Error| e.is::<Transient>())
+            .await
+            .map_err(|gave_up| gave_up.error)
+    }
+}
+
+impl Writer for EnginePush<'_> {
+    fn verb(&self) -> Verb {
+        self.verb
+    }
+
+    async fn write(&mut self, tag: &str) -> Result<String> {
+        let digest = match self.push(tag).await {
+            Err(e) if e.is::<Refused>() => match self.renewal.relogin().await {
+                Ok(fresh) => {
+                    crate::report::token_refreshed(&self.login.registry.host, "the registry refused it");
+                    self.login = fresh;
+                    self.push(tag).await?
+                }
+                Err(_) => return Err(e),
+            },
+            pushed => pushed?,
+        };
+        let manifest = self.client.manifest(self.repo, &digest).await?.ok_or_else(|| {
+            anyhow!(
+                "{}/{}@{digest} does not exist when read back, although the engine reported the push done: the \
+                 registry did not store it\n  fix: check the registry (or the proxy in front of it) at {}, then \
+                 run again",
+                self.login.registry,
+                self.repo,
+                self.login.registry
+            )
+        })?;
+        match manifest.config_digest() {
+            Some(config) if config != self.image.id => Err(anyhow!(
+                "the engine pushed image {config} as {registry}/{repo}:{tag}, not PLUGIN_SOURCE={} ({}): another run \
+                 retagged {registry}/{repo}:{tag} in the same Docker Engine during this push\n  fix: push different \
+                 images to one repository and tag one at a time, or give each run its own tag",
+                self.image.reference,
+                self.image.id,
+                registry = self.login.registry,
+                repo = self.repo,
+            )),
+            _ => Ok(digest),
+        }
+    }
+
+    fn ours(&self, ours: &BTreeSet<String>) -> String {
+        match ours.iter().next() {
+            Some(d) => format!("this image is {d}"),
+            None => format!(
+                "this image ({}) has no digest in {}/{} yet, so it cannot be the same image",
+                self.image.reference, self.login.registry, self.repo
+            ),
+        }
+    }
+}

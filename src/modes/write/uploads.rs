@@ -1,0 +1,161 @@
+//! Uploads of an image read into files (a layout, an archive, or the engine's export) to one destination:
+//! blobs concurrently under the one retry policy (a blob the registry has is skipped; a layer borrowed
+//! from a base is found, mounted or copied from the base's registry), child manifests, then every tag
+//! through the per-tag loop; and the uploads that follow each layer while it is compressed, a head start
+//! the normal upload then finds there.
+
+use super::destination::signed_client;
+use super::tags::{self, Verb};
+use super::{Destination, progress};
+use crate::domain::login::RegistryLogin;
+use crate::domain::source::{BaseLayers, FileImage};
+use crate::domain::tag::TagOutcome;
+use crate::domain::target::Target;
+use crate::layout;
+use crate::modes::Context;
+use crate::registry::{BlobCopy, RegistryClient};
+use anyhow::{Result, anyhow};
+use futures_util::{FutureExt, StreamExt, TryStreamExt};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+/// Blobs uploaded at once per destination.
+const PARALLEL_UPLOADS: usize = 4;
+
+/// What a push from files knows of its blobs before it uploads them.
+pub struct Sent<'a> {
+    /// `(registry host, digest)` of the blobs uploaded while they were compressed.
+    pub early: &'a BTreeSet<(String, String)>,
+    /// Where the layers the image borrows from its base are ([`FileImage::borrowed`]).
+    pub base: Option<&'a BaseLayers>,
+    /// Whether the repositories were prepared already (before uploads that followed a compression).
+    pub prepared: bool,
+}
+
+/// Uploads that follow each layer while it is compressed, into every destination (one attempt each,
+/// nothing reported): a head start for [`files_to`], which then finds these blobs there. Returns the
+/// `(registry host, digest)` of every blob that landed this way.
+pub async fn upload_early(
+    announced: tokio::sync::mpsc::UnboundedReceiver<layout::Growing>,
+    repo: &str,
+    ctx: &Context,
+) -> BTreeSet<(String, String)> {
+    let clients = ctx.head_start_clients();
+    let progress: Vec<Arc<crate::report::Progress>> = clients
+        .iter()
+        .map(|(host, _)| {
+            Arc::new(crate::report::Progress::new(
+                crate::domain::target::label(host, repo),
+                0,
+            ))
+        })
+        .collect();
+    let layers = futures_util::stream::unfold(announced, |mut rx| async move { rx.recv().await.map(|g| (g, rx)) });
+    let landed = std::sync::Mutex::new(BTreeSet::new());
+    let uploads = layers.for_each_concurrent(None, |growing| {
+        let (clients, landed, progress) = (&clients, &landed, &progress);
+        async move {
+            let uploads = clients.iter().zip(progress).map(|((host, client), progress)| {
+                let (path, done) = (growing.path.clone(), growing.done.clone());
+                async move {
+                    client
+                        .upload_growing(repo, path, done, progress)
+                        .await
+                        .map(|()| host.clone())
+                }
+            });
+            for host in futures_util::future::join_all(uploads).await.into_iter().flatten() {
+                if let Some(blob) = growing.done.borrow().as_ref() {
+                    landed.lock().expect("not poisoned").insert((host, blob.digest.clone()));
+                }
+            }
+        }
+    });
+    let shown: Vec<&crate::report::Progress> = progress.iter().map(|p| p.as_ref()).collect();
+    progress::ticking(uploads, &shown).await;
+    landed.into_inner().expect("not poisoned")
+}
+
+/// Blobs, then child manifests, then every tag, into one destination. Blobs uploaded while they were
+/// compressed are counted as uploaded, not as already there; the layers borrowed from the base are
+/// found there, mounted from the base's repository, or streamed from the base's registry.
+pub async fn files_to(
+    image: &FileImage,
+    target: &Target,
+    login: &RegistryLogin,
+    ctx: &Context,
+    sent: &Sent<'_>,
+) -> Vec<TagOutcome> {
+    let repo = &target.repo;
+    let label = crate::domain::target::label(&login.registry.host, repo);
+    let fail = |e: anyhow::Error| tags::fail_every_tag(&label, &target.tags, &e, Verb::Pushed);
+    let to = match Destination::open(login, repo, ctx) {
+        Ok(to) => to,
+        Err(e) => return fail(e),
+    };
+    let client = &to.client;
+    let base = match sent.base {
+        Some(base) => match base_client(base, ctx) {
+            Ok(client) => Some((base, client)),
+            Err(e) => return fail(e),
+        },
+        None => None,
+    };
+    let total = image.blobs.iter().map(|b| b.size).sum::<u64>() + image.borrowed.iter().map(|d| d.size).sum::<u64>();
+    let progress = Arc::new(crate::report::Progress::new(label.clone(), total));
+    let (client_ref, progress_ref, base_ref) = (client, &progress, &base);
+    let files = image.blobs.iter().map(|b| {
+        async move {
+            let copy = client_ref.upload_file(repo, b, progress_ref).await?;
+            // A blob uploaded while it was compressed is found there now, but this run uploaded it.
+            let early = sent.early.contains(&(login.registry.host.clone(), b.digest.clone()));
+            Ok::<_, anyhow::Error>(if early { BlobCopy::Uploaded } else { copy })
+        }
+        .boxed()
+    });
+    let borrowed = image.borrowed.iter().map(|d| {
+        async move {
+            let (base, from) = base_ref
+                .as_ref()
+                .ok_or_else(|| anyhow!("a borrowed layer without a base"))?;
+            client_ref.copy_blob(repo, from, &base.base.repo, d, progress_ref).await
+        }
+        .boxed()
+    });
+    let uploads = futures_util::stream::iter(files.chain(borrowed))
+        .buffer_unordered(PARALLEL_UPLOADS)
+        .try_collect::<Vec<BlobCopy>>();
+    let uploads = progress::ticking(uploads, &[&progress]).await;
+    let copied = match uploads {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let count = |k: BlobCopy| copied.iter().filter(|c| **c == k).count();
+    crate::report::copied(
+        &image.manifest.digest,
+        &label,
+        count(BlobCopy::Uploaded),
+        count(BlobCopy::Mounted),
+        count(BlobCopy::AlreadyThere),
+    );
+    for child in &image.children {
+        let there = match client.manifest_digest(repo, &child.digest).await {
+            Ok(d) => d.is_some(),
+            Err(e) => return fail(e),
+        };
+        if !there && let Err(e) = client.put_manifest(repo, &child.digest, child).await {
+            return fail(e);
+        }
+    }
+    tags::put_every_tag(&to, &target.tags, &image.manifest, Verb::Pushed).await
+}
+
+/// A client of the registry that holds `base`, renewing its token on a 401 like every destination's.
+fn base_client(base: &BaseLayers, ctx: &Context) -> Result<RegistryClient> {
+    let login = ctx
+        .logins
+        .iter()
+        .find(|l| l.registry.host == base.base.host)
+        .ok_or_else(|| anyhow!("no login for {}, which holds the base", base.base.host))?;
+    Ok(signed_client(login, ctx)?.0)
+}

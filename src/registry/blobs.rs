@@ -1,0 +1,287 @@
+//! Blobs: whether a registry holds one, upload sessions (opened, sent in one PATCH, closed with the
+//! digest), uploads from a file and from a file still being written, and [`verified`]: a source's bytes
+//! checked against their descriptor as they pass.
+
+use super::RegistryClient;
+use super::transport::HttpFailure;
+use crate::domain::manifest::Descriptor;
+use crate::domain::source::LocalBlob;
+use crate::report::Progress;
+use anyhow::{Result, anyhow, bail};
+use futures_util::{StreamExt, stream};
+use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use reqwest::{Method, Response, StatusCode};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How a blob reached the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlobCopy {
+    AlreadyThere,
+    Mounted,
+    Uploaded,
+}
+
+impl RegistryClient {
+    /// Whether the token may write to `repo`: starts a blob upload and cancels it at once (what ECR checks
+    /// as ecr:InitiateLayerUpload). Nothing is stored.
+    pub async fn probe_upload(&self, repo: &str) -> Result<()> {
+        let url = format!("{}/{repo}/blobs/uploads/", self.base);
+        let what = format!("starting an upload to {}/{repo}", self.host);
+        let response = self
+            .send(&what, self.request(Method::POST, &url).header(CONTENT_LENGTH, 0))
+            .await?;
+        if response.status() == StatusCode::NOT_FOUND {
+            bail!("{what}: the registry answered 404: the repository does not exist");
+        }
+        let location = self.location(&response, &what)?;
+        let _ = self
+            .send("cancelling the probe upload", self.request(Method::DELETE, &location))
+            .await;
+        Ok(())
+    }
+
+    pub(super) async fn blob_exists(&self, repo: &str, digest: &str) -> Result<bool, HttpFailure> {
+        let url = format!("{}/{repo}/blobs/{digest}", self.base);
+        let what = format!("checking blob {digest} in {}/{repo}", self.host);
+        let response = self
+            .retried(&what, || self.send(&what, self.request(Method::HEAD, &url)))
+            .await?;
+        Ok(response.status().is_success())
+    }
+
+    /// The upload session at `location` gets `body` (`length` bytes) in one PATCH, then is closed with its
+    /// digest: one chunk, so ECR's 5 MiB minimum for chunks does not apply.
+    pub(super) async fn send_blob(
+        &self,
+        repo: &str,
+        location: &str,
+        digest: &str,
+        length: u64,
+        body: reqwest::Body,
+    ) -> Result<(), HttpFailure> {
+        let what = format!("uploading blob {digest} to {}/{repo}", self.host);
+        let patched = self
+            .send(
+                &what,
+                self.request(Method::PATCH, location)
+                    .header(CONTENT_TYPE, "application/octet-stream")
+                    .header(CONTENT_LENGTH, length)
+                    .body(body),
+            )
+            .await?;
+        self.close_upload(&what, &patched, digest).await
+    }
+
+    /// Close the upload session the PATCH answer `patched` points at, naming the blob's `digest`.
+    pub(super) async fn close_upload(&self, what: &str, patched: &Response, digest: &str) -> Result<(), HttpFailure> {
+        let location = self.location(patched, what)?;
+        let separator = if location.contains('?') { '&' } else { '?' };
+        let done = format!("{location}{separator}digest={digest}");
+        self.send(what, self.request(Method::PUT, &done).header(CONTENT_LENGTH, 0))
+            .await?;
+        Ok(())
+    }
+
+    /// Open an upload session in `repo`; its absolute location. A 404 names the missing repository.
+    pub(super) async fn start_upload(&self, what: &str, repo: &str) -> Result<String, HttpFailure> {
+        let start = format!("{}/{repo}/blobs/uploads/", self.base);
+        let response = self
+            .send(what, self.request(Method::POST, &start).header(CONTENT_LENGTH, 0))
+            .await?;
+        if response.status() == StatusCode::NOT_FOUND {
+            return Err(HttpFailure {
+                message: format!(
+                    "{what}: the registry answered 404: the repository {repo} does not exist (PLUGIN_CREATE_REPOSITORY)"
+                ),
+                retryable: false,
+                at: self.host.clone(),
+            });
+        }
+        self.location(&response, what)
+    }
+
+    /// Make the local `blob` present in `repo`: skipped when there, else streamed from its file (1 MiB at a
+    /// time: memory stays bounded whatever the layer's size), retried under the one policy.
+    pub async fn upload_file(&self, repo: &str, blob: &LocalBlob, progress: &Arc<Progress>) -> Result<BlobCopy> {
+        if self.blob_exists(repo, &blob.digest).await? {
+            progress.advance(blob.size);
+            return Ok(BlobCopy::AlreadyThere);
+        }
+        let what = format!("uploading blob {} to {}/{repo}", blob.digest, self.host);
+        let attempt = || async {
+            let location = self.start_upload(&what, repo).await?;
+            let file = tokio::fs::File::open(&blob.path).await.map_err(|e| HttpFailure {
+                message: format!("{what}: reading {}: {e}", blob.path.display()),
+                retryable: false,
+                at: self.host.clone(),
+            })?;
+            let progress = progress.clone();
+            let chunks = futures_util::stream::unfold((file, progress), |(mut file, progress)| async move {
+                use tokio::io::AsyncReadExt;
+                let mut buf = vec![0u8; 1 << 20];
+                match file.read(&mut buf).await {
+                    Ok(0) => None,
+                    Ok(n) => {
+                        progress.advance(n as u64);
+                        buf.truncate(n);
+                        Some((Ok::<_, std::io::Error>(bytes::Bytes::from(buf)), (file, progress)))
+                    }
+                    Err(e) => Some((Err(e), (file, progress))),
+                }
+            });
+            self.send_blob(
+                repo,
+                &location,
+                &blob.digest,
+                blob.size,
+                reqwest::Body::wrap_stream(chunks),
+            )
+            .await
+        };
+        self.retried(&what, attempt).await?;
+        Ok(BlobCopy::Uploaded)
+    }
+
+    /// Upload the blob being written to `path` while it is written (a layer the step is compressing): the
+    /// body follows the file as it grows (no length known: chunked, as `docker push` sends), and the upload
+    /// is closed with the digest `done` gives once the file is complete. One attempt and nothing reported:
+    /// the caller uploads the finished blob the normal way afterwards, which finds it there when this worked.
+    pub async fn upload_growing(
+        &self,
+        repo: &str,
+        path: std::path::PathBuf,
+        done: tokio::sync::watch::Receiver<Option<LocalBlob>>,
+        progress: &Arc<Progress>,
+    ) -> Result<()> {
+        let what = format!(
+            "uploading {} to {}/{repo} while it is written",
+            path.display(),
+            self.host
+        );
+        let location = self.start_upload(&what, repo).await?;
+        let file = tokio::fs::File::open(&path).await?;
+        let progress = progress.clone();
+        let follow = stream::unfold((file, done.clone(), 0u64), move |(mut file, done, mut sent)| {
+            let progress = progress.clone();
+            async move {
+                use tokio::io::AsyncReadExt;
+                let mut buf = vec![0u8; 1 << 20];
+                loop {
+                    // Whether the writer has finished, known before this read: then a read of 0 is the end.
+                    let finished = done.borrow().as_ref().map(|b| b.size);
+                    match file.read(&mut buf).await {
+                        Ok(0) => match finished {
+                            Some(size) if sent == size => return None,
+                            Some(_) => {
+                                let e = std::io::Error::other("the file is shorter than written");
+                                return Some((Err(e), (file, done, sent)));
+                            }
+                            None if done.has_changed().is_err() => {
+                                let e = std::io::Error::other("the compression stopped");
+                                return Some((Err(e), (file, done, sent)));
+                            }
+                            None => tokio::time::sleep(Duration::from_millis(5)).await,
+                        },
+                        Ok(n) => {
+                            sent += n as u64;
+                            progress.advance(n as u64);
+                            buf.truncate(n);
+                            return Some((Ok(bytes::Bytes::from(buf)), (file, done, sent)));
+                        }
+                        Err(e) => return Some((Err(e), (file, done, sent))),
+                    }
+                }
+            }
+        });
+        let patched = self
+            .send(
+                &what,
+                self.request(Method::PATCH, &location)
+                    .header(CONTENT_TYPE, "application/octet-stream")
+                    .body(reqwest::Body::wrap_stream(follow)),
+            )
+            .await?;
+        let digest = done
+            .borrow()
+            .as_ref()
+            .map(|b| b.digest.clone())
+            .ok_or_else(|| anyhow!("{what}: the compression stopped"))?;
+        Ok(self.close_upload(&what, &patched, &digest).await?)
+    }
+}
+
+/// `stream` (a blob's bytes from a source) checked as it passes: an error item ends it as soon as it
+/// passes the descriptor's size, or, at its end, when it is short or hashes to another digest. The
+/// error's message is also left in `refused`, so the caller can tell it from a broken connection.
+pub(super) fn verified<S>(
+    stream: S,
+    blob: &Descriptor,
+    what: &str,
+    refused: Arc<std::sync::Mutex<Option<String>>>,
+) -> impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static
+where
+    S: futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send + 'static,
+{
+    use sha2::Digest as _;
+    let (blob, what) = (blob.clone(), what.to_string());
+    let state = (Box::pin(stream), sha2::Sha256::new(), 0u64, false);
+    stream::unfold(state, move |(mut inner, mut hasher, mut seen, ended)| {
+        let (blob, what, refused) = (blob.clone(), what.clone(), refused.clone());
+        async move {
+            if ended {
+                return None;
+            }
+            let fail = |message: String| {
+                *refused.lock().expect("not poisoned") = Some(message.clone());
+                Err(std::io::Error::other(message))
+            };
+            match inner.next().await {
+                Some(Ok(chunk)) => {
+                    seen += chunk.len() as u64;
+                    if seen > blob.size {
+                        let message = format!(
+                            "{what}: the source sent more than the blob's {} bytes: refused, nothing of it was \
+                             stored",
+                            blob.size
+                        );
+                        return Some((fail(message), (inner, hasher, seen, true)));
+                    }
+                    hasher.update(&chunk);
+                    // Checked with the last byte, before it is passed on: the body is complete once its
+                    // length is sent, and the stream may never be asked for its end.
+                    if seen == blob.size && !matches_digest(&hasher, &blob.digest) {
+                        return Some((fail(mismatch(&what, seen, &hasher, &blob)), (inner, hasher, seen, true)));
+                    }
+                    Some((Ok(chunk), (inner, hasher, seen, false)))
+                }
+                Some(Err(e)) => {
+                    let e = std::io::Error::other(crate::report::chain(&e));
+                    Some((Err(e), (inner, hasher, seen, true)))
+                }
+                None if seen == blob.size && matches_digest(&hasher, &blob.digest) => None,
+                None => Some((fail(mismatch(&what, seen, &hasher, &blob)), (inner, hasher, seen, true))),
+            }
+        }
+    })
+}
+
+pub(super) fn hex_of(hasher: &sha2::Sha256) -> String {
+    use sha2::Digest as _;
+    let hex: String = hasher.clone().finalize().iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+pub(super) fn matches_digest(hasher: &sha2::Sha256, digest: &str) -> bool {
+    hex_of(hasher) == digest
+}
+
+pub(super) fn mismatch(what: &str, seen: u64, hasher: &sha2::Sha256, blob: &Descriptor) -> String {
+    format!(
+        "{what}: the source sent {seen} bytes that hash to {}, not the blob ({} bytes): refused, nothing of it was \
+         stored\n  fix: the source registry (or a proxy in front of it) serves altered content: check what sits \
+         between this step and it",
+        hex_of(hasher),
+        blob.size
+    )
+}
