@@ -8,19 +8,7 @@
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use std::collections::HashMap;
 
-/// The CI variables that carry the branch, in the order they are read, and what strips a prefix.
-const BRANCH_VARIABLES: &[&str] = &[
-    "CF_BRANCH",
-    "BRANCH",
-    "DRONE_BRANCH",
-    "CI_COMMIT_BRANCH",
-    "GITHUB_HEAD_REF",
-    "GITHUB_REF_NAME",
-    "BUILDKITE_BRANCH",
-    "CIRCLE_BRANCH",
-    "BRANCH_NAME",
-    "GIT_BRANCH",
-];
+use super::ci::BRANCH_VARIABLES;
 
 /// A list of branch patterns, as written and compiled.
 #[derive(Debug, Clone)]

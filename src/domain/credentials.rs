@@ -269,23 +269,15 @@ impl fmt::Display for Principal {
 
 /// `ecr-step-<build id>` from the CI's own variables, so CloudTrail shows the build; `ecr-step` without one.
 fn default_session_name(ambient: &HashMap<String, String>) -> String {
-    const BUILD_IDS: [&str; 9] = [
-        "CF_BUILD_ID",
-        "DRONE_BUILD_NUMBER",
-        "CI_PIPELINE_ID",
-        "CI_PIPELINE_NUMBER",
-        "GITHUB_RUN_ID",
-        "BUILDKITE_BUILD_NUMBER",
-        "CIRCLE_BUILD_NUM",
-        "BUILD_ID",
-        "BUILD_NUMBER",
-    ];
-    let id = BUILD_IDS.iter().find_map(|k| ambient.get(*k)).map(|v| {
-        v.chars()
-            .filter(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(*c))
-            .take(55)
-            .collect::<String>()
-    });
+    let id = super::ci::BUILD_ID_VARIABLES
+        .iter()
+        .find_map(|k| ambient.get(*k))
+        .map(|v| {
+            v.chars()
+                .filter(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(*c))
+                .take(55)
+                .collect::<String>()
+        });
     match id {
         Some(id) if !id.is_empty() => format!("ecr-step-{id}"),
         _ => "ecr-step".to_string(),

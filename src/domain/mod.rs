@@ -2,6 +2,7 @@
 //! no async: everything here can be unit-tested without a server, and everything above may use it.
 
 pub mod branch;
+pub mod ci;
 pub mod credentials;
 pub mod grammar;
 pub mod login;

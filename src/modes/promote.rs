@@ -24,7 +24,7 @@ use crate::domain::target::label;
 use crate::engine::Engine;
 use crate::registry::RegistryClient;
 use crate::report::Progress;
-use crate::settings::{PromoteSettings, Via};
+use crate::settings::{PromoteSettings, PromoteVia};
 use anyhow::{Result, anyhow, bail};
 use futures_util::StreamExt;
 use std::collections::{BTreeMap, BTreeSet};
@@ -63,7 +63,7 @@ pub async fn run(settings: &PromoteSettings, ctx: &Context) -> Result<Done> {
         })?;
     let target = &settings.target;
     crate::report::promote_plan(&source_label, &manifest, &target.repo, &target.tags, &ctx.logins);
-    if settings.via == Via::Engine && manifest.is_index() {
+    if settings.via == PromoteVia::Engine && manifest.is_index() {
         bail!(
             "PLUGIN_SOURCE={} is a multi-platform index ({}), and the Docker Engine pulls and pushes one platform \
              of it: nothing was written\n  fix: leave PLUGIN_PROMOTE_VIA unset (registry), which copies the index \
@@ -85,7 +85,7 @@ pub async fn run(settings: &PromoteSettings, ctx: &Context) -> Result<Done> {
     }
     aws::repository::prepare_all(&ctx.identity, &target.repo, &settings.repository, &ctx.logins).await?;
     let outcomes = match settings.via {
-        Via::Registry => {
+        PromoteVia::Registry => {
             // Each destination's bytes, counted by the fan-out and by its own copy, shown while both run.
             let total = match manifest.is_index() {
                 // An index's children are read as it is copied: the total is not known before.
@@ -113,7 +113,7 @@ pub async fn run(settings: &PromoteSettings, ctx: &Context) -> Result<Done> {
             let shown: Vec<&Progress> = progress.values().map(|p| p.as_ref()).collect();
             progress::ticking(copies, &shown).await
         }
-        Via::Engine => {
+        PromoteVia::Engine => {
             let signed = match &access {
                 SourceAccess::Signed(login) => Some(login),
                 SourceAccess::Anonymous(_) => None,

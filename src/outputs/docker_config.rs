@@ -38,14 +38,7 @@ pub fn path(ambient: &HashMap<String, String>) -> Result<PathBuf> {
     Ok(PathBuf::from(home).join(".docker/config.json"))
 }
 
-/// The CI variables that name a directory every step of the pipeline shares.
-const SHARED_WORKSPACES: &[&str] = &[
-    "CF_VOLUME_PATH",
-    "DRONE_WORKSPACE",
-    "CI_WORKSPACE",
-    "CI_PROJECT_DIR",
-    "GITHUB_WORKSPACE",
-];
+use crate::domain::ci::SHARED_WORKSPACES;
 
 /// A problem when login would write a docker config that is thrown away with the step's container: the
 /// step runs in a container (`/.dockerenv`, `/run/.containerenv`, Kubernetes) and `DOCKER_CONFIG` does not

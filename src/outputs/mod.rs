@@ -5,6 +5,7 @@
 
 pub mod docker_config;
 
+use crate::domain::ci;
 use crate::domain::login::RegistryLogin;
 use crate::domain::scan::{ScanReport, Severity};
 use crate::domain::tag::TagOutcome;
@@ -194,17 +195,17 @@ fn places(output_file: Option<&Path>, ambient: &HashMap<String, String>) -> Vec<
         path,
         replace: false,
     };
-    if let Some(dir) = ambient.get("CF_VOLUME_PATH").filter(|d| !d.is_empty()) {
-        places.push(append("CF_VOLUME_PATH", Path::new(dir).join("env_vars_to_export")));
+    if let Some(dir) = ambient.get(ci::CODEFRESH_VOLUME).filter(|d| !d.is_empty()) {
+        places.push(append(ci::CODEFRESH_VOLUME, Path::new(dir).join(ci::CODEFRESH_EXPORTS)));
     }
-    if Path::new("/meta").is_dir() {
+    if Path::new(ci::CODEFRESH_META).is_dir() {
         places.push(append(
             "/meta (a Codefresh typed step)",
-            PathBuf::from("/meta/env_vars_to_export"),
+            Path::new(ci::CODEFRESH_META).join(ci::CODEFRESH_EXPORTS),
         ));
     }
-    if let Some(file) = ambient.get("GITHUB_OUTPUT").filter(|d| !d.is_empty()) {
-        places.push(append("GITHUB_OUTPUT", PathBuf::from(file)));
+    if let Some(file) = ambient.get(ci::GITHUB_OUTPUT).filter(|d| !d.is_empty()) {
+        places.push(append(ci::GITHUB_OUTPUT, PathBuf::from(file)));
     }
     if let Some(path) = output_file {
         places.push(Place {
@@ -279,7 +280,7 @@ pub fn write(outputs: &Outputs, output_file: Option<&Path>, ambient: &HashMap<St
     let pairs = outputs.pairs();
     let mut written = Vec::new();
     for place in places(output_file, ambient) {
-        let github = place.origin == "GITHUB_OUTPUT";
+        let github = place.origin == ci::GITHUB_OUTPUT;
         let lines: String = pairs.iter().map(|(k, v)| line(k, v, github)).collect();
         if place.replace {
             let text = serde_json::to_string_pretty(&outputs.json())? + "\n";

@@ -9,12 +9,16 @@
 //! what is allowed and, for an unknown property, the closest known one. Values are never echoed when they
 //! are secrets (or look like one).
 //!
-//! The mapping onto settings is in [`FIELDS`]; `settings/mod.rs` applies it (settings given explicitly win).
+//! The mapping onto settings is in [`FIELDS`]; `Parser::document` below applies it (settings given
+//! explicitly win).
 
-use super::table::Key;
+use super::Parser;
+use super::table::{Key, Mode};
 use crate::domain::grammar::printable;
+use crate::domain::registry::Registry;
 use regex_lite::Regex;
 use serde_json::Value;
+use std::path::Path;
 
 /// The schema, as shipped.
 pub const SCHEMA: &str = include_str!("../../schemas/aws-ecr-integration.schema.json");
@@ -181,6 +185,90 @@ fn kind(value: &Value) -> &'static str {
         Value::String(_) => "a string",
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
+    }
+}
+
+impl Parser {
+    /// `PLUGIN_INTEGRATION_DOCUMENT`: validated against the schema, then each group of its values fills the
+    /// settings it stands for, unless one of them was given explicitly (explicit settings win, group by
+    /// group) or it does not apply in this mode. The regions: `ci.region` and `setup.region` must agree
+    /// (the step pushes to one region) unless `PLUGIN_REGION` chooses, and are not used when every
+    /// `PLUGIN_REGISTRY` host is an ECR host, which names its region.
+    pub(super) fn document(&mut self, mode: Mode) {
+        let Some(value) = self.values.remove(&Key::IntegrationDocument) else {
+            return;
+        };
+        let text = if value.starts_with('{') {
+            value
+        } else {
+            match crate::files::read_bounded(Path::new(&value), LIMIT) {
+                Ok(text) => text,
+                Err(e) => {
+                    self.problems.push(format!("PLUGIN_INTEGRATION_DOCUMENT: {e}"));
+                    return;
+                }
+            }
+        };
+        let values = match read(&text) {
+            Ok(values) => values,
+            Err(problems) => {
+                let named = problems
+                    .into_iter()
+                    .map(|p| format!("PLUGIN_INTEGRATION_DOCUMENT: {p}"));
+                self.problems.extend(named);
+                return;
+            }
+        };
+        let get = |path: &str| values.iter().find(|(p, _)| p == path).map(|(_, v)| v.clone());
+        for group in FIELDS {
+            let explicit = group.iter().find(|(_, key)| self.values.contains_key(key));
+            for (path, key) in group.iter() {
+                let Some(value) = get(path) else { continue };
+                let line = match explicit {
+                    Some((_, given)) => format!(
+                        "{}: from the setting {} (document {path} not used)",
+                        key.env(),
+                        given.env()
+                    ),
+                    None if !key.setting().applies_in(mode) => {
+                        format!("{}: document {path} not used with PLUGIN_MODE={mode}", key.env())
+                    }
+                    None => {
+                        self.values.insert(*key, value);
+                        self.from_document.insert(*key, path.to_string());
+                        format!("{}: from document {path}", key.env())
+                    }
+                };
+                self.origins.push(line);
+            }
+        }
+        let (ci, setup) = (get("ci.region"), get("setup.region"));
+        let registries_name_the_region = self.values.get(&Key::Registry).is_some_and(|r| {
+            r.split(',')
+                .map(str::trim)
+                .filter(|h| !h.is_empty())
+                .all(|h| Registry::parse(h).is_ok_and(|r| r.ecr.is_some()))
+        });
+        let explicit = self.values.contains_key(&Key::Region);
+        if explicit {
+            self.origins
+                .push("PLUGIN_REGION: from the setting (document ci.region, setup.region not used)".into());
+        } else if registries_name_the_region {
+            self.origins
+                .push("PLUGIN_REGION: from the PLUGIN_REGISTRY hosts (document regions not used)".into());
+        } else if ci != setup {
+            self.problems.push(format!(
+                "PLUGIN_INTEGRATION_DOCUMENT: ci.region ({}) and setup.region ({}) disagree, and the step pushes to \
+                 one region: make them agree, or choose one with PLUGIN_REGION",
+                ci.unwrap_or_default(),
+                setup.unwrap_or_default()
+            ));
+        } else if let Some(region) = setup {
+            self.values.insert(Key::Region, region);
+            self.from_document.insert(Key::Region, "ci.region, setup.region".into());
+            self.origins
+                .push("PLUGIN_REGION: from document ci.region, setup.region".into());
+        }
     }
 }
 
