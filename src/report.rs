@@ -152,12 +152,16 @@ fn plan(verb: &str, repo: &str, tags: &[String], logins: &[RegistryLogin]) {
 }
 
 /// Promote reads its source with its own role.
-/// A promote source read with no credentials.
-pub fn source_anonymous(host: &str) {
-    say!(
-        "source: {host} read anonymously (it is neither an ECR registry nor a destination, so the ECR token is not \
-         sent there)"
-    );
+/// How a promote source outside ECR is read: with the credentials of `origin`, or anonymously (never its
+/// values).
+pub fn source_foreign(host: &str, origin: Option<&str>) {
+    match origin {
+        Some(origin) => say!("source: {host} read with the {origin} (the ECR token is not sent there)"),
+        None => say!(
+            "source: {host} read anonymously (it is neither an ECR registry nor a destination, so the ECR token is \
+             not sent there, and the docker config holds no credentials for it)"
+        ),
+    }
 }
 
 pub fn read_role(how: &str, arn: &str) {

@@ -20,6 +20,10 @@ impl fmt::Display for Reference {
     }
 }
 
+/// Docker Hub's registry host, and the names users write for it.
+pub const DOCKER_HUB: &str = "registry-1.docker.io";
+const DOCKER_HUB_NAMES: [&str; 3] = ["docker.io", "index.docker.io", "registry-1.docker.io"];
+
 /// `[host[:port]/]repo(:tag|@digest)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageRef {
@@ -69,6 +73,14 @@ impl ImageRef {
             Some((repo, tag)) => (repo, Some(tag)),
             None => (path, None),
         };
+        // Docker Hub, named as docker reads it: `docker.io/x` is `registry-1.docker.io/library/x`.
+        let hub = host.as_deref().is_some_and(|h| DOCKER_HUB_NAMES.contains(&h));
+        let (host, repo) = match hub {
+            true if !repo.contains('/') => (Some(DOCKER_HUB.to_string()), format!("library/{repo}")),
+            true => (Some(DOCKER_HUB.to_string()), repo.to_string()),
+            false => (host, repo.to_string()),
+        };
+        let repo = repo.as_str();
         grammar::repository(repo).map_err(|_| allowed())?;
         let reference = match (tag, digest) {
             (Some(_), Some(_)) => return Err(format!("{}, with a tag or a digest, not both", allowed())),
@@ -111,6 +123,23 @@ mod tests {
         let r = ImageRef::parse("123456789012.dkr.ecr.eu-west-2.amazonaws.com/app").unwrap();
         assert_eq!(r.reference, Reference::Tag("latest".into()));
         assert_eq!(r.to_string(), "123456789012.dkr.ecr.eu-west-2.amazonaws.com/app:latest");
+    }
+
+    #[test]
+    fn docker_hub_names_are_read_as_docker_reads_them() {
+        let r = ImageRef::parse("docker.io/alpine:3.20").unwrap();
+        assert_eq!(
+            (r.host.as_deref(), r.repo.as_str()),
+            (Some(DOCKER_HUB), "library/alpine")
+        );
+        assert!(ImageRef::parse("docker.io/bitnami/redis@sha256:").is_err());
+        let r = ImageRef::parse("index.docker.io/bitnami/redis:7").unwrap();
+        assert_eq!(
+            (r.host.as_deref(), r.repo.as_str()),
+            (Some(DOCKER_HUB), "bitnami/redis")
+        );
+        let r = ImageRef::parse("ghcr.io/org/app:1").unwrap();
+        assert_eq!((r.host.as_deref(), r.repo.as_str()), (Some("ghcr.io"), "org/app"));
     }
 
     #[test]

@@ -15,13 +15,15 @@ use super::referrers;
 use super::write::engine_push::EnginePush;
 use super::write::{Destination, Verb, progress, scan, tags};
 use crate::aws;
-use crate::domain::login::RegistryLogin;
+use crate::domain::login::{CredentialLookup, RegistryLogin};
 use crate::domain::manifest::Manifest;
 use crate::domain::reference::Reference;
 use crate::domain::registry::Registry;
 use crate::domain::tag::TagOutcome;
 use crate::domain::target::label;
 use crate::engine::Engine;
+use crate::outputs::docker_config;
+use crate::registry::Foreign;
 use crate::registry::RegistryClient;
 use crate::report::Progress;
 use crate::settings::{PromoteSettings, PromoteVia};
@@ -34,9 +36,9 @@ pub async fn run(settings: &PromoteSettings, ctx: &Context) -> Result<Done> {
     let access = source_access(settings, ctx).await?;
     let source = match &access {
         SourceAccess::Signed(login) => RegistryClient::new(login, ctx.common.timeout)?,
-        SourceAccess::Anonymous(host) => {
-            crate::report::source_anonymous(&host.host);
-            RegistryClient::anonymous(&host.host, ctx.common.timeout)?
+        SourceAccess::Foreign(host, foreign) => {
+            crate::report::source_foreign(&host.host, foreign.credentials.as_ref().map(|c| c.origin.as_str()));
+            RegistryClient::foreign(&host.host, foreign.clone(), ctx.common.timeout)?
         }
     };
     let (repo, reference) = (&settings.source.repo, settings.source.reference.to_string());
@@ -116,7 +118,7 @@ pub async fn run(settings: &PromoteSettings, ctx: &Context) -> Result<Done> {
         PromoteVia::Engine => {
             let signed = match &access {
                 SourceAccess::Signed(login) => Some(login),
-                SourceAccess::Anonymous(_) => None,
+                SourceAccess::Foreign(..) => None,
             };
             tags::every_destination(&ctx.logins, |login| {
                 via_engine(settings, &source.host, signed, &manifest, login, ctx)
@@ -137,15 +139,17 @@ pub async fn run(settings: &PromoteSettings, ctx: &Context) -> Result<Done> {
     scan::done(settings.scan.as_ref(), target, outcomes, ctx).await
 }
 
-/// How the source is read: with an ECR token, or with no credentials at all.
+/// How the source is read: with an ECR token, or (a registry outside ECR) with the credentials the user
+/// keeps for it, or none.
 enum SourceAccess {
     Signed(RegistryLogin),
-    Anonymous(Registry),
+    Foreign(Registry, Foreign),
 }
 
 /// How to read the source: its own host, else the (first) target registry. The run's ECR token goes only
 /// to the destinations, to hosts that are ECR by name, and to a source whose account the read role names
-/// (with that role's token); any other host is read anonymously. One token for its region.
+/// (with that role's token); any other host is read with the credentials the docker config holds for it,
+/// or anonymously. One token for its region.
 async fn source_access(settings: &PromoteSettings, ctx: &Context) -> Result<SourceAccess> {
     let host = match &settings.source.host {
         Some(h) => Registry::parse(h).map_err(|e| anyhow!("PLUGIN_SOURCE host: expected {e}"))?,
@@ -153,7 +157,15 @@ async fn source_access(settings: &PromoteSettings, ctx: &Context) -> Result<Sour
     };
     let destination = ctx.logins.iter().any(|l| l.registry == host);
     if settings.read_role.is_none() && !destination && host.ecr.is_none() {
-        return Ok(SourceAccess::Anonymous(host));
+        let ambient = ctx.common.ambient.clone();
+        let lookup: CredentialLookup =
+            Arc::new(move |h: &str| docker_config::credentials_for(h, &ambient).ok().flatten());
+        let (name, ambient) = (host.host.clone(), ctx.common.ambient.clone());
+        let credentials = tokio::task::spawn_blocking(move || docker_config::credentials_for(&name, &ambient))
+            .await
+            .map_err(|e| anyhow!("reading the docker config stopped: {e}"))?
+            .map_err(|e| e.context(format!("finding credentials for the source {}", host.host)))?;
+        return Ok(SourceAccess::Foreign(host, Foreign { credentials, lookup }));
     }
     let region = settings
         .read_region

@@ -6,8 +6,14 @@
 //! renamed into place (the password is never on a command line nor readable by others), and through a
 //! symbolic link when config.json is one. A `credsStore` or `credHelpers` entry that would make docker
 //! ignore what is written is an error with the change to make, never a silent success.
+//!
+//! It is also the one reader of the credentials the user keeps there for registries outside ECR
+//! ([`credentials_for`]: a promote source such as Docker Hub or GHCR): the `auths` entry for the host,
+//! else the credential helper named for it, run as docker runs it (the host on its standard input, its
+//! answer bounded, within a timeout).
 
-use crate::domain::login::RegistryLogin;
+use crate::domain::login::{RegistryCredentials, RegistryLogin};
+use crate::domain::secret::Secret;
 use anyhow::{Context, Result, anyhow, bail};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -146,6 +152,136 @@ fn shadowed(root: &serde_json::Map<String, serde_json::Value>, host: &str, path:
         );
     }
     Ok(())
+}
+
+/// The most a credential helper may print, and how long it may take.
+const HELPER_LIMIT: u64 = 64 << 10;
+const HELPER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The credentials the docker config holds for `host`: its `auths` entry (`auth`, or `username` and
+/// `password`), else the helper of `credHelpers` for the host, else the `credsStore`. `Ok(None)` when there
+/// is no config or it holds nothing for the host; `Err` when what it holds cannot be used (the message
+/// names the file or helper, never a value).
+pub fn credentials_for(host: &str, ambient: &HashMap<String, String>) -> Result<Option<RegistryCredentials>> {
+    let file = path(ambient)?;
+    if !file.exists() {
+        return Ok(None);
+    }
+    let text = crate::files::read_bounded(&file, CONFIG_LIMIT).map_err(|e| anyhow!("the docker config: {e}"))?;
+    let config: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| anyhow!("the docker config {} is not JSON ({e})", file.display()))?;
+    let keys = keys_of(host);
+    if let Some(entry) = keys.iter().find_map(|k| config["auths"].get(k.as_str())) {
+        let origin = format!("docker config entry for {host}");
+        if let Some(auth) = entry["auth"].as_str().filter(|a| !a.is_empty()) {
+            let decoded = STANDARD
+                .decode(auth)
+                .ok()
+                .and_then(|d| String::from_utf8(d).ok())
+                .ok_or_else(|| anyhow!("{}: the auth of {host} is not base64 of user:password", file.display()))?;
+            let (user, password) = decoded
+                .split_once(':')
+                .ok_or_else(|| anyhow!("{}: the auth of {host} is not base64 of user:password", file.display()))?;
+            return Ok(Some(RegistryCredentials {
+                username: user.to_string(),
+                password: Secret::new(password),
+                origin,
+            }));
+        }
+        if let (Some(user), Some(password)) = (entry["username"].as_str(), entry["password"].as_str()) {
+            return Ok(Some(RegistryCredentials {
+                username: user.to_string(),
+                password: Secret::new(password),
+                origin,
+            }));
+        }
+    }
+    let helper = keys
+        .iter()
+        .find_map(|k| config["credHelpers"][k.as_str()].as_str())
+        .or(config["credsStore"].as_str())
+        .filter(|h| !h.is_empty());
+    match helper {
+        Some(helper) => run_helper(helper, &keys[0]),
+        None => Ok(None),
+    }
+}
+
+/// The keys docker files a host's credentials under (Docker Hub's is its old index URL).
+fn keys_of(host: &str) -> Vec<String> {
+    if host == crate::domain::reference::DOCKER_HUB {
+        return ["https://index.docker.io/v1/", "index.docker.io", "docker.io", host]
+            .iter()
+            .map(|k| k.to_string())
+            .collect();
+    }
+    vec![host.to_string(), format!("https://{host}"), format!("http://{host}")]
+}
+
+/// `docker-credential-<helper> get` for `server`, as docker runs it: the server on its standard input, its
+/// JSON answer (`Username`, `Secret`) on its output. A helper that has nothing for the server says so and
+/// exits non-zero: no credentials, not an error.
+fn run_helper(helper: &str, server: &str) -> Result<Option<RegistryCredentials>> {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    if !helper.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+        bail!("the docker config names the credential helper `{helper}`, which is not a helper name");
+    }
+    let program = format!("docker-credential-{helper}");
+    let child = Command::new(&program)
+        .arg("get")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        // Not installed where the step runs: no credentials from it (docker config files often name a
+        // desktop helper that a CI container does not have).
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => bail!("the docker config names the credential helper {program}, which cannot be run ({e})"),
+    };
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(server.as_bytes());
+    }
+    let stdout = child.stdout.take().expect("piped");
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let _ = stdout.take(HELPER_LIMIT + 1).read_to_end(&mut out);
+        out
+    });
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if started.elapsed() > HELPER_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "the credential helper {program} did not answer within {}s",
+                HELPER_TIMEOUT.as_secs()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let out = reader.join().unwrap_or_default();
+    if !status.success() {
+        return Ok(None);
+    }
+    if out.len() as u64 > HELPER_LIMIT {
+        bail!("the credential helper {program} answered with more than {HELPER_LIMIT} bytes");
+    }
+    let answer: serde_json::Value =
+        serde_json::from_slice(&out).map_err(|_| anyhow!("the credential helper {program} did not answer JSON"))?;
+    match (answer["Username"].as_str(), answer["Secret"].as_str()) {
+        (Some(user), Some(secret)) if !secret.is_empty() => Ok(Some(RegistryCredentials {
+            username: user.to_string(),
+            password: Secret::new(secret),
+            origin: format!("credential helper {program}"),
+        })),
+        _ => Ok(None),
+    }
 }
 
 #[cfg(test)]

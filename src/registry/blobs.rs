@@ -101,6 +101,19 @@ impl RegistryClient {
         self.location(&response, what)
     }
 
+    /// Open an upload session in `repo` and send `body` into it as the blob `digest` of `size` bytes.
+    pub(super) async fn upload_stream(
+        &self,
+        what: &str,
+        repo: &str,
+        digest: &str,
+        size: u64,
+        body: reqwest::Body,
+    ) -> Result<(), HttpFailure> {
+        let location = self.start_upload(what, repo).await?;
+        self.send_blob(repo, &location, digest, size, body).await
+    }
+
     /// Make the local `blob` present in `repo`: skipped when there, else streamed from its file (1 MiB at a
     /// time: memory stays bounded whatever the layer's size), retried under the one policy.
     pub async fn upload_file(&self, repo: &str, blob: &LocalBlob, progress: &Arc<Progress>) -> Result<BlobCopy> {
@@ -110,7 +123,6 @@ impl RegistryClient {
         }
         let what = format!("uploading blob {} to {}/{repo}", blob.digest, self.host);
         let attempt = || async {
-            let location = self.start_upload(&what, repo).await?;
             let file = tokio::fs::File::open(&blob.path).await.map_err(|e| HttpFailure {
                 message: format!("{what}: reading {}: {e}", blob.path.display()),
                 retryable: false,
@@ -130,14 +142,8 @@ impl RegistryClient {
                     Err(e) => Some((Err(e), (file, progress))),
                 }
             });
-            self.send_blob(
-                repo,
-                &location,
-                &blob.digest,
-                blob.size,
-                reqwest::Body::wrap_stream(chunks),
-            )
-            .await
+            let body = reqwest::Body::wrap_stream(chunks);
+            self.upload_stream(&what, repo, &blob.digest, blob.size, body).await
         };
         self.retried(&what, attempt).await?;
         Ok(BlobCopy::Uploaded)

@@ -218,20 +218,9 @@ pub async fn fan_out(
                 Some((chunk, (r, progress)))
             });
             let what = format!("uploading blob {} to {}/{repo}", blob.digest, target.host);
-            let landed = match target.start_upload(&what, repo).await {
-                Ok(location) => target
-                    .send_blob(
-                        repo,
-                        &location,
-                        &blob.digest,
-                        blob.size,
-                        reqwest::Body::wrap_stream(chunks),
-                    )
-                    .await
-                    .is_ok(),
-                Err(_) => false,
-            };
-            landed.then_some(i)
+            let body = reqwest::Body::wrap_stream(chunks);
+            let landed = target.upload_stream(&what, repo, &blob.digest, blob.size, body).await;
+            landed.is_ok().then_some(i)
         }
     });
     let uploads: Vec<_> = uploads.collect();

@@ -1,7 +1,8 @@
 //! Registry: the registry API (`/v2/`) of one registry, as go-containerregistry layers it. An adapter: uses
 //! `domain`, `report` and `retry`, never another adapter.
 //!
-//! - [`transport`]: the client, authentication, sending, classifying answers, retries, redirects;
+//! - [`transport`]: the client, sending, classifying answers, retries, redirects;
+//! - [`auth`]: a registry outside ECR: the token flow, with the user's credentials or none;
 //! - [`manifests`]: manifests and referrers, read, written and read back;
 //! - [`blobs`]: blobs and upload sessions;
 //! - [`copy`]: registry-to-registry verbs (`copy_blob`, `copy_image`, `fan_out`).
@@ -11,13 +12,16 @@
 //! hashed as it passes and the copy fails unless it matches its descriptor (digest and size), before any
 //! manifest that names it is written. Redirects are followed only to HTTPS (or loopback), at most
 //! [`MAX_REDIRECTS`], and never with the token to another host. A client made with
-//! [`RegistryClient::anonymous`] sends no credentials at all.
+//! [`RegistryClient::foreign`] never sends the ECR token: only the user's credentials for that registry,
+//! or none.
 
+mod auth;
 mod blobs;
 mod copy;
 mod manifests;
 mod transport;
 
+pub use auth::Foreign;
 pub use blobs::BlobCopy;
 pub use copy::{FanOutTarget, fan_out};
 pub use transport::{Answer, ERROR_LIMIT, HttpFailure, MANIFEST_LIMIT, MAX_REDIRECTS, RegistryClient, classify};

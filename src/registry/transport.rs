@@ -5,13 +5,14 @@
 //! the registry. HTTPS, except for loopback hosts, which the Docker Engine also treats as plain-HTTP
 //! registries.
 
+use super::auth::Foreign;
 use crate::domain::login::{RegistryLogin, Relogin};
 use anyhow::{Result, anyhow};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use futures_util::StreamExt;
 use reqwest::header::{AUTHORIZATION, HeaderValue, LOCATION};
-use reqwest::{Method, RequestBuilder, Response};
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -71,8 +72,13 @@ impl std::error::Error for HttpFailure {}
 pub struct RegistryClient {
     pub(super) http: reqwest::Client,
     pub(super) base: String,
-    /// `None`: anonymous (a source outside ECR, which never gets the ECR token).
+    /// What requests carry: the ECR token (Basic), or for a registry outside ECR a token or the user's
+    /// credentials once it asked for them (`None` until then).
     pub(super) auth: std::sync::Mutex<Option<HeaderValue>>,
+    /// `Some` for a registry outside ECR (a promote source), which never gets the ECR token.
+    pub(super) foreign: Option<Foreign>,
+    /// Why the last token was asked without the user's credentials, for a refusal's message.
+    pub(super) token_note: std::sync::Mutex<Option<String>>,
     /// Renews the token after a 401 (once per destination: the renewal itself refuses a second time).
     pub(super) relogin: Option<Arc<dyn Relogin>>,
     pub host: String,
@@ -89,9 +95,12 @@ impl RegistryClient {
         RegistryClient::build(&login.registry.host, Some(auth), login.token_account.clone(), timeout)
     }
 
-    /// A client that sends no credentials: for a registry that is neither ECR nor a destination.
-    pub fn anonymous(host: &str, timeout: Duration) -> Result<RegistryClient> {
-        RegistryClient::build(host, None, None, timeout)
+    /// A client of a registry that is neither ECR nor a destination: it never gets the ECR token, only the
+    /// credentials `foreign` holds for it (or none), through the token flow when the registry asks for it.
+    pub fn foreign(host: &str, foreign: Foreign, timeout: Duration) -> Result<RegistryClient> {
+        let mut client = RegistryClient::build(host, None, None, timeout)?;
+        client.foreign = Some(foreign);
+        Ok(client)
     }
 
     pub(super) fn build(
@@ -111,16 +120,13 @@ impl RegistryClient {
             http,
             base: format!("{scheme}://{host}/v2"),
             auth: std::sync::Mutex::new(auth),
+            foreign: None,
+            token_note: std::sync::Mutex::new(None),
             relogin: None,
             host: host.to_string(),
             token_account,
             timeout,
         })
-    }
-
-    /// Whether requests carry credentials.
-    pub fn signed_in(&self) -> bool {
-        self.auth.lock().expect("not poisoned").is_some()
     }
 
     /// Renew the token through `relogin` when the registry answers 401, as it does to an expired token.
@@ -145,7 +151,33 @@ impl RegistryClient {
     }
 
     pub(super) async fn send(&self, what: &str, request: RequestBuilder) -> Result<Response, HttpFailure> {
-        let response = request.send().await.map_err(|e| HttpFailure {
+        let request = request.build().map_err(|e| HttpFailure {
+            message: format!("{what}: {}", crate::report::chain(&e)),
+            retryable: false,
+            at: self.host.clone(),
+        })?;
+        let again = request.try_clone();
+        let mut response = self.execute(what, request).await?;
+        // A registry outside ECR that asks for credentials (or a fresh token): met once, the request sent
+        // again with them.
+        if response.status() == StatusCode::UNAUTHORIZED
+            && let Some(mut again) = again
+            && let Some(challenge) = super::auth::challenge(&response)
+            && self.authorize(what, challenge, response.url()).await?
+        {
+            if let Some(auth) = self.auth.lock().expect("not poisoned").clone()
+                && again.url().as_str().starts_with(&self.base)
+            {
+                again.headers_mut().insert(AUTHORIZATION, auth);
+            }
+            response = self.execute(what, again).await?;
+        }
+        self.answer(what, response).await
+    }
+
+    /// Send one request; a failure to get an answer says why (no answer in time, a refused redirect).
+    async fn execute(&self, what: &str, request: reqwest::Request) -> Result<Response, HttpFailure> {
+        self.http.execute(request).await.map_err(|e| HttpFailure {
             message: if e.is_timeout() {
                 format!(
                     "{what}: the registry {} did not answer within {}s (PLUGIN_TIMEOUT)",
@@ -166,7 +198,12 @@ impl RegistryClient {
             },
             retryable: !e.is_redirect(),
             at: self.host.clone(),
-        })?;
+        })
+    }
+
+    /// What an answer means: `Ok` for success and 404; a 401 renews the ECR token once; anything else an
+    /// error naming the registry and the fix.
+    async fn answer(&self, what: &str, response: Response) -> Result<Response, HttpFailure> {
         let code = response.status().as_u16();
         let answer = classify(code);
         if matches!(answer, Answer::Done | Answer::Absent) {
@@ -188,17 +225,40 @@ impl RegistryClient {
                 at: self.host.clone(),
             });
         }
+        let limits = rate_limits(&response);
         let body = read_limited(response, ERROR_LIMIT).await.unwrap_or_default();
         let detail = registry_error(&body);
-        let message = match code {
-            401 | 403 if !self.signed_in() => format!(
-                "{what}: the registry {} refused anonymous access (HTTP {code}{detail}); no credentials were sent, \
-                 since the run's ECR token goes only to ECR registries and to the destinations\n  fix: for an ECR \
-                 registry, write its ECR host name (<account>.dkr.ecr.<region>.amazonaws.com), or set \
-                 PLUGIN_READ_ROLE_ARN to a role of its account",
-                self.host
+        let message = match (code, &self.foreign) {
+            (401 | 403, Some(Foreign { credentials: None, .. })) => format!(
+                "{what}: the registry {} refused anonymous access (HTTP {code}{detail}); no credentials were sent: \
+                 the run's ECR token goes only to ECR registries and to the destinations, and the docker config \
+                 holds none for {}\n  fix: give the step credentials for {}: a docker config entry (DOCKER_CONFIG, \
+                 or `docker login {}` in an earlier step); for an ECR registry, write its ECR host name \
+                 (<account>.dkr.ecr.<region>.amazonaws.com), or set PLUGIN_READ_ROLE_ARN to a role of its account",
+                self.host, self.host, self.host, self.host
             ),
-            401 | 403 => format!(
+            (
+                401 | 403,
+                Some(Foreign {
+                    credentials: Some(c), ..
+                }),
+            ) => match self.token_note.lock().expect("not poisoned").clone() {
+                Some(note) => format!(
+                    "{what}: the registry {} refused access (HTTP {code}{detail}): {note}",
+                    self.host
+                ),
+                None => format!(
+                    "{what}: the registry {} refused the credentials of the {} (HTTP {code}{detail})\n  fix: check \
+                     that they may read this repository, or log in again (`docker login {}` in an earlier step)",
+                    self.host, c.origin, self.host
+                ),
+            },
+            (429, _) if !limits.is_empty() => format!(
+                "{what}: HTTP 429{detail} ({limits})\n  fix: the registry {} limits pulls; with credentials for it \
+                 the limit is higher (a docker config entry, or `docker login {}` in an earlier step)",
+                self.host, self.host
+            ),
+            (401 | 403, None) => format!(
                 "{what}: the registry {} refused the ECR token, issued for account {} (HTTP {code}{detail}): check \
                  the identity may read and write this repository (AmazonEC2ContainerRegistryPowerUser grants it) \
                  and that PLUGIN_REGISTRY names a registry of that account, or one whose policy allows it",
@@ -293,6 +353,19 @@ pub(super) fn registry_error(body: &[u8]) -> String {
         }
         None => String::new(),
     }
+}
+
+/// A registry's rate-limit headers (Docker Hub's `ratelimit-limit` and `ratelimit-remaining`), for a 429's
+/// message; empty when there are none.
+fn rate_limits(response: &Response) -> String {
+    ["ratelimit-limit", "ratelimit-remaining", "retry-after"]
+        .iter()
+        .filter_map(|name| {
+            let value = response.headers().get(*name)?.to_str().ok()?;
+            Some(format!("{name}: {}", crate::domain::excerpt(value.as_bytes(), 60)))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A response's body, refused past `limit` bytes (by its length when declared, else as it arrives).

@@ -219,7 +219,14 @@ pub struct Seen {
     pub authorization: bool,
 }
 
-type Handler = dyn Fn(&str, &str) -> Answer + Send + Sync;
+/// One request, for a handler that looks at its credentials too.
+pub struct Request<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub authorization: Option<&'a str>,
+}
+
+type Handler = dyn Fn(&Request) -> Answer + Send + Sync;
 
 /// An HTTP server on loopback that answers each request with what `handler(method, path)` says, one
 /// request a connection, recording what it got.
@@ -233,7 +240,12 @@ pub struct Rogue {
 
 impl Rogue {
     pub fn start(handler: impl Fn(&str, &str) -> Answer + Send + Sync + 'static) -> Rogue {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        Rogue::start_on("127.0.0.1", move |r: &Request| handler(r.method, r.path))
+    }
+
+    /// On the loopback address `ip` (another host than 127.0.0.1), with a handler that sees credentials.
+    pub fn start_on(ip: &str, handler: impl Fn(&Request) -> Answer + Send + Sync + 'static) -> Rogue {
+        let listener = TcpListener::bind((ip, 0)).unwrap();
         listener.set_nonblocking(true).unwrap();
         let host = listener.local_addr().unwrap().to_string();
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -299,12 +311,17 @@ fn serve(mut client: TcpStream, handler: &Handler, seen: &Mutex<Vec<Seen>>) {
     };
     let length: u64 = header("content-length").and_then(|l| l.parse().ok()).unwrap_or(0);
     let _ = std::io::copy(&mut (&mut client).take(length), &mut std::io::sink());
+    let authorization = header("authorization");
     seen.lock().unwrap().push(Seen {
         method: method.clone(),
         path: path.clone(),
-        authorization: header("authorization").is_some(),
+        authorization: authorization.is_some(),
     });
-    let answer = handler(&method, &path);
+    let answer = handler(&Request {
+        method: &method,
+        path: &path,
+        authorization: authorization.as_deref(),
+    });
     let size = match &answer.body {
         Body::Bytes(b) => b.len() as u64,
         Body::Zeros(n) => *n,
