@@ -10,7 +10,7 @@
 //! sensitive headers, never printed.
 
 use super::RegistryClient;
-use super::transport::{ERROR_LIMIT, HttpFailure, is_loopback, read_limited, registry_error};
+use super::http::{ERROR_LIMIT, HttpFailure, is_loopback, read_limited, registry_error};
 use crate::domain::login::{CredentialLookup, RegistryCredentials, same_domain};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;

@@ -3,7 +3,7 @@
 //! checked against their descriptor as they pass.
 
 use super::RegistryClient;
-use super::transport::HttpFailure;
+use super::http::HttpFailure;
 use crate::domain::manifest::Descriptor;
 use crate::domain::source::LocalBlob;
 use crate::report::Progress;

@@ -5,7 +5,7 @@
 
 use super::RegistryClient;
 use super::blobs::{BlobCopy, verified};
-use super::transport::HttpFailure;
+use super::http::HttpFailure;
 use crate::domain::manifest::{Descriptor, Manifest};
 use crate::report::Progress;
 use anyhow::{Context as _, Result};

@@ -1,6 +1,7 @@
 //! Registry: the registry API (`/v2/`) of one registry, as go-containerregistry layers it. An adapter: uses
 //! `domain`, `report` and `retry`, never another adapter.
 //!
+//! - [`http`]: what they all share: a failed request, bounded bodies, error bodies, loopback;
 //! - [`transport`]: the client, sending, classifying answers, retries, redirects;
 //! - [`auth`]: a registry outside ECR: the token flow, with the user's credentials or none;
 //! - [`manifests`]: manifests and referrers, read, written and read back;
@@ -18,10 +19,12 @@
 mod auth;
 mod blobs;
 mod copy;
+mod http;
 mod manifests;
 mod transport;
 
 pub use auth::Foreign;
 pub use blobs::BlobCopy;
 pub use copy::{FanOutTarget, fan_out};
-pub use transport::{Answer, ERROR_LIMIT, HttpFailure, MANIFEST_LIMIT, MAX_REDIRECTS, RegistryClient, classify};
+pub use http::{ERROR_LIMIT, HttpFailure};
+pub use transport::{Answer, MANIFEST_LIMIT, MAX_REDIRECTS, RegistryClient, classify};

@@ -6,22 +6,18 @@
 //! registries.
 
 use super::auth::Foreign;
+use super::http::{ERROR_LIMIT, HttpFailure, is_loopback, read_limited, registry_error};
 use crate::domain::login::{RegistryLogin, Relogin};
 use anyhow::{Result, anyhow};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use futures_util::StreamExt;
 use reqwest::header::{AUTHORIZATION, HeaderValue, LOCATION};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
-use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 /// The largest manifest, index or referrers list read from a registry (ECR's own limit for a manifest).
 pub const MANIFEST_LIMIT: u64 = 4 << 20;
-
-/// The most of an error answer's body read, for its message.
-pub const ERROR_LIMIT: u64 = 64 << 10;
 
 /// Redirects followed for one request.
 pub const MAX_REDIRECTS: usize = 5;
@@ -51,23 +47,6 @@ pub fn classify(status: u16) -> Answer {
         _ => Answer::Fail,
     }
 }
-
-/// A failed request; `retryable` when another attempt may succeed (429, 5xx, a broken connection).
-#[derive(Debug)]
-pub struct HttpFailure {
-    pub message: String,
-    pub retryable: bool,
-    /// The registry that failed (a copy's source, or its target), for the fix.
-    pub at: String,
-}
-
-impl fmt::Display for HttpFailure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for HttpFailure {}
 
 pub struct RegistryClient {
     pub(super) http: reqwest::Client,
@@ -339,22 +318,6 @@ pub(super) fn basic_auth(login: &RegistryLogin) -> Result<HeaderValue> {
     Ok(auth)
 }
 
-/// `: CODE message` from a registry's JSON error body (escaped and shortened), empty when there is none.
-pub(super) fn registry_error(body: &[u8]) -> String {
-    let json: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
-    match json["errors"].as_array().and_then(|e| e.first()) {
-        Some(e) => {
-            let text = format!(
-                "{} {}",
-                e["code"].as_str().unwrap_or(""),
-                e["message"].as_str().unwrap_or("")
-            );
-            format!(": {}", crate::domain::excerpt(text.as_bytes(), 300))
-        }
-        None => String::new(),
-    }
-}
-
 /// A registry's rate-limit headers (Docker Hub's `ratelimit-limit` and `ratelimit-remaining`), for a 429's
 /// message; empty when there are none.
 fn rate_limits(response: &Response) -> String {
@@ -366,23 +329,6 @@ fn rate_limits(response: &Response) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// A response's body, refused past `limit` bytes (by its length when declared, else as it arrives).
-pub(super) async fn read_limited(response: Response, limit: u64) -> Result<Vec<u8>, String> {
-    if let Some(length) = response.content_length().filter(|l| *l > limit) {
-        return Err(format!("an answer of {length} bytes, more than the {limit} allowed"));
-    }
-    let mut body = Vec::new();
-    let mut stream = response.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| crate::report::chain(&e))?;
-        if body.len() as u64 + chunk.len() as u64 > limit {
-            return Err(format!("an answer of more than the {limit} bytes allowed"));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
 }
 
 /// The redirect policy: at most [`MAX_REDIRECTS`], only to HTTPS, or to plain HTTP on loopback (a test
@@ -402,11 +348,6 @@ pub(super) fn redirects() -> reqwest::redirect::Policy {
             attempt.error(format!("a redirect to {to}, which is not HTTPS"))
         }
     })
-}
-
-pub(super) fn is_loopback(host: &str) -> bool {
-    let name = host.rsplit_once(':').map_or(host, |(h, _)| h);
-    name == "localhost" || name == "[::1]" || name.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 #[cfg(test)]
