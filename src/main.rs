@@ -17,6 +17,15 @@ fn main() -> ExitCode {
     if let Some(code) = arguments() {
         return code;
     }
+    exempt_the_metadata_endpoints_from_proxies();
+    // Kept for the whole run: the bundle the HTTPS clients read.
+    let _trusted = match add_the_aws_ca_bundle() {
+        Ok(dir) => dir,
+        Err(e) => {
+            report::error(&e);
+            return ExitCode::FAILURE;
+        }
+    };
     // Settings are read (files included) before the runtime starts: no blocking read ever sits on the
     // thread that waits for signals, and until the runtime starts SIGTERM ends the process at once.
     let settings = match Settings::from_env(std::env::vars_os()) {
@@ -48,6 +57,67 @@ fn use_the_ca_bundle_alone() {
     if unset("SSL_CERT_FILE") && unset("SSL_CERT_DIR") && std::path::Path::new(BUNDLE).is_file() {
         // SAFETY: no other thread exists yet; the runtime is built after this.
         unsafe { std::env::set_var("SSL_CERT_FILE", BUNDLE) };
+    }
+}
+
+/// `AWS_CA_BUNDLE`, read as the AWS CLI and every other AWS SDK read it: its certificates are added to the
+/// roots the step trusts (the bundle of `SSL_CERT_FILE`, else the system's), for the AWS calls and the
+/// registries alike, through a combined bundle in a private scratch directory that `SSL_CERT_FILE` then
+/// names. With `SSL_CERT_DIR` alone, the directory's roots stay too.
+fn add_the_aws_ca_bundle() -> Result<Option<ecr_step::files::ScratchDir>> {
+    use anyhow::anyhow;
+    let Some(extra) = std::env::var_os("AWS_CA_BUNDLE").filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    let shown = std::path::Path::new(&extra).display().to_string();
+    let read = |path: &std::path::Path, what: &str| {
+        ecr_step::files::read_bounded(path, 4 << 20).map_err(|e| anyhow!("{what}: {e}"))
+    };
+    let added = read(std::path::Path::new(&extra), "AWS_CA_BUNDLE")?;
+    if !added.contains("-----BEGIN CERTIFICATE-----") {
+        return Err(anyhow!(
+            "AWS_CA_BUNDLE={shown} holds no PEM certificate
+  fix: point it at your CA's certificate in PEM form              (-----BEGIN CERTIFICATE-----)"
+        ));
+    }
+    let base = match std::env::var_os("SSL_CERT_FILE").filter(|v| !v.is_empty()) {
+        Some(file) => read(std::path::Path::new(&file), "SSL_CERT_FILE")?,
+        None => String::new(),
+    };
+    let dir = ecr_step::files::ScratchDir::new("ca").map_err(|e| anyhow!("AWS_CA_BUNDLE: a scratch directory: {e}"))?;
+    let combined = dir.path.join("ca-bundle.pem");
+    std::fs::write(&combined, format!("{base}\n{added}\n")).map_err(|e| anyhow!("AWS_CA_BUNDLE: {e}"))?;
+    // SAFETY: no other thread exists yet; the runtime is built after this.
+    unsafe { std::env::set_var("SSL_CERT_FILE", &combined) };
+    Ok(Some(dir))
+}
+
+/// The instance and container credential endpoints (IMDS, ECS, EKS Pod Identity) are link-local: a proxy
+/// must never carry their requests (the SDK does not exempt them). They are added to `NO_PROXY` when a
+/// proxy is set.
+fn exempt_the_metadata_endpoints_from_proxies() {
+    const METADATA: &str = "169.254.169.254,169.254.170.2,169.254.170.23,fd00:ec2::254,fd00:ec2::23";
+    let set = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+    let proxied = [
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ]
+    .iter()
+    .any(|k| set(k).is_some());
+    if !proxied {
+        return;
+    }
+    for key in ["NO_PROXY", "no_proxy"] {
+        let value = match set(key) {
+            Some(list) => format!("{list},{METADATA}"),
+            None => METADATA.to_string(),
+        };
+        // SAFETY: no other thread exists yet; the runtime is built after this.
+        unsafe { std::env::set_var(key, value) };
     }
 }
 

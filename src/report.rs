@@ -354,6 +354,8 @@ pub fn checks(checks: &[Check]) -> Result<()> {
     for check in checks {
         match &check.result {
             Ok(detail) => say!("check: ok    {}: {detail}", check.what),
+            // A cause that names its own fix (a certificate, a proxy, a name) keeps that one alone.
+            Err((cause, _)) if cause.contains("\n  fix: ") => say!("check: FAIL  {}: {cause}", check.what),
             Err((cause, fix)) => say!("check: FAIL  {}: {cause}\n  fix: {fix}", check.what),
         }
     }

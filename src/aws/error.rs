@@ -71,6 +71,19 @@ fn endpoint<E>() -> String {
     )
 }
 
+/// The host (`host[:port]`) the SDK talks to for `service` (`sts`, `ecr`) in `region`: from
+/// `AWS_ENDPOINT_URL_<SERVICE>` or `AWS_ENDPOINT_URL`, else the region's default.
+pub fn endpoint_host(service: &str, region: &str) -> String {
+    let specific = format!("AWS_ENDPOINT_URL_{}", service.to_ascii_uppercase());
+    for key in [specific.as_str(), "AWS_ENDPOINT_URL"] {
+        if let Some(url) = std::env::var(key).ok().filter(|v| !v.trim().is_empty()) {
+            let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
+            return rest.split('/').next().unwrap_or(rest).to_string();
+        }
+    }
+    format!("{service}.{region}.amazonaws.com")
+}
+
 fn between<'a>(text: &'a str, start: &str, end: &str) -> Option<&'a str> {
     let from = text.find(start)? + start.len();
     let to = text[from..].find(end)? + from;

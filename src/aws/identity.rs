@@ -5,6 +5,7 @@
 
 use super::error;
 use crate::domain::credentials::{Base, CredentialPlan, Hop, Level, Principal, WebToken};
+use crate::domain::network;
 use crate::domain::secret::Secret;
 use anyhow::Result;
 use aws_config::default_provider::credentials::DefaultCredentialsChain;
@@ -151,10 +152,20 @@ pub async fn resolve(plan: &CredentialPlan, region: &str, timeout: Duration) -> 
     confirm(sdk, plan.level, plan.describe(), token_files)
         .await
         .map_err(|e| {
-            anyhow::anyhow!(
-                "{}",
-                explain_failure(plan, &error::describe(&e), error::is_missing_credentials(&e))
-            )
+            // A network cause (a certificate, a proxy, a name) is not the credentials' fault: named as such.
+            let host = error::endpoint_host("sts", region.as_ref());
+            let proxy = network::proxy_for(&host, true, |k| std::env::var(k).ok());
+            match network::cause_of(&crate::report::chain(&e), proxy.is_some()).filter(|c| !c.retryable()) {
+                Some(cause) => anyhow::anyhow!(
+                    "{}-level credentials could not be confirmed: STS at {host} was not reached: {}",
+                    plan.level,
+                    cause.explain(&host, proxy.as_ref())
+                ),
+                None => anyhow::anyhow!(
+                    "{}",
+                    explain_failure(plan, &error::describe(&e), error::is_missing_credentials(&e))
+                ),
+            }
         })
 }
 

@@ -7,6 +7,7 @@ pub mod credentials;
 pub mod grammar;
 pub mod login;
 pub mod manifest;
+pub mod network;
 pub mod reference;
 pub mod referrers;
 pub mod registry;
@@ -17,8 +18,8 @@ pub mod source;
 pub mod tag;
 pub mod target;
 
-/// Untrusted bytes (a file's start, a server's answer) as they may appear in a message: escaped, never raw
-/// (no terminal codes, no newlines), and cut at `max` characters.
+/// Untrusted bytes (a file's start, a server's answer) as they may appear in a message: control characters
+/// escaped, never raw (no terminal codes, no newlines), and cut at `max` characters.
 pub fn excerpt(bytes: &[u8], max: usize) -> String {
     let text = String::from_utf8_lossy(bytes);
     let mut out = String::new();
@@ -27,7 +28,12 @@ pub fn excerpt(bytes: &[u8], max: usize) -> String {
             out.push('…');
             break;
         }
-        out.extend(c.escape_debug());
+        // Control characters (terminal codes, line breaks) escaped; the rest as it is.
+        if c.is_control() {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
     }
     out
 }

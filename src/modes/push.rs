@@ -8,7 +8,7 @@
 use super::context::{Context, Done};
 use super::write::engine_push::EnginePush;
 use super::write::uploads::{Sent, files_to, upload_early};
-use super::write::{Destination, Verb, scan, tags};
+use super::write::{Destination, Verb, preflight, scan, tags};
 use crate::domain::login::RegistryLogin;
 use crate::domain::source::{BaseLayers, LocalImage, PulledImage, Source, base_of, engine_is_faster};
 use crate::domain::tag::TagOutcome;
@@ -20,6 +20,10 @@ use anyhow::{Result, anyhow};
 use std::collections::BTreeSet;
 
 pub async fn run(settings: &PushSettings, ctx: &Context) -> Result<Done> {
+    if !settings.dry_run {
+        let target = &settings.target.repo;
+        preflight::destinations_answer(ctx, target, settings.repository.create).await?;
+    }
     let opened = match &settings.source {
         Source::Engine(reference) => return from_engine(reference, settings, ctx).await,
         Source::Oci { path, reference } => {

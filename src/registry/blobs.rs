@@ -32,7 +32,15 @@ impl RegistryClient {
             .send(&what, self.request(Method::POST, &url).header(CONTENT_LENGTH, 0))
             .await?;
         if response.status() == StatusCode::NOT_FOUND {
-            bail!("{what}: the registry answered 404: the repository does not exist");
+            // ECR says it in its own words (NAME_UNKNOWN: "The repository with name 'x' does not exist …").
+            let body = super::http::read_limited(response, super::http::ERROR_LIMIT)
+                .await
+                .unwrap_or_default();
+            bail!(
+                "{what}: the registry answered 404{}: the repository {repo} does not exist\n  fix: create it, or set \
+                 PLUGIN_CREATE_REPOSITORY=true",
+                super::http::registry_error(&body)
+            );
         }
         let location = self.location(&response, &what)?;
         let _ = self

@@ -8,6 +8,7 @@
 use super::auth::Foreign;
 use super::http::{ERROR_LIMIT, HttpFailure, is_loopback, read_limited, registry_error};
 use crate::domain::login::{RegistryLogin, Relogin};
+use crate::domain::network;
 use anyhow::{Result, anyhow};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -156,7 +157,26 @@ impl RegistryClient {
 
     /// Send one request; a failure to get an answer says why (no answer in time, a refused redirect).
     async fn execute(&self, what: &str, request: reqwest::Request) -> Result<Response, HttpFailure> {
-        self.http.execute(request).await.map_err(|e| HttpFailure {
+        let https = request.url().scheme() == "https";
+        self.http.execute(request).await.map_err(|e| {
+            // A cause no retry heals (a certificate, a proxy's refusal, a name that does not resolve) is
+            // named with its fix at once.
+            let proxy = network::proxy_for(&self.host, https, |k| std::env::var(k).ok());
+            let cause = network::cause_of(&crate::report::chain(&e), proxy.is_some()).filter(|c| !c.retryable());
+            match cause {
+                Some(cause) => HttpFailure {
+                    message: format!("{what}: {}", cause.explain(&self.host, proxy.as_ref())),
+                    retryable: false,
+                    at: self.host.clone(),
+                },
+                None => self.transport_failure(what, &e),
+            }
+        })
+    }
+
+    /// A request that got no answer, for a cause the step does not name.
+    fn transport_failure(&self, what: &str, e: &reqwest::Error) -> HttpFailure {
+        HttpFailure {
             message: if e.is_timeout() {
                 format!(
                     "{what}: the registry {} did not answer within {}s (PLUGIN_TIMEOUT)",
@@ -169,15 +189,15 @@ impl RegistryClient {
                      follows at most {MAX_REDIRECTS} redirects, only to HTTPS\n  fix: check the registry {} (or \
                      the proxy in front of it)",
                     self.host,
-                    crate::report::chain(&e),
+                    crate::report::chain(e),
                     self.host
                 )
             } else {
-                format!("{what}: {}", crate::report::chain(&e))
+                format!("{what}: {}", crate::report::chain(e))
             },
             retryable: !e.is_redirect(),
             at: self.host.clone(),
-        })
+        }
     }
 
     /// What an answer means: `Ok` for success and 404; a 401 renews the ECR token once; anything else an

@@ -17,6 +17,7 @@ mod moto;
 pub mod proxy;
 mod registry;
 mod step;
+pub mod tls;
 pub mod token_registry;
 mod tripwire;
 pub mod untrusted;

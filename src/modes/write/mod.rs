@@ -7,10 +7,12 @@
 //! - [`engine_push`]: the writer through the Docker Engine (`docker push`);
 //! - [`uploads`]: an image read into files uploaded to a destination, and the uploads that follow a
 //!   layer while it is compressed;
+//! - [`preflight`]: every destination answers before the heavy work starts;
 //! - [`scan`]: the scan gate once the tags landed; [`progress`]: the display while copies run.
 
 pub mod destination;
 pub mod engine_push;
+pub mod preflight;
 pub mod progress;
 pub mod scan;
 pub mod tags;

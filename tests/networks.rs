@@ -1,0 +1,189 @@
+//! Real networks: the HTTPS path every user takes, with a company's CA, and failures named by their cause
+//! in about a second. The registry and moto are served over TLS under host names mapped to loopback
+//! (`testbed::tls`), so the step talks HTTPS to them as it does to ECR.
+
+mod testbed;
+
+use std::time::Duration;
+use testbed::tls::{Ca, TlsMoto, TlsRegistry};
+use testbed::untrusted::{Answer, Rogue, SmallImage};
+use testbed::{ACCESS_KEY, DEFAULT_ACCOUNT, Moto, REGION, SECRET_KEY, Step};
+
+/// A run against the AWS endpoint at `aws_url`, writing to `registry`, with the static keys.
+fn step(aws_url: &str, registry: &str) -> Step {
+    Step::new()
+        .env("AWS_ENDPOINT_URL", aws_url)
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .env("PLUGIN_REGISTRY", registry)
+        .env("PLUGIN_REGION", REGION)
+        .env("PLUGIN_TIMEOUT", "30s")
+}
+
+/// A push of a small image from a docker archive (no engine) to `repo:v1`.
+fn push(step: Step, archive: &std::path::Path, repo: &str) -> Step {
+    step.env("PLUGIN_SOURCE", &format!("docker-archive:{}", archive.display()))
+        .env("PLUGIN_REPO", repo)
+        .env("PLUGIN_TAGS", "v1")
+}
+
+fn archive(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("image.tar");
+    SmallImage::new("networks")
+        .docker_archive("config.json", &["layer.tar"])
+        .write(&path);
+    path
+}
+
+/// A file that is no archive: a run that fails for a network cause before reading it never says so.
+fn not_an_archive(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("not-a-tar.tar");
+    std::fs::write(&path, vec![b'x'; 4096]).unwrap();
+    path
+}
+
+#[test]
+fn push_promote_check_and_login_over_https_trust_the_ca_given_in_aws_ca_bundle() {
+    let ca = Ca::new();
+    let (moto, registry) = (TlsMoto::start(&ca), TlsRegistry::start(DEFAULT_ACCOUNT, &ca));
+    let dir = tempfile::tempdir().unwrap();
+    let image = archive(dir.path());
+    let ca_bundle = ca.cert.display().to_string();
+    let over_tls = || step(&moto.url, &registry.host).env("AWS_CA_BUNDLE", &ca_bundle);
+
+    let run = push(over_tls(), &image, "app").run();
+    run.success();
+    let digest = run.reported_digest(&format!("{}/app:v1", registry.host));
+    assert_eq!(
+        registry.digest("app", "v1"),
+        Some(digest.clone()),
+        "not in the registry over TLS"
+    );
+
+    let run = over_tls()
+        .env("PLUGIN_MODE", "promote")
+        .env("PLUGIN_SOURCE", "app:v1")
+        .env("PLUGIN_REPO", "prod")
+        .env("PLUGIN_TAGS", "stable")
+        .run();
+    run.success();
+    assert_eq!(registry.digest("prod", "stable"), Some(digest));
+
+    let run = over_tls()
+        .env("PLUGIN_MODE", "check")
+        .env("PLUGIN_REPO", "app")
+        .env("PLUGIN_CREATE_REPOSITORY", "true")
+        .run();
+    run.success();
+    run.says(&format!("sign in to {}", registry.host));
+
+    let config = tempfile::tempdir().unwrap();
+    let run = over_tls()
+        .env("PLUGIN_MODE", "login")
+        .env("DOCKER_CONFIG", &config.path().display().to_string())
+        .run();
+    run.success();
+    let written = std::fs::read_to_string(config.path().join("config.json")).unwrap();
+    assert!(written.contains(&registry.host), "{written}");
+}
+
+#[test]
+fn an_untrusted_certificate_is_named_with_the_fix_at_once_without_retries_or_credentials_advice() {
+    let ca = Ca::new();
+    let dir = tempfile::tempdir().unwrap();
+    let junk = not_an_archive(dir.path());
+
+    // The registry's certificate: named before the source is read, no retry.
+    let (moto, registry) = (Moto::start(), TlsRegistry::start(DEFAULT_ACCOUNT, &ca));
+    let run = push(step(&moto.url, &registry.host), &junk, "app").run();
+    run.failure(&[&registry.host, "unknown issuer", "AWS_CA_BUNDLE", "SSL_CERT_FILE"]);
+    let out = run.output();
+    assert!(!out.contains("retrying"), "a certificate error was retried:\n{out}");
+    assert!(
+        !out.contains("not a readable tar"),
+        "the source was read before the registry answered:\n{out}"
+    );
+    assert!(!out.contains("is failing or unreachable"), "{out}");
+    assert!(run.elapsed < Duration::from_secs(5), "{:?}", run.elapsed);
+
+    // Check mode gives the same verdict, without advice about credentials.
+    let run = step(&moto.url, &registry.host)
+        .env("PLUGIN_MODE", "check")
+        .env("PLUGIN_REPO", "app")
+        .env("PLUGIN_CREATE_REPOSITORY", "true")
+        .run();
+    run.failure(&["unknown issuer", "AWS_CA_BUNDLE"]);
+    assert!(
+        !run.output().contains("use credentials of the registry's account"),
+        "{}",
+        run.output()
+    );
+
+    // The AWS endpoint's certificate: not blamed on the credentials.
+    let tls_moto = TlsMoto::start(&ca);
+    let run = push(step(&tls_moto.url, "127.0.0.1:5000"), &junk, "app").run();
+    run.failure(&["STS at", "unknown issuer", "AWS_CA_BUNDLE"]);
+    assert!(
+        !run.output().contains("check the settings of this level"),
+        "a certificate was blamed on the credentials:\n{}",
+        run.output()
+    );
+}
+
+#[test]
+fn a_proxy_that_is_down_is_named_by_its_variable() {
+    let ca = Ca::new();
+    let moto = TlsMoto::start(&ca);
+    let dir = tempfile::tempdir().unwrap();
+    let junk = not_an_archive(dir.path());
+    let closed = testbed::free_port();
+    let proxy = format!("http://127.0.0.1:{closed}");
+    let run = push(step(&moto.url, "127.0.0.1:5000"), &junk, "app")
+        .env("AWS_CA_BUNDLE", &ca.cert.display().to_string())
+        .env("HTTPS_PROXY", &proxy)
+        .run();
+    run.failure(&[&format!("HTTPS_PROXY={proxy}"), "could not be reached", "NO_PROXY"]);
+    assert!(
+        !run.output().contains("check the settings of this level"),
+        "{}",
+        run.output()
+    );
+    assert!(run.elapsed < Duration::from_secs(10), "{:?}", run.elapsed);
+}
+
+#[test]
+fn a_missing_repository_is_named_in_the_registrys_words_before_the_source_is_read() {
+    let moto = Moto::start();
+    // A front answering as ECR does for a repository that does not exist.
+    let ecr = Rogue::start(|method, path| {
+        if path == "/v2/" {
+            return Answer::status(200);
+        }
+        if method == "POST" && path.contains("/blobs/uploads/") {
+            let body = r#"{"errors":[{"code":"NAME_UNKNOWN","message":"The repository with name 'missing' does not exist in the registry with id '123456789012'"}]}"#;
+            return Answer {
+                status: 404,
+                headers: vec![("Content-Type".into(), "application/json".into())],
+                body: testbed::untrusted::Body::Bytes(body.as_bytes().to_vec()),
+            };
+        }
+        Answer::status(404)
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let junk = not_an_archive(dir.path());
+    let run = Step::aws(&moto)
+        .env("PLUGIN_SOURCE", &format!("docker-archive:{}", junk.display()))
+        .env("PLUGIN_REPO", "missing")
+        .env("PLUGIN_REGISTRY", &ecr.host)
+        .env("PLUGIN_REGION", REGION)
+        .run();
+    run.failure(&[
+        "NAME_UNKNOWN The repository with name 'missing' does not exist",
+        "PLUGIN_CREATE_REPOSITORY=true",
+    ]);
+    assert!(
+        !run.output().contains("not a readable tar"),
+        "the source was read first:\n{}",
+        run.output()
+    );
+}

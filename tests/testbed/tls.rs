@@ -1,0 +1,264 @@
+//! TLS as users on real networks meet it: a CA made for the test ([`Ca`]), server certificates it issues
+//! for host names, those names mapped to loopback in `/etc/hosts` ([`HostName`], undone when dropped), so
+//! the step takes its HTTPS path as it does for `<account>.dkr.ecr.<region>.amazonaws.com`; and a registry
+//! and moto served over TLS under such names.
+
+use super::{Server, find_program, free_port, repo_root, spawn, wait_for_port};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// A certificate authority of the test's own.
+pub struct Ca {
+    dir: tempfile::TempDir,
+    /// The CA's certificate (PEM): what a user gives the step as their company's CA.
+    pub cert: PathBuf,
+    key: PathBuf,
+}
+
+fn openssl(args: &[&str], dir: &Path) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Ca {
+    pub fn new() -> Ca {
+        let dir = tempfile::tempdir().unwrap();
+        openssl(
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=ecr-step test CA",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+            dir.path(),
+        );
+        Ca {
+            cert: dir.path().join("ca.pem"),
+            key: dir.path().join("ca.key"),
+            dir,
+        }
+    }
+
+    /// A server certificate and key for `name`, signed by this CA.
+    pub fn issue(&self, name: &str) -> (PathBuf, PathBuf) {
+        let d = self.dir.path();
+        let (key, csr, cert, ext) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+            format!("{name}.ext"),
+        );
+        std::fs::write(
+            d.join(&ext),
+            format!("subjectAltName=DNS:{name}\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n"),
+        )
+        .unwrap();
+        openssl(
+            &[
+                "req",
+                "-new",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                &format!("/CN={name}"),
+                "-keyout",
+                &key,
+                "-out",
+                &csr,
+            ],
+            d,
+        );
+        let ca = self.cert.display().to_string();
+        let ca_key = self.key.display().to_string();
+        openssl(
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                &ca,
+                "-CAkey",
+                &ca_key,
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-out",
+                &cert,
+                "-extfile",
+                &ext,
+            ],
+            d,
+        );
+        (d.join(cert), d.join(key))
+    }
+}
+
+/// A host name that resolves to 127.0.0.1 while this lives (a line of `/etc/hosts`, as root).
+pub struct HostName {
+    pub name: String,
+    line: String,
+}
+
+/// Edits of `/etc/hosts` from concurrent tests, one at a time.
+fn locked_hosts(edit: impl FnOnce(String) -> String) {
+    let lock = std::fs::File::create(std::env::temp_dir().join("ecr-step-tests-etc-hosts.lock")).unwrap();
+    // SAFETY: a valid descriptor; released when the file is closed.
+    unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
+    let text = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+    // Written in place: /etc/hosts may be a mount, which a rename would not replace.
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open("/etc/hosts")
+        .expect("/etc/hosts writable (the TLS tests map their host names there; CI runs as root)");
+    file.write_all(edit(text).as_bytes()).unwrap();
+}
+
+impl HostName {
+    /// `<what>-<random>.ecr-step.test` (a reserved top-level domain: it can never be a real host).
+    pub fn map(what: &str) -> HostName {
+        let name = format!("{what}-{}.ecr-step.test", super::free_port());
+        let line = format!("127.0.0.1 {name} # ecr-step test");
+        let added = line.clone();
+        locked_hosts(|text| format!("{}\n{added}\n", text.trim_end()));
+        HostName { name, line }
+    }
+}
+
+impl Drop for HostName {
+    fn drop(&mut self) {
+        let line = self.line.clone();
+        locked_hosts(|text| text.lines().filter(|l| *l != line).map(|l| format!("{l}\n")).collect());
+    }
+}
+
+/// A distribution registry over TLS under a mapped host name (htpasswd as [`super::Registry`]: the
+/// account's ECR token is its password).
+pub struct TlsRegistry {
+    _server: Server,
+    _name: HostName,
+    /// `<name>:<port>`: the step takes its HTTPS path for it.
+    pub host: String,
+    account: String,
+    ca: PathBuf,
+}
+
+impl TlsRegistry {
+    pub fn start(account: &str, ca: &Ca) -> TlsRegistry {
+        let name = HostName::map("registry");
+        let (cert, key) = ca.issue(&name.name);
+        let program = find_program(
+            "DOCKER_REGISTRY",
+            &[PathBuf::from("/usr/bin/docker-registry")],
+            "run scripts/install-testbed",
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let htpasswd = Command::new("htpasswd")
+            .args(["-Bbn", "AWS", &format!("{account}-auth-token")])
+            .output()
+            .expect("htpasswd");
+        std::fs::write(dir.path().join("htpasswd"), htpasswd.stdout).unwrap();
+        let port = free_port();
+        let config = format!(
+            "version: 0.1\nlog: {{level: warn}}\nstorage: {{filesystem: {{rootdirectory: {data}}}}}\n\
+             http: {{addr: 127.0.0.1:{port}, tls: {{certificate: {cert}, key: {key}}}}}\n\
+             auth: {{htpasswd: {{realm: test, path: {htpasswd}}}}}\n",
+            data = dir.path().join("data").display(),
+            cert = cert.display(),
+            key = key.display(),
+            htpasswd = dir.path().join("htpasswd").display(),
+        );
+        std::fs::write(dir.path().join("config.yml"), config).unwrap();
+        let config_arg = dir.path().join("config.yml").display().to_string();
+        let (mut server, log) = spawn(&program, &["serve", &config_arg], &[], dir);
+        wait_for_port(&mut server, port, "docker-registry (TLS)", &log);
+        TlsRegistry {
+            host: format!("{}:{port}", name.name),
+            _server: server,
+            _name: name,
+            account: account.to_string(),
+            ca: ca.cert.clone(),
+        }
+    }
+
+    /// The digest the registry holds for `repo:tag`, read over TLS with the test's CA (curl), `None` when
+    /// absent.
+    pub fn digest(&self, repo: &str, tag: &str) -> Option<String> {
+        let out = Command::new("curl")
+            .args(["-sS", "-I", "--cacert"])
+            .arg(&self.ca)
+            .args(["-u", &format!("AWS:{}-auth-token", self.account)])
+            .args(["-H", "Accept: application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json"])
+            .arg(format!("https://{}/v2/{repo}/manifests/{tag}", self.host))
+            .output()
+            .expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout);
+        if !text.starts_with("HTTP/1.1 200") && !text.starts_with("HTTP/2 200") {
+            return None;
+        }
+        text.lines()
+            .find_map(|l| {
+                l.split_once(':')
+                    .filter(|(k, _)| k.eq_ignore_ascii_case("docker-content-digest"))
+            })
+            .map(|(_, v)| v.trim().to_string())
+    }
+}
+
+/// moto over TLS under a mapped host name.
+pub struct TlsMoto {
+    _server: Server,
+    _name: HostName,
+    pub url: String,
+}
+
+impl TlsMoto {
+    pub fn start(ca: &Ca) -> TlsMoto {
+        let name = HostName::map("moto");
+        let (cert, key) = ca.issue(&name.name);
+        let program = find_program(
+            "MOTO_SERVER",
+            &[repo_root().join(".testbed/venv/bin/moto_server")],
+            "run scripts/install-testbed",
+        );
+        let port = free_port();
+        let (port_text, cert, key) = (port.to_string(), cert.display().to_string(), key.display().to_string());
+        let (mut server, log) = spawn(
+            &program,
+            &["-H", "127.0.0.1", "-p", &port_text, "-c", &cert, "-k", &key],
+            &[],
+            tempfile::tempdir().unwrap(),
+        );
+        wait_for_port(&mut server, port, "moto server (TLS)", &log);
+        TlsMoto {
+            url: format!("https://{}:{port}", name.name),
+            _server: server,
+            _name: name,
+        }
+    }
+}
