@@ -3,7 +3,8 @@
 # and an empty /tmp. Nothing is pulled for the final stage, so the image measured in tests is the image
 # shipped. The builder is a build argument, so a machine without a registry can build from a locally made
 # base (it needs sh, cp, mkdir and the CA bundle). A binary built elsewhere (CI, the tests) may be put in
-# the context as prebuilt/ecr-step; the build stage then copies it instead of compiling.
+# the context as prebuilt/ecr-step; the build stage then copies it instead of compiling. `--target shell`
+# builds the variant with a static busybox as /bin/sh, for CIs that need a shell in the job's image.
 ARG BUILDER_IMAGE=rust:1.95-slim-bookworm
 
 FROM ${BUILDER_IMAGE} AS build
@@ -24,7 +25,21 @@ RUN set -e; \
     done < /libs.txt; \
     cp /ecr-step /rootfs/usr/local/bin/ecr-step; \
     cp /etc/ssl/certs/ca-certificates.crt /rootfs/etc/ssl/certs/ca-certificates.crt
+# A shell for CIs that run a job's script in the step's image (GitLab's docker and Kubernetes executors):
+# Debian's busybox-static, one static binary, as /bin/sh. Only the `shell` stage gets it.
+RUN set -e; \
+    [ -x /bin/busybox ] || { apt-get update -qq && apt-get install -y -qq busybox-static; }; \
+    mkdir -p /shell/bin; cp /bin/busybox /shell/bin/busybox; \
+    for tool in sh env cat; do /bin/busybox ln -s busybox "/shell/bin/$tool"; done
 
+# The variant with a shell, tagged `<version>-shell`: what the GitLab component runs.
+FROM scratch AS shell
+COPY --from=build /rootfs/ /
+COPY --from=build /shell/ /
+ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
+ENTRYPOINT ["/usr/local/bin/ecr-step"]
+
+# The default image: no shell at all.
 FROM scratch
 COPY --from=build /rootfs/ /
 ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt

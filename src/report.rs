@@ -37,7 +37,7 @@ pub fn error(e: &anyhow::Error) {
 }
 
 pub fn skipped(why: &str) {
-    say!("skipped: {why}; nothing was pushed");
+    say!("skipped: {why}; nothing was written");
 }
 
 /// Where the values of an integration document went (never a value).

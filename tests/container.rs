@@ -190,3 +190,102 @@ fn the_github_action_as_the_runner_runs_it(built: &Image, moto: &Moto, registry:
         );
     }
 }
+
+/// GitLab's docker executor runs a job as its image, the entrypoint overridden (`entrypoint: ['']`), a
+/// shell found in the image (the executor's own detection script), and the job's script given to that
+/// shell on its standard input, the job's variables in the environment. The component's job, read from
+/// `templates/ecr-step.yml`, runs that way in the image variant it names; the default image has no shell.
+#[test]
+fn the_gitlab_components_job_runs_as_gitlabs_docker_executor_runs_it() {
+    let component = std::fs::read_to_string(testbed::repo_root().join("templates/ecr-step.yml")).unwrap();
+    let job_doc = component
+        .split("\n---\n")
+        .nth(1)
+        .expect("a component file has a spec and a job document");
+    let job: serde_json::Value = serde_saphyr::from_str(job_doc).unwrap();
+    let job = &job["ecr-step"];
+    let image_name = job["image"]["name"].as_str().unwrap();
+    let stage = image_name.rsplit_once('-').map(|(_, s)| s).unwrap();
+    assert_eq!(stage, ecr_step::settings::frontends::SHELL_STAGE, "{image_name}");
+    assert_eq!(job["image"]["entrypoint"], serde_json::json!([""]));
+    let script: Vec<&str> = job["script"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l.as_str())
+        .collect();
+
+    let shell = testbed::build_step_image_stage(&Step::binary(), true, Some(stage));
+    let plain = testbed::build_step_image(&Step::binary(), true);
+    let (moto, registry) = (Moto::start(), Registry::start(DEFAULT_ACCOUNT));
+    let mut env: Vec<(String, String)> = [
+        ("AWS_ENDPOINT_URL", moto.url.as_str()),
+        ("AWS_ACCESS_KEY_ID", testbed::ACCESS_KEY),
+        ("AWS_SECRET_ACCESS_KEY", testbed::SECRET_KEY),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        ("PLUGIN_MODE", "check"),
+        ("PLUGIN_REPO", "app"),
+        ("PLUGIN_CREATE_REPOSITORY", "true"),
+        ("PLUGIN_REGISTRY", registry.host.as_str()),
+        ("PLUGIN_REGION", testbed::REGION),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    // The component leaves unset inputs empty: they count as unset.
+    env.push(("PLUGIN_TAGS".into(), String::new()));
+    // The executor's shell detection, as GitLab Runner writes it.
+    let detect = "if [ -x /usr/local/bin/bash ]; then exec /usr/local/bin/bash; elif [ -x /usr/bin/bash ]; then \
+                  exec /usr/bin/bash; elif [ -x /bin/bash ]; then exec /bin/bash; elif [ -x /usr/local/bin/sh ]; then \
+                  exec /usr/local/bin/sh; elif [ -x /usr/bin/sh ]; then exec /usr/bin/sh; elif [ -x /bin/sh ]; then \
+                  exec /bin/sh; elif [ -x /busybox/sh ]; then exec /busybox/sh; else echo shell not found; exit 1; fi";
+    let run = |image: &Image| {
+        let dir = tempfile::tempdir().unwrap();
+        let env_file = dir.path().join("env");
+        std::fs::write(
+            &env_file,
+            env.iter().map(|(k, v)| format!("{k}={v}\n")).collect::<String>(),
+        )
+        .unwrap();
+        let mut child = Command::new("docker")
+            .args([
+                "run",
+                "--rm",
+                "-i",
+                "--network",
+                "host",
+                "--entrypoint",
+                "",
+                "--env-file",
+            ])
+            .arg(&env_file)
+            .arg(&image.name)
+            .args(["sh", "-c", detect])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        std::io::Write::write_all(
+            &mut stdin,
+            format!("set -eo pipefail\n{}\n", script.join("\n")).as_bytes(),
+        )
+        .unwrap();
+        drop(stdin);
+        let out = child.wait_with_output().unwrap();
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), all)
+    };
+    let (code, out) = run(&shell);
+    assert_eq!(code, Some(0), "the component's job failed in the {stage} image:\n{out}");
+    assert!(out.contains("check: 4 of 4 checks passed"), "{out}");
+    assert!(!out.contains(testbed::SECRET_KEY));
+    // The default image stays free of a shell: the same job cannot start there.
+    let (code, out) = run(&plain);
+    assert_ne!(code, Some(0), "the default image has a shell:\n{out}");
+}

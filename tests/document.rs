@@ -199,7 +199,7 @@ fn bad_documents_are_refused_before_any_call_by_json_path_without_the_secret() {
             .env("PLUGIN_REPO", "app")
             .run();
         run.failure(&[
-            "invalid settings (nothing was pushed)",
+            "invalid settings (nothing was written)",
             "PLUGIN_INTEGRATION_DOCUMENT",
             want,
         ]);

@@ -254,7 +254,20 @@ fn the_action_and_the_component_carry_every_setting_and_output() {
             format!("$[[ inputs.{} ]]", s.name)
         );
     }
-    assert_eq!(job["ecr-step"]["image"]["name"], frontends::IMAGE);
+    // GitLab runs the job's script through a shell in its image: the variant with one, named by its stage.
+    let variant = format!("{}-{}", frontends::IMAGE, frontends::SHELL_STAGE);
+    assert_eq!(job["ecr-step"]["image"]["name"], variant.as_str());
+    let dockerfile = file("Dockerfile");
+    assert!(
+        dockerfile.contains(&format!("FROM scratch AS {}\n", frontends::SHELL_STAGE)),
+        "the Dockerfile has no stage {}",
+        frontends::SHELL_STAGE
+    );
+    let last = dockerfile.rsplit("\nFROM ").next().unwrap();
+    assert!(
+        last.starts_with("scratch\n"),
+        "the default (last) stage must be the image without a shell"
+    );
     let page = file("docs/plugin.md");
     for s in SETTINGS {
         assert!(

@@ -344,7 +344,7 @@ fn every_bad_input_is_refused_quickly_by_name_and_pushes_nothing() {
             step = step.env(k, v);
         }
         let run = step.run();
-        run.failure(&["invalid settings (nothing was pushed)", name]);
+        run.failure(&["invalid settings (nothing was written)", name]);
         assert!(
             !aws.touched() && !run.output().contains("credentials:"),
             "{settings:?} reached the network"
@@ -446,7 +446,7 @@ fn the_settings_table_refuses_every_setting_out_of_its_modes_and_without_what_it
             step = step.env(k, v);
         }
         let run = step.run();
-        run.failure(&["invalid settings (nothing was pushed)", want]);
+        run.failure(&["invalid settings (nothing was written)", want]);
         assert!(!aws.touched(), "{settings:?} reached the network");
     };
     let mut pairs = 0;
@@ -474,4 +474,26 @@ fn the_settings_table_refuses_every_setting_out_of_its_modes_and_without_what_it
         needs += 1;
     }
     assert!(needs >= 12, "only {needs} dependencies declared");
+}
+
+/// A problem names the setting as the user wrote it: an Action's input, a Drone or Woodpecker plugin's
+/// `settings.` key, with the variable in brackets; the words fit every mode ("nothing was written").
+#[test]
+fn problems_name_the_setting_as_each_front_end_wrote_it() {
+    let base = || {
+        Step::new()
+            .env("PLUGIN_MODE", "promote")
+            .env("PLUGIN_REPO", "app")
+            .env("PLUGIN_REGION", testbed::REGION)
+    };
+    let action = base().env("GITHUB_ACTIONS", "true").env("INPUT_REPO", "app").run();
+    action.failure(&["input `source` (PLUGIN_SOURCE) is required", "nothing was written"]);
+    assert!(!action.output().contains("nothing was pushed"), "{}", action.output());
+    let drone = base().env("DRONE", "true").run();
+    drone.failure(&["settings.source (PLUGIN_SOURCE) is required"]);
+    let woodpecker = base().env("CI", "woodpecker").run();
+    woodpecker.failure(&["settings.source (PLUGIN_SOURCE) is required"]);
+    let plain = base().run();
+    plain.failure(&["PLUGIN_SOURCE is required"]);
+    assert!(!plain.output().contains("settings.source"), "{}", plain.output());
 }

@@ -93,7 +93,7 @@ fn bad_settings_fail_before_any_network_call() {
         .env("PLUGIN_REPOSITRY", "x")
         .run();
     run.failure(&[
-        "invalid settings (nothing was pushed)",
+        "invalid settings (nothing was written)",
         "PLUGIN_REPO=`Bad Repo` is not allowed",
         "PLUGIN_TAGS: `:bad` not allowed",
         "PLUGIN_REPOSITRY is not a setting of this step; did you mean PLUGIN_REPO?",

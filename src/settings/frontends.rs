@@ -14,6 +14,9 @@ use serde_json::{Value, json};
 
 /// The image every front end runs: fully qualified, set from the crate version at release time.
 pub const IMAGE: &str = concat!("ghcr.io/ecr-step/ecr-step:", env!("CARGO_PKG_VERSION"));
+/// The Dockerfile stage of the image variant with a shell (a static busybox), tagged `<version>-<stage>`:
+/// what CIs that run a job's script in the step's image need (GitLab's docker and Kubernetes executors).
+pub const SHELL_STAGE: &str = "shell";
 
 const GENERATED: &str = "Generated from src/settings/table.rs by `cargo run --example frontends`: do not edit by hand.";
 
@@ -265,7 +268,7 @@ pub fn gitlab_component() -> String {
         ));
     }
     out.push_str(&format!(
-        "---\necr-step:\n  stage: $[[ inputs.stage ]]\n  image:\n    name: {IMAGE}\n    entrypoint: ['']\n  \
+        "---\necr-step:\n  stage: $[[ inputs.stage ]]\n  image:\n    name: {IMAGE}-{SHELL_STAGE}\n    entrypoint: ['']\n  \
          script:\n    - /usr/local/bin/ecr-step\n  variables:\n"
     ));
     for s in SETTINGS {
@@ -280,8 +283,14 @@ pub fn plugin_page() -> String {
         "<!-- {GENERATED} -->\n# ecr-step as a Drone, Woodpecker or Harness plugin\n\n\
          The plugin image is `{IMAGE}`. Each key under `settings:` becomes the `PLUGIN_*` variable of the same \
          name (upper case); secrets come `from_secret`. Mount the engine's socket for push mode (not needed for \
-         promote, login or check).\n\n```yaml\nsteps:\n  - name: push\n    image: {IMAGE}\n    volumes:\n      \
+         promote, login or check).\n\nDrone (a full pipeline: the socket is a volume of the pipeline):\n\n```yaml\n\
+         kind: pipeline\ntype: docker\nname: release\nsteps:\n  - name: push\n    image: {IMAGE}\n    volumes:\n      \
          - name: docker\n        path: /var/run/docker.sock\n    settings:\n      source: app:${{DRONE_COMMIT_SHA}}\n      \
+         repo: team/app\n      registry: 123456789012.dkr.ecr.eu-west-2.amazonaws.com\n      access_key:\n        \
+         from_secret: aws_access_key_id\n      secret_key:\n        from_secret: aws_secret_access_key\nvolumes:\n  \
+         - name: docker\n    host:\n      path: /var/run/docker.sock\n```\n\nWoodpecker (a volume is `host:container`; \
+         the repository must be trusted to mount the socket):\n\n```yaml\nsteps:\n  push:\n    image: {IMAGE}\n    \
+         volumes:\n      - /var/run/docker.sock:/var/run/docker.sock\n    settings:\n      source: app:${{CI_COMMIT_SHA}}\n      \
          repo: team/app\n      registry: 123456789012.dkr.ecr.eu-west-2.amazonaws.com\n      access_key:\n        \
          from_secret: aws_access_key_id\n      secret_key:\n        from_secret: aws_secret_access_key\n```\n\n\
          | setting | variable | value | default | modes | meaning |\n|---|---|---|---|---|---|\n"

@@ -100,7 +100,7 @@ pub struct SettingsError(pub Vec<String>);
 
 impl fmt::Display for SettingsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid settings (nothing was pushed):")?;
+        write!(f, "invalid settings (nothing was written):")?;
         for problem in &self.0 {
             write!(f, "\n  - {problem}")?;
         }
@@ -121,7 +121,13 @@ impl Settings {
             from_document: BTreeMap::new(),
             origins: Vec::new(),
         };
-        parser.settings().map_err(|problems| SettingsError(problems).into())
+        let front_end = crate::domain::ci::FrontEnd::of(&parser.ambient);
+        parser.settings().map_err(|problems| {
+            // Each problem names the setting as the user wrote it (an Action's input, a plugin's setting).
+            let known: Vec<&str> = SETTINGS.iter().map(|s| s.name).collect();
+            let problems = problems.iter().map(|p| front_end.words(p, &known)).collect();
+            SettingsError(problems).into()
+        })
     }
 }
 

@@ -200,6 +200,11 @@ fn copy_tree(from: &Path, to: &Path) {
 /// The step's container image, built through the repository's Dockerfile from a builder assembled from this
 /// host (no pulls; the final stage is FROM scratch), with `binary` put in the context as `prebuilt/ecr-step` (stripped when asked).
 pub fn build_step_image(binary: &Path, strip: bool) -> Image {
+    build_step_image_stage(binary, strip, None)
+}
+
+/// [`build_step_image`] of a named stage of the Dockerfile (`shell`: the variant with a shell).
+pub fn build_step_image_stage(binary: &Path, strip: bool, stage: Option<&str>) -> Image {
     let root = repo_root();
     let context = tempfile::tempdir().unwrap();
     for file in ["Dockerfile", ".dockerignore", "Cargo.toml", "Cargo.lock"] {
@@ -215,20 +220,25 @@ pub fn build_step_image(binary: &Path, strip: bool) -> Image {
     // The builder: a shell, cp, mkdir, the CA bundle, and the libraries the binary links (which the
     // Dockerfile copies into the final stage, FROM scratch).
     let builder = Image::from_host_files(
-        &["/bin/sh", "/bin/cp", "/bin/mkdir", "/etc/ssl/certs/ca-certificates.crt"],
+        &[
+            "/bin/sh",
+            "/bin/cp",
+            "/bin/mkdir",
+            "/bin/busybox",
+            "/etc/ssl/certs/ca-certificates.crt",
+        ],
         &[binary.to_str().unwrap()],
     );
     let n = IMAGES.fetch_add(1, Ordering::SeqCst);
     let tag = format!("ecr-step-test-image-{}-{n}:latest", std::process::id());
-    docker(&[
-        "build",
-        "-q",
-        "--build-arg",
-        &format!("BUILDER_IMAGE={}", builder.name),
-        "-t",
-        &tag,
-        context.path().to_str().unwrap(),
-    ]);
+    let mut args = vec!["build", "-q", "--build-arg"];
+    let builder_arg = format!("BUILDER_IMAGE={}", builder.name);
+    args.push(&builder_arg);
+    if let Some(stage) = stage {
+        args.extend(["--target", stage]);
+    }
+    args.extend(["-t", &tag, context.path().to_str().unwrap()]);
+    docker(&args);
     let id = docker(&["image", "inspect", "-f", "{{.Id}}", &tag]).trim().to_string();
     Image { name: tag, id }
 }

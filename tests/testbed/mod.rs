@@ -24,7 +24,7 @@ pub mod untrusted;
 
 // Each test file uses some of these.
 #[allow(unused_imports)]
-pub use image::{Image, build_step_image, diff_ids, docker, docker_with};
+pub use image::{Image, build_step_image, build_step_image_stage, diff_ids, docker, docker_with};
 #[allow(unused_imports)]
 pub use link::Link;
 #[allow(unused_imports)]
@@ -50,7 +50,7 @@ pub const REGION: &str = "us-east-1";
 pub const ACCESS_KEY: &str = "AKIAIOSFODNN7EXAMPLE";
 pub const SECRET_KEY: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
 
-pub(crate) fn repo_root() -> PathBuf {
+pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
