@@ -130,6 +130,11 @@ pub fn base(base: &BaseLayers, layers: usize) {
     );
 }
 
+/// The image is in the repository already, under another tag: only the tags are written.
+pub fn image_there(repo: &str, digest: &str) {
+    say!("known: the image is in {repo} already ({digest}): only its tags are written, nothing is exported or sent");
+}
+
 /// The image the source was built on is not used (unreadable there, or nothing to borrow): every layer is
 /// compressed here instead.
 pub fn base_unused(reference: &str, e: &anyhow::Error) {

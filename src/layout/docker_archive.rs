@@ -186,6 +186,30 @@ fn unpack_compressing(
             continue;
         }
         drop(out);
+        // An archive that names each layer by its digest (`blobs/sha256/<hex>`, as `docker save` writes
+        // since Docker 25) says which layer it is before it is read: a layer the destination holds is only
+        // hashed (the name must be true), any other compressed as it passes.
+        if let Some(base) = base
+            && let Some(claimed) = diff_id_in_name(&name)
+        {
+            if base.by_diff_id.contains_key(&claimed) {
+                let (read, _) = super::gzip::digest_of(head.as_slice().chain(&mut entry))?;
+                if read != claimed {
+                    bail!(
+                        "the archive's entry `{}` hashes to {read}, not the digest its name says",
+                        excerpt(name.as_os_str().as_encoded_bytes(), 200)
+                    );
+                }
+                done.borrowed.insert(name, claimed);
+            } else {
+                let layer = gzip_file(
+                    &mut head.as_slice().chain(&mut entry),
+                    &layers.join(format!("{i}.tar.gz")),
+                )?;
+                done.compressed.insert(name, layer);
+            }
+            continue;
+        }
         if let Some(base) = base {
             let raw = layers.join(format!("{i}.tar"));
             let mut hasher = Sha256::new();
@@ -225,6 +249,13 @@ fn unpack_compressing(
         done.compressed.insert(name, layer);
     }
     Ok(done)
+}
+
+/// The digest a `blobs/sha256/<64 hex>` entry's name claims.
+fn diff_id_in_name(name: &Path) -> Option<String> {
+    let hex = name.to_str()?.strip_prefix("blobs/sha256/")?;
+    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
+        .then(|| format!("sha256:{hex}"))
 }
 
 /// Whether a file's first 512 bytes are a tar header (POSIX or GNU magic at offset 257).

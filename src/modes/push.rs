@@ -17,6 +17,7 @@ use crate::layout;
 use crate::registry::RegistryClient;
 use crate::settings::{PushSettings, PushVia};
 use anyhow::{Result, anyhow};
+use futures_util::StreamExt;
 use std::collections::BTreeSet;
 
 pub async fn run(settings: &PushSettings, ctx: &Context) -> Result<Done> {
@@ -111,6 +112,20 @@ async fn own_transfer(
         Some(base) => base_layers(base, local, ctx).await,
         None => None,
     };
+    // Without a pulled base: what the destination already holds of this image, learnt from its images
+    // (a rebuild shares most layers with the previous build).
+    let base = match base {
+        Some(base) => Some(base),
+        None if settings.dry_run => None,
+        None => match known(local, settings, ctx).await {
+            Known::Image(manifest) => return same_image(&manifest, settings, ctx).await,
+            Known::Layers(layers) => {
+                crate::report::base(&layers, local.layers.len());
+                Some(layers)
+            }
+            Known::Nothing => None,
+        },
+    };
     // The repositories exist before the first upload that follows a compression.
     if !settings.dry_run {
         let target = &settings.target;
@@ -186,6 +201,133 @@ async fn base_layers(base: PulledImage, local: &LocalImage, ctx: &Context) -> Op
             None
         }
     }
+}
+
+/// What a destination already holds of an image.
+enum Known {
+    /// The image itself (its config is the image id): only tags are to be written.
+    Image(crate::domain::manifest::Manifest),
+    /// Some of its layers, by diff id, each confirmed there.
+    Layers(BaseLayers),
+    Nothing,
+}
+
+/// The most of a destination's images read to learn what it holds.
+const KNOWN_IMAGES: usize = 10;
+
+/// What the first destination holds of `local`: its images (the tags being written first, then others of
+/// the repository, at most [`KNOWN_IMAGES`]) paired with their configs' diff ids. The image itself when
+/// one is it, in every destination; else the image sharing the most layers with it, whose layers are
+/// each confirmed by a HEAD (a layer deleted since is compressed and sent as any other). The step's
+/// compression is deterministic, so a layer pushed before by the step has the digest it would get now;
+/// one pushed by another tool is borrowed as that registry holds it, the image's diff ids unchanged.
+async fn known(local: &LocalImage, settings: &PushSettings, ctx: &Context) -> Known {
+    let Some(login) = ctx.logins.first() else {
+        return Known::Nothing;
+    };
+    let repo = &settings.target.repo;
+    let Ok(client) = RegistryClient::new(login, ctx.common.timeout) else {
+        return Known::Nothing;
+    };
+    let mut candidates = settings.target.tags.clone();
+    for tag in client.tags(repo, 1000).await.unwrap_or_default().into_iter().rev() {
+        if !candidates.contains(&tag) && !tag.starts_with("sha256-") {
+            candidates.push(tag);
+        }
+    }
+    candidates.truncate(KNOWN_IMAGES);
+    let client = &client;
+    let read = candidates.iter().map(|tag| async move {
+        let manifest = client.manifest(repo, tag).await.ok()??;
+        let manifest = match manifest.is_index() {
+            true => client.image_manifest(repo, &manifest.digest, &local.id).await.ok()??,
+            false => manifest,
+        };
+        let config = manifest.config_digest()?;
+        if config == local.id {
+            return Some((manifest, None));
+        }
+        let bytes = client
+            .small_blob(repo, &config, crate::layout::CONFIG_LIMIT)
+            .await
+            .ok()??;
+        let json: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+        let diff_ids: Vec<String> = json["rootfs"]["diff_ids"]
+            .as_array()?
+            .iter()
+            .filter_map(|d| d.as_str().map(String::from))
+            .collect();
+        Some((manifest, Some(diff_ids)))
+    });
+    let found: Vec<_> = futures_util::stream::iter(read).buffer_unordered(4).collect().await;
+    let found: Vec<_> = found.into_iter().flatten().collect();
+    if let Some((manifest, _)) = found.iter().find(|(_, d)| d.is_none()) {
+        let mut everywhere = true;
+        for other in &ctx.logins[1..] {
+            let held = match RegistryClient::new(other, ctx.common.timeout) {
+                Ok(c) => c.manifest_digest(repo, &manifest.digest).await.ok().flatten(),
+                Err(_) => None,
+            };
+            everywhere &= held.is_some();
+        }
+        if everywhere {
+            return Known::Image(manifest.clone());
+        }
+    }
+    let shared = |diff_ids: &[String]| diff_ids.iter().filter(|d| local.layers.contains(d)).count();
+    let Some((manifest, Some(diff_ids))) = found
+        .into_iter()
+        .filter(|(_, d)| d.as_ref().is_some_and(|d| shared(d) > 0))
+        .max_by_key(|(_, d)| d.as_ref().map_or(0, |d| shared(d)))
+    else {
+        return Known::Nothing;
+    };
+    let image = PulledImage {
+        host: login.registry.host.clone(),
+        repo: repo.clone(),
+        digest: manifest.digest.clone(),
+        image_id: manifest.config_digest().unwrap_or_default(),
+        size: manifest.layers().map_or(0, |l| l.iter().map(|(d, _)| d.size).sum()),
+        layers: diff_ids,
+    };
+    let Ok(mut layers) = BaseLayers::new(image, &manifest) else {
+        return Known::Nothing;
+    };
+    layers.by_diff_id.retain(|diff_id, _| local.layers.contains(diff_id));
+    let mut confirmed = std::collections::BTreeMap::new();
+    for (diff_id, descriptor) in std::mem::take(&mut layers.by_diff_id) {
+        if let Ok(true) = client.blob_exists(repo, &descriptor.digest).await {
+            confirmed.insert(diff_id, descriptor);
+        }
+    }
+    layers.by_diff_id = confirmed;
+    match layers.by_diff_id.is_empty() {
+        true => Known::Nothing,
+        false => Known::Layers(layers),
+    }
+}
+
+/// The image is already in every destination (under another tag): only its tags are written, nothing is
+/// exported, compressed or sent.
+async fn same_image(
+    manifest: &crate::domain::manifest::Manifest,
+    settings: &PushSettings,
+    ctx: &Context,
+) -> Result<Done> {
+    let target = &settings.target;
+    crate::report::image_there(&target.repo, &manifest.digest);
+    crate::aws::repository::prepare_all(&ctx.identity, &target.repo, &settings.repository, &ctx.logins).await?;
+    let outcomes = tags::every_destination(&ctx.logins, |login| async move {
+        match Destination::open(login, &target.repo, ctx) {
+            Ok(to) => tags::put_every_tag(&to, &target.tags, manifest, Verb::Pushed).await,
+            Err(e) => {
+                let label = crate::domain::target::label(&login.registry.host, &target.repo);
+                tags::fail_every_tag(&label, &target.tags, &e, Verb::Pushed)
+            }
+        }
+    })
+    .await;
+    scan::done(settings.scan.as_ref(), target, outcomes, ctx).await
 }
 
 /// When every tag in every destination already holds a manifest whose config is `image` (by id), the

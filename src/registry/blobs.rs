@@ -49,7 +49,8 @@ impl RegistryClient {
         Ok(())
     }
 
-    pub(super) async fn blob_exists(&self, repo: &str, digest: &str) -> Result<bool, HttpFailure> {
+    /// Whether `repo` holds the blob `digest` (a HEAD).
+    pub async fn blob_exists(&self, repo: &str, digest: &str) -> Result<bool, HttpFailure> {
         let url = format!("{}/{repo}/blobs/{digest}", self.base);
         let what = format!("checking blob {digest} in {}/{repo}", self.host);
         let response = self

@@ -101,6 +101,48 @@ impl RegistryClient {
         }))
     }
 
+    /// Up to `n` tags of `repo` (`/tags/list`), empty when the repository does not exist.
+    pub async fn tags(&self, repo: &str, n: usize) -> Result<Vec<String>> {
+        let url = format!("{}/{repo}/tags/list?n={n}", self.base);
+        let what = format!("listing the tags of {}/{repo}", self.host);
+        let response = self
+            .retried(&what, || self.send(&what, self.request(Method::GET, &url)))
+            .await?;
+        if response.status() == StatusCode::NOT_FOUND {
+            return Ok(Vec::new());
+        }
+        let body = self.body(&what, response, MANIFEST_LIMIT).await?;
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        Ok(json["tags"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t.as_str().map(String::from))
+            .take(n)
+            .collect())
+    }
+
+    /// The blob `digest` of `repo`, read whole up to `limit` bytes and checked against its digest (an image
+    /// config); `None` when the registry does not have it.
+    pub async fn small_blob(&self, repo: &str, digest: &str, limit: u64) -> Result<Option<Vec<u8>>> {
+        let url = format!("{}/{repo}/blobs/{digest}", self.base);
+        let what = format!("reading blob {digest} of {}/{repo}", self.host);
+        let response = self
+            .retried(&what, || self.send(&what, self.request(Method::GET, &url)))
+            .await?;
+        if response.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let bytes = self.body(&what, response, limit).await?;
+        if sha256(&bytes) != digest {
+            bail!(
+                "{what}: the registry sent bytes that hash to {}, not the blob",
+                sha256(&bytes)
+            );
+        }
+        Ok(Some(bytes))
+    }
+
     /// The image manifest of image `image_id` at `repo@digest`: the manifest itself, or, when `digest` names
     /// an index (a multi-platform image), the child whose config is `image_id`. `None` when neither is there.
     pub async fn image_manifest(&self, repo: &str, digest: &str, image_id: &str) -> Result<Option<Manifest>> {

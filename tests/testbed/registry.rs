@@ -237,6 +237,18 @@ impl Registry {
         (id, layers)
     }
 
+    /// Delete the blob `digest` from `repo` (the registry has deletes enabled): a layer gone since a push.
+    pub fn delete_blob(&self, repo: &str, digest: &str) {
+        let url = format!("http://{}/v2/{repo}/blobs/{digest}", self.host);
+        let response = self
+            .agent
+            .delete(&url)
+            .header("Authorization", &self.auth())
+            .call()
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 202, "DELETE {url}");
+    }
+
     /// The repositories the registry holds anything in (`/v2/_catalog`): a repository appears with the
     /// first blob or manifest written to it, so an empty list means nothing was written.
     pub fn repositories(&self) -> Vec<String> {

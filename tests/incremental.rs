@@ -1,0 +1,83 @@
+//! The push CI makes most: a rebuild where only the top layer changed, the previous build already in the
+//! repository under another tag. The step learns what the destination holds (its images' manifests and
+//! configs, each layer confirmed by a HEAD) before it exports anything: known layers are neither
+//! compressed nor sent, a layer gone since is sent again, and the same image under a new tag writes only
+//! the manifest. The image pulls back identical with the docker CLI.
+
+mod testbed;
+
+use testbed::{DEFAULT_ACCOUNT, Image, Moto, Registry, Step};
+
+fn push(moto: &Moto, registry: &Registry, image: &Image, tag: &str) -> testbed::Run {
+    Step::push(moto, registry, image, "app")
+        .env("PLUGIN_TAGS", tag)
+        .env("PLUGIN_PUSH_VIA", "registry")
+        .run()
+}
+
+fn layer_digests(registry: &Registry, tag: &str) -> Vec<String> {
+    let (bytes, _, _) = registry.manifest("app", tag).unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    json["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn a_rebuild_sends_only_its_new_layer_a_deleted_layer_again_and_a_new_tag_only_its_manifest() {
+    let (moto, registry) = (Moto::start(), Registry::start(DEFAULT_ACCOUNT));
+    let base = Image::from_host_files(&["/bin/sh", "/bin/cat"], &[]);
+    let first = Image::build(
+        &base.name,
+        &[("docs", "/usr/share/common-licenses"), ("more", "/etc/ssl/certs")],
+    );
+    let run = push(&moto, &registry, &first, "build-1");
+    run.success();
+    run.says("3 layer(s) compressed here");
+
+    // The rebuild: the same layers, and one new on top.
+    let top = tempfile::tempdir().unwrap();
+    std::fs::write(top.path().join("app.txt"), format!("build {}\n", std::process::id())).unwrap();
+    let rebuilt = Image::build(&first.name, &[("app", top.path().to_str().unwrap())]);
+    let run = push(&moto, &registry, &rebuilt, "build-2");
+    run.success();
+    run.says("3 of the 4 layer(s) are sent as that registry holds them")
+        .says("1 layer(s) compressed here")
+        .says(&format!(
+            "to {}/app: 2 uploaded, 0 mounted, 3 already there",
+            registry.host
+        ));
+    let (id, layers) = registry.pull(&format!("{}/app:build-2", registry.host));
+    assert_eq!(id, rebuilt.id, "the image id changed");
+    assert_eq!(layers, testbed::diff_ids(&rebuilt.name));
+    let shared = layer_digests(&registry, "build-1");
+    assert_eq!(
+        layer_digests(&registry, "build-2")[..3],
+        shared[..],
+        "the known layers were not reused"
+    );
+
+    // A layer the registry held, deleted since: the HEAD finds it gone, so it is compressed and sent.
+    registry.delete_blob("app", &shared[1]);
+    let again = Image::build(
+        &first.name,
+        &[("app", top.path().to_str().unwrap()), ("extra", "/etc/ssl/certs")],
+    );
+    let run = push(&moto, &registry, &again, "build-3");
+    run.success();
+    // Its other four layers are known; the deleted one is not, so it is compressed with the new one.
+    run.says("3 of the 5 layer(s) are sent as that registry holds them")
+        .says("2 layer(s) compressed here");
+    let (id, _) = registry.pull(&format!("{}/app:build-3", registry.host));
+    assert_eq!(id, again.id);
+
+    // The same image under a new tag: only the manifest is written.
+    let run = push(&moto, &registry, &rebuilt, "release");
+    run.success();
+    run.says("known: the image is in app already");
+    assert!(!run.stdout.contains("compressed here"), "{}", run.stdout);
+    assert_eq!(registry.digest("app", "release"), registry.digest("app", "build-2"));
+}
