@@ -187,3 +187,39 @@ fn a_missing_repository_is_named_in_the_registrys_words_before_the_source_is_rea
         run.output()
     );
 }
+
+#[test]
+fn every_request_goes_through_a_real_proxy_and_no_proxy_is_honoured() {
+    let ca = Ca::new();
+    let (moto, registry) = (TlsMoto::start(&ca), TlsRegistry::start(DEFAULT_ACCOUNT, &ca));
+    let proxy = testbed::tls::Tinyproxy::start();
+    let dir = tempfile::tempdir().unwrap();
+    let image = archive(dir.path());
+    let through = || {
+        step(&moto.url, &registry.host)
+            .env("AWS_CA_BUNDLE", &ca.cert.display().to_string())
+            .env("HTTPS_PROXY", &proxy.url)
+    };
+    let run = push(through(), &image, "app").run();
+    run.success();
+    let digest = run.reported_digest(&format!("{}/app:v1", registry.host));
+    assert_eq!(registry.digest("app", "v1"), Some(digest));
+    let log = proxy.log();
+    let moto_host = moto.url.trim_start_matches("https://");
+    assert!(
+        log.contains(&registry.host),
+        "no CONNECT to the registry in the proxy's log:\n{log}"
+    );
+    assert!(
+        log.contains(moto_host),
+        "no CONNECT to STS and ECR in the proxy's log:\n{log}"
+    );
+
+    // The registry in NO_PROXY: reached directly, the AWS calls still through the proxy.
+    let registry_name = registry.host.rsplit_once(':').unwrap().0.to_string();
+    let before = proxy.log().matches(&registry.host).count();
+    let run = push(through().env("NO_PROXY", &registry_name), &image, "direct").run();
+    run.success();
+    let after = proxy.log().matches(&registry.host).count();
+    assert_eq!(before, after, "a host in NO_PROXY went through the proxy");
+}

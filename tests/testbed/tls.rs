@@ -262,3 +262,55 @@ impl TlsMoto {
         }
     }
 }
+
+/// A real forward proxy (Debian's tinyproxy) on loopback, whose log lists every CONNECT target: where the
+/// step's requests went.
+pub struct Tinyproxy {
+    _server: Server,
+    /// `http://127.0.0.1:<port>`, for `HTTPS_PROXY`.
+    pub url: String,
+    log: PathBuf,
+}
+
+impl Tinyproxy {
+    pub fn start() -> Tinyproxy {
+        let program = find_program(
+            "TINYPROXY",
+            &[PathBuf::from("/usr/bin/tinyproxy")],
+            "run scripts/install-testbed (Debian package tinyproxy-bin)",
+        );
+        // tinyproxy drops to user nobody: its files sit in a directory anyone may enter.
+        let dir = tempfile::Builder::new()
+            .prefix("ecr-step-tinyproxy-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+        let port = free_port();
+        let log = dir.path().join("proxy.log");
+        std::fs::write(&log, "").unwrap();
+        std::fs::set_permissions(&log, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+        let config = dir.path().join("tinyproxy.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "Port {port}\nListen 127.0.0.1\nAllow 127.0.0.1\nLogLevel Connect\nLogFile \"{}\"\nMaxClients 64\nTimeout 120\n",
+                log.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&config, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+        let config_arg = config.display().to_string();
+        let (mut server, server_log) = spawn(&program, &["-d", "-c", &config_arg], &[], dir);
+        wait_for_port(&mut server, port, "tinyproxy", &server_log);
+        Tinyproxy {
+            _server: server,
+            url: format!("http://127.0.0.1:{port}"),
+            log,
+        }
+    }
+
+    /// What the proxy logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
