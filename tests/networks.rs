@@ -223,3 +223,31 @@ fn every_request_goes_through_a_real_proxy_and_no_proxy_is_honoured() {
     let after = proxy.log().matches(&registry.host).count();
     assert_eq!(before, after, "a host in NO_PROXY went through the proxy");
 }
+
+#[test]
+fn a_push_through_the_engine_takes_https_to_a_registry_with_the_companys_ca() {
+    let ca = Ca::new();
+    let (moto, registry) = (Moto::start(), TlsRegistry::start(DEFAULT_ACCOUNT, &ca));
+    // The engine trusts a registry's CA from /etc/docker/certs.d/<host:port>/ca.crt (read per push).
+    let certs = std::path::Path::new("/etc/docker/certs.d").join(&registry.host);
+    std::fs::create_dir_all(&certs).unwrap();
+    std::fs::copy(&ca.cert, certs.join("ca.crt")).unwrap();
+    struct Remove(std::path::PathBuf);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _remove = Remove(certs);
+    let image = testbed::Image::random(50_000);
+    let run = step(&moto.url, &registry.host)
+        .env("AWS_CA_BUNDLE", &ca.cert.display().to_string())
+        .env("PLUGIN_SOURCE", &image.name)
+        .env("PLUGIN_REPO", "engine")
+        .env("PLUGIN_TAGS", "v1")
+        .env("PLUGIN_PUSH_VIA", "engine")
+        .run();
+    run.success();
+    let digest = run.reported_digest(&format!("{}/engine:v1", registry.host));
+    assert_eq!(registry.digest("engine", "v1"), Some(digest));
+}
