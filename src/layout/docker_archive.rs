@@ -4,7 +4,7 @@
 //! scratch directory, confined to it ([`Tree`]). Then `manifest.json` picks the config and the layers, and
 //! every layer's diff id must be the one the config names.
 
-use super::gzip::{gzip_digests, gzip_file, hex_digest};
+use super::gzip::{gzip_digests, gzip_file, hex_digest, level_for};
 use super::{CONFIG_LIMIT, Growing, MANIFEST_LIMIT, Opened, input_tree, scratch_error, unpack_error};
 use crate::domain::excerpt;
 use crate::domain::manifest::{Descriptor, Manifest, sha256};
@@ -179,6 +179,7 @@ fn unpack_compressing(
         };
         let mut head = Vec::with_capacity(512);
         (&mut entry).take(512).read_to_end(&mut head).map_err(tar_error)?;
+        let level = level_for(entry.header().size().unwrap_or(u64::MAX));
         let mut out = tree.create_file(&name).map_err(|e| unpack_error(&name, e))?;
         if !is_tar(&head) {
             out.write_all(&head).map_err(|e| unpack_error(&name, e))?;
@@ -205,6 +206,7 @@ fn unpack_compressing(
                 let layer = gzip_file(
                     &mut head.as_slice().chain(&mut entry),
                     &layers.join(format!("{i}.tar.gz")),
+                    level,
                 )?;
                 done.compressed.insert(name, layer);
             }
@@ -225,7 +227,8 @@ fn unpack_compressing(
             if base.by_diff_id.contains_key(&diff_id) {
                 done.borrowed.insert(name, diff_id);
             } else {
-                let layer = gzip_file(&mut std::fs::File::open(&raw)?, &layers.join(format!("{i}.tar.gz")))?;
+                let out = layers.join(format!("{i}.tar.gz"));
+                let layer = gzip_file(&mut std::fs::File::open(&raw)?, &out, level)?;
                 done.compressed.insert(name, layer);
             }
             std::fs::remove_file(&raw)?;
@@ -244,7 +247,7 @@ fn unpack_compressing(
                 done: growing,
             });
         }
-        let layer = gzip_file(&mut head.as_slice().chain(&mut entry), &out)?;
+        let layer = gzip_file(&mut head.as_slice().chain(&mut entry), &out, level)?;
         let _ = finished.send(Some(layer.0.clone()));
         done.compressed.insert(name, layer);
     }
@@ -440,7 +443,7 @@ fn late(found: Found, out: &Path) -> Result<(Layer, String)> {
         };
         return Ok((layer, diff_id));
     }
-    let (blob, diff_id) = gzip_file(&mut input, out)?;
+    let (blob, diff_id) = gzip_file(&mut input, out, level_for(size))?;
     let layer = Layer::File {
         blob,
         compressed_here: true,

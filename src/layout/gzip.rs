@@ -9,12 +9,24 @@ use sha2::{Digest as _, Sha256};
 use std::io::{Read, Write};
 use std::path::Path;
 
-/// The gzip level of layers the step compresses: fast, as pigz -1 (a registry stores what it is given).
+/// The gzip level of large layers: fast, as pigz -1 (there the compression's CPU is the cost).
 const LEVEL: u32 = 1;
+/// The gzip level of small layers (under [`SMALL_LAYER`] uncompressed), docker's own: a few MB cost little
+/// CPU at any level, and over a network their bytes are the time. The typical one is a rebuild's new top
+/// layer, sent while the known layers are not.
+const SMALL_LEVEL: u32 = 6;
+/// Layers under this size (uncompressed bytes) are compressed at [`SMALL_LEVEL`].
+pub const SMALL_LAYER: u64 = 64 << 20;
+
+/// The level for a layer of `size` uncompressed bytes: a function of the size alone, so the same layer
+/// gets the same digest on any machine.
+pub fn level_for(size: u64) -> u32 {
+    if size < SMALL_LAYER { SMALL_LEVEL } else { LEVEL }
+}
 
 /// gzip `input` into the file `out` (in parallel, deterministically): the blob written, and the diff id
 /// (the digest of what was read).
-pub fn gzip_file(input: &mut impl Read, out: &Path) -> Result<(LocalBlob, String)> {
+pub fn gzip_file(input: &mut impl Read, out: &Path, level: u32) -> Result<(LocalBlob, String)> {
     let mut hasher = Sha256::new();
     let mut read_hasher = Sha256::new();
     let file = std::fs::File::create(out)?;
@@ -28,7 +40,7 @@ pub fn gzip_file(input: &mut impl Read, out: &Path) -> Result<(LocalBlob, String
         inner: input,
         hasher: &mut read_hasher,
     };
-    gzip(&mut reading, &mut counting, threads)?;
+    gzip(&mut reading, &mut counting, threads, level)?;
     counting.inner.flush()?;
     let size = counting.written;
     drop(counting);
@@ -77,10 +89,10 @@ const WINDOW: usize = 32 * 1024;
 /// end of the stream), the pieces concatenated into one gzip member (no name, mtime 0, OS unknown) with the
 /// CRC-32 and size of the whole. The bytes depend on the input and the level alone, never on `threads`.
 /// Memory stays at a few blocks per thread.
-pub fn gzip(input: &mut impl Read, output: &mut impl Write, threads: usize) -> std::io::Result<()> {
-    let xfl = if LEVEL <= 1 {
+pub fn gzip(input: &mut impl Read, output: &mut impl Write, threads: usize, level: u32) -> std::io::Result<()> {
+    let xfl = if level <= 1 {
         4
-    } else if LEVEL >= 9 {
+    } else if level >= 9 {
         2
     } else {
         0
@@ -100,7 +112,7 @@ pub fn gzip(input: &mut impl Read, output: &mut impl Write, threads: usize) -> s
                 loop {
                     let job = queue.lock().map_err(|_| ()).and_then(|q| q.recv().map_err(|_| ()));
                     let Ok((i, block)) = job else { break };
-                    let piece = deflate_block(&block.data, &block.dictionary, block.last);
+                    let piece = deflate_block(&block.data, &block.dictionary, block.last, level);
                     if finished.send((i, piece)).is_err() {
                         break;
                     }
@@ -176,7 +188,7 @@ fn read_block(input: &mut (impl Read + ?Sized)) -> std::io::Result<Option<Vec<u8
 }
 
 /// One block as raw deflate, primed with `dictionary`, ended by a sync flush or, for the last, the end.
-fn deflate_block(data: &[u8], dictionary: &[u8], last: bool) -> std::io::Result<Vec<u8>> {
+fn deflate_block(data: &[u8], dictionary: &[u8], last: bool, level: u32) -> std::io::Result<Vec<u8>> {
     use flate2::{Compress, Compression, FlushCompress, Status};
     // A block of compressed or random bytes is stored as it is: deflate would spend its time to save
     // nothing (zlib's level 1 runs at about 100 MB/s per core on such data; storing at memory speed).
@@ -184,7 +196,7 @@ fn deflate_block(data: &[u8], dictionary: &[u8], last: bool) -> std::io::Result<
     let level = if stored {
         Compression::none()
     } else {
-        Compression::new(LEVEL)
+        Compression::new(level)
     };
     let mut deflate = Compress::new(level, false);
     if !dictionary.is_empty() && !stored {
@@ -330,7 +342,7 @@ mod tests {
             let mut outputs = Vec::new();
             for threads in [1, 2, 3] {
                 let mut out = Vec::new();
-                gzip(&mut &input[..], &mut out, threads).unwrap();
+                gzip(&mut &input[..], &mut out, threads, LEVEL).unwrap();
                 outputs.push(out);
             }
             assert!(
@@ -354,8 +366,8 @@ mod tests {
     fn compression_is_deterministic_and_the_digests_agree() {
         let dir = tempfile::tempdir().unwrap();
         let data = b"hello layer\n".repeat(100_000);
-        let (a, diff_a) = gzip_file(&mut &data[..], &dir.path().join("a.gz")).unwrap();
-        let (b, diff_b) = gzip_file(&mut &data[..], &dir.path().join("b.gz")).unwrap();
+        let (a, diff_a) = gzip_file(&mut &data[..], &dir.path().join("a.gz"), LEVEL).unwrap();
+        let (b, diff_b) = gzip_file(&mut &data[..], &dir.path().join("b.gz"), LEVEL).unwrap();
         assert_eq!(
             (&a.digest, &diff_a),
             (&b.digest, &diff_b),
@@ -367,6 +379,16 @@ mod tests {
         let (digest, size, diff_id) = gzip_digests(&written[..]).unwrap();
         assert_eq!((digest, size, diff_id), (a.digest.clone(), a.size, diff_a));
         assert_eq!(digest_of(&data[..]).unwrap().0, crate::domain::manifest::sha256(&data));
+        // A small layer gets docker's level: fewer bytes, and still the same ones every time.
+        assert_eq!((level_for(5 << 20), level_for(SMALL_LAYER)), (SMALL_LEVEL, LEVEL));
+        let text: Vec<u8> = (0..200_000u32)
+            .flat_map(|i| format!("line {} of {}\n", i % 977, i % 13).into_bytes())
+            .collect();
+        let (fast, _) = gzip_file(&mut &text[..], &dir.path().join("fast.gz"), LEVEL).unwrap();
+        let (small, _) = gzip_file(&mut &text[..], &dir.path().join("small.gz"), SMALL_LEVEL).unwrap();
+        let (again, _) = gzip_file(&mut &text[..], &dir.path().join("again.gz"), SMALL_LEVEL).unwrap();
+        assert!(small.size < fast.size, "{} !< {}", small.size, fast.size);
+        assert_eq!(small.digest, again.digest);
     }
 
     fn random_bytes(n: usize) -> Vec<u8> {
@@ -388,14 +410,14 @@ mod tests {
         let text = b"the quick brown fox jumps over the lazy dog\n".repeat(BLOCK / 44);
         assert!(!incompressible(&text));
         let mut out = Vec::new();
-        gzip(&mut &random[..], &mut out, 2).unwrap();
+        gzip(&mut &random[..], &mut out, 2, LEVEL).unwrap();
         assert!(
             out.len() > random.len() && out.len() < random.len() + 200,
             "{}",
             out.len()
         );
         let mut out = Vec::new();
-        gzip(&mut &text[..], &mut out, 2).unwrap();
+        gzip(&mut &text[..], &mut out, 2, LEVEL).unwrap();
         assert!(out.len() < text.len() / 10, "{}", out.len());
     }
 
@@ -408,7 +430,7 @@ mod tests {
             let data = random_bytes(BLOCK * 6);
             for _ in 0..60 {
                 let mut out = Vec::new();
-                gzip(&mut &data[..], &mut out, 2).unwrap();
+                gzip(&mut &data[..], &mut out, 2, LEVEL).unwrap();
             }
             done.send(()).unwrap();
         });

@@ -108,23 +108,27 @@ async fn own_transfer(
         // Nothing to write, but the scan gate still judges the image.
         return scan::done(settings.scan.as_ref(), &settings.target, outcomes, ctx).await;
     }
+    // What the destination already holds of this image, learnt from its images (a rebuild shares most
+    // layers with the previous build; the same image under another tag needs only its tags). A base the
+    // engine pulled from a destination comes first for the layers.
+    let known = match settings.dry_run {
+        true => Known::Nothing,
+        false => known(local, settings, ctx).await,
+    };
+    if let Known::Image(manifest) = &known {
+        return same_image(manifest, settings, ctx).await;
+    }
     let base = match base {
         Some(base) => base_layers(base, local, ctx).await,
         None => None,
     };
-    // Without a pulled base: what the destination already holds of this image, learnt from its images
-    // (a rebuild shares most layers with the previous build).
-    let base = match base {
-        Some(base) => Some(base),
-        None if settings.dry_run => None,
-        None => match known(local, settings, ctx).await {
-            Known::Image(manifest) => return same_image(&manifest, settings, ctx).await,
-            Known::Layers(layers) => {
-                crate::report::base(&layers, local.layers.len());
-                Some(layers)
-            }
-            Known::Nothing => None,
-        },
+    let base = match (base, known) {
+        (Some(base), _) => Some(base),
+        (None, Known::Layers(layers)) => {
+            crate::report::base(&layers, local.layers.len());
+            Some(layers)
+        }
+        (None, _) => None,
     };
     // The repositories exist before the first upload that follows a compression.
     if !settings.dry_run {

@@ -5,7 +5,7 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,6 +13,8 @@ pub struct Link {
     /// `127.0.0.1:<port>`: the registry, as reached through the link.
     pub host: String,
     stop: Arc<AtomicBool>,
+    /// Bytes sent up the link so far (requests and their bodies).
+    sent: Arc<AtomicU64>,
 }
 
 impl Link {
@@ -22,6 +24,8 @@ impl Link {
         listener.set_nonblocking(true).unwrap();
         let host = listener.local_addr().unwrap().to_string();
         let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicU64::new(0));
+        let counted = sent.clone();
         // When the link is next free to send: every connection's bytes queue behind one another.
         let free_at = Arc::new(Mutex::new(Instant::now()));
         let (upstream, stopped) = (upstream.to_string(), stop.clone());
@@ -36,7 +40,7 @@ impl Link {
                     continue;
                 };
                 let (mut up_from, mut up_to) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-                let free_at = free_at.clone();
+                let (free_at, counted) = (free_at.clone(), counted.clone());
                 std::thread::spawn(move || {
                     let mut buf = vec![0u8; 64 * 1024];
                     loop {
@@ -51,6 +55,7 @@ impl Link {
                             *free - now
                         };
                         std::thread::sleep(wait);
+                        counted.fetch_add(n as u64, Ordering::SeqCst);
                         if up_to.write_all(&buf[..n]).is_err() {
                             break;
                         }
@@ -64,7 +69,12 @@ impl Link {
                 });
             }
         });
-        Link { host, stop }
+        Link { host, stop, sent }
+    }
+
+    /// Bytes sent up the link so far.
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::SeqCst)
     }
 }
 
