@@ -215,6 +215,35 @@ fn every_request_goes_through_a_real_proxy_and_no_proxy_is_honoured() {
         "no CONNECT to STS and ECR in the proxy's log:\n{log}"
     );
 
+    // Promote across registries, check and login, through the proxy as well.
+    let other = TlsRegistry::start(DEFAULT_ACCOUNT, &ca);
+    let run = through()
+        .env("PLUGIN_MODE", "promote")
+        .env("PLUGIN_SOURCE", &format!("{}/app:v1", registry.host))
+        .env("PLUGIN_READ_ROLE_ARN", testbed::READ_ROLE)
+        .env("PLUGIN_REGISTRY", &other.host)
+        .env("PLUGIN_REPO", "copy")
+        .env("PLUGIN_TAGS", "v1")
+        .run();
+    run.success();
+    assert_eq!(other.digest("copy", "v1"), registry.digest("app", "v1"));
+    assert!(
+        proxy.log().contains(&other.host),
+        "the promote's target was not reached through the proxy"
+    );
+    through()
+        .env("PLUGIN_MODE", "check")
+        .env("PLUGIN_REPO", "app")
+        .env("PLUGIN_CREATE_REPOSITORY", "true")
+        .run()
+        .success();
+    let config = tempfile::tempdir().unwrap();
+    through()
+        .env("PLUGIN_MODE", "login")
+        .env("DOCKER_CONFIG", &config.path().display().to_string())
+        .run()
+        .success();
+
     // The registry in NO_PROXY: reached directly, the AWS calls still through the proxy.
     let registry_name = registry.host.rsplit_once(':').unwrap().0.to_string();
     let before = proxy.log().matches(&registry.host).count();
@@ -240,7 +269,10 @@ fn a_push_through_the_engine_takes_https_to_a_registry_with_the_companys_ca() {
     }
     let _remove = Remove(certs);
     let image = testbed::Image::random(50_000);
+    // The step's own calls (STS, ECR, the registry's checks and read-back) through a real proxy too.
+    let proxy = testbed::tls::Tinyproxy::start();
     let run = step(&moto.url, &registry.host)
+        .env("HTTPS_PROXY", &proxy.url)
         .env("AWS_CA_BUNDLE", &ca.cert.display().to_string())
         .env("PLUGIN_SOURCE", &image.name)
         .env("PLUGIN_REPO", "engine")
@@ -250,4 +282,8 @@ fn a_push_through_the_engine_takes_https_to_a_registry_with_the_companys_ca() {
     run.success();
     let digest = run.reported_digest(&format!("{}/engine:v1", registry.host));
     assert_eq!(registry.digest("engine", "v1"), Some(digest));
+    assert!(
+        proxy.log().contains(&registry.host),
+        "the step's registry calls did not go through the proxy"
+    );
 }
