@@ -287,3 +287,56 @@ fn a_push_through_the_engine_takes_https_to_a_registry_with_the_companys_ca() {
         "the step's registry calls did not go through the proxy"
     );
 }
+
+#[test]
+fn an_ecr_shaped_front_refusing_mounts_starting_uploads_with_201_and_throttling_writes_gets_every_tag() {
+    use testbed::proxy::{Fault, FaultProxy, Rule};
+    let (moto, registry) = (Moto::start(), testbed::Registry::start(DEFAULT_ACCOUNT));
+    let rule = |method, path, fault, times| Rule {
+        method,
+        path,
+        fault,
+        times,
+    };
+    // As ECR answers: a mount it does not do is a new upload session (202), an upload start is 201, and
+    // a burst of manifest writes meets 429.
+    let front = FaultProxy::start(
+        &registry.host,
+        vec![
+            rule("POST", "mount=", Fault::RefuseMount, 10_000),
+            rule("POST", "/blobs/uploads/", Fault::Created, 10_000),
+            rule("PUT", "/manifests/", Fault::Status(429), 1),
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let image = archive(dir.path());
+    let run = push(
+        Step::aws(&moto)
+            .env("PLUGIN_REGISTRY", &front.host)
+            .env("PLUGIN_REGION", REGION),
+        &image,
+        "app",
+    )
+    .run();
+    run.success();
+    let digest = run.reported_digest(&format!("{}/app:v1", front.host));
+    let run = Step::aws(&moto)
+        .env("PLUGIN_MODE", "promote")
+        .env("PLUGIN_SOURCE", "app:v1")
+        .env("PLUGIN_REPO", "copy")
+        .env("PLUGIN_TAGS", "v1")
+        .env("PLUGIN_REGISTRY", &front.host)
+        .env("PLUGIN_REGION", REGION)
+        .run();
+    run.success();
+    run.says(&format!(
+        "to {}/copy: 2 uploaded, 0 mounted, 0 already there",
+        front.host
+    ));
+    assert_eq!(registry.digest("copy", "v1"), Some(digest));
+    assert!(
+        front.injected() >= 4,
+        "the front answered as ECR only {} times",
+        front.injected()
+    );
+}

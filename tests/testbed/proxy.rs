@@ -22,6 +22,11 @@ pub enum Fault {
     Swallow,
     /// Forward, passing the request body on at this many bytes a second: a slow network.
     Slow(usize),
+    /// Forward a cross-repository mount as a plain upload start, as ECR does when it does not mount (the
+    /// answer is 202 and a new upload session).
+    RefuseMount,
+    /// Forward, and answer `201 Created` where the registry said `202 Accepted` (ECR starts uploads so).
+    Created,
 }
 
 /// Inject `fault` into the next `times` requests whose method is `method` and whose path contains `path`.
@@ -140,9 +145,17 @@ fn serve(mut client: TcpStream, upstream: &str, rules: &Mutex<Vec<Rule>>, inject
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
-        Some(Fault::Reset | Fault::Slow(_)) | None => {
+        Some(Fault::Reset | Fault::Slow(_) | Fault::RefuseMount | Fault::Created) | None => {
             let Ok(mut server) = TcpStream::connect(upstream) else {
                 return;
+            };
+            let text = match fault {
+                Some(Fault::RefuseMount) => {
+                    // `POST /v2/<to>/blobs/uploads/?mount=…&from=…` becomes `POST /v2/<to>/blobs/uploads/`.
+                    let plain = path.split('?').next().unwrap_or(path).to_string();
+                    text.replacen(path, &plain, 1)
+                }
+                _ => text.clone(),
             };
             let head: String = text
                 .split("\r\n")
@@ -169,6 +182,19 @@ fn serve(mut client: TcpStream, upstream: &str, rules: &Mutex<Vec<Rule>>, inject
                 }
                 let _ = s2.shutdown(Shutdown::Write);
             });
+            if matches!(fault, Some(Fault::Created)) {
+                // The status line rewritten, the rest as it came.
+                let mut first = Vec::new();
+                let mut byte = [0u8; 1];
+                while !first.ends_with(b"\r\n") {
+                    match server.read(&mut byte) {
+                        Ok(1) => first.push(byte[0]),
+                        _ => break,
+                    }
+                }
+                let line = String::from_utf8_lossy(&first).replace("202 Accepted", "201 Created");
+                let _ = client.write_all(line.as_bytes());
+            }
             let _ = std::io::copy(&mut server, &mut client);
             let _ = client.shutdown(Shutdown::Both);
             let _ = upload.join();
