@@ -111,53 +111,57 @@ fn the_codefresh_schema_takes_every_example_and_templated_values_and_requires_pe
     }
 }
 
-/// Go's `strconv.Quote` (what `printf "%q"` prints) for the characters the tests use.
-fn go_quote(text: &str) -> String {
-    let mut out = String::from("\"");
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\u{7}' => out.push_str("\\a"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{b}' => out.push_str("\\v"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-/// Render the step-type's template as Codefresh does for `arguments` (Go's `range` over a map is in key
-/// order), refusing any template this emulation does not know.
+/// The stepsTemplate rendered as Codefresh renders it: Go's text/template with sprig and the step-type's
+/// delimiters (`scripts/codefresh-render`, built once with Debian's Go and sprig), `.Arguments` holding
+/// `arguments`.
 fn render(template: &str, arguments: &[(&str, &str)]) -> String {
-    let open = "  [[- range $key, $val := .Arguments ]]\n";
-    let line = "    - [[ printf \"%q\" (printf \"PLUGIN_%s=%v\" (upper $key) $val) ]]\n";
-    let close = "  [[- end ]]";
-    let start = template.find(open).expect("the range line");
-    let end = template.find(close).expect("the end line");
-    assert_eq!(
-        &template[start + open.len()..end],
-        line,
-        "the template changed: update this emulation"
+    static RENDERER: std::sync::OnceLock<(tempfile::TempDir, std::path::PathBuf)> = std::sync::OnceLock::new();
+    let (dir, renderer) = RENDERER.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let binary = dir.path().join("render");
+        let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/codefresh-render/main.go");
+        let out = std::process::Command::new("go")
+            .args(["build", "-o"])
+            .arg(&binary)
+            .arg(&source)
+            .env("GO111MODULE", "off")
+            .env("GOPATH", "/usr/share/gocode")
+            .env("GOCACHE", dir.path().join("cache"))
+            .output()
+            .expect("go (Debian golang-go): run scripts/install-testbed");
+        assert!(
+            out.status.success(),
+            "go build: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (dir, binary)
+    });
+    let file = dir.path().join(format!("template-{}", std::process::id()));
+    std::fs::write(&file, template).unwrap();
+    let json: serde_json::Map<String, serde_json::Value> = arguments
+        .iter()
+        .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_string())))
+        .collect();
+    let mut child = std::process::Command::new(renderer)
+        .arg(&file)
+        .args(["[[", "]]"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        &mut child.stdin.take().unwrap(),
+        serde_json::Value::Object(json).to_string().as_bytes(),
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "rendering failed: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
-    let mut sorted = arguments.to_vec();
-    sorted.sort();
-    // `[[-` trims the whitespace before it, so every item follows `environment:` on its own line.
-    let mut out = template[..start].trim_end().to_string();
-    for (key, value) in sorted {
-        out.push_str(&format!(
-            "\n        - {}",
-            go_quote(&format!("PLUGIN_{}={value}", key.to_ascii_uppercase()))
-        ));
-    }
-    out.push_str(template[end + close.len()..].trim_end_matches(' '));
-    out
+    String::from_utf8(out.stdout).unwrap()
 }
 
 #[test]
