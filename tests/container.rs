@@ -293,7 +293,8 @@ fn the_gitlab_components_job_runs_as_gitlabs_docker_executor_runs_it() {
 
 /// The GitHub Action run by nektos act (offline: `--pull=false`, a job image made here with a shell, the
 /// action's image built locally and named in a copy of action.yml): a promote passes and its digest
-/// output reaches the next step; a bad setting fails the job with the step's message, naming the input.
+/// output reaches the next step, check and push pass, and a bad setting fails the job with the step's
+/// message, naming the input.
 #[test]
 fn the_action_runs_under_act_and_its_output_reaches_the_next_step() {
     let act = testbed::repo_root().join(".testbed/venv/bin/act");
@@ -359,6 +360,27 @@ fn the_action_runs_under_act_and_its_output_reaches_the_next_step() {
     assert!(ok, "the workflow failed under act:\n{out}");
     assert_eq!(registry.digest("from-act", "v1"), Some(digest));
     std::fs::remove_file(repo.path().join(".github/workflows/promote.yml")).unwrap();
+    // Check mode, and a push from the engine (act gives the action's container the engine's socket).
+    let check_mode = workflow("app", "true")
+        .replace("mode: promote", "mode: check")
+        .replace("          source: app:v1\n", "          create_repository: 'true'\n")
+        .replace("          tags: v1\n", "");
+    let (ok, out) = run_act("check.yml", check_mode);
+    assert!(
+        ok && out.contains("check: 4 of 4 checks passed"),
+        "check mode failed under act:\n{out}"
+    );
+    std::fs::remove_file(repo.path().join(".github/workflows/check.yml")).unwrap();
+    let push_mode = workflow("pushed-by-act", "true")
+        .replace("mode: promote", "mode: push")
+        .replace("source: app:v1", &format!("source: {}", image.name));
+    let (ok, out) = run_act("push.yml", push_mode);
+    assert!(ok, "push mode failed under act:\n{out}");
+    assert!(
+        registry.digest("pushed-by-act", "v1").is_some(),
+        "nothing pushed under act:\n{out}"
+    );
+    std::fs::remove_file(repo.path().join(".github/workflows/push.yml")).unwrap();
     let (ok, out) = run_act("bad.yml", workflow("Bad_Repo", "true"));
     assert!(!ok, "a bad repository name passed under act:\n{out}");
     assert!(
