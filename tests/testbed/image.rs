@@ -231,7 +231,10 @@ pub fn build_step_image_stage(binary: &Path, strip: bool, stage: Option<&str>) -
     );
     let n = IMAGES.fetch_add(1, Ordering::SeqCst);
     let tag = format!("ecr-step-test-image-{}-{n}:latest", std::process::id());
-    let mut args = vec!["build", "-q", "--build-arg"];
+    // A label of its own makes every build a distinct image: two tests that build the same stage from the
+    // same binary would otherwise share one image id, and one's clean-up (by id) would remove the other's.
+    let label = format!("ecr-step-test-build={tag}");
+    let mut args = vec!["build", "-q", "--label", &label, "--build-arg"];
     let builder_arg = format!("BUILDER_IMAGE={}", builder.name);
     args.push(&builder_arg);
     if let Some(stage) = stage {
