@@ -415,7 +415,9 @@ fn is_transient(message: &str) -> bool {
         "502",
         "500 internal",
         "connection reset",
+        // Another run's push removed the shared local tag between this run's tag and push: tag again.
         "does not exist locally",
+        "tag does not exist",
         "no such image",
     ]
     .iter()
@@ -440,7 +442,9 @@ fn explain(message: &str, login: &RegistryLogin, repo: &str, tag: &str) -> Strin
              PLUGIN_REGISTRY names the account and region the credentials belong to, or that the repository \
              policy of {registry} allows that account"
         )
-    } else if lower.contains("name unknown") || lower.contains("does not exist") || lower.contains("repositorynotfound")
+    } else if lower.contains("name unknown")
+        || (lower.contains("does not exist") && !lower.contains("tag does not exist"))
+        || lower.contains("repositorynotfound")
     {
         format!(
             "the repository {repo} does not exist in {registry}: create it (aws ecr create-repository --repository-name {repo}) or check PLUGIN_REPO"
@@ -508,6 +512,7 @@ mod tests {
         ));
         assert!(is_transient("toomanyrequests: Rate exceeded"));
         assert!(is_transient("received unexpected HTTP status: 503 Service Unavailable"));
+        assert!(is_transient("tag does not exist: 127.0.0.1:5000/app:race1"));
         assert!(!is_transient("unauthorized: authentication required"));
         assert!(!is_transient(
             "name unknown: The repository with name 'app' does not exist"
