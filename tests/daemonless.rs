@@ -361,17 +361,6 @@ fn several_destinations_get_one_compression_and_the_same_digest() {
 }
 
 /// The layers of the image given as the manifest names them, bottom first.
-fn layer_digests(registry: &Registry, repo: &str, reference: &str) -> Vec<String> {
-    let (bytes, _, _) = registry.manifest(repo, reference).expect("the manifest is there");
-    let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-    json["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["digest"].as_str().unwrap().to_string())
-        .collect()
-}
-
 #[test]
 fn an_image_built_on_a_base_pulled_from_the_registry_keeps_the_bases_layers_through_either_transfer() {
     let (moto, registry, far) = (
@@ -389,7 +378,7 @@ fn an_image_built_on_a_base_pulled_from_the_registry_keeps_the_bases_layers_thro
     registry.docker(&["rmi", "-f", &built_base.id]);
     registry.docker(&["pull", "-q", &base]);
     let app = Image::build(&base, &[("more", "/etc/ssl/certs")]);
-    let base_layers = layer_digests(&registry, "team/base", "1");
+    let base_layers = registry.layer_digests("team/base", "1");
 
     // Into the base's registry alone, the image being mostly its base: the engine pushes it, reading only
     // the new layer (PLUGIN_PUSH_VIA=auto, the default), and the base's layers are kept.
@@ -400,7 +389,7 @@ fn an_image_built_on_a_base_pulled_from_the_registry_keeps_the_bases_layers_thro
     engine
         .says("via: docker push through the engine: ")
         .says(&format!("are {}/team/base@sha256:", registry.host));
-    assert_eq!(layer_digests(&registry, "team/engine", "v1")[..2], base_layers[..]);
+    assert_eq!(registry.layer_digests("team/engine", "v1")[..2], base_layers[..]);
 
     // Into that registry and another, which lacks the base: the step's own transfer (through the engine,
     // the base's layers would be compressed again, on one thread, for the other registry).
@@ -424,7 +413,7 @@ fn an_image_built_on_a_base_pulled_from_the_registry_keeps_the_bases_layers_thro
         ));
     assert!(!run.stdout.contains("via: docker push"), "{}", run.stdout);
     for target in [&registry, &far] {
-        let layers = layer_digests(target, "team/app", "v1");
+        let layers = target.layer_digests("team/app", "v1");
         assert_eq!(layers.len(), 3);
         assert_eq!(
             layers[..2],

@@ -15,17 +15,6 @@ fn push(moto: &Moto, registry: &Registry, image: &Image, tag: &str) -> testbed::
         .run()
 }
 
-fn layer_digests(registry: &Registry, tag: &str) -> Vec<String> {
-    let (bytes, _, _) = registry.manifest("app", tag).unwrap();
-    let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-    json["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["digest"].as_str().unwrap().to_string())
-        .collect()
-}
-
 #[test]
 fn a_rebuild_sends_only_its_new_layer_a_deleted_layer_again_and_a_new_tag_only_its_manifest() {
     let (moto, registry) = (Moto::start(), Registry::start(DEFAULT_ACCOUNT));
@@ -53,9 +42,9 @@ fn a_rebuild_sends_only_its_new_layer_a_deleted_layer_again_and_a_new_tag_only_i
     let (id, layers) = registry.pull(&format!("{}/app:build-2", registry.host));
     assert_eq!(id, rebuilt.id, "the image id changed");
     assert_eq!(layers, testbed::diff_ids(&rebuilt.name));
-    let shared = layer_digests(&registry, "build-1");
+    let shared = registry.layer_digests("app", "build-1");
     assert_eq!(
-        layer_digests(&registry, "build-2")[..3],
+        registry.layer_digests("app", "build-2")[..3],
         shared[..],
         "the known layers were not reused"
     );

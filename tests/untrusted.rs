@@ -670,3 +670,26 @@ fn scratch_space_problems_name_tmpdir_before_any_call_and_stale_directories_go()
         .collect();
     assert!(left.is_empty(), "scratch directories stayed: {left:?}");
 }
+
+#[test]
+fn a_source_whose_indexes_nest_without_end_is_refused_before_any_tag() {
+    let moto = Moto::start();
+    let target = Registry::start(DEFAULT_ACCOUNT);
+    let (mut store, image) = Store::with_image(&SmallImage::new("deep"));
+    // 20 indexes, each the only child of the next: every digest true, the depth past the limit.
+    let (mut top, mut size) = (image, store.manifests["v1"].1.len());
+    let mut media_type = OCI_MANIFEST;
+    for _ in 0..20 {
+        let index = json!({"schemaVersion": 2, "mediaType": OCI_INDEX,
+            "manifests": [{"mediaType": media_type, "digest": top, "size": size}]});
+        let bytes = serde_json::to_vec(&index).unwrap();
+        (top, size, media_type) = (digest(&bytes), bytes.len(), OCI_INDEX);
+        store.manifests.insert(top.clone(), (OCI_INDEX.into(), bytes));
+    }
+    let bytes = store.manifests[&top].1.clone();
+    store.manifests.insert("v1".into(), (OCI_INDEX.into(), bytes));
+    let deep = Rogue::start(move |m, p| registry_answer(&store, m, p));
+    let run = promote_from(&moto, &target, &format!("{}/app:v1", deep.host)).run();
+    run.failure(&["nests indexes more than 16 deep", &deep.host]);
+    assert!(target.tags("prod").is_empty(), "a tag was written");
+}

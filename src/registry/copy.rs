@@ -8,12 +8,15 @@ use super::blobs::{BlobCopy, verified};
 use super::http::HttpFailure;
 use crate::domain::manifest::{Descriptor, Manifest};
 use crate::report::Progress;
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 use futures_util::{StreamExt, TryStreamExt, stream};
 use reqwest::header::CONTENT_LENGTH;
 use reqwest::{Method, StatusCode};
 use std::collections::BTreeSet;
 use std::sync::Arc;
+
+/// How deep a source's indexes are followed (an index of indexes of … of images), as for a layout.
+const MAX_INDEX_DEPTH: usize = 16;
 
 /// Blobs copied at once per manifest.
 const PARALLEL_BLOBS: usize = 4;
@@ -133,7 +136,32 @@ impl RegistryClient {
         landed: &BTreeSet<String>,
         progress: &Arc<Progress>,
     ) -> Result<()> {
+        self.copy_image_at(repo, source, source_repo, manifest, landed, progress, 0)
+            .await
+    }
+
+    /// [`copy_image_after`](Self::copy_image_after) of a manifest `depth` indexes down: a source's indexes
+    /// are followed at most [`MAX_INDEX_DEPTH`] deep.
+    #[allow(clippy::too_many_arguments)]
+    async fn copy_image_at(
+        &self,
+        repo: &str,
+        source: &RegistryClient,
+        source_repo: &str,
+        manifest: &Manifest,
+        landed: &BTreeSet<String>,
+        progress: &Arc<Progress>,
+        depth: usize,
+    ) -> Result<()> {
         let target = self;
+        if manifest.is_index() && depth >= MAX_INDEX_DEPTH {
+            bail!(
+                "the source {}/{source_repo} nests indexes more than {MAX_INDEX_DEPTH} deep (at {}): refused, \
+                 nothing of it was tagged",
+                source.host,
+                manifest.digest
+            );
+        }
         if manifest.is_index() {
             for child in manifest.references()? {
                 let child_manifest = source.manifest(source_repo, &child.digest).await?.with_context(|| {
@@ -142,7 +170,8 @@ impl RegistryClient {
                         child.digest
                     )
                 })?;
-                Box::pin(self.copy_image_after(repo, source, source_repo, &child_manifest, landed, progress)).await?;
+                let copy = self.copy_image_at(repo, source, source_repo, &child_manifest, landed, progress, depth + 1);
+                Box::pin(copy).await?;
                 target.put_manifest(repo, &child.digest, &child_manifest).await?;
             }
             return Ok(());

@@ -150,6 +150,18 @@ impl Registry {
         Some((response.body_mut().read_to_vec().unwrap(), media_type, digest))
     }
 
+    /// The layer digests of the image manifest `repo:reference`, bottom first.
+    pub fn layer_digests(&self, repo: &str, reference: &str) -> Vec<String> {
+        let (bytes, _, _) = self.manifest(repo, reference).expect("the manifest is there");
+        let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        json["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["digest"].as_str().unwrap().to_string())
+            .collect()
+    }
+
     /// Store a manifest (the test builds multi-arch indexes this way).
     pub fn put_manifest(&self, repo: &str, reference: &str, media_type: &str, bytes: &[u8]) {
         let url = format!("http://{}/v2/{repo}/manifests/{reference}", self.host);
