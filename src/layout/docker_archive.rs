@@ -29,22 +29,25 @@ const EARLY_UPLOAD_FROM: u64 = 16 << 20;
 /// layer that is an uncompressed tar is gzip-compressed as it passes, so the uncompressed image is never
 /// written to disk, and the reading, the compression and the writer of the stream run side by side.
 ///
-/// Each layer being compressed is announced on `early` as it starts ([`Growing`]), so uploads can follow it.
+/// Each large layer known to be new is announced on `early` as its compression starts ([`Growing`]), so
+/// its upload can follow it.
 ///
-/// With `base`, the image's layers that are its base's are not compressed: each layer is first kept as it
-/// comes (which layer it is is known only once it has been read, by its diff id), then a base layer is
-/// dropped, to be sent as the base's registry holds it (`FileImage::borrowed`), and any other compressed.
+/// With `base` (the layers the destinations hold, by diff id), those layers are not compressed: they are
+/// sent as the destination holds them (`FileImage::borrowed`). `diff_ids` (the image's, bottom first, when
+/// known, as for an engine's export) tell a legacy `docker save` layer apart before it is read; see
+/// [`unpack_compressing`].
 pub fn docker_archive_from(
     input: impl Read,
     reference: Option<&str>,
     early: Option<&tokio::sync::mpsc::UnboundedSender<Growing>>,
     base: Option<&BaseLayers>,
+    diff_ids: &[String],
 ) -> Result<Opened> {
     let scratch = ScratchDir::new("docker-archive").map_err(|e| scratch_error(e.into()))?;
     let tree = input_tree(&scratch)?;
     let layers = scratch.path.join("layers");
     std::fs::create_dir(&layers).map_err(|e| scratch_error(e.into()))?;
-    let unpacked = unpack_compressing(input, &tree, &layers, early, base).map_err(scratch_error)?;
+    let unpacked = unpack_compressing(input, &tree, &layers, early, base, diff_ids).map_err(scratch_error)?;
     Ok(Opened {
         image: read_docker(&tree, &layers, reference, &unpacked, base)?,
         _scratch: Some(scratch),
@@ -152,16 +155,26 @@ struct Unpacked {
 /// Unpack `input` into `tree`, except that every regular file that is an uncompressed tar (a layer) is
 /// written gzip-compressed into `layers` instead (or, when it is a layer of `base`, not at all; an empty
 /// file keeps its name in the tree), and returned by its name in the archive.
+///
+/// Which layer an entry is, is known before it is read when its name says so (`blobs/sha256/<diff id>`,
+/// Docker 25 and later) or its directory's `json` does (the legacy layout, told apart with `diff_ids`):
+/// a layer `base` holds is then only hashed (the name must be true), any other compressed as it passes,
+/// its upload following its compression when it is large. A layer that cannot be told apart before it is
+/// read, while `base` holds some, is kept as it comes and compressed only once its diff id shows it new.
 fn unpack_compressing(
     input: impl Read,
     tree: &Tree,
     layers: &Path,
     early: Option<&tokio::sync::mpsc::UnboundedSender<Growing>>,
     base: Option<&BaseLayers>,
+    diff_ids: &[String],
 ) -> Result<Unpacked> {
     let mut tar = tar::Archive::new(input);
     let mut done = Unpacked::default();
     let mut seen = BTreeSet::new();
+    let chain = chain_ids(diff_ids);
+    // Legacy `docker save` directories told apart by their `json`: directory → diff id.
+    let mut legacy: BTreeMap<PathBuf, String> = BTreeMap::new();
     for (i, entry) in tar.entries().map_err(tar_error)?.enumerate() {
         let mut entry = entry.map_err(tar_error)?;
         let name = match unpack_entry(tree, &mut entry, &mut seen)? {
@@ -184,17 +197,20 @@ fn unpack_compressing(
         if !is_tar(&head) {
             out.write_all(&head).map_err(|e| unpack_error(&name, e))?;
             std::io::copy(&mut entry, &mut out).map_err(|e| unpack_error(&name, e))?;
+            drop(out);
+            if let Some((dir, diff_id)) = legacy_json(tree, &name, &chain, diff_ids) {
+                legacy.insert(dir, diff_id);
+            }
             continue;
         }
         drop(out);
-        // An archive that names each layer by its digest (`blobs/sha256/<hex>`, as `docker save` writes
-        // since Docker 25) says which layer it is before it is read: a layer the destination holds is only
-        // hashed (the name must be true), any other compressed as it passes.
-        if let Some(base) = base
-            && let Some(claimed) = diff_id_in_name(&name)
-        {
-            if base.by_diff_id.contains_key(&claimed) {
-                let (read, _) = super::gzip::digest_of(head.as_slice().chain(&mut entry))?;
+        let claimed = diff_id_in_name(&name).or_else(|| legacy.get(name.parent()?).cloned());
+        // Only a layer large enough for its compression to take a while gets an upload that follows it.
+        let large = entry.header().size().unwrap_or(0) >= EARLY_UPLOAD_FROM;
+        let mut input = head.as_slice().chain(&mut entry);
+        match (base, claimed) {
+            (Some(base), Some(claimed)) if base.by_diff_id.contains_key(&claimed) => {
+                let (read, _) = super::gzip::digest_of(&mut input)?;
                 if read != claimed {
                     bail!(
                         "the archive's entry `{}` hashes to {read}, not the digest its name says",
@@ -202,56 +218,123 @@ fn unpack_compressing(
                     );
                 }
                 done.borrowed.insert(name, claimed);
-            } else {
-                let layer = gzip_file(
-                    &mut head.as_slice().chain(&mut entry),
-                    &layers.join(format!("{i}.tar.gz")),
-                    level,
-                )?;
-                done.compressed.insert(name, layer);
             }
-            continue;
-        }
-        if let Some(base) = base {
-            let raw = layers.join(format!("{i}.tar"));
-            let mut hasher = Sha256::new();
-            let mut kept = super::gzip::Tee {
-                inner: std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&raw)?),
-                hasher: &mut hasher,
-                written: 0,
-            };
-            std::io::copy(&mut head.as_slice().chain(&mut entry), &mut kept)?;
-            kept.inner.flush()?;
-            drop(kept);
-            let diff_id = hex_digest(hasher);
-            if base.by_diff_id.contains_key(&diff_id) {
-                done.borrowed.insert(name, diff_id);
-            } else {
+            (Some(base), None) => {
+                let raw = layers.join(format!("{i}.tar"));
+                let mut hasher = Sha256::new();
+                let mut kept = super::gzip::Tee {
+                    inner: std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&raw)?),
+                    hasher: &mut hasher,
+                    written: 0,
+                };
+                std::io::copy(&mut input, &mut kept)?;
+                kept.inner.flush()?;
+                drop(kept);
+                let diff_id = hex_digest(hasher);
+                if base.by_diff_id.contains_key(&diff_id) {
+                    done.borrowed.insert(name, diff_id);
+                } else {
+                    let out = layers.join(format!("{i}.tar.gz"));
+                    let layer = gzip_file(&mut std::fs::File::open(&raw)?, &out, level)?;
+                    done.compressed.insert(name, layer);
+                }
+                std::fs::remove_file(&raw)?;
+            }
+            _ => {
                 let out = layers.join(format!("{i}.tar.gz"));
-                let layer = gzip_file(&mut std::fs::File::open(&raw)?, &out, level)?;
+                std::fs::File::create(&out)?;
+                let (finished, growing) = tokio::sync::watch::channel(None);
+                if let Some(early) = early.filter(|_| large) {
+                    let _ = early.send(Growing {
+                        path: out.clone(),
+                        done: growing,
+                    });
+                }
+                let layer = gzip_file(&mut input, &out, level)?;
+                let _ = finished.send(Some(layer.0.clone()));
                 done.compressed.insert(name, layer);
             }
-            std::fs::remove_file(&raw)?;
-            continue;
         }
-        let out = layers.join(format!("{i}.tar.gz"));
-        std::fs::File::create(&out)?;
-        let (finished, growing) = tokio::sync::watch::channel(None);
-        // Only a layer large enough for its compression to take a while gets an upload that follows
-        // it: that upload cannot ask first whether the registry has the blob (its digest is not known
-        // yet), so for a small layer it would only send again what may be there.
-        let large = entry.header().size().unwrap_or(0) >= EARLY_UPLOAD_FROM;
-        if let Some(early) = early.filter(|_| large) {
-            let _ = early.send(Growing {
-                path: out.clone(),
-                done: growing,
-            });
-        }
-        let layer = gzip_file(&mut head.as_slice().chain(&mut entry), &out, level)?;
-        let _ = finished.send(Some(layer.0.clone()));
-        done.compressed.insert(name, layer);
     }
     Ok(done)
+}
+
+/// The chain ids of an image's layers (`sha256` of the previous chain id, a space and the diff id), as
+/// the engine names its layer stack.
+fn chain_ids(diff_ids: &[String]) -> Vec<String> {
+    let mut chain: Vec<String> = Vec::with_capacity(diff_ids.len());
+    for diff_id in diff_ids {
+        let next = match chain.last() {
+            None => diff_id.clone(),
+            Some(below) => sha256(format!("{below} {diff_id}").as_bytes()),
+        };
+        chain.push(next);
+    }
+    chain
+}
+
+/// The size above which a legacy directory's `json` is not read to tell its layer apart.
+const LEGACY_JSON_LIMIT: u64 = 1 << 20;
+
+/// A legacy `docker save` directory (`<v1 id>/json`, before `<v1 id>/layer.tar`) and the diff id of the
+/// layer it holds, when `name` is such a `json` and its v1 id is the engine's for one of the image's
+/// layers. The engine derives a layer's v1 id from that `json` (without `id`, with `parent` as a
+/// digest, and with the layer's chain id as `layer_id`, keys sorted; `os` is added after, except for the
+/// top layer), so a match is a SHA-256 match: the directory cannot be taken for another layer.
+fn legacy_json(tree: &Tree, name: &Path, chain: &[String], diff_ids: &[String]) -> Option<(PathBuf, String)> {
+    if chain.is_empty() || name.file_name()? != "json" {
+        return None;
+    }
+    let dir = name.parent()?;
+    let v1_id = dir.to_str()?;
+    if v1_id.len() != 64 || !v1_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let (bytes, _) = tree.read(name, LEGACY_JSON_LIMIT).ok()?;
+    let index = legacy_layer(v1_id, &bytes, chain)?;
+    Some((dir.to_path_buf(), diff_ids[index].clone()))
+}
+
+/// Which of the layers (by their `chain` ids) the legacy directory `v1_id` with this `json` holds.
+fn legacy_layer(v1_id: &str, json: &[u8], chain: &[String]) -> Option<usize> {
+    use serde_json::value::RawValue;
+    let mut fields: BTreeMap<String, Box<RawValue>> = serde_json::from_slice(json).ok()?;
+    fields.remove("id");
+    if let Some(parent) = fields.get("parent") {
+        let parent: String = serde_json::from_str(parent.get()).ok()?;
+        let parent = serde_json::to_string(&format!("sha256:{parent}")).ok()?;
+        fields.insert("parent".into(), RawValue::from_string(parent).ok()?);
+    }
+    let without_os: BTreeMap<_, _> = fields.iter().filter(|(k, _)| *k != "os").collect();
+    let with_os: BTreeMap<_, _> = fields.iter().collect();
+    let wanted = format!("sha256:{v1_id}");
+    chain.iter().position(|chain_id| {
+        let layer_id = serde_json::to_string(chain_id).unwrap_or_default();
+        [&without_os, &with_os].iter().any(|fields| {
+            let mut text = String::from("{");
+            let mut put = |key: &str, value: &str| {
+                if text.len() > 1 {
+                    text.push(',');
+                }
+                text.push_str(&serde_json::to_string(key).unwrap_or_default());
+                text.push(':');
+                text.push_str(value);
+            };
+            let mut layer_id_put = false;
+            for (key, value) in fields.iter() {
+                if !layer_id_put && key.as_str() > "layer_id" {
+                    put("layer_id", &layer_id);
+                    layer_id_put = true;
+                }
+                put(key, value.get());
+            }
+            if !layer_id_put {
+                put("layer_id", &layer_id);
+            }
+            text.push('}');
+            sha256(text.as_bytes()) == wanted
+        })
+    })
 }
 
 /// The digest a `blobs/sha256/<64 hex>` entry's name claims.
@@ -449,4 +532,49 @@ fn late(found: Found, out: &Path) -> Result<(Layer, String)> {
         compressed_here: true,
     };
     Ok((layer, diff_id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The diff ids of an image of four layers built by Docker Engine 20.10.24, whose `docker save` gave
+    /// the two `json` files under `fixtures/` (layers 2 and 4, the top one carrying the image's config).
+    const DIFF_IDS: [&str; 4] = [
+        "sha256:e7d557ecd3be19bcaee325bcdb5638236fc74724e9c66de8457db515ad549ffd",
+        "sha256:b25e77bcb7a615048840fe087efe09a55041778753701ee5c946355a1ba757df",
+        "sha256:1ca5aa443f0d58b6ab3d1e8e60f3cebe0996c2f78b1ba2cf426977b72ba1f1e4",
+        "sha256:93ce1da431da98123c83ec982f1b085ca2947316c03901f69460f20a2d4f62b5",
+    ];
+    const MIDDLE: (&str, &[u8]) = (
+        "d66a6641802068e215f804d006784f58eda81a170cb0dc14cc8a92cc59a89873",
+        include_bytes!("fixtures/legacy-middle.json"),
+    );
+    const TOP: (&str, &[u8]) = (
+        "e1722fcc438c124d3b74ea043debf9be419da53a1c21a407acc5e13248c58158",
+        include_bytes!("fixtures/legacy-top.json"),
+    );
+
+    fn chain() -> Vec<String> {
+        chain_ids(&DIFF_IDS.map(String::from))
+    }
+
+    #[test]
+    fn a_legacy_directory_is_told_apart_by_its_json_as_the_engine_named_it() {
+        assert_eq!(legacy_layer(MIDDLE.0, MIDDLE.1, &chain()), Some(1));
+        assert_eq!(legacy_layer(TOP.0, TOP.1, &chain()), Some(3));
+    }
+
+    #[test]
+    fn a_json_altered_by_one_byte_or_another_image_tells_nothing() {
+        let altered = String::from_utf8(TOP.1.to_vec()).unwrap().replace("amd64", "arm64");
+        assert_eq!(legacy_layer(TOP.0, altered.as_bytes(), &chain()), None);
+        // The same directory under another image's layers (the bottom one differs): no chain id matches.
+        let mut other = DIFF_IDS.map(String::from);
+        other[0] = sha256(b"another layer");
+        assert_eq!(legacy_layer(MIDDLE.0, MIDDLE.1, &chain_ids(&other)), None);
+        // Another directory's name for the same json.
+        assert_eq!(legacy_layer(TOP.0, MIDDLE.1, &chain()), None);
+        assert_eq!(legacy_layer(MIDDLE.0, b"not json", &chain()), None);
+    }
 }

@@ -78,8 +78,14 @@ pub fn oci_archive(path: &Path, reference: Option<&str>) -> Result<Opened> {
 /// Read `docker save`'s tar from a file; `reference` picks an image by one of its tags.
 pub fn docker_archive(path: &Path, reference: Option<&str>) -> Result<Opened> {
     let file = crate::files::open_regular(path).map_err(|e| anyhow!("{e}"))?;
-    docker_archive_from(std::io::BufReader::with_capacity(1 << 20, file), reference, None, None)
-        .with_context(|| format!("reading {}", path.display()))
+    docker_archive_from(
+        std::io::BufReader::with_capacity(1 << 20, file),
+        reference,
+        None,
+        None,
+        &[],
+    )
+    .with_context(|| format!("reading {}", path.display()))
 }
 
 /// The directory of a scratch directory that an archive is unpacked into.

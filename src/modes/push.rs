@@ -90,8 +90,9 @@ async fn engine_push(engine: &Engine, source: &LocalImage, settings: &PushSettin
 
 /// The step's own transfer of an engine image: exported as `docker save` would, each layer compressed as
 /// it streams out and its upload following its compression, then uploaded like an image from files.
-/// Layers of `base` (pulled from a registry this run writes to) are sent as that registry holds them (so
-/// the image shares its base's digests), not compressed here.
+/// Layers a destination already holds (those of `base`, pulled from a registry this run writes to, or
+/// those its images show) are sent as that registry holds them (so the image shares their digests), not
+/// compressed here.
 async fn own_transfer(
     engine: &Engine,
     local: &LocalImage,
@@ -109,48 +110,51 @@ async fn own_transfer(
         return scan::done(settings.scan.as_ref(), &settings.target, outcomes, ctx).await;
     }
     // What the destination already holds of this image, learnt from its images (a rebuild shares most
-    // layers with the previous build; the same image under another tag needs only its tags). A base the
-    // engine pulled from a destination comes first for the layers.
-    let known = match settings.dry_run {
-        true => Known::Nothing,
-        false => known(local, settings, ctx).await,
+    // layers with the previous build; the same image under another tag needs only its tags).
+    let held = match settings.dry_run {
+        true => Held::default(),
+        false => held(local, settings, ctx).await,
     };
-    if let Known::Image(manifest) = &known {
+    if let Some(manifest) = &held.image {
         return same_image(manifest, settings, ctx).await;
     }
-    let base = match base {
-        Some(base) => base_layers(base, local, ctx).await,
-        None => None,
-    };
-    let base = match (base, known) {
-        (Some(base), _) => Some(base),
-        (None, Known::Layers(layers)) => {
-            crate::report::base(&layers, local.layers.len());
-            Some(layers)
-        }
-        (None, _) => None,
-    };
-    // The repositories exist before the first upload that follows a compression.
-    if !settings.dry_run {
-        let target = &settings.target;
-        crate::aws::repository::prepare_all(&ctx.identity, &target.repo, &settings.repository, &ctx.logins).await?;
-    }
+    // The engine takes a while before its export's first byte (Docker 20.10 first copies the image into a
+    // directory of its own): it starts now, while the layers the destination holds are confirmed, and
+    // waits for the reader. A failure before the reader starts drops the reader's end: the export stops.
     let (chunks, received) = tokio::sync::mpsc::channel(EXPORT_CHUNKS);
-    let (announce, announced) = tokio::sync::mpsc::unbounded_channel();
-    // With a base, which layer is which is known only once it has been read: no upload follows a
-    // compression, since it could be a base layer the registry has.
-    let announce = (!settings.dry_run && base.is_none()).then_some(announce);
-    let reading_base = base.clone();
-    let reading = blocking(move || {
-        let chunks = layout::Chunks::new(received);
-        layout::docker_archive_from(chunks, None, announce.as_ref(), reading_base.as_ref())
-    });
-    let (exported, opened, early) = tokio::join!(
-        engine.export(&local.reference, chunks, timeout),
-        reading,
-        upload_early(announced, &settings.target.repo, ctx)
-    );
+    let exporting = engine.export(&local.reference, chunks, timeout);
+    let reading = async {
+        // A base the engine pulled from a destination comes first for the layers.
+        let base = match base {
+            Some(base) => base_layers(base, local, ctx).await,
+            None => None,
+        };
+        let base = match base {
+            Some(base) => Some(base),
+            None => held_layers(held, local, &settings.target.repo, ctx)
+                .await
+                .inspect(|layers| {
+                    crate::report::base(layers, local.layers.len());
+                }),
+        };
+        // The repositories exist before the first upload that follows a compression.
+        if !settings.dry_run {
+            let target = &settings.target;
+            crate::aws::repository::prepare_all(&ctx.identity, &target.repo, &settings.repository, &ctx.logins).await?;
+        }
+        let (announce, announced) = tokio::sync::mpsc::unbounded_channel();
+        let announce = (!settings.dry_run).then_some(announce);
+        let (reading_base, diff_ids) = (base.clone(), local.layers.clone());
+        let reading = blocking(move || {
+            let chunks = layout::Chunks::new(received);
+            layout::docker_archive_from(chunks, None, announce.as_ref(), reading_base.as_ref(), &diff_ids)
+        });
+        let (opened, early) = tokio::join!(reading, upload_early(announced, &settings.target.repo, ctx));
+        anyhow::Ok((opened, early, base))
+    };
+    let (exported, read) = tokio::join!(exporting, reading);
     exported?;
+    let (opened, early, base) = read?;
     let sent = Sent {
         early: &early,
         base: base.as_ref(),
@@ -207,31 +211,27 @@ async fn base_layers(base: PulledImage, local: &LocalImage, ctx: &Context) -> Op
     }
 }
 
-/// What a destination already holds of an image.
-enum Known {
-    /// The image itself (its config is the image id): only tags are to be written.
-    Image(crate::domain::manifest::Manifest),
-    /// Some of its layers, by diff id, each confirmed there.
-    Layers(BaseLayers),
-    Nothing,
+/// What the first destination holds of an image, from its images' manifests.
+#[derive(Default)]
+struct Held {
+    /// The image itself (its config is the image id), in every destination: only tags are to be written.
+    image: Option<crate::domain::manifest::Manifest>,
+    /// Its other images, to learn which of the image's layers it holds ([`held_layers`]).
+    others: Vec<crate::domain::manifest::Manifest>,
 }
 
 /// The most of a destination's images read to learn what it holds.
 const KNOWN_IMAGES: usize = 10;
 
-/// What the first destination holds of `local`: its images (the tags being written first, then others of
-/// the repository, at most [`KNOWN_IMAGES`]) paired with their configs' diff ids. The image itself when
-/// one is it, in every destination; else the image sharing the most layers with it, whose layers are
-/// each confirmed by a HEAD (a layer deleted since is compressed and sent as any other). The step's
-/// compression is deterministic, so a layer pushed before by the step has the digest it would get now;
-/// one pushed by another tool is borrowed as that registry holds it, the image's diff ids unchanged.
-async fn known(local: &LocalImage, settings: &PushSettings, ctx: &Context) -> Known {
+/// The first destination's images (the tags being written first, then others of the repository, at most
+/// [`KNOWN_IMAGES`]): the image itself when one is it, in every destination, else the others.
+async fn held(local: &LocalImage, settings: &PushSettings, ctx: &Context) -> Held {
     let Some(login) = ctx.logins.first() else {
-        return Known::Nothing;
+        return Held::default();
     };
     let repo = &settings.target.repo;
     let Ok(client) = RegistryClient::new(login, ctx.common.timeout) else {
-        return Known::Nothing;
+        return Held::default();
     };
     let mut candidates = settings.target.tags.clone();
     for tag in client.tags(repo, 1000).await.unwrap_or_default().into_iter().rev() {
@@ -243,14 +243,46 @@ async fn known(local: &LocalImage, settings: &PushSettings, ctx: &Context) -> Kn
     let client = &client;
     let read = candidates.iter().map(|tag| async move {
         let manifest = client.manifest(repo, tag).await.ok()??;
-        let manifest = match manifest.is_index() {
-            true => client.image_manifest(repo, &manifest.digest, &local.id).await.ok()??,
-            false => manifest,
-        };
-        let config = manifest.config_digest()?;
-        if config == local.id {
-            return Some((manifest, None));
+        match manifest.is_index() {
+            true => client.image_manifest(repo, &manifest.digest, &local.id).await.ok()?,
+            false => Some(manifest),
         }
+    });
+    let found: Vec<_> = futures_util::stream::iter(read).buffer_unordered(4).collect().await;
+    let (same, others): (Vec<_>, Vec<_>) = found
+        .into_iter()
+        .flatten()
+        .partition(|m| m.config_digest().as_deref() == Some(local.id.as_str()));
+    if let Some(manifest) = same.into_iter().next() {
+        let mut everywhere = true;
+        for other in &ctx.logins[1..] {
+            let held = match RegistryClient::new(other, ctx.common.timeout) {
+                Ok(c) => c.manifest_digest(repo, &manifest.digest).await.ok().flatten(),
+                Err(_) => None,
+            };
+            everywhere &= held.is_some();
+        }
+        if everywhere {
+            return Held {
+                image: Some(manifest),
+                others,
+            };
+        }
+    }
+    Held { image: None, others }
+}
+
+/// The layers of `local` the first destination holds: the image of `held` sharing the most layers with
+/// it (its config read for the diff ids), each layer confirmed by a HEAD (a layer deleted since is
+/// compressed and sent as any other). The step's compression is deterministic, so a layer pushed before
+/// by the step has the digest it would get now; one pushed by another tool is borrowed as that registry
+/// holds it, the image's diff ids unchanged.
+async fn held_layers(held: Held, local: &LocalImage, repo: &str, ctx: &Context) -> Option<BaseLayers> {
+    let login = ctx.logins.first()?;
+    let client = RegistryClient::new(login, ctx.common.timeout).ok()?;
+    let client = &client;
+    let read = held.others.into_iter().map(|manifest| async move {
+        let config = manifest.config_digest()?;
         let bytes = client
             .small_blob(repo, &config, crate::layout::CONFIG_LIMIT)
             .await
@@ -261,54 +293,34 @@ async fn known(local: &LocalImage, settings: &PushSettings, ctx: &Context) -> Kn
             .iter()
             .filter_map(|d| d.as_str().map(String::from))
             .collect();
-        Some((manifest, Some(diff_ids)))
+        Some((manifest, diff_ids))
     });
     let found: Vec<_> = futures_util::stream::iter(read).buffer_unordered(4).collect().await;
-    let found: Vec<_> = found.into_iter().flatten().collect();
-    if let Some((manifest, _)) = found.iter().find(|(_, d)| d.is_none()) {
-        let mut everywhere = true;
-        for other in &ctx.logins[1..] {
-            let held = match RegistryClient::new(other, ctx.common.timeout) {
-                Ok(c) => c.manifest_digest(repo, &manifest.digest).await.ok().flatten(),
-                Err(_) => None,
-            };
-            everywhere &= held.is_some();
-        }
-        if everywhere {
-            return Known::Image(manifest.clone());
-        }
-    }
     let shared = |diff_ids: &[String]| diff_ids.iter().filter(|d| local.layers.contains(d)).count();
-    let Some((manifest, Some(diff_ids))) = found
+    let (manifest, diff_ids) = found
         .into_iter()
-        .filter(|(_, d)| d.as_ref().is_some_and(|d| shared(d) > 0))
-        .max_by_key(|(_, d)| d.as_ref().map_or(0, |d| shared(d)))
-    else {
-        return Known::Nothing;
-    };
+        .flatten()
+        .filter(|(_, d)| shared(d) > 0)
+        .max_by_key(|(_, d)| shared(d))?;
     let image = PulledImage {
         host: login.registry.host.clone(),
-        repo: repo.clone(),
+        repo: repo.to_string(),
         digest: manifest.digest.clone(),
         image_id: manifest.config_digest().unwrap_or_default(),
         size: manifest.layers().map_or(0, |l| l.iter().map(|(d, _)| d.size).sum()),
         layers: diff_ids,
     };
-    let Ok(mut layers) = BaseLayers::new(image, &manifest) else {
-        return Known::Nothing;
-    };
+    let mut layers = BaseLayers::new(image, &manifest).ok()?;
     layers.by_diff_id.retain(|diff_id, _| local.layers.contains(diff_id));
-    let mut confirmed = std::collections::BTreeMap::new();
-    for (diff_id, descriptor) in std::mem::take(&mut layers.by_diff_id) {
-        if let Ok(true) = client.blob_exists(repo, &descriptor.digest).await {
-            confirmed.insert(diff_id, descriptor);
-        }
-    }
-    layers.by_diff_id = confirmed;
-    match layers.by_diff_id.is_empty() {
-        true => Known::Nothing,
-        false => Known::Layers(layers),
-    }
+    let heads = std::mem::take(&mut layers.by_diff_id)
+        .into_iter()
+        .map(|(diff_id, descriptor)| async move {
+            let there = matches!(client.blob_exists(repo, &descriptor.digest).await, Ok(true));
+            there.then_some((diff_id, descriptor))
+        });
+    let confirmed: Vec<_> = futures_util::stream::iter(heads).buffer_unordered(4).collect().await;
+    layers.by_diff_id = confirmed.into_iter().flatten().collect();
+    (!layers.by_diff_id.is_empty()).then_some(layers)
 }
 
 /// The image is already in every destination (under another tag): only its tags are written, nothing is
