@@ -388,7 +388,7 @@ fn an_image_built_on_a_base_pulled_from_the_registry_keeps_the_bases_layers_thro
     engine.success();
     engine
         .says("via: docker push through the engine: ")
-        .says(&format!("are {}/team/base@sha256:", registry.host));
+        .says(&format!("are layers of {}/team/base@sha256:", registry.host));
     assert_eq!(registry.layer_digests("team/engine", "v1")[..2], base_layers[..]);
 
     // Into that registry and another, which lacks the base: the step's own transfer (through the engine,

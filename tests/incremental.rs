@@ -70,3 +70,53 @@ fn a_rebuild_sends_only_its_new_layer_a_deleted_layer_again_and_a_new_tag_only_i
     assert!(!run.stdout.contains("compressed here"), "{}", run.stdout);
     assert_eq!(registry.digest("app", "release"), registry.digest("app", "build-2"));
 }
+
+/// `PLUGIN_PUSH_VIA=auto` chooses by what the engine knows: a previous build the engine itself pushed (so
+/// it holds a record of that registry for the shared layers) makes the rebuild go through the engine,
+/// which sends only the new layer without reading the others; a previous build the step sent (the engine
+/// has no record) leaves the rebuild to the step, which learns the layers from the registry.
+#[test]
+fn auto_takes_the_engine_only_where_the_engine_knows_the_previous_builds_layers() {
+    let (moto, registry) = (Moto::start(), Registry::start(DEFAULT_ACCOUNT));
+    let base = Image::from_host_files(&["/bin/sh", "/bin/cat"], &[]);
+    let first = Image::build(&base.name, &[("docs", "/usr/share/common-licenses")]);
+    let top = tempfile::tempdir().unwrap();
+    let rebuild = |n: usize| {
+        std::fs::write(
+            top.path().join("app.txt"),
+            format!("build {n} {}\n", std::process::id()),
+        )
+        .unwrap();
+        Image::build(&first.name, &[("app", top.path().to_str().unwrap())])
+    };
+    let auto = |image: &Image, tag: &str| {
+        Step::push(&moto, &registry, image, "app")
+            .env("PLUGIN_TAGS", tag)
+            .env("PLUGIN_PUSH_VIA", "auto")
+            .run()
+    };
+
+    // The previous build sent by the step's own transfer: the engine has no record of it.
+    let run = push(&moto, &registry, &first, "build-1");
+    run.success();
+    let second = rebuild(2);
+    let run = auto(&second, "build-2");
+    run.success();
+    assert!(!run.stdout.contains("via: docker push"), "{}", run.stdout);
+    run.says("2 of the 3 layer(s) are sent as that registry holds them");
+
+    // The previous build pushed by `docker push` (as an earlier CI run did): the image's repo digest there
+    // is the engine's record.
+    let previous = format!("{}/app:docker-2", registry.host);
+    registry.docker(&["tag", &second.name, &previous]);
+    registry.docker(&["push", &previous]);
+    let third = rebuild(3);
+    let run = auto(&third, "build-3");
+    run.success();
+    run.says("via: docker push through the engine")
+        .says("which that registry holds and the engine knows");
+    let (id, layers) = registry.pull(&format!("{}/app:build-3", registry.host));
+    assert_eq!(id, third.id, "the image id changed");
+    assert_eq!(layers, testbed::diff_ids(&third.name));
+    registry.docker(&["rmi", &previous]);
+}

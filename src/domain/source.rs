@@ -84,6 +84,9 @@ pub struct LocalImage {
     pub repo_digests: Vec<String>,
     /// The diff ids of its layers (digests of the uncompressed tars), bottom first.
     pub layers: Vec<String>,
+    /// The uncompressed size of each layer, bottom first, where the engine's history tells them (else
+    /// empty).
+    pub layer_sizes: Vec<u64>,
 }
 
 impl LocalImage {
@@ -138,31 +141,61 @@ impl PulledImage {
     }
 }
 
-/// The base of `source` among `pulled`: the image whose layers are the most of the source's first layers
-/// (all of its layers, at least one); `None` when no image is.
+/// The image `source` shares the most first layers with among those the engine pulled from (or pushed
+/// to) a registry this run writes to: its base, or the previous build of a rebuild. The engine holds a
+/// record of that registry for those layers, so `docker push` skips them without reading them.
 pub fn base_of(source: &LocalImage, pulled: Vec<PulledImage>) -> Option<PulledImage> {
     pulled
         .into_iter()
-        .filter(|p| !p.layers.is_empty() && source.layers.starts_with(&p.layers))
-        .max_by_key(|p| p.layers.len())
+        .map(|p| (shared_layers(source, &p), p))
+        .filter(|(shared, _)| *shared > 0)
+        .max_by_key(|(shared, p)| (*shared, std::cmp::Reverse(p.layers.len())))
+        .map(|(_, p)| p)
+}
+
+/// How many first layers `source` shares with `base`.
+fn shared_layers(source: &LocalImage, base: &PulledImage) -> usize {
+    source
+        .layers
+        .iter()
+        .zip(&base.layers)
+        .take_while(|(a, b)| a == b)
+        .count()
+}
+
+/// The uncompressed bytes of `source`'s layers shared with `base`: from the layers' sizes where the
+/// engine told them, else `base`'s size (all of it when all of it is shared, else in proportion).
+fn shared_bytes(source: &LocalImage, base: &PulledImage) -> u64 {
+    let shared = shared_layers(source, base);
+    if source.layer_sizes.len() == source.layers.len() {
+        return source.layer_sizes[..shared].iter().sum();
+    }
+    match base.layers.len() {
+        0 => 0,
+        n if n == shared => base.size,
+        n => base.size * shared as u64 / n as u64,
+    }
 }
 
 /// Whether `docker push` through the engine is the faster way to push `source` (`PLUGIN_PUSH_VIA=auto`):
-/// when every destination is the registry its `base` was pulled from and the base is at least half of the
-/// image, the engine sends the image's own layers and never reads the base's, while the step would have
-/// to export them all (measured in BENCHMARKS.md). The reason, for the log; `None`: the step's transfer.
+/// when every destination is the registry `base` came from and the layers shared with it are at least
+/// half of the image, the engine sends only the other layers and never reads the shared ones, while the
+/// step would have to export them all (measured in BENCHMARKS.md). The reason, for the log; `None`: the
+/// step's transfer.
 pub fn engine_is_faster(source: &LocalImage, base: Option<&PulledImage>, destinations: &[String]) -> Option<String> {
     let base = base?;
-    let own = (source.size.max(0) as u64).saturating_sub(base.size);
-    if destinations.iter().any(|d| *d != base.host) || base.size < own {
+    let shared = shared_bytes(source, base);
+    let own = (source.size.max(0) as u64).saturating_sub(shared);
+    if destinations.iter().any(|d| *d != base.host) || shared < own {
         return None;
     }
     let mb = |b: u64| b as f64 / 1e6;
     Some(format!(
-        "{:.1} MB of the image's {:.1} MB are {}, which that registry holds: the engine sends only the other \
-         {:.1} MB and never reads the base (PLUGIN_PUSH_VIA=registry moves every byte through the step instead)",
-        mb(base.size),
-        mb(base.size + own),
+        "{:.1} MB of the image's {:.1} MB are layers of {}, which that registry holds and the engine knows: the \
+         engine sends only the other {:.1} MB and never reads those (PLUGIN_PUSH_VIA=registry moves every byte \
+         through the step instead)",
+        mb(shared),
+        mb(shared + own),
         base.reference(),
         mb(own)
     ))
@@ -226,35 +259,46 @@ mod tests {
     }
 
     #[test]
-    fn the_base_is_the_pulled_image_with_the_most_of_the_first_layers() {
+    fn the_base_is_the_pulled_image_sharing_the_most_first_layers() {
         let source = LocalImage {
             reference: "app".into(),
             id: "sha256:app".into(),
             size: 0,
             repo_digests: Vec::new(),
             layers: ids(&["l1", "l2", "l3"]),
+            layer_sizes: Vec::new(),
         };
         let candidates = vec![
             pulled("short", &["l1"]),
             pulled("long", &["l1", "l2"]),
             pulled("other", &["l9", "l1"]),
-            pulled("taller", &["l1", "l2", "l3", "l4"]),
             pulled("empty", &[]),
         ];
         assert_eq!(base_of(&source, candidates).unwrap().repo, "long");
         assert_eq!(base_of(&source, vec![pulled("other", &["l2"])]), None);
-        let itself = pulled("app", &["l1", "l2", "l3"]);
-        assert_eq!(base_of(&source, vec![itself.clone()]), Some(itself));
+        // A previous build (its top layer differs) shares as much as a base would.
+        let previous = pulled("previous", &["l1", "l2", "l9"]);
+        assert_eq!(
+            base_of(&source, vec![pulled("short", &["l1"]), previous.clone()]),
+            Some(previous)
+        );
+        // Of two sharing as much, the one with fewer layers of its own.
+        let two = vec![
+            pulled("taller", &["l1", "l2", "l3", "l4"]),
+            pulled("app", &["l1", "l2", "l3"]),
+        ];
+        assert_eq!(base_of(&source, two).unwrap().repo, "app");
     }
 
     #[test]
-    fn the_engine_is_chosen_only_for_an_image_mostly_made_of_a_base_every_destination_holds() {
+    fn the_engine_is_chosen_only_for_an_image_mostly_made_of_layers_every_destination_holds() {
         let source = |size: i64| LocalImage {
             reference: "app".into(),
             id: "sha256:app".into(),
             size,
             repo_digests: Vec::new(),
             layers: ids(&["l1", "l2"]),
+            layer_sizes: Vec::new(),
         };
         let base = pulled("base", &["l1"]); // 100 bytes, in 127.0.0.1:5000
         let here = vec!["127.0.0.1:5000".to_string()];
@@ -275,6 +319,17 @@ mod tests {
         let also_elsewhere = vec!["127.0.0.1:5000".to_string(), "127.0.0.1:6000".to_string()];
         assert_eq!(engine_is_faster(&source(150), Some(&base), &also_elsewhere), None);
         assert_eq!(engine_is_faster(&source(150), None, &here), None);
+        // A previous build of 100 bytes sharing its first layer: without layer sizes, half of it is counted.
+        let previous = pulled("previous", &["l1", "l9"]);
+        assert!(engine_is_faster(&source(100), Some(&previous), &here).is_some());
+        assert_eq!(engine_is_faster(&source(101), Some(&previous), &here), None);
+        // With the engine's layer sizes: a small shared layer under a large new one is not worth the engine.
+        let mut sized = source(1000);
+        sized.layer_sizes = vec![10, 990];
+        assert_eq!(engine_is_faster(&sized, Some(&previous), &here), None);
+        sized.layer_sizes = vec![990, 10];
+        let why = engine_is_faster(&sized, Some(&previous), &here).expect("990 of 1000 bytes shared");
+        assert!(why.contains("0.0 MB of the image's 0.0 MB"), "{why}");
     }
 
     #[test]

@@ -80,19 +80,43 @@ impl Engine {
     /// Look the source image up in the engine's local store.
     pub async fn source_image(&self, reference: &str) -> Result<LocalImage> {
         match self.docker.inspect_image(reference).await {
-            Ok(image) => Ok(LocalImage {
-                reference: reference.to_string(),
-                id: image.id.unwrap_or_default(),
-                size: image.size.unwrap_or(0),
-                repo_digests: image.repo_digests.unwrap_or_default(),
-                layers: image.root_fs.and_then(|r| r.layers).unwrap_or_default(),
-            }),
+            Ok(image) => {
+                let layers = image.root_fs.and_then(|r| r.layers).unwrap_or_default();
+                let layer_sizes = self.layer_sizes(reference, layers.len()).await;
+                Ok(LocalImage {
+                    reference: reference.to_string(),
+                    id: image.id.unwrap_or_default(),
+                    size: image.size.unwrap_or(0),
+                    repo_digests: image.repo_digests.unwrap_or_default(),
+                    layers,
+                    layer_sizes,
+                })
+            }
             Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => bail!(
                 "PLUGIN_SOURCE={reference}: no such image in the Docker Engine at {}. Build or load it in an \
                  earlier step (docker build -t {reference} .) or fix the name",
                 self.address
             ),
             Err(e) => Err(e).with_context(|| format!("inspecting PLUGIN_SOURCE={reference} in the Docker Engine")),
+        }
+    }
+
+    /// The uncompressed size of each of an image's `layers` layers, bottom first, from its history (the
+    /// steps that made a layer, oldest first; a step that made none has size 0). Empty when the history
+    /// cannot be read or does not pair with the layers (a layer of 0 bytes, say).
+    async fn layer_sizes(&self, reference: &str, layers: usize) -> Vec<u64> {
+        let Ok(history) = self.docker.image_history(reference).await else {
+            return Vec::new();
+        };
+        let sizes: Vec<u64> = history
+            .iter()
+            .rev()
+            .filter(|h| h.size > 0)
+            .map(|h| h.size as u64)
+            .collect();
+        match sizes.len() == layers {
+            true => sizes,
+            false => Vec::new(),
         }
     }
 

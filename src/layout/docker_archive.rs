@@ -22,8 +22,9 @@ const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+j
 const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 
-/// The smallest layer (uncompressed bytes) whose upload starts while it is compressed.
-const EARLY_UPLOAD_FROM: u64 = 16 << 20;
+/// The smallest layer (uncompressed bytes) whose upload starts while it is compressed (a smaller one is
+/// sent after the export, in one request: an upload alongside costs more requests than it saves).
+const EARLY_UPLOAD_FROM: u64 = 1 << 20;
 
 /// Read `docker save`'s tar as it streams in (from a file, or straight from the engine's export): each
 /// layer that is an uncompressed tar is gzip-compressed as it passes, so the uncompressed image is never

@@ -21,21 +21,27 @@ use futures_util::StreamExt;
 use std::collections::BTreeSet;
 
 pub async fn run(settings: &PushSettings, ctx: &Context) -> Result<Done> {
-    if !settings.dry_run {
-        let target = &settings.target.repo;
-        preflight::destinations_answer(ctx, target, settings.repository.create).await?;
-    }
+    // Every destination answers before the heavy work (an engine image is looked at meanwhile).
+    let preflight = async {
+        match settings.dry_run {
+            true => Ok(()),
+            false => preflight::destinations_answer(ctx, &settings.target.repo, settings.repository.create).await,
+        }
+    };
     let opened = match &settings.source {
-        Source::Engine(reference) => return from_engine(reference, settings, ctx).await,
+        Source::Engine(reference) => return from_engine(reference, preflight, settings, ctx).await,
         Source::Oci { path, reference } => {
+            preflight.await?;
             let (path, reference) = (path.clone(), reference.clone());
             blocking(move || layout::oci(&path, reference.as_deref())).await?
         }
         Source::OciArchive { path, reference } => {
+            preflight.await?;
             let (path, reference) = (path.clone(), reference.clone());
             blocking(move || layout::oci_archive(&path, reference.as_deref())).await?
         }
         Source::DockerArchive { path, reference } => {
+            preflight.await?;
             let (path, reference) = (path.clone(), reference.clone());
             blocking(move || layout::docker_archive(&path, reference.as_deref())).await?
         }
@@ -51,16 +57,28 @@ pub async fn run(settings: &PushSettings, ctx: &Context) -> Result<Done> {
 
 /// An image in the engine: through the engine (`docker push`) or the step's own transfer, as
 /// `PLUGIN_PUSH_VIA` says (`auto`: the engine only for an image mostly made of a base every destination
-/// holds).
-async fn from_engine(reference: &str, settings: &PushSettings, ctx: &Context) -> Result<Done> {
-    let engine = Engine::connect(ctx.common.timeout).await?;
-    let local = engine.source_image(reference).await?;
+/// holds). The engine's image is looked at while `preflight` runs; a destination that does not answer is
+/// said first.
+async fn from_engine(
+    reference: &str,
+    preflight: impl std::future::Future<Output = Result<()>>,
+    settings: &PushSettings,
+    ctx: &Context,
+) -> Result<Done> {
     let hosts: Vec<String> = ctx.logins.iter().map(|l| l.registry.host.clone()).collect();
-    // The image it was built on, when that came from a registry this run writes to.
-    let base = match settings.via {
-        PushVia::Engine => None,
-        PushVia::Auto | PushVia::Registry => base_of(&local, engine.pulled_images(&hosts).await),
+    let looked = async {
+        let engine = Engine::connect(ctx.common.timeout).await?;
+        let local = engine.source_image(reference).await?;
+        // The image it was built on (or a previous build), when that came from a registry this run writes to.
+        let base = match settings.via {
+            PushVia::Engine => None,
+            PushVia::Auto | PushVia::Registry => base_of(&local, engine.pulled_images(&hosts).await),
+        };
+        anyhow::Ok((engine, local, base))
     };
+    let (answered, looked) = tokio::join!(preflight, looked);
+    answered?;
+    let (engine, local, base) = looked?;
     let through_engine = match settings.via {
         PushVia::Engine => true,
         PushVia::Registry => false,
@@ -197,7 +215,10 @@ async fn base_layers(base: PulledImage, local: &LocalImage, ctx: &Context) -> Op
         let client = RegistryClient::new(login, ctx.common.timeout)?;
         let manifest = client.image_manifest(&base.repo, &base.digest, &base.image_id).await?;
         let manifest = manifest.ok_or_else(|| anyhow!("the registry no longer has it"))?;
-        BaseLayers::new(base.clone(), &manifest).map_err(|e| anyhow!(e))
+        let mut layers = BaseLayers::new(base.clone(), &manifest).map_err(|e| anyhow!(e))?;
+        // A previous build shares only its first layers: the others are not this image's.
+        layers.by_diff_id.retain(|diff_id, _| local.layers.contains(diff_id));
+        anyhow::Ok(layers)
     };
     match read.await {
         Ok(layers) => {
