@@ -3,6 +3,8 @@
 //! here, so the table reports ratios measured in the same run. Run it with `scripts/bench`; it writes
 //! BENCHMARKS.md. Every command runs under `/usr/bin/time -v` for its peak RSS.
 
+#[path = "bench/ci.rs"]
+mod ci;
 #[path = "../tests/testbed/mod.rs"]
 mod testbed;
 
@@ -80,6 +82,8 @@ struct Row {
     peer: Option<(String, Sample)>,
     target: String,
     met: bool,
+    /// Bytes sent up the link by the step and by the peer, where the row counts them.
+    sent: Option<(u64, u64)>,
 }
 
 fn secs(d: Duration) -> String {
@@ -113,18 +117,25 @@ fn main() {
     env.insert("AWS_EC2_METADATA_DISABLED".to_string(), "true".to_string());
     env.insert("DOCKER_CONFIG".to_string(), config_dir.clone());
     let bin = binary.display().to_string();
-    if std::env::var("BENCH_ONLY").as_deref() == Ok("rebuild") {
-        // The rebuild rows alone, printed (BENCHMARKS.md is written by a whole run only).
-        for row in rebuild_rows(&bin, &moto, &env, config.path()) {
+    let ci = ci::Bench {
+        bin: &bin,
+        moto: &moto,
+        env: &env,
+        docker_config: config.path(),
+    };
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("ci") {
+        // The rows of the shapes CI pushes alone, printed (BENCHMARKS.md is written by a whole run only).
+        for row in ci::rows(&ci) {
             let peer = row
                 .peer
                 .as_ref()
                 .map(|(n, p)| format!("{n} {}", secs(p.time)))
                 .unwrap_or_default();
             println!(
-                "| {} | {} | {peer} | {} | {} |",
+                "| {} | {} | {peer} | {} | {} | {} |",
                 row.what,
                 secs(row.step.time),
+                sent(&row),
                 row.target,
                 row.met
             );
@@ -197,6 +208,7 @@ fn main() {
                 peer: None,
                 target: "≤ 0.3 s".into(),
                 met: again.time <= Duration::from_millis(300),
+                sent: None,
             });
         }
         let mut row = ratio_row(
@@ -213,7 +225,7 @@ fn main() {
         rows.push(row);
     }
 
-    rows.extend(rebuild_rows(&bin, &moto, &env, config.path()));
+    rows.extend(ci::rows(&ci));
 
     // Push 3 destinations against 1 (the own transfer, 200 MB of real files, each into fresh registries):
     // one compression, uploads side by side.
@@ -400,6 +412,7 @@ fn main() {
         peer: Some(("step, 200 MB".into(), small)),
         target: "≤ 2.0 × the 200 MB time".into(),
         met: large.time.as_secs_f64() <= 2.0 * small.time.as_secs_f64(),
+        sent: None,
     });
 
     // Promote 1 GB across registries: the step against skopeo copy (three rounds, alternating who goes first,
@@ -458,6 +471,7 @@ fn main() {
         peer: None,
         target: "≤ 20 ms".into(),
         met: startup <= Duration::from_millis(20),
+        sent: None,
     });
     let bad = Step::new()
         .env("PLUGIN_SOURCE", "app")
@@ -472,6 +486,7 @@ fn main() {
         peer: None,
         target: "≤ 20 ms".into(),
         met: rejected.time <= Duration::from_millis(20),
+        sent: None,
     });
 
     // Sizes.
@@ -509,10 +524,10 @@ fn main() {
     .unwrap();
     writeln!(
         md,
-        "| what | step | step RSS | peer | peer time | peer RSS | ratio | target | met |"
+        "| what | step | step RSS | peer | peer time | peer RSS | ratio | sent (step / peer) | target | met |"
     )
     .unwrap();
-    writeln!(md, "|---|---|---|---|---|---|---|---|---|").unwrap();
+    writeln!(md, "|---|---|---|---|---|---|---|---|---|---|").unwrap();
     for r in &rows {
         let (peer, peer_time, peer_rss, ratio) = match &r.peer {
             Some((name, p)) => (
@@ -536,18 +551,20 @@ fn main() {
         let met = if r.met { "yes" } else { "no" };
         writeln!(
             md,
-            "| {} | {time} | {rss} | {peer} | {peer_time} | {peer_rss} | {ratio} | {} | {met} |",
-            r.what, r.target
+            "| {} | {time} | {rss} | {peer} | {peer_time} | {peer_rss} | {ratio} | {} | {} | {met} |",
+            r.what,
+            sent(r),
+            r.target
         )
         .unwrap();
     }
     writeln!(
         md,
-        "| container image size | {image_mb:.1} MB | | | | | | ≤ 25 MB | {} |",
+        "| container image size | {image_mb:.1} MB | | | | | | | ≤ 25 MB | {} |",
         if image_mb <= 25.0 { "yes" } else { "no" }
     )
     .unwrap();
-    writeln!(md, "| release binary size | {binary_mb:.1} MB | | | | | | | |").unwrap();
+    writeln!(md, "| release binary size | {binary_mb:.1} MB | | | | | | | | |").unwrap();
     md.push_str(
         "\nHow the images are made: *random data* is one layer of bytes from /dev/urandom (`docker import`), the \
          worst case for gzip; *real files* is one layer of files copied from this machine's /usr/lib, /usr/share \
@@ -618,94 +635,18 @@ fn main() {
     eprintln!("bench: written to {}", out.display());
 }
 
-/// The push CI makes most: a rebuild where only the top layer changed (a base of 150 MB of real files in
-/// three layers, a 5 MB layer on top), the previous build pushed by the same tool under another tag. The
-/// step against `docker push` on the same engine (which remembers the layers it pushed), on loopback and
-/// over a 25 MB/s link, time and bytes sent up the link; then the same image under a new tag.
-fn rebuild_rows(bin: &str, moto: &Moto, env: &BTreeMap<String, String>, docker_config: &Path) -> Vec<Row> {
-    eprintln!("bench: a rebuild where only the top layer changed");
-    let mut rows = Vec::new();
-    let shell = Image::from_host_files(&["/bin/sh"], &[]);
-    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| real_files_dir(50 * MB)).collect();
-    let layers: Vec<(&str, &str)> = ["a", "b", "c"]
-        .iter()
-        .zip(&dirs)
-        .map(|(n, d)| (*n, d.path().to_str().unwrap()))
-        .collect();
-    for (reach, rate) in [("loopback", 4096 * MB), ("a 25 MB/s link", LINK_RATE)] {
-        let registry = Registry::start(DEFAULT_ACCOUNT);
-        // Bytes are counted on a link for both (a fast one stands for loopback).
-        let link = Link::start(&registry.host, rate);
-        let auth = base64_login(&format!("AWS:{DEFAULT_ACCOUNT}-auth-token"));
-        // docker push logs in to the link's host too (kept beside the logins already there).
-        let file = docker_config.join("config.json");
-        let mut config: serde_json::Value = std::fs::read(&file)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_else(|| serde_json::json!({}));
-        config["auths"][link.host.as_str()] = serde_json::json!({ "auth": auth });
-        std::fs::write(&file, config.to_string()).unwrap();
-        let base = Image::build(&shell.name, &layers);
-        let top = real_files_dir(5 * MB);
-        let rebuilt = Image::build(&base.name, &[("top", top.path().to_str().unwrap())]);
-        // The step: the previous build, then the rebuild.
-        let step_push = |image: &Image, tag: &str| {
-            Step::push(moto, &registry, image, "app")
-                .env("PLUGIN_REGISTRY", &link.host)
-                .env("PLUGIN_TAGS", tag)
-                .env("PLUGIN_PUSH_VIA", "registry")
-        };
-        measure(bin, &[], &step_env(&step_push(&base, "build-1")));
-        let before = link.sent();
-        let step = measure(bin, &[], &step_env(&step_push(&rebuilt, "build-2")));
-        let step_bytes = link.sent() - before;
-        // docker push, on the same engine: it pushed the previous build, so it knows those layers.
-        let peer_ref = |image: &Image, tag: &str| {
-            let target = format!("{}/peer:{tag}", link.host);
-            testbed::docker(&["tag", &image.name, &target]);
-            target
-        };
-        let first = peer_ref(&base, "build-1");
-        measure("docker", &["push", &first], env);
-        let second = peer_ref(&rebuilt, "build-2");
-        let before = link.sent();
-        let peer = measure("docker", &["push", &second], env);
-        let peer_bytes = link.sent() - before;
-        // The floor of any push that reads the image out of the engine: `docker save` to nowhere.
-        let export = measure(
-            "bash",
-            &["-c", &format!("docker save {} > /dev/null", rebuilt.name)],
-            env,
-        );
-        let bytes = step_bytes as f64 / peer_bytes.max(1) as f64;
-        let time = step.time.as_secs_f64() / peer.time.max(export.time).as_secs_f64();
-        rows.push(Row {
-            what: format!(
-                "rebuild, 5 MB top layer changed on a 150 MB base of 3 layers, same engine, {reach}: bytes sent \
-                 {:.1} MB by the step, {:.1} MB by docker push ({bytes:.2} ×); the export alone (docker save) {}",
-                step_bytes as f64 / MB as f64,
-                peer_bytes as f64 / MB as f64,
-                secs(export.time)
-            ),
-            step,
-            peer: Some(("docker push".into(), peer)),
-            target: "≤ 1.0 × peer's time, or ≤ 1.2 × the export where it is longer; ≤ 1.2 × its bytes".into(),
-            met: bytes <= 1.2 && (time <= 1.0 || (export.time > peer.time && time <= 1.2)),
-        });
-        // The same image under a new tag.
-        let again = measure(bin, &[], &step_env(&step_push(&rebuilt, "release")));
-        rows.push(Row {
-            what: format!("the same image under a new tag (the step), {reach}"),
-            step: again,
-            peer: None,
-            target: "≤ 0.3 s".into(),
-            met: again.time <= Duration::from_millis(300),
-        });
-        for r in [first, second] {
-            testbed::docker(&["rmi", &r]);
-        }
+/// The bytes a row's tools sent up the link, and their ratio; empty where the row does not count them.
+fn sent(row: &Row) -> String {
+    match row.sent {
+        Some((step, 0)) => format!("{:.1} MB", step as f64 / MB as f64),
+        Some((step, peer)) => format!(
+            "{:.1} MB / {:.1} MB ({:.2} ×)",
+            step as f64 / MB as f64,
+            peer as f64 / MB as f64,
+            step as f64 / peer as f64
+        ),
+        None => String::new(),
     }
-    rows
 }
 
 fn base64_login(text: &str) -> String {
@@ -948,6 +889,7 @@ fn ratio_row(what: &str, step: Sample, peer_name: &str, peer: Sample, max_ratio:
         peer: Some((peer_name.into(), peer)),
         target: format!("≤ {max_ratio} × peer"),
         met: step.time.as_secs_f64() <= max_ratio * peer.time.as_secs_f64(),
+        sent: None,
     }
 }
 

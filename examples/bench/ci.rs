@@ -1,0 +1,341 @@
+//! The shapes CI pushes, each on loopback and over a 25 MB/s link, the step against `docker push` (and
+//! skopeo where it applies), time and bytes sent up the link:
+//! - (a) a new application image built by a Dockerfile: a system layer, a dependency layer, two small
+//!   layers and the app on top, six layers of real files with the shell below;
+//! - (b) its rebuild with only the app changed, the previous build pushed by the same tool under another
+//!   tag: on the same engine (docker push remembers the layers it pushed), and toward a registry that
+//!   engine never pushed to (the previous build put there by skopeo, as from another runner);
+//! - (c) a rebuild on an engine whose previous build came from a pull of the destination (`--cache-from`);
+//! - (d) the same image under a new tag;
+//! - (e) the image as a daemonless OCI layout (skopeo's, gzip layers as BuildKit writes them).
+
+use super::{LINK_RATE, MB, Row, Sample, base64_login, measure, median, secs, step_env};
+use crate::testbed::{self, DEFAULT_ACCOUNT, Image, Link, Moto, Registry, Step};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A registry behind its own link, logged in for docker and skopeo (the docker config both read).
+struct Side {
+    _registry: Registry,
+    link: Link,
+}
+
+impl Side {
+    fn start(rate: usize, docker_config: &Path) -> Side {
+        let registry = Registry::start(DEFAULT_ACCOUNT);
+        let link = Link::start(&registry.host, rate);
+        let file = docker_config.join("config.json");
+        let mut config: serde_json::Value = std::fs::read(&file)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_else(|| serde_json::json!({}));
+        let auth = base64_login(&format!("AWS:{DEFAULT_ACCOUNT}-auth-token"));
+        config["auths"][link.host.as_str()] = serde_json::json!({ "auth": auth });
+        std::fs::write(&file, config.to_string()).unwrap();
+        Side {
+            _registry: registry,
+            link,
+        }
+    }
+
+    fn host(&self) -> &str {
+        &self.link.host
+    }
+
+    /// Run `work`, returning its sample and the bytes it sent up this side's link.
+    fn sent(&self, work: impl FnOnce() -> Sample) -> (Sample, u64) {
+        let before = self.link.sent();
+        let sample = work();
+        (sample, self.link.sent() - before)
+    }
+}
+
+/// What every push here needs: the step, moto, the environment and the docker config.
+pub struct Bench<'a> {
+    pub bin: &'a str,
+    pub moto: &'a Moto,
+    pub env: &'a BTreeMap<String, String>,
+    pub docker_config: &'a Path,
+}
+
+/// The layers below the app: real files of this machine from different places (libraries, shared data,
+/// configuration), as a system, its dependencies, configuration and assets.
+struct AppFiles {
+    shell: Image,
+    below: Vec<(&'static str, tempfile::TempDir)>,
+}
+
+impl AppFiles {
+    fn new() -> AppFiles {
+        AppFiles {
+            shell: Image::from_host_files(&["/bin/sh"], &[]),
+            below: vec![
+                ("system", real_files_from(&["/usr/lib"], 90 * MB)),
+                ("deps", real_files_from(&["/usr/share"], 60 * MB)),
+                ("config", real_files_from(&["/etc"], MB / 2)),
+                ("assets", real_files_from(&["/usr/share/doc"], 2 * MB)),
+            ],
+        }
+    }
+
+    /// An image of these layers and a new app on top (12 MB of programs): a build, or a rebuild that
+    /// changed only the app.
+    fn build(&self) -> Image {
+        let app = real_files_from(&["/usr/bin", "/usr/sbin"], 12 * MB);
+        let mut layers: Vec<(&str, &str)> = self
+            .below
+            .iter()
+            .map(|(n, d)| (*n, d.path().to_str().unwrap()))
+            .collect();
+        layers.push(("app", app.path().to_str().unwrap()));
+        Image::build(&self.shell.name, &layers)
+    }
+}
+
+/// A directory of real files under `roots`, about `bytes` of them, and a marker file (so every image made
+/// of it is new).
+fn real_files_from(roots: &[&str], bytes: usize) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let mut total = 0usize;
+    let mut n = 0usize;
+    'roots: for root in roots {
+        let mut stack = vec![PathBuf::from(root)];
+        while let Some(d) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&d) else { continue };
+            let mut entries: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+            entries.sort();
+            for path in entries {
+                let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                    continue;
+                };
+                if meta.is_dir() {
+                    stack.push(path);
+                } else if meta.is_file() && meta.len() > 0 && meta.len() < 20 * MB as u64 {
+                    if std::fs::copy(&path, dir.path().join(format!("f{n}"))).is_ok() {
+                        total += meta.len() as usize;
+                        n += 1;
+                    }
+                    if total >= bytes {
+                        break 'roots;
+                    }
+                }
+            }
+        }
+    }
+    let marker = format!("{}-{:?}", std::process::id(), std::time::Instant::now());
+    std::fs::write(dir.path().join("marker"), marker).unwrap();
+    dir
+}
+
+impl Bench<'_> {
+    fn step(&self, side: &Side, source: &str, tag: &str, via: Option<&str>) -> (Sample, u64) {
+        let mut push = Step::aws(self.moto)
+            .env("PLUGIN_SOURCE", source)
+            .env("PLUGIN_REPO", "app")
+            .env("PLUGIN_REGISTRY", side.host())
+            .env("PLUGIN_REGION", testbed::REGION)
+            .env("PLUGIN_TAGS", tag);
+        if let Some(via) = via {
+            push = push.env("PLUGIN_PUSH_VIA", via);
+        }
+        side.sent(|| measure(self.bin, &[], &step_env(&push)))
+    }
+
+    fn docker_push(&self, side: &Side, image: &Image, tag: &str) -> (Sample, u64) {
+        let target = format!("{}/app:{tag}", side.host());
+        testbed::docker(&["tag", &image.name, &target]);
+        let pushed = side.sent(|| measure("docker", &["push", &target], self.env));
+        testbed::docker(&["rmi", &target]);
+        pushed
+    }
+
+    fn skopeo(&self, side: &Side, source: &str, tag: &str) -> (Sample, u64) {
+        let auth = self.docker_config.join("config.json").display().to_string();
+        let target = format!("docker://{}/app:{tag}", side.host());
+        let args = [
+            "copy",
+            "--quiet",
+            "--authfile",
+            &auth,
+            "--dest-tls-verify=false",
+            source,
+            &target,
+        ];
+        side.sent(|| measure("skopeo", &args, self.env))
+    }
+
+    /// `docker save` of `image` to nowhere: the floor of any push that reads the image out of the engine.
+    fn export(&self, image: &Image) -> Sample {
+        let save = format!("docker save {} > /dev/null", image.name);
+        measure("bash", &["-c", &save], self.env)
+    }
+}
+
+/// A row of the step against a peer, time and bytes; `met` judged by the caller.
+fn row(what: String, step: (Sample, u64), peer_name: &str, peer: (Sample, u64), target: &str, met: bool) -> Row {
+    Row {
+        what,
+        step: step.0,
+        peer: Some((peer_name.into(), peer.0)),
+        target: target.into(),
+        met,
+        sent: Some((step.1, peer.1)),
+    }
+}
+
+fn ratio(a: Duration, b: Duration) -> f64 {
+    a.as_secs_f64() / b.as_secs_f64()
+}
+
+fn bytes_ratio(a: u64, b: u64) -> f64 {
+    a as f64 / b.max(1) as f64
+}
+
+/// Every row of the shapes above, on loopback then over the link.
+pub fn rows(bench: &Bench) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let files = AppFiles::new();
+    for (reach, rate) in [("loopback", 4096 * MB), ("25 MB/s link", LINK_RATE)] {
+        eprintln!("bench: the shapes CI pushes, {reach}");
+        let side = || Side::start(rate, bench.docker_config);
+        let (ours, docker, skopeo) = (side(), side(), side());
+
+        // (a) A new application image.
+        let first = files.build();
+        let step = bench.step(&ours, &first.name, "build-1", None);
+        let peer = bench.docker_push(&docker, &first, "build-1");
+        let copied = bench.skopeo(&skopeo, &format!("docker-daemon:{}", first.name), "build-1");
+        let (max, cap) = match reach {
+            "loopback" => (0.6, "≤ 0.6 × docker push's time"),
+            _ => (1.0, "≤ 1.0 × docker push's time"),
+        };
+        let time = ratio(step.0.time, peer.0.time);
+        rows.push(row(
+            format!("(a) new image of 6 layers, 165 MB of real files (Dockerfile), {reach}"),
+            step,
+            "docker push",
+            peer,
+            cap,
+            time <= max,
+        ));
+        rows.push(row(
+            format!("(a) the same, against skopeo copy docker-daemon:, {reach}"),
+            step,
+            "skopeo copy",
+            copied,
+            "none (a second peer)",
+            true,
+        ));
+
+        // (b) Rebuilds with only the app changed, on the same engine: three rounds, medians.
+        let (mut steps, mut peers, mut floors) = (Vec::new(), Vec::new(), Vec::new());
+        let mut last = None;
+        for round in 0..3 {
+            let rebuilt = files.build();
+            let tag = format!("build-{}", round + 2);
+            let step = bench.step(&ours, &rebuilt.name, &tag, None);
+            let peer = bench.docker_push(&docker, &rebuilt, &tag);
+            floors.push(bench.export(&rebuilt));
+            steps.push(step);
+            peers.push(peer);
+            last = Some(rebuilt);
+        }
+        let (step, peer, floor) = (middle(steps), middle(peers), median(floors));
+        let (time, bytes) = (ratio(step.0.time, peer.0.time), bytes_ratio(step.1, peer.1));
+        let over_floor = ratio(step.0.time, floor.time);
+        let met = bytes <= 1.2 && (time <= 1.0 || (floor.time > peer.0.time && over_floor <= 1.2));
+        rows.push(row(
+            format!(
+                "(b) rebuild, app changed, same engine (docker push remembers), {reach}; floor (docker save) {}: \
+                 {over_floor:.2} × it",
+                secs(floor.time)
+            ),
+            step,
+            "docker push",
+            peer,
+            "≤ 1.2 × bytes; ≤ 1.0 × time, or ≤ 1.2 × the floor where the floor is longer",
+            met,
+        ));
+
+        // (d) The same image under a new tag.
+        let last = last.unwrap();
+        let again = bench.step(&ours, &last.name, "release", None);
+        rows.push(Row {
+            what: format!("(d) the same image under a new tag, {reach}"),
+            step: again.0,
+            peer: None,
+            target: "≤ 0.3 s".into(),
+            met: again.0.time <= Duration::from_millis(300),
+            sent: Some((again.1, 0)),
+        });
+
+        // (b) Toward a registry this engine never pushed to: the previous build was put there by skopeo
+        // (another runner), for each tool alike.
+        let (ours_fresh, docker_fresh) = (side(), side());
+        for fresh in [&ours_fresh, &docker_fresh] {
+            bench.skopeo(fresh, &format!("docker-daemon:{}", first.name), "build-1");
+        }
+        let rebuilt = files.build();
+        let step = bench.step(&ours_fresh, &rebuilt.name, "build-2", None);
+        let peer = bench.docker_push(&docker_fresh, &rebuilt, "build-2");
+        let (time, bytes) = (ratio(step.0.time, peer.0.time), bytes_ratio(step.1, peer.1));
+        rows.push(row(
+            format!("(b) rebuild, app changed, an engine with no record of the registry, {reach}"),
+            step,
+            "docker push",
+            peer,
+            "≤ 0.7 × time, ≤ 0.2 × bytes",
+            time <= 0.7 && bytes <= 0.2,
+        ));
+
+        // (c) The previous build pulled from the destination (`--cache-from`), the rebuild pushed.
+        let cached = side();
+        let previous = format!("{}/app:cache", cached.host());
+        testbed::docker(&["tag", &first.name, &previous]);
+        measure("docker", &["push", &previous], bench.env);
+        testbed::docker(&["rmi", &previous]);
+        measure("docker", &["pull", "-q", &previous], bench.env);
+        let (ours_build, theirs_build) = (files.build(), files.build());
+        let step = bench.step(&cached, &ours_build.name, "step-2", None);
+        let peer = bench.docker_push(&cached, &theirs_build, "peer-2");
+        let (time, bytes) = (ratio(step.0.time, peer.0.time), bytes_ratio(step.1, peer.1));
+        rows.push(row(
+            format!("(c) rebuild on the previous build pulled from the destination, PLUGIN_PUSH_VIA=auto, {reach}"),
+            step,
+            "docker push",
+            peer,
+            "≤ 1.0 × time, ≤ 1.2 × bytes",
+            time <= 1.0 && bytes <= 1.2,
+        ));
+        testbed::docker(&["rmi", &previous]);
+
+        // (e) The image as an OCI layout, no daemon.
+        let layout = tempfile::tempdir().unwrap();
+        let dir = format!("oci:{}:build-1", layout.path().display());
+        let made = std::process::Command::new("skopeo")
+            .args(["copy", "--quiet", &format!("docker-daemon:{}", first.name), &dir])
+            .status()
+            .unwrap();
+        assert!(made.success(), "skopeo copy to {dir}");
+        let (ours_layout, skopeo_layout) = (side(), side());
+        let step = bench.step(&ours_layout, &dir, "build-1", None);
+        let peer = bench.skopeo(&skopeo_layout, &dir, "build-1");
+        let time = ratio(step.0.time, peer.0.time);
+        rows.push(row(
+            format!("(e) an OCI layout of the new image (6 gzip layers), no daemon, {reach}"),
+            step,
+            "skopeo copy oci:",
+            peer,
+            "≤ 1.0 × skopeo's time",
+            time <= 1.0,
+        ));
+    }
+    rows
+}
+
+/// The middle run of several by time, with its bytes.
+fn middle(mut runs: Vec<(Sample, u64)>) -> (Sample, u64) {
+    runs.sort_by_key(|(s, _)| s.time);
+    runs[runs.len() / 2]
+}
