@@ -120,3 +120,33 @@ fn auto_takes_the_engine_only_where_the_engine_knows_the_previous_builds_layers(
     assert_eq!(layers, testbed::diff_ids(&third.name));
     registry.docker(&["rmi", &previous]);
 }
+
+/// On ECR the previous build is found by when it was pushed (DescribeImages), not by its tag: CI tags each
+/// build with its commit, and among many tags the registry's list need not show it among the first read.
+#[test]
+fn the_previous_build_is_found_by_its_push_time_among_many_tags() {
+    let (moto, registry) = (Moto::start(), Registry::start(DEFAULT_ACCOUNT));
+    // Twelve tags of an unrelated image, which the registry lists after the previous build's tag.
+    let unrelated = Image::from_host_files(&["/bin/cat"], &[]);
+    let tags: Vec<String> = (0..12).map(|i| format!("f{i:02}")).collect();
+    push(&moto, &registry, &unrelated, &tags.join(",")).success();
+    let base = Image::from_host_files(&["/bin/sh"], &[]);
+    let first = Image::build(&base.name, &[("docs", "/usr/share/common-licenses")]);
+    push(&moto, &registry, &first, "0a1b2c3").success();
+    // What ECR would record: the unrelated images first, the previous build last.
+    for tag in &tags {
+        moto.mirror(&registry, "app", tag);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    moto.mirror(&registry, "app", "0a1b2c3");
+
+    let top = tempfile::tempdir().unwrap();
+    std::fs::write(top.path().join("app.txt"), format!("build {}\n", std::process::id())).unwrap();
+    let rebuilt = Image::build(&first.name, &[("app", top.path().to_str().unwrap())]);
+    let run = push(&moto, &registry, &rebuilt, "d4e5f6a");
+    run.success();
+    run.says("2 of the 3 layer(s) are sent as that registry holds them")
+        .says("1 layer(s) compressed here");
+    let (id, _) = registry.pull(&format!("{}/app:d4e5f6a", registry.host));
+    assert_eq!(id, rebuilt.id, "the image id changed");
+}

@@ -9,31 +9,6 @@ use std::time::{Duration, Instant};
 use testbed::proxy::{Fault, FaultProxy, Rule};
 use testbed::{DEFAULT_ACCOUNT, Image, Moto, REGION, Registry, Step};
 
-/// Mirror `repo:tag` of the registry into moto (PutImage with the real digest), so ECR's scan API knows it.
-fn mirror(moto: &Moto, registry: &Registry, repo: &str, tag: &str) -> String {
-    let (bytes, media_type, digest) = registry.manifest(repo, tag).expect("the image is in the registry");
-    let manifest = String::from_utf8(bytes).unwrap();
-    let _ = moto.aws_as(
-        (testbed::ACCESS_KEY, testbed::SECRET_KEY),
-        &["ecr", "create-repository", "--repository-name", repo],
-    );
-    moto.aws(&[
-        "ecr",
-        "put-image",
-        "--repository-name",
-        repo,
-        "--image-manifest",
-        &manifest,
-        "--image-manifest-media-type",
-        media_type.split(';').next().unwrap(),
-        "--image-tag",
-        tag,
-        "--image-digest",
-        &digest,
-    ]);
-    digest
-}
-
 /// Script what moto answers to DescribeImageScanFindings for `digest`.
 fn script_findings(moto: &Moto, repo: &str, digest: &str, status: &str, findings: Value) {
     let result = json!({
@@ -72,7 +47,7 @@ fn the_scan_gate_fails_on_a_critical_finding_passes_when_it_is_ignored_and_expor
         .env("PLUGIN_TAGS", "v1")
         .run()
         .success();
-    let digest = mirror(&moto, &registry, "app", "v1");
+    let digest = moto.mirror(&registry, "app", "v1");
     script_findings(
         &moto,
         "app",
@@ -132,8 +107,8 @@ fn enhanced_findings_count_and_a_scan_that_never_completes_fails_after_the_timeo
         .env("PLUGIN_TAGS", "s1")
         .run()
         .success();
-    let enhanced_digest = mirror(&moto, &registry, "app", "e1");
-    let stuck_digest = mirror(&moto, &registry, "app", "s1");
+    let enhanced_digest = moto.mirror(&registry, "app", "e1");
+    let stuck_digest = moto.mirror(&registry, "app", "s1");
     script_findings(
         &moto,
         "app",
@@ -179,7 +154,7 @@ fn an_image_ecr_cannot_scan_fails_the_gate_unless_the_user_opts_out() {
         .env("PLUGIN_TAGS", "u1")
         .run()
         .success();
-    let digest = mirror(&moto, &registry, "app", "u1");
+    let digest = moto.mirror(&registry, "app", "u1");
     script_findings(&moto, "app", &digest, "UNSUPPORTED_IMAGE", json!({}));
     let gated = Step::push(&moto, &registry, &image, "app")
         .env("PLUGIN_TAGS", "u1")

@@ -1,9 +1,11 @@
-//! The AWS adapter: the run's identity (STS), ECR authorization tokens, and the ECR repository API.
+//! The AWS adapter: the run's identity (STS), ECR authorization tokens, the ECR repository API and its
+//! images' push times.
 //! Every AWS client of the run is built from one [`Identity`]. Uses `domain` and `report` only (the SDK retries its own calls,
 //! within `PLUGIN_TIMEOUT`); never another adapter.
 
 pub mod error;
 pub mod identity;
+pub mod images;
 pub mod repository;
 pub mod scan;
 pub mod token;

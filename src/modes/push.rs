@@ -42,8 +42,8 @@ pub async fn run(settings: &PushSettings, ctx: &Context) -> Result<Done> {
         }
         Source::DockerArchive { path, reference } => {
             preflight.await?;
-            let (path, reference) = (path.clone(), reference.clone());
-            blocking(move || layout::docker_archive(&path, reference.as_deref())).await?
+            let (path, reference, compression) = (path.clone(), reference.clone(), settings.compression);
+            blocking(move || layout::docker_archive(&path, reference.as_deref(), compression)).await?
         }
     };
     let nothing = BTreeSet::new();
@@ -162,10 +162,11 @@ async fn own_transfer(
         }
         let (announce, announced) = tokio::sync::mpsc::unbounded_channel();
         let announce = (!settings.dry_run).then_some(announce);
-        let (reading_base, diff_ids) = (base.clone(), local.layers.clone());
+        let (reading_base, diff_ids, compression) = (base.clone(), local.layers.clone(), settings.compression);
         let reading = blocking(move || {
             let chunks = layout::Chunks::new(received);
-            layout::docker_archive_from(chunks, None, announce.as_ref(), reading_base.as_ref(), &diff_ids)
+            let base = reading_base.as_ref();
+            layout::docker_archive_from(chunks, None, announce.as_ref(), base, &diff_ids, compression)
         });
         let (opened, early) = tokio::join!(reading, upload_early(announced, &settings.target.repo, ctx));
         anyhow::Ok((opened, early, base))
@@ -244,8 +245,9 @@ struct Held {
 /// The most of a destination's images read to learn what it holds.
 const KNOWN_IMAGES: usize = 10;
 
-/// The first destination's images (the tags being written first, then others of the repository, at most
-/// [`KNOWN_IMAGES`]): the image itself when one is it, in every destination, else the others.
+/// The first destination's images (the tags being written first, then the most recently pushed others of
+/// the repository, at most [`KNOWN_IMAGES`]): the image itself when one is it, in every destination, else
+/// the others.
 async fn held(local: &LocalImage, settings: &PushSettings, ctx: &Context) -> Held {
     let Some(login) = ctx.logins.first() else {
         return Held::default();
@@ -254,8 +256,15 @@ async fn held(local: &LocalImage, settings: &PushSettings, ctx: &Context) -> Hel
     let Ok(client) = RegistryClient::new(login, ctx.common.timeout) else {
         return Held::default();
     };
+    // The tags being written, then the most recently pushed images (ECR's API), then the registry's list
+    // (newest last, where a registry keeps the order).
+    let at = crate::domain::repository::RepositoryAt::of(repo, login);
+    let (recent, listed) = tokio::join!(
+        crate::aws::images::recent_tags(&ctx.identity, &at),
+        client.tags(repo, 1000)
+    );
     let mut candidates = settings.target.tags.clone();
-    for tag in client.tags(repo, 1000).await.unwrap_or_default().into_iter().rev() {
+    for tag in recent.into_iter().chain(listed.unwrap_or_default().into_iter().rev()) {
         if !candidates.contains(&tag) && !tag.starts_with("sha256-") {
             candidates.push(tag);
         }

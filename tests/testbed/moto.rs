@@ -60,6 +60,32 @@ impl Moto {
         })
     }
 
+    /// Mirror `repo:tag` of `registry` into moto's ECR (PutImage with the real manifest and digest, pushed
+    /// now), so the ECR API knows the image: its scan, its push time. Returns the digest.
+    pub fn mirror(&self, registry: &super::Registry, repo: &str, tag: &str) -> String {
+        let (bytes, media_type, digest) = registry.manifest(repo, tag).expect("the image is in the registry");
+        let manifest = String::from_utf8(bytes).unwrap();
+        let _ = self.aws_as(
+            (ACCESS_KEY, SECRET_KEY),
+            &["ecr", "create-repository", "--repository-name", repo],
+        );
+        self.aws(&[
+            "ecr",
+            "put-image",
+            "--repository-name",
+            repo,
+            "--image-manifest",
+            &manifest,
+            "--image-manifest-media-type",
+            media_type.split(';').next().unwrap(),
+            "--image-tag",
+            tag,
+            "--image-digest",
+            &digest,
+        ]);
+        digest
+    }
+
     pub fn aws(&self, args: &[&str]) -> serde_json::Value {
         self.aws_as((ACCESS_KEY, SECRET_KEY), args)
             .unwrap_or_else(|e| panic!("aws {args:?} failed: {e}"))
