@@ -587,7 +587,8 @@ fn main() {
          on top (12 MB of programs), 165 MB in six layers; a rebuild changes only the app. Which tool each shape \
          favours: a new image of several layers favours the step on loopback (it compresses every layer on \
          every core; docker push compresses a layer per thread), while over a link bytes decide, and the \
-         step's level 1 for layers over 64 MiB sends more than docker's level 6; a rebuild on an engine that \
+         step's level 1 for layers over 64 MiB sends more than docker's level 6 (the rows with \
+         PLUGIN_COMPRESSION_LEVEL=6 show the other side of that trade); a rebuild on an engine that \
          pushed the previous build favours docker push, which reads only the new layer while any push that \
          exports the image pays for `docker save` (the floor, shown in the row); a rebuild toward a registry \
          the engine has no record of favours the step, which learns what the registry holds and sends only \

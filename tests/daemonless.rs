@@ -428,3 +428,48 @@ fn an_image_built_on_a_base_pulled_from_the_registry_keeps_the_bases_layers_thro
     }
     registry.docker(&["rmi", "-f", &base]);
 }
+
+/// `PLUGIN_COMPRESSION_LEVEL` sets the level of the layers the step compresses: the same image at level 1
+/// and at `auto` (6 for a small layer) gets other layer digests, the smaller blobs at 6, and pulls back
+/// as the same image.
+#[test]
+fn the_compression_level_changes_the_layer_bytes_never_the_image() {
+    let (moto, registry) = (Moto::start(), Registry::start(DEFAULT_ACCOUNT));
+    let base = Image::from_host_files(&["/bin/sh"], &[]);
+    let image = Image::build(&base.name, &[("docs", "/usr/share/common-licenses")]);
+    let push = |repo: &str, level: Option<&str>| {
+        let step = Step::push(&moto, &registry, &image, repo)
+            .env("PLUGIN_TAGS", "v1")
+            .env("PLUGIN_PUSH_VIA", "registry");
+        let step = match level {
+            Some(level) => step.env("PLUGIN_COMPRESSION_LEVEL", level),
+            None => step,
+        };
+        step.run().success();
+    };
+    push("auto", None);
+    push("fast", Some("1"));
+    let sizes = |repo: &str| -> Vec<(String, u64)> {
+        let (bytes, _, _) = registry.manifest(repo, "v1").unwrap();
+        let manifest: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        manifest["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| (l["digest"].as_str().unwrap().to_string(), l["size"].as_u64().unwrap()))
+            .collect()
+    };
+    let (auto, fast) = (sizes("auto"), sizes("fast"));
+    assert_ne!(auto, fast, "the level changed no layer");
+    let total = |layers: &[(String, u64)]| layers.iter().map(|(_, s)| s).sum::<u64>();
+    assert!(
+        total(&auto) < total(&fast),
+        "level 6 sent {} bytes, level 1 {}",
+        total(&auto),
+        total(&fast)
+    );
+    for repo in ["auto", "fast"] {
+        let (id, _) = registry.pull(&format!("{}/{repo}:v1", registry.host));
+        assert_eq!(id, image.id, "{repo}: the image id changed");
+    }
+}

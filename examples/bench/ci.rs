@@ -129,15 +129,15 @@ fn real_files_from(roots: &[&str], bytes: usize) -> tempfile::TempDir {
 }
 
 impl Bench<'_> {
-    fn step(&self, side: &Side, source: &str, tag: &str, via: Option<&str>) -> (Sample, u64) {
+    fn step(&self, side: &Side, source: &str, tag: &str, settings: &[(&str, &str)]) -> (Sample, u64) {
         let mut push = Step::aws(self.moto)
             .env("PLUGIN_SOURCE", source)
             .env("PLUGIN_REPO", "app")
             .env("PLUGIN_REGISTRY", side.host())
             .env("PLUGIN_REGION", testbed::REGION)
             .env("PLUGIN_TAGS", tag);
-        if let Some(via) = via {
-            push = push.env("PLUGIN_PUSH_VIA", via);
+        for (name, value) in settings {
+            push = push.env(name, value);
         }
         side.sent(|| measure(self.bin, &[], &step_env(&push)))
     }
@@ -203,7 +203,7 @@ pub fn rows(bench: &Bench) -> Vec<Row> {
 
         // (a) A new application image.
         let first = files.build();
-        let step = bench.step(&ours, &first.name, "build-1", None);
+        let step = bench.step(&ours, &first.name, "build-1", &[]);
         let peer = bench.docker_push(&docker, &first, "build-1");
         let copied = bench.skopeo(&skopeo, &format!("docker-daemon:{}", first.name), "build-1");
         let (max, cap) = match reach {
@@ -228,13 +228,26 @@ pub fn rows(bench: &Bench) -> Vec<Row> {
             true,
         ));
 
+        // (a) with the level a slow link favours, into a registry of its own.
+        let leveled = side();
+        let level = [("PLUGIN_COMPRESSION_LEVEL", "6")];
+        let step6 = bench.step(&leveled, &first.name, "build-1", &level);
+        rows.push(row(
+            format!("(a) the same, PLUGIN_COMPRESSION_LEVEL=6, {reach}"),
+            step6,
+            "docker push",
+            peer,
+            "none (what level 6 costs and saves)",
+            true,
+        ));
+
         // (b) Rebuilds with only the app changed, on the same engine: three rounds, medians.
         let (mut steps, mut peers, mut floors) = (Vec::new(), Vec::new(), Vec::new());
         let mut last = None;
         for round in 0..3 {
             let rebuilt = files.build();
             let tag = format!("build-{}", round + 2);
-            let step = bench.step(&ours, &rebuilt.name, &tag, None);
+            let step = bench.step(&ours, &rebuilt.name, &tag, &[]);
             let peer = bench.docker_push(&docker, &rebuilt, &tag);
             floors.push(bench.export(&rebuilt));
             steps.push(step);
@@ -260,7 +273,7 @@ pub fn rows(bench: &Bench) -> Vec<Row> {
 
         // (d) The same image under a new tag.
         let last = last.unwrap();
-        let again = bench.step(&ours, &last.name, "release", None);
+        let again = bench.step(&ours, &last.name, "release", &[]);
         rows.push(Row {
             what: format!("(d) the same image under a new tag, {reach}"),
             step: again.0,
@@ -277,7 +290,7 @@ pub fn rows(bench: &Bench) -> Vec<Row> {
             bench.skopeo(fresh, &format!("docker-daemon:{}", first.name), "build-1");
         }
         let rebuilt = files.build();
-        let step = bench.step(&ours_fresh, &rebuilt.name, "build-2", None);
+        let step = bench.step(&ours_fresh, &rebuilt.name, "build-2", &[]);
         let peer = bench.docker_push(&docker_fresh, &rebuilt, "build-2");
         let (time, bytes) = (ratio(step.0.time, peer.0.time), bytes_ratio(step.1, peer.1));
         rows.push(row(
@@ -297,7 +310,7 @@ pub fn rows(bench: &Bench) -> Vec<Row> {
         testbed::docker(&["rmi", &previous]);
         measure("docker", &["pull", "-q", &previous], bench.env);
         let (ours_build, theirs_build) = (files.build(), files.build());
-        let step = bench.step(&cached, &ours_build.name, "step-2", None);
+        let step = bench.step(&cached, &ours_build.name, "step-2", &[]);
         let peer = bench.docker_push(&cached, &theirs_build, "peer-2");
         let (time, bytes) = (ratio(step.0.time, peer.0.time), bytes_ratio(step.1, peer.1));
         rows.push(row(
@@ -319,7 +332,7 @@ pub fn rows(bench: &Bench) -> Vec<Row> {
             .unwrap();
         assert!(made.success(), "skopeo copy to {dir}");
         let (ours_layout, skopeo_layout) = (side(), side());
-        let step = bench.step(&ours_layout, &dir, "build-1", None);
+        let step = bench.step(&ours_layout, &dir, "build-1", &[]);
         let peer = bench.skopeo(&skopeo_layout, &dir, "build-1");
         let time = ratio(step.0.time, peer.0.time);
         rows.push(row(

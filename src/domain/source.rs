@@ -201,6 +201,44 @@ pub fn engine_is_faster(source: &LocalImage, base: Option<&PulledImage>, destina
     ))
 }
 
+/// How the step gzip-compresses the layers it compresses (`PLUGIN_COMPRESSION_LEVEL`): a function of the
+/// setting and the layer's size alone, so the same layer gives the same digest on any machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compression {
+    /// Level 6 (docker's own) for layers under [`Compression::SMALL_LAYER`], where a few MB cost little CPU
+    /// and over a network their bytes are the time (a rebuild's new top layer); level 1 above, as pigz -1,
+    /// where the CPU is the cost on a fast link.
+    #[default]
+    Auto,
+    /// One level, 1 to 9, for every layer (a slow link favours a higher one).
+    Level(u32),
+}
+
+impl Compression {
+    /// Layers under this size (uncompressed bytes) are compressed at level 6 under `auto`.
+    pub const SMALL_LAYER: u64 = 64 << 20;
+
+    /// `auto` or a level from 1 to 9.
+    pub fn parse(value: &str) -> Result<Compression, String> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(Compression::Auto),
+            v => match v.parse::<u32>() {
+                Ok(level @ 1..=9) => Ok(Compression::Level(level)),
+                _ => Err("auto, or a gzip level from 1 (fastest) to 9 (smallest)".to_string()),
+            },
+        }
+    }
+
+    /// The level for a layer of `size` uncompressed bytes.
+    pub fn level_for(self, size: u64) -> u32 {
+        match self {
+            Compression::Auto if size < Self::SMALL_LAYER => 6,
+            Compression::Auto => 1,
+            Compression::Level(level) => level,
+        }
+    }
+}
+
 /// The layers the source shares with its base, by diff id, as the base's registry holds them (only
 /// gzip layers: the step writes a Docker manifest, whose layers are gzip tars).
 #[derive(Debug, Clone)]
@@ -330,6 +368,21 @@ mod tests {
         sized.layer_sizes = vec![990, 10];
         let why = engine_is_faster(&sized, Some(&previous), &here).expect("990 of 1000 bytes shared");
         assert!(why.contains("0.0 MB of the image's 0.0 MB"), "{why}");
+    }
+
+    #[test]
+    fn the_compression_level_is_the_settings_or_by_size_under_auto() {
+        assert_eq!(Compression::parse(" AUTO "), Ok(Compression::Auto));
+        assert_eq!(Compression::parse("9"), Ok(Compression::Level(9)));
+        for bad in ["0", "10", "fast", "", "-1"] {
+            assert!(Compression::parse(bad).is_err(), "{bad}");
+        }
+        let auto = Compression::Auto;
+        assert_eq!(
+            (auto.level_for(5 << 20), auto.level_for(Compression::SMALL_LAYER)),
+            (6, 1)
+        );
+        assert_eq!(Compression::Level(4).level_for(1 << 30), 4);
     }
 
     #[test]

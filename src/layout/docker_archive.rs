@@ -4,11 +4,11 @@
 //! scratch directory, confined to it ([`Tree`]). Then `manifest.json` picks the config and the layers, and
 //! every layer's diff id must be the one the config names.
 
-use super::gzip::{gzip_digests, gzip_file, hex_digest, level_for};
+use super::gzip::{gzip_digests, gzip_file, hex_digest};
 use super::{CONFIG_LIMIT, Growing, MANIFEST_LIMIT, Opened, input_tree, scratch_error, unpack_error};
 use crate::domain::excerpt;
 use crate::domain::manifest::{Descriptor, Manifest, sha256};
-use crate::domain::source::{BaseLayers, FileImage, LocalBlob};
+use crate::domain::source::{BaseLayers, Compression, FileImage, LocalBlob};
 use crate::files::ScratchDir;
 use crate::files::tree::{Found, Tree, inside};
 use anyhow::{Context, Result, anyhow, bail};
@@ -36,21 +36,23 @@ const EARLY_UPLOAD_FROM: u64 = 1 << 20;
 /// With `base` (the layers the destinations hold, by diff id), those layers are not compressed: they are
 /// sent as the destination holds them (`FileImage::borrowed`). `diff_ids` (the image's, bottom first, when
 /// known, as for an engine's export) tell a legacy `docker save` layer apart before it is read; see
-/// [`unpack_compressing`].
+/// [`unpack_compressing`]. Layers are compressed at the level `compression` gives for their size.
 pub fn docker_archive_from(
     input: impl Read,
     reference: Option<&str>,
     early: Option<&tokio::sync::mpsc::UnboundedSender<Growing>>,
     base: Option<&BaseLayers>,
     diff_ids: &[String],
+    compression: Compression,
 ) -> Result<Opened> {
     let scratch = ScratchDir::new("docker-archive").map_err(|e| scratch_error(e.into()))?;
     let tree = input_tree(&scratch)?;
     let layers = scratch.path.join("layers");
     std::fs::create_dir(&layers).map_err(|e| scratch_error(e.into()))?;
-    let unpacked = unpack_compressing(input, &tree, &layers, early, base, diff_ids).map_err(scratch_error)?;
+    let unpacked =
+        unpack_compressing(input, &tree, &layers, early, base, diff_ids, compression).map_err(scratch_error)?;
     Ok(Opened {
-        image: read_docker(&tree, &layers, reference, &unpacked, base)?,
+        image: read_docker(&tree, &layers, reference, &unpacked, base, compression)?,
         _scratch: Some(scratch),
     })
 }
@@ -169,6 +171,7 @@ fn unpack_compressing(
     early: Option<&tokio::sync::mpsc::UnboundedSender<Growing>>,
     base: Option<&BaseLayers>,
     diff_ids: &[String],
+    compression: Compression,
 ) -> Result<Unpacked> {
     let mut tar = tar::Archive::new(input);
     let mut done = Unpacked::default();
@@ -193,7 +196,7 @@ fn unpack_compressing(
         };
         let mut head = Vec::with_capacity(512);
         (&mut entry).take(512).read_to_end(&mut head).map_err(tar_error)?;
-        let level = level_for(entry.header().size().unwrap_or(u64::MAX));
+        let level = compression.level_for(entry.header().size().unwrap_or(u64::MAX));
         let mut out = tree.create_file(&name).map_err(|e| unpack_error(&name, e))?;
         if !is_tar(&head) {
             out.write_all(&head).map_err(|e| unpack_error(&name, e))?;
@@ -363,6 +366,7 @@ fn read_docker(
     reference: Option<&str>,
     done: &Unpacked,
     base: Option<&BaseLayers>,
+    compression: Compression,
 ) -> Result<FileImage> {
     let (manifest, _) = tree
         .read(Path::new("manifest.json"), MANIFEST_LIMIT)
@@ -449,7 +453,7 @@ fn read_docker(
                 let descriptor = descriptor.cloned().ok_or_else(|| anyhow!("no base layer {diff_id}"))?;
                 (Layer::Borrowed(descriptor), diff_id.clone())
             }
-            (None, None) => late(found, &layers_dir.join(format!("late-{i}.tar.gz")))
+            (None, None) => late(found, &layers_dir.join(format!("late-{i}.tar.gz")), compression)
                 .map_err(scratch_error)
                 .with_context(|| format!("reading the archive's layer `{shown}`"))?,
         };
@@ -511,7 +515,7 @@ fn read_docker(
 
 /// A layer file left in the tree (not recognised as a tar while unpacking): an already compressed layer is
 /// kept as it is, anything else gzip-compressed into `out`. With its diff id.
-fn late(found: Found, out: &Path) -> Result<(Layer, String)> {
+fn late(found: Found, out: &Path, compression: Compression) -> Result<(Layer, String)> {
     let size = found.size;
     let mut input = std::io::BufReader::with_capacity(1 << 20, found.file.take(size));
     if input.fill_buf()?.starts_with(&[0x1f, 0x8b]) {
@@ -527,7 +531,7 @@ fn late(found: Found, out: &Path) -> Result<(Layer, String)> {
         };
         return Ok((layer, diff_id));
     }
-    let (blob, diff_id) = gzip_file(&mut input, out, level_for(size))?;
+    let (blob, diff_id) = gzip_file(&mut input, out, compression.level_for(size))?;
     let layer = Layer::File {
         blob,
         compressed_here: true,

@@ -1,5 +1,5 @@
 //! The gzip engine: a layer compressed on every core as pigz does, deterministically (fixed 1 MiB blocks
-//! primed with the previous 32 KiB, no name, mtime 0, one level, one backend), so the same layer gives the
+//! primed with the previous 32 KiB, no name, mtime 0, one backend, the level given), so the same layer gives the
 //! same digest on any machine whatever its cores; and the hashing that goes with it (the compressed
 //! digest, and the diff id of what was read).
 
@@ -8,21 +8,6 @@ use anyhow::Result;
 use sha2::{Digest as _, Sha256};
 use std::io::{Read, Write};
 use std::path::Path;
-
-/// The gzip level of large layers: fast, as pigz -1 (there the compression's CPU is the cost).
-const LEVEL: u32 = 1;
-/// The gzip level of small layers (under [`SMALL_LAYER`] uncompressed), docker's own: a few MB cost little
-/// CPU at any level, and over a network their bytes are the time. The typical one is a rebuild's new top
-/// layer, sent while the known layers are not.
-const SMALL_LEVEL: u32 = 6;
-/// Layers under this size (uncompressed bytes) are compressed at [`SMALL_LEVEL`].
-pub const SMALL_LAYER: u64 = 64 << 20;
-
-/// The level for a layer of `size` uncompressed bytes: a function of the size alone, so the same layer
-/// gets the same digest on any machine.
-pub fn level_for(size: u64) -> u32 {
-    if size < SMALL_LAYER { SMALL_LEVEL } else { LEVEL }
-}
 
 /// gzip `input` into the file `out` (in parallel, deterministically): the blob written, and the diff id
 /// (the digest of what was read).
@@ -332,6 +317,9 @@ impl<W: Write> Write for Tee<'_, W> {
 mod tests {
     use super::*;
 
+    /// The fastest level, `auto`'s for large layers.
+    const LEVEL: u32 = 1;
+
     #[test]
     fn parallel_gzip_is_one_valid_member_whatever_the_threads() {
         // 3.5 blocks of compressible but varied data, and the edge sizes.
@@ -380,13 +368,12 @@ mod tests {
         assert_eq!((digest, size, diff_id), (a.digest.clone(), a.size, diff_a));
         assert_eq!(digest_of(&data[..]).unwrap().0, crate::domain::manifest::sha256(&data));
         // A small layer gets docker's level: fewer bytes, and still the same ones every time.
-        assert_eq!((level_for(5 << 20), level_for(SMALL_LAYER)), (SMALL_LEVEL, LEVEL));
         let text: Vec<u8> = (0..200_000u32)
             .flat_map(|i| format!("line {} of {}\n", i % 977, i % 13).into_bytes())
             .collect();
         let (fast, _) = gzip_file(&mut &text[..], &dir.path().join("fast.gz"), LEVEL).unwrap();
-        let (small, _) = gzip_file(&mut &text[..], &dir.path().join("small.gz"), SMALL_LEVEL).unwrap();
-        let (again, _) = gzip_file(&mut &text[..], &dir.path().join("again.gz"), SMALL_LEVEL).unwrap();
+        let (small, _) = gzip_file(&mut &text[..], &dir.path().join("small.gz"), 6).unwrap();
+        let (again, _) = gzip_file(&mut &text[..], &dir.path().join("again.gz"), 6).unwrap();
         assert!(small.size < fast.size, "{} !< {}", small.size, fast.size);
         assert_eq!(small.digest, again.digest);
     }

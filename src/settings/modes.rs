@@ -10,7 +10,7 @@ use crate::domain::referrers::ReferrerFilter;
 use crate::domain::repository::RepositorySettings;
 use crate::domain::scan::{ScanGate, Severity};
 use crate::domain::secret::Secret;
-use crate::domain::source::Source;
+use crate::domain::source::{Compression, Source};
 use crate::domain::target::Target;
 use std::path::PathBuf;
 
@@ -20,6 +20,8 @@ pub struct PushSettings {
     pub source: Source,
     /// How an engine image is pushed.
     pub via: PushVia,
+    /// The gzip level of the layers the step compresses.
+    pub compression: Compression,
     pub target: Target,
     pub repository: RepositorySettings,
     /// The scan gate, when `PLUGIN_SCAN_SEVERITY_THRESHOLD` is set.
@@ -100,6 +102,7 @@ impl Parser {
             "registry" => Ok(PushVia::Registry),
             _ => Err("auto, engine or registry".to_string()),
         });
+        let compression = self.parse_or_default(Key::CompressionLevel, Compression::parse);
         // Archives are unpacked, and an engine image exported, into the scratch space: checked now, before
         // any network call.
         let scratch = match &source {
@@ -118,6 +121,7 @@ impl Parser {
         Some(PushSettings {
             source: source?,
             via,
+            compression,
             target: target?,
             repository,
             scan,
