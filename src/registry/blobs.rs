@@ -192,6 +192,9 @@ impl RegistryClient {
                                 let e = std::io::Error::other("the file is shorter than written");
                                 return Some((Err(e), (file, done, sent)));
                             }
+                            // The writer finished between that check and this read (and may have gone
+                            // since): read again, now knowing the size.
+                            None if done.borrow().is_some() => continue,
                             None if done.has_changed().is_err() => {
                                 let e = std::io::Error::other("the compression stopped");
                                 return Some((Err(e), (file, done, sent)));
