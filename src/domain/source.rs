@@ -248,9 +248,10 @@ pub struct BaseLayers {
 }
 
 impl BaseLayers {
-    /// Pair the base's image manifest (as its registry holds it) with its diff ids: the manifest must be
-    /// of this image (its config is the image id) and list one layer per diff id.
-    pub fn new(base: PulledImage, manifest: &Manifest) -> Result<BaseLayers, String> {
+    /// Pair the base's image manifest (as its registry holds it) with its diff ids, keeping the layers the
+    /// source (its diff ids: `source`) has too (a previous build shares only its first layers): the manifest
+    /// must be of this image (its config is the image id) and list one layer per diff id.
+    pub fn new(base: PulledImage, manifest: &Manifest, source: &[String]) -> Result<BaseLayers, String> {
         if manifest.config_digest().as_deref() != Some(base.image_id.as_str()) {
             return Err(format!("{} is not image {}", base.reference(), base.image_id));
         }
@@ -267,11 +268,15 @@ impl BaseLayers {
             .layers
             .iter()
             .zip(layers)
+            .filter(|(diff_id, _)| source.contains(diff_id))
             .filter(|(_, (_, media_type))| GZIP_LAYER_TYPES.contains(&media_type.as_str()))
             .map(|(diff_id, (descriptor, _))| (diff_id.clone(), descriptor))
             .collect::<BTreeMap<_, _>>();
         if by_diff_id.is_empty() {
-            return Err(format!("none of the layers of {} is gzip-compressed", base.reference()));
+            return Err(format!(
+                "none of the layers the image shares with {} is gzip-compressed",
+                base.reference()
+            ));
         }
         Ok(BaseLayers { base, by_diff_id })
     }
@@ -413,9 +418,11 @@ mod tests {
             digest: String::new(),
         };
         let base = pulled("base", &["l1", "l2"]);
+        let source = base.layers.clone();
         let gzip = BaseLayers::new(
             base.clone(),
             &manifest("sha256:id", "application/vnd.oci.image.layer.v1.tar+gzip"),
+            &source,
         )
         .unwrap();
         assert_eq!(gzip.by_diff_id["l1"].digest, "sha256:g1");
@@ -423,6 +430,7 @@ mod tests {
         let zstd = BaseLayers::new(
             base.clone(),
             &manifest("sha256:id", "application/vnd.oci.image.layer.v1.tar+zstd"),
+            &source,
         )
         .unwrap();
         assert_eq!(
@@ -439,11 +447,19 @@ mod tests {
             digest: String::new(),
         };
         assert!(
-            BaseLayers::new(one, &zstd_only).is_err(),
+            BaseLayers::new(one, &zstd_only, &source).is_err(),
             "nothing to borrow is no base"
         );
-        assert!(BaseLayers::new(base, &manifest("sha256:other", "x")).is_err());
+        // A previous build: only the layers the source has too.
+        let previous = BaseLayers::new(
+            base.clone(),
+            &manifest("sha256:id", "application/vnd.oci.image.layer.v1.tar+gzip"),
+            &ids(&["l1", "l9"]),
+        )
+        .unwrap();
+        assert_eq!(previous.by_diff_id.keys().collect::<Vec<_>>(), vec!["l1"]);
+        assert!(BaseLayers::new(base, &manifest("sha256:other", "x"), &source).is_err());
         let three = pulled("base", &["l1", "l2", "l3"]);
-        assert!(BaseLayers::new(three, &manifest("sha256:id", "x")).is_err());
+        assert!(BaseLayers::new(three, &manifest("sha256:id", "x"), &source).is_err());
     }
 }

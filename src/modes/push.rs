@@ -216,10 +216,7 @@ async fn base_layers(base: PulledImage, local: &LocalImage, ctx: &Context) -> Op
         let client = RegistryClient::new(login, ctx.common.timeout)?;
         let manifest = client.image_manifest(&base.repo, &base.digest, &base.image_id).await?;
         let manifest = manifest.ok_or_else(|| anyhow!("the registry no longer has it"))?;
-        let mut layers = BaseLayers::new(base.clone(), &manifest).map_err(|e| anyhow!(e))?;
-        // A previous build shares only its first layers: the others are not this image's.
-        layers.by_diff_id.retain(|diff_id, _| local.layers.contains(diff_id));
-        anyhow::Ok(layers)
+        BaseLayers::new(base.clone(), &manifest, &local.layers).map_err(|e| anyhow!(e))
     };
     match read.await {
         Ok(layers) => {
@@ -340,8 +337,7 @@ async fn held_layers(held: Held, local: &LocalImage, repo: &str, ctx: &Context) 
         size: manifest.layers().map_or(0, |l| l.iter().map(|(d, _)| d.size).sum()),
         layers: diff_ids,
     };
-    let mut layers = BaseLayers::new(image, &manifest).ok()?;
-    layers.by_diff_id.retain(|diff_id, _| local.layers.contains(diff_id));
+    let mut layers = BaseLayers::new(image, &manifest, &local.layers).ok()?;
     let heads = std::mem::take(&mut layers.by_diff_id)
         .into_iter()
         .map(|(diff_id, descriptor)| async move {
