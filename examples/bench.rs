@@ -863,39 +863,48 @@ fn real_files_image(bytes: usize) -> Image {
     Image::from_dir(real_files_dir(bytes).path())
 }
 
-/// A directory of real files of this machine, about `bytes` of them, and a marker file (so every image
-/// made of it is new).
+/// A directory of real files of this machine (libraries, shared data, programs), about `bytes` of them,
+/// and a marker file (so every image made of it is new).
 fn real_files_dir(bytes: usize) -> tempfile::TempDir {
-    let root = tempfile::tempdir().unwrap();
+    real_files_from(
+        &["/usr/lib", "/usr/share", "/usr/bin", "/usr/libexec", "/usr/local"],
+        bytes,
+    )
+}
+
+/// A directory of real files under `roots` (walked in name order), about `bytes` of them, and a marker
+/// file (so every image made of it is new).
+fn real_files_from(roots: &[&str], bytes: usize) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
     let mut total = 0usize;
     let mut n = 0usize;
-    'dirs: for dir in ["/usr/lib", "/usr/share", "/usr/bin", "/usr/libexec", "/usr/local"] {
-        let mut stack = vec![PathBuf::from(dir)];
+    'roots: for root in roots {
+        let mut stack = vec![PathBuf::from(root)];
         while let Some(d) = stack.pop() {
             let Ok(entries) = std::fs::read_dir(&d) else { continue };
-            for entry in entries.flatten() {
-                let path = entry.path();
+            let mut entries: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+            entries.sort();
+            for path in entries {
                 let Ok(meta) = std::fs::symlink_metadata(&path) else {
                     continue;
                 };
                 if meta.is_dir() {
                     stack.push(path);
                 } else if meta.is_file() && meta.len() > 0 && meta.len() < 50 * MB as u64 {
-                    let target = root.path().join(format!("f{n}"));
-                    if std::fs::copy(&path, &target).is_ok() {
+                    if std::fs::copy(&path, dir.path().join(format!("f{n}"))).is_ok() {
                         total += meta.len() as usize;
                         n += 1;
                     }
                     if total >= bytes {
-                        break 'dirs;
+                        break 'roots;
                     }
                 }
             }
         }
     }
     let marker = format!("{}-{:?}", std::process::id(), Instant::now());
-    std::fs::write(root.path().join("marker"), marker).unwrap();
-    root
+    std::fs::write(dir.path().join("marker"), marker).unwrap();
+    dir
 }
 
 fn ratio_row(what: &str, step: Sample, peer_name: &str, peer: Sample, max_ratio: f64) -> Row {
