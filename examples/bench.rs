@@ -863,48 +863,39 @@ fn real_files_image(bytes: usize) -> Image {
     Image::from_dir(real_files_dir(bytes).path())
 }
 
-/// A directory of real files of this machine (libraries, shared data, programs), about `bytes` of them,
-/// and a marker file (so every image made of it is new).
+/// A directory of real files of this machine, about `bytes` of them, and a marker file (so every image
+/// made of it is new).
 fn real_files_dir(bytes: usize) -> tempfile::TempDir {
-    real_files_from(
-        &["/usr/lib", "/usr/share", "/usr/bin", "/usr/libexec", "/usr/local"],
-        bytes,
-    )
-}
-
-/// A directory of real files under `roots` (walked in name order), about `bytes` of them, and a marker
-/// file (so every image made of it is new).
-fn real_files_from(roots: &[&str], bytes: usize) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
+    let root = tempfile::tempdir().unwrap();
     let mut total = 0usize;
     let mut n = 0usize;
-    'roots: for root in roots {
-        let mut stack = vec![PathBuf::from(root)];
+    'dirs: for dir in ["/usr/lib", "/usr/share", "/usr/bin", "/usr/libexec", "/usr/local"] {
+        let mut stack = vec![PathBuf::from(dir)];
         while let Some(d) = stack.pop() {
             let Ok(entries) = std::fs::read_dir(&d) else { continue };
-            let mut entries: Vec<_> = entries.flatten().map(|e| e.path()).collect();
-            entries.sort();
-            for path in entries {
+            for entry in entries.flatten() {
+                let path = entry.path();
                 let Ok(meta) = std::fs::symlink_metadata(&path) else {
                     continue;
                 };
                 if meta.is_dir() {
                     stack.push(path);
                 } else if meta.is_file() && meta.len() > 0 && meta.len() < 50 * MB as u64 {
-                    if std::fs::copy(&path, dir.path().join(format!("f{n}"))).is_ok() {
+                    let target = root.path().join(format!("f{n}"));
+                    if std::fs::copy(&path, &target).is_ok() {
                         total += meta.len() as usize;
                         n += 1;
                     }
                     if total >= bytes {
-                        break 'roots;
+                        break 'dirs;
                     }
                 }
             }
         }
     }
     let marker = format!("{}-{:?}", std::process::id(), Instant::now());
-    std::fs::write(dir.path().join("marker"), marker).unwrap();
-    dir
+    std::fs::write(root.path().join("marker"), marker).unwrap();
+    root
 }
 
 fn ratio_row(what: &str, step: Sample, peer_name: &str, peer: Sample, max_ratio: f64) -> Row {

@@ -9,10 +9,10 @@
 //! - (d) the same image under a new tag;
 //! - (e) the image as a daemonless OCI layout (skopeo's, gzip layers as BuildKit writes them).
 
-use super::{LINK_RATE, MB, Row, Sample, base64_login, measure, median, real_files_from, secs, step_env};
+use super::{LINK_RATE, MB, Row, Sample, base64_login, measure, median, secs, step_env};
 use crate::testbed::{self, DEFAULT_ACCOUNT, Image, Link, Moto, Registry, Step};
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// A registry behind its own link, logged in for docker and skopeo (the docker config both read).
@@ -91,6 +91,41 @@ impl AppFiles {
         layers.push(("app", app.path().to_str().unwrap()));
         Image::build(&self.shell.name, &layers)
     }
+}
+
+/// A directory of real files under `roots`, about `bytes` of them, and a marker file (so every image made
+/// of it is new).
+fn real_files_from(roots: &[&str], bytes: usize) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let mut total = 0usize;
+    let mut n = 0usize;
+    'roots: for root in roots {
+        let mut stack = vec![PathBuf::from(root)];
+        while let Some(d) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&d) else { continue };
+            let mut entries: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+            entries.sort();
+            for path in entries {
+                let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                    continue;
+                };
+                if meta.is_dir() {
+                    stack.push(path);
+                } else if meta.is_file() && meta.len() > 0 && meta.len() < 20 * MB as u64 {
+                    if std::fs::copy(&path, dir.path().join(format!("f{n}"))).is_ok() {
+                        total += meta.len() as usize;
+                        n += 1;
+                    }
+                    if total >= bytes {
+                        break 'roots;
+                    }
+                }
+            }
+        }
+    }
+    let marker = format!("{}-{:?}", std::process::id(), std::time::Instant::now());
+    std::fs::write(dir.path().join("marker"), marker).unwrap();
+    dir
 }
 
 impl Bench<'_> {
