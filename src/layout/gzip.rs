@@ -10,8 +10,13 @@ use std::io::{Read, Write};
 use std::path::Path;
 
 /// gzip `input` into the file `out` (in parallel, deterministically): the blob written, and the diff id
-/// (the digest of what was read).
-pub fn gzip_file(input: &mut impl Read, out: &Path, level: u32) -> Result<(LocalBlob, String)> {
+/// (the digest of what was read). With `spans`, the seek points of the stream are kept there as they pass.
+pub fn gzip_file(
+    input: &mut impl Read,
+    out: &Path,
+    level: u32,
+    spans: Option<&mut Spans>,
+) -> Result<(LocalBlob, String)> {
     let mut hasher = Sha256::new();
     let mut read_hasher = Sha256::new();
     let file = std::fs::File::create(out)?;
@@ -25,7 +30,7 @@ pub fn gzip_file(input: &mut impl Read, out: &Path, level: u32) -> Result<(Local
         inner: input,
         hasher: &mut read_hasher,
     };
-    gzip(&mut reading, &mut counting, threads, level)?;
+    gzip(&mut reading, &mut counting, threads, level, spans)?;
     counting.inner.flush()?;
     let size = counting.written;
     drop(counting);
@@ -67,14 +72,49 @@ pub fn digest_of(mut input: impl Read) -> std::io::Result<(String, u64)> {
 /// The block size of the parallel compression: the input is cut here whatever the number of threads.
 const BLOCK: usize = 1 << 20;
 /// What deflate looks back at: each block is primed with the previous block's last 32 KiB.
-const WINDOW: usize = 32 * 1024;
+pub const WINDOW: usize = 32 * 1024;
+/// Blocks per span of [`Spans`]: 4 MiB, soci's default span.
+const SPAN_BLOCKS: usize = 4;
+/// The uncompressed bytes between two seek points of [`Spans`].
+pub const SPAN_SIZE: u64 = (SPAN_BLOCKS * BLOCK) as u64;
+
+/// The seek points of a stream the engine wrote, which it knows without decompressing anything: every
+/// block starts on a byte boundary (the one before ended with a sync flush) and was deflated with the
+/// previous 32 KiB as its dictionary, so a reader can start inflating there with that window. One point
+/// every [`SPAN_SIZE`] uncompressed bytes, the first just after the gzip header (with a zero window), as
+/// zlib's `zran` and soci's zTOC place them; and the sha256 of each span's compressed bytes (from its point
+/// to the next, the last to the end of the stream, trailer included).
+#[derive(Debug, Default)]
+pub struct Spans {
+    pub points: Vec<SeekPoint>,
+    pub digests: Vec<String>,
+    /// The compressed size of the whole stream.
+    pub compressed: u64,
+    /// The uncompressed size of the whole stream.
+    pub uncompressed: u64,
+}
+
+/// Where inflating may start: `compressed` (a byte offset in the gzip stream) gives the bytes from
+/// `uncompressed` on, given `window`, the 32 KiB before them (zeros before the start).
+#[derive(Debug, Clone)]
+pub struct SeekPoint {
+    pub compressed: u64,
+    pub uncompressed: u64,
+    pub window: Vec<u8>,
+}
 
 /// gzip `input` into `output` as pigz does: the input cut into 1 MiB blocks, each deflated on its own thread
 /// with the previous block's last 32 KiB as its dictionary and ended with a sync flush (the last with the
 /// end of the stream), the pieces concatenated into one gzip member (no name, mtime 0, OS unknown) with the
 /// CRC-32 and size of the whole. The bytes depend on the input and the level alone, never on `threads`.
-/// Memory stays at a few blocks per thread.
-pub fn gzip(input: &mut impl Read, output: &mut impl Write, threads: usize, level: u32) -> std::io::Result<()> {
+/// Memory stays at a few blocks per thread. With `spans`, its seek points and span digests are kept there.
+pub fn gzip(
+    input: &mut impl Read,
+    output: &mut impl Write,
+    threads: usize,
+    level: u32,
+    spans: Option<&mut Spans>,
+) -> std::io::Result<()> {
     let xfl = if level <= 1 {
         4
     } else if level >= 9 {
@@ -82,7 +122,16 @@ pub fn gzip(input: &mut impl Read, output: &mut impl Write, threads: usize, leve
     } else {
         0
     };
-    output.write_all(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, xfl, 255])?;
+    const HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255];
+    let mut header = HEADER;
+    header[8] = xfl;
+    output.write_all(&header)?;
+    let mut seeking = spans.map(|spans| Seeking {
+        spans,
+        windows: std::collections::BTreeMap::new(),
+        span: None,
+        written: HEADER.len() as u64,
+    });
     let threads = threads.max(1);
     // Blocks go to the workers as they are read; their deflated pieces come back in any order and are
     // written in input order. At most `in_flight` blocks are read ahead of what is written.
@@ -113,10 +162,15 @@ pub fn gzip(input: &mut impl Read, output: &mut impl Write, threads: usize, leve
             let mut ready = std::collections::BTreeMap::new();
             let (mut sent, mut written) = (0usize, 0usize);
             let mut write_ready = |ready: &mut std::collections::BTreeMap<usize, std::io::Result<Vec<u8>>>,
-                                   written: &mut usize|
+                                   written: &mut usize,
+                                   seeking: &mut Option<Seeking>|
              -> std::io::Result<()> {
                 while let Some(piece) = ready.remove(written) {
-                    output.write_all(&piece?)?;
+                    let piece = piece?;
+                    if let Some(seeking) = seeking {
+                        seeking.piece(*written, &piece);
+                    }
+                    output.write_all(&piece)?;
                     *written += 1;
                 }
                 Ok(())
@@ -132,6 +186,12 @@ pub fn gzip(input: &mut impl Read, output: &mut impl Write, threads: usize, leve
                 size += data.len() as u64;
                 let tail = data[data.len().saturating_sub(WINDOW)..].to_vec();
                 let dictionary = std::mem::replace(&mut previous_tail, tail);
+                if let Some(seeking) = seeking.as_mut().filter(|_| sent % SPAN_BLOCKS == 0) {
+                    // The window a reader starting at this block needs: the dictionary, zeros before the start.
+                    let mut window = vec![0u8; WINDOW - dictionary.len()];
+                    window.extend_from_slice(&dictionary);
+                    seeking.windows.insert(sent, window);
+                }
                 let last = next.is_none();
                 jobs.send((sent, Block { data, dictionary, last }))
                     .map_err(|_| std::io::Error::other("a compression thread stopped"))?;
@@ -141,7 +201,7 @@ pub fn gzip(input: &mut impl Read, output: &mut impl Write, threads: usize, leve
                     while let Ok((i, piece)) = pieces.try_recv() {
                         ready.insert(i, piece);
                     }
-                    write_ready(&mut ready, &mut written)?;
+                    write_ready(&mut ready, &mut written, &mut seeking)?;
                     if sent - written < in_flight && !(last && written < sent) {
                         break;
                     }
@@ -151,11 +211,57 @@ pub fn gzip(input: &mut impl Read, output: &mut impl Write, threads: usize, leve
                     ready.insert(i, piece);
                 }
             }
-            output.write_all(&crc.finalize().to_le_bytes())?;
-            output.write_all(&(size as u32).to_le_bytes())
+            let mut trailer = crc.finalize().to_le_bytes().to_vec();
+            trailer.extend_from_slice(&(size as u32).to_le_bytes());
+            if let Some(mut seeking) = seeking {
+                seeking.end(&trailer, size);
+            }
+            output.write_all(&trailer)
         };
         feed(input, output)
     })
+}
+
+/// The seek points being kept while the pieces are written in order.
+struct Seeking<'a> {
+    spans: &'a mut Spans,
+    /// The window of each block that starts a span, until its piece is written.
+    windows: std::collections::BTreeMap<usize, Vec<u8>>,
+    /// The digest of the span being written.
+    span: Option<Sha256>,
+    /// The compressed bytes written so far.
+    written: u64,
+}
+
+impl Seeking<'_> {
+    /// Piece `i` (block `i`, deflated) is about to be written.
+    fn piece(&mut self, i: usize, piece: &[u8]) {
+        if let Some(window) = self.windows.remove(&i) {
+            if let Some(done) = self.span.take() {
+                self.spans.digests.push(hex_digest(done));
+            }
+            self.spans.points.push(SeekPoint {
+                compressed: self.written,
+                uncompressed: (i * BLOCK) as u64,
+                window,
+            });
+            self.span = Some(Sha256::new());
+        }
+        if let Some(span) = self.span.as_mut() {
+            span.update(piece);
+        }
+        self.written += piece.len() as u64;
+    }
+
+    /// The trailer ends the last span.
+    fn end(&mut self, trailer: &[u8], uncompressed: u64) {
+        if let Some(mut span) = self.span.take() {
+            span.update(trailer);
+            self.spans.digests.push(hex_digest(span));
+        }
+        self.spans.compressed = self.written + trailer.len() as u64;
+        self.spans.uncompressed = uncompressed;
+    }
 }
 
 /// One block of input for a compression thread.
@@ -330,7 +436,7 @@ mod tests {
             let mut outputs = Vec::new();
             for threads in [1, 2, 3] {
                 let mut out = Vec::new();
-                gzip(&mut &input[..], &mut out, threads, LEVEL).unwrap();
+                gzip(&mut &input[..], &mut out, threads, LEVEL, None).unwrap();
                 outputs.push(out);
             }
             assert!(
@@ -351,11 +457,48 @@ mod tests {
     }
 
     #[test]
+    fn seek_points_change_no_byte_and_are_the_same_whatever_the_threads() {
+        // 9.5 blocks: three spans, the last one short; text and random blocks mixed.
+        let mut input: Vec<u8> = (0..(BLOCK * 5)).map(|i| ((i * 7 + i / 1000) % 251) as u8).collect();
+        input.extend(random_bytes(BLOCK * 9 / 2));
+        let mut plain = Vec::new();
+        gzip(&mut &input[..], &mut plain, 2, LEVEL, None).unwrap();
+        let mut seen = Vec::new();
+        for threads in [1, 2, 3] {
+            let (mut out, mut spans) = (Vec::new(), Spans::default());
+            gzip(&mut &input[..], &mut out, threads, LEVEL, Some(&mut spans)).unwrap();
+            assert!(
+                out == plain,
+                "keeping seek points changed the bytes ({threads} threads)"
+            );
+            let points: Vec<(u64, u64)> = spans.points.iter().map(|p| (p.compressed, p.uncompressed)).collect();
+            assert_eq!(points.len(), 3);
+            assert_eq!(points[0], (10, 0));
+            assert_eq!(points[2].1, 2 * SPAN_SIZE);
+            assert_eq!(
+                spans.points[1].window,
+                input[SPAN_SIZE as usize - WINDOW..SPAN_SIZE as usize]
+            );
+            assert_eq!(
+                (spans.compressed, spans.uncompressed),
+                (out.len() as u64, input.len() as u64)
+            );
+            let last = &out[points[2].0 as usize..];
+            assert_eq!(spans.digests[2], crate::domain::manifest::sha256(last));
+            seen.push((points, spans.digests));
+        }
+        assert!(
+            seen.windows(2).all(|w| w[0] == w[1]),
+            "the points depend on the threads"
+        );
+    }
+
+    #[test]
     fn compression_is_deterministic_and_the_digests_agree() {
         let dir = tempfile::tempdir().unwrap();
         let data = b"hello layer\n".repeat(100_000);
-        let (a, diff_a) = gzip_file(&mut &data[..], &dir.path().join("a.gz"), LEVEL).unwrap();
-        let (b, diff_b) = gzip_file(&mut &data[..], &dir.path().join("b.gz"), LEVEL).unwrap();
+        let (a, diff_a) = gzip_file(&mut &data[..], &dir.path().join("a.gz"), LEVEL, None).unwrap();
+        let (b, diff_b) = gzip_file(&mut &data[..], &dir.path().join("b.gz"), LEVEL, None).unwrap();
         assert_eq!(
             (&a.digest, &diff_a),
             (&b.digest, &diff_b),
@@ -371,9 +514,9 @@ mod tests {
         let text: Vec<u8> = (0..200_000u32)
             .flat_map(|i| format!("line {} of {}\n", i % 977, i % 13).into_bytes())
             .collect();
-        let (fast, _) = gzip_file(&mut &text[..], &dir.path().join("fast.gz"), LEVEL).unwrap();
-        let (small, _) = gzip_file(&mut &text[..], &dir.path().join("small.gz"), 6).unwrap();
-        let (again, _) = gzip_file(&mut &text[..], &dir.path().join("again.gz"), 6).unwrap();
+        let (fast, _) = gzip_file(&mut &text[..], &dir.path().join("fast.gz"), LEVEL, None).unwrap();
+        let (small, _) = gzip_file(&mut &text[..], &dir.path().join("small.gz"), 6, None).unwrap();
+        let (again, _) = gzip_file(&mut &text[..], &dir.path().join("again.gz"), 6, None).unwrap();
         assert!(small.size < fast.size, "{} !< {}", small.size, fast.size);
         assert_eq!(small.digest, again.digest);
     }
@@ -397,14 +540,14 @@ mod tests {
         let text = b"the quick brown fox jumps over the lazy dog\n".repeat(BLOCK / 44);
         assert!(!incompressible(&text));
         let mut out = Vec::new();
-        gzip(&mut &random[..], &mut out, 2, LEVEL).unwrap();
+        gzip(&mut &random[..], &mut out, 2, LEVEL, None).unwrap();
         assert!(
             out.len() > random.len() && out.len() < random.len() + 200,
             "{}",
             out.len()
         );
         let mut out = Vec::new();
-        gzip(&mut &text[..], &mut out, 2, LEVEL).unwrap();
+        gzip(&mut &text[..], &mut out, 2, LEVEL, None).unwrap();
         assert!(out.len() < text.len() / 10, "{}", out.len());
     }
 
@@ -417,7 +560,7 @@ mod tests {
             let data = random_bytes(BLOCK * 6);
             for _ in 0..60 {
                 let mut out = Vec::new();
-                gzip(&mut &data[..], &mut out, 2, LEVEL).unwrap();
+                gzip(&mut &data[..], &mut out, 2, LEVEL, None).unwrap();
             }
             done.send(()).unwrap();
         });
