@@ -19,10 +19,11 @@
 mod docker_archive;
 pub mod gzip;
 mod oci;
+mod ztoc;
 
 pub use docker_archive::docker_archive_from;
 
-use crate::domain::source::{Compression, FileImage, LocalBlob};
+use crate::domain::source::{Compressing, FileImage, LocalBlob};
 use crate::files::ScratchDir;
 use crate::files::tree::Tree;
 use anyhow::{Context, Result, anyhow};
@@ -76,7 +77,7 @@ pub fn oci_archive(path: &Path, reference: Option<&str>) -> Result<Opened> {
 }
 
 /// Read `docker save`'s tar from a file; `reference` picks an image by one of its tags.
-pub fn docker_archive(path: &Path, reference: Option<&str>, compression: Compression) -> Result<Opened> {
+pub fn docker_archive(path: &Path, reference: Option<&str>, compressing: Compressing) -> Result<Opened> {
     let file = crate::files::open_regular(path).map_err(|e| anyhow!("{e}"))?;
     docker_archive_from(
         std::io::BufReader::with_capacity(1 << 20, file),
@@ -84,7 +85,7 @@ pub fn docker_archive(path: &Path, reference: Option<&str>, compression: Compres
         None,
         None,
         &[],
-        compression,
+        compressing,
     )
     .with_context(|| format!("reading {}", path.display()))
 }
