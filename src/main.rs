@@ -211,15 +211,17 @@ async fn run(settings: Settings) -> Result<()> {
             outcomes,
             target,
             scans,
+            image,
         } => {
             report::summary(&outcomes, ctx.logins.len())?;
+            let written = outputs::of(&target, &ctx.logins, &outcomes, image);
             let Some((gate, reports)) = scans else {
-                return export(&outputs::of(&target, &ctx.logins, &outcomes), &ctx.common);
+                return export(&written, &ctx.common);
             };
             // The counts are exported whether or not the gate passes; then its verdict.
             let outputs = Outputs {
                 scan: Some(outputs::scan_counts(&reports)),
-                ..outputs::of(&target, &ctx.logins, &outcomes)
+                ..written
             };
             export(&outputs, &ctx.common)?;
             return report::scan_verdict(&gate, &reports);

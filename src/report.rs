@@ -112,6 +112,20 @@ pub fn files_plan(source: &Source, image: &FileImage, repo: &str, tags: &[String
         image.compressed,
         image.manifest.digest
     );
+    if let Some(soci) = &image.soci {
+        match soci {
+            Ok(s) => say!(
+                "soci: index {} with a zTOC for {} of {} layer(s); the tags hold an OCI index {} of the image, now \
+                 the OCI manifest {} (layers and image id unchanged, manifest digest not)",
+                s.index,
+                s.indexed,
+                s.layers,
+                image.manifest.digest,
+                s.image
+            ),
+            Err(why) => say!("soci: no index pushed: {why}"),
+        }
+    }
     plan("push", repo, tags, logins);
 }
 

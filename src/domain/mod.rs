@@ -14,6 +14,7 @@ pub mod registry;
 pub mod repository;
 pub mod scan;
 pub mod secret;
+pub mod soci;
 pub mod source;
 pub mod tag;
 pub mod target;

@@ -70,6 +70,18 @@ pub struct FileImage {
     pub compressed: usize,
     /// Layers that are its base's, sent as the base's registry holds them ([`BaseLayers`]), not from files.
     pub borrowed: Vec<Descriptor>,
+    /// With `PLUGIN_SOCI`: what the SOCI index holds, or why the image has none.
+    pub soci: Option<Result<SociSummary, String>>,
+}
+
+/// A SOCI index pushed with an image: the tags hold an index of the image (now an OCI manifest, `image`)
+/// and its SOCI index (`index`), with a zTOC for `indexed` of its layers.
+#[derive(Debug, Clone)]
+pub struct SociSummary {
+    pub image: String,
+    pub index: String,
+    pub indexed: usize,
+    pub layers: usize,
 }
 
 /// A local image in the engine.
@@ -212,6 +224,14 @@ pub enum Compression {
     Auto,
     /// One level, 1 to 9, for every layer (a slow link favours a higher one).
     Level(u32),
+}
+
+/// How the step writes the layers it compresses: the gzip level (`PLUGIN_COMPRESSION_LEVEL`), and whether
+/// each large one gets a zTOC for a SOCI index (`PLUGIN_SOCI`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Compressing {
+    pub level: Compression,
+    pub soci: bool,
 }
 
 impl Compression {

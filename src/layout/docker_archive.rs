@@ -4,11 +4,13 @@
 //! scratch directory, confined to it ([`Tree`]). Then `manifest.json` picks the config and the layers, and
 //! every layer's diff id must be the one the config names.
 
-use super::gzip::{gzip_digests, gzip_file, hex_digest};
+use super::gzip::{gzip_digests, hex_digest};
+use super::ztoc::{Compressed, gzip_layer};
 use super::{CONFIG_LIMIT, Growing, MANIFEST_LIMIT, Opened, input_tree, scratch_error, unpack_error};
 use crate::domain::excerpt;
 use crate::domain::manifest::{Descriptor, Manifest, sha256};
-use crate::domain::source::{BaseLayers, Compression, FileImage, LocalBlob};
+use crate::domain::soci::{LayerZtoc, MIN_LAYER_SIZE};
+use crate::domain::source::{BaseLayers, Compressing, FileImage, LocalBlob, SociSummary};
 use crate::files::ScratchDir;
 use crate::files::tree::{Found, Tree, inside};
 use anyhow::{Context, Result, anyhow, bail};
@@ -36,23 +38,24 @@ const EARLY_UPLOAD_FROM: u64 = 1 << 20;
 /// With `base` (the layers the destinations hold, by diff id), those layers are not compressed: they are
 /// sent as the destination holds them (`FileImage::borrowed`). `diff_ids` (the image's, bottom first, when
 /// known, as for an engine's export) tell a legacy `docker save` layer apart before it is read; see
-/// [`unpack_compressing`]. Layers are compressed at the level `compression` gives for their size.
+/// [`unpack_compressing`]. Layers are compressed at the level `compressing` gives for their size; with
+/// SOCI, the image is pushed with a SOCI index of the large layers it compressed ([`crate::domain::soci`]).
 pub fn docker_archive_from(
     input: impl Read,
     reference: Option<&str>,
     early: Option<&tokio::sync::mpsc::UnboundedSender<Growing>>,
     base: Option<&BaseLayers>,
     diff_ids: &[String],
-    compression: Compression,
+    compressing: Compressing,
 ) -> Result<Opened> {
     let scratch = ScratchDir::new("docker-archive").map_err(|e| scratch_error(e.into()))?;
     let tree = input_tree(&scratch)?;
     let layers = scratch.path.join("layers");
     std::fs::create_dir(&layers).map_err(|e| scratch_error(e.into()))?;
     let unpacked =
-        unpack_compressing(input, &tree, &layers, early, base, diff_ids, compression).map_err(scratch_error)?;
+        unpack_compressing(input, &tree, &layers, early, base, diff_ids, compressing).map_err(scratch_error)?;
     Ok(Opened {
-        image: read_docker(&tree, &layers, reference, &unpacked, base, compression)?,
+        image: read_docker(&tree, &layers, reference, unpacked, base, compressing)?,
         _scratch: Some(scratch),
     })
 }
@@ -153,6 +156,18 @@ struct Unpacked {
     compressed: BTreeMap<PathBuf, (LocalBlob, String)>,
     /// Layers of the base, by diff id: not kept.
     borrowed: BTreeMap<PathBuf, String>,
+    /// With SOCI: the zTOC of each layer compressed here, by the layer's digest, or why it has none.
+    ztocs: BTreeMap<String, Result<LocalBlob, String>>,
+}
+
+impl Unpacked {
+    /// A layer compressed here, by its name in the archive.
+    fn compressed(&mut self, name: PathBuf, layer: Compressed) {
+        if let Some(ztoc) = layer.ztoc {
+            self.ztocs.insert(layer.blob.digest.clone(), ztoc);
+        }
+        self.compressed.insert(name, (layer.blob, layer.diff_id));
+    }
 }
 
 /// Unpack `input` into `tree`, except that every regular file that is an uncompressed tar (a layer) is
@@ -171,7 +186,7 @@ fn unpack_compressing(
     early: Option<&tokio::sync::mpsc::UnboundedSender<Growing>>,
     base: Option<&BaseLayers>,
     diff_ids: &[String],
-    compression: Compression,
+    compressing: Compressing,
 ) -> Result<Unpacked> {
     let mut tar = tar::Archive::new(input);
     let mut done = Unpacked::default();
@@ -196,7 +211,7 @@ fn unpack_compressing(
         };
         let mut head = Vec::with_capacity(512);
         (&mut entry).take(512).read_to_end(&mut head).map_err(tar_error)?;
-        let level = compression.level_for(entry.header().size().unwrap_or(u64::MAX));
+        let level = compressing.level.level_for(entry.header().size().unwrap_or(u64::MAX));
         let mut out = tree.create_file(&name).map_err(|e| unpack_error(&name, e))?;
         if !is_tar(&head) {
             out.write_all(&head).map_err(|e| unpack_error(&name, e))?;
@@ -239,8 +254,8 @@ fn unpack_compressing(
                     done.borrowed.insert(name, diff_id);
                 } else {
                     let out = layers.join(format!("{i}.tar.gz"));
-                    let layer = gzip_file(&mut std::fs::File::open(&raw)?, &out, level)?;
-                    done.compressed.insert(name, layer);
+                    let layer = gzip_layer(&mut std::fs::File::open(&raw)?, &out, level, compressing.soci)?;
+                    done.compressed(name, layer);
                 }
                 std::fs::remove_file(&raw)?;
             }
@@ -254,9 +269,9 @@ fn unpack_compressing(
                         done: growing,
                     });
                 }
-                let layer = gzip_file(&mut input, &out, level)?;
-                let _ = finished.send(Some(layer.0.clone()));
-                done.compressed.insert(name, layer);
+                let layer = gzip_layer(&mut input, &out, level, compressing.soci)?;
+                let _ = finished.send(Some(layer.blob.clone()));
+                done.compressed(name, layer);
             }
         }
     }
@@ -364,9 +379,9 @@ fn read_docker(
     tree: &Tree,
     layers_dir: &Path,
     reference: Option<&str>,
-    done: &Unpacked,
+    mut done: Unpacked,
     base: Option<&BaseLayers>,
-    compression: Compression,
+    compressing: Compressing,
 ) -> Result<FileImage> {
     let (manifest, _) = tree
         .read(Path::new("manifest.json"), MANIFEST_LIMIT)
@@ -440,22 +455,31 @@ fn read_docker(
         let found = tree
             .open_file(Path::new(name))
             .map_err(|e| anyhow!("the archive's manifest.json names the layer {e}"))?;
-        let (layer, diff_id) = match (done.compressed.get(&found.name), done.borrowed.get(&found.name)) {
+        let known = (
+            done.compressed.get(&found.name).cloned(),
+            done.borrowed.get(&found.name).cloned(),
+        );
+        let (layer, diff_id) = match known {
             (Some((blob, diff_id)), _) => (
                 Layer::File {
-                    blob: blob.clone(),
+                    blob,
                     compressed_here: true,
                 },
-                diff_id.clone(),
+                diff_id,
             ),
             (None, Some(diff_id)) => {
-                let descriptor = base.and_then(|b| b.by_diff_id.get(diff_id));
+                let descriptor = base.and_then(|b| b.by_diff_id.get(&diff_id));
                 let descriptor = descriptor.cloned().ok_or_else(|| anyhow!("no base layer {diff_id}"))?;
-                (Layer::Borrowed(descriptor), diff_id.clone())
+                (Layer::Borrowed(descriptor), diff_id)
             }
-            (None, None) => late(found, &layers_dir.join(format!("late-{i}.tar.gz")), compression)
-                .map_err(scratch_error)
-                .with_context(|| format!("reading the archive's layer `{shown}`"))?,
+            (None, None) => late(
+                found,
+                &layers_dir.join(format!("late-{i}.tar.gz")),
+                compressing,
+                &mut done,
+            )
+            .map_err(scratch_error)
+            .with_context(|| format!("reading the archive's layer `{shown}`"))?,
         };
         if diff_id != named[i] {
             bail!(
@@ -499,7 +523,7 @@ fn read_docker(
             _ => {}
         }
     }
-    Ok(FileImage {
+    let image = FileImage {
         manifest: Manifest {
             digest: sha256(&bytes),
             bytes,
@@ -510,12 +534,80 @@ fn read_docker(
         image_id: Some(config.digest),
         compressed,
         borrowed,
-    })
+        soci: None,
+    };
+    match compressing.soci {
+        true => with_soci(image, &config_bytes, &done.ztocs, layers_dir),
+        false => Ok(image),
+    }
+}
+
+/// The image with a SOCI index of its layers that have a zTOC and are at least [`MIN_LAYER_SIZE`]
+/// compressed (soci's rule): the tags then hold an OCI index of the image (as an OCI manifest, annotated)
+/// and the SOCI index. Without any such layer, the image as it was, and why.
+fn with_soci(
+    mut image: FileImage,
+    config: &[u8],
+    ztocs: &BTreeMap<String, Result<LocalBlob, String>>,
+    dir: &Path,
+) -> Result<FileImage> {
+    let layers = image.manifest.layers()?;
+    let mut indexed = Vec::new();
+    let mut why_not = Vec::new();
+    for (layer, _) in &layers {
+        match ztocs.get(&layer.digest) {
+            Some(Ok(ztoc)) if layer.size >= MIN_LAYER_SIZE => {
+                indexed.push((
+                    LayerZtoc {
+                        layer: layer.digest.clone(),
+                        ztoc: Descriptor {
+                            digest: ztoc.digest.clone(),
+                            size: ztoc.size,
+                        },
+                        span_size: super::gzip::SPAN_SIZE,
+                    },
+                    ztoc.clone(),
+                ));
+            }
+            Some(Err(why)) => why_not.push(format!("{}: {why}", layer.digest)),
+            _ => {}
+        }
+    }
+    if indexed.is_empty() {
+        let mut why = format!(
+            "no layer compressed by the step is {} MiB or more (soci's minimum)",
+            MIN_LAYER_SIZE >> 20
+        );
+        if !why_not.is_empty() {
+            why = format!("{why}; {}", why_not.join("; "));
+        }
+        image.soci = Some(Err(why));
+        return Ok(image);
+    }
+    let zs: Vec<LayerZtoc> = indexed.iter().map(|(z, _)| z.clone()).collect();
+    let done = crate::domain::soci::index(&image.manifest, config, &zs)?;
+    let config_path = dir.join("soci-config.json");
+    std::fs::write(&config_path, crate::domain::soci::EMPTY_CONFIG)?;
+    image.blobs.push(LocalBlob {
+        digest: sha256(crate::domain::soci::EMPTY_CONFIG),
+        size: crate::domain::soci::EMPTY_CONFIG.len() as u64,
+        path: config_path,
+    });
+    image.blobs.extend(indexed.into_iter().map(|(_, blob)| blob));
+    image.soci = Some(Ok(SociSummary {
+        image: done.image.digest.clone(),
+        index: done.soci.digest.clone(),
+        indexed: zs.len(),
+        layers: layers.len(),
+    }));
+    image.manifest = done.index;
+    image.children = vec![done.image, done.soci];
+    Ok(image)
 }
 
 /// A layer file left in the tree (not recognised as a tar while unpacking): an already compressed layer is
-/// kept as it is, anything else gzip-compressed into `out`. With its diff id.
-fn late(found: Found, out: &Path, compression: Compression) -> Result<(Layer, String)> {
+/// kept as it is, anything else gzip-compressed into `out` (its zTOC kept in `done`). With its diff id.
+fn late(found: Found, out: &Path, compressing: Compressing, done: &mut Unpacked) -> Result<(Layer, String)> {
     let size = found.size;
     let mut input = std::io::BufReader::with_capacity(1 << 20, found.file.take(size));
     if input.fill_buf()?.starts_with(&[0x1f, 0x8b]) {
@@ -531,12 +623,15 @@ fn late(found: Found, out: &Path, compression: Compression) -> Result<(Layer, St
         };
         return Ok((layer, diff_id));
     }
-    let (blob, diff_id) = gzip_file(&mut input, out, compression.level_for(size))?;
-    let layer = Layer::File {
-        blob,
+    let layer = gzip_layer(&mut input, out, compressing.level.level_for(size), compressing.soci)?;
+    if let Some(ztoc) = layer.ztoc {
+        done.ztocs.insert(layer.blob.digest.clone(), ztoc);
+    }
+    let file = Layer::File {
+        blob: layer.blob,
         compressed_here: true,
     };
-    Ok((layer, diff_id))
+    Ok((file, layer.diff_id))
 }
 
 #[cfg(test)]

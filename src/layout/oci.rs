@@ -80,6 +80,7 @@ pub(super) fn read_layout(tree: &Tree, reference: Option<&str>) -> Result<FileIm
         manifest,
         compressed: 0,
         borrowed: Vec::new(),
+        soci: None,
     })
 }
 

@@ -37,6 +37,8 @@ pub enum Done {
         target: Target,
         /// The scan gate and each destination's scan, when `PLUGIN_SCAN_SEVERITY_THRESHOLD` is set.
         scans: Option<(ScanGate, Vec<ScanReport>)>,
+        /// The image manifest's digest when the tags hold an index the step made of it (`PLUGIN_SOCI`).
+        image: Option<String>,
     },
     /// A dry run printed its plan (for `target`) and changed nothing.
     DryRun {

@@ -28,7 +28,7 @@ pub async fn run(settings: &PushSettings, ctx: &Context) -> Result<Done> {
             false => preflight::destinations_answer(ctx, &settings.target.repo, settings.repository.create).await,
         }
     };
-    let opened = match &settings.source {
+    let mut opened = match &settings.source {
         Source::Engine(reference) => return from_engine(reference, preflight, settings, ctx).await,
         Source::Oci { path, reference } => {
             preflight.await?;
@@ -46,6 +46,13 @@ pub async fn run(settings: &PushSettings, ctx: &Context) -> Result<Done> {
             blocking(move || layout::docker_archive(&path, reference.as_deref(), compression)).await?
         }
     };
+    if settings.compression.soci && opened.image.soci.is_none() {
+        opened.image.soci = Some(Err(
+            "an OCI layout's layers arrive compressed, and the step builds a zTOC only as it compresses a layer \
+             (push a docker-archive: or an engine image for SOCI)"
+                .to_string(),
+        ));
+    }
     let nothing = BTreeSet::new();
     let sent = Sent {
         early: &nothing,
@@ -82,6 +89,8 @@ async fn from_engine(
     let through_engine = match settings.via {
         PushVia::Engine => true,
         PushVia::Registry => false,
+        // A SOCI index is built as the step compresses: never through the engine.
+        PushVia::Auto if settings.compression.soci => false,
         PushVia::Auto => engine_is_faster(&local, base.as_ref(), &hosts)
             .inspect(|why| crate::report::via_engine(why))
             .is_some(),
@@ -120,8 +129,9 @@ async fn own_transfer(
 ) -> Result<Done> {
     let timeout = ctx.common.timeout;
     // A re-run: every tag already holds this image (its config is the image id), so nothing is exported,
-    // compressed or uploaded.
+    // compressed or uploaded. (With SOCI a tag holds an index, which the per-tag loop finds unchanged.)
     if !settings.dry_run
+        && !settings.compression.soci
         && let Some(outcomes) = already_there(local, settings, ctx).await
     {
         // Nothing to write, but the scan gate still judges the image.
@@ -133,7 +143,8 @@ async fn own_transfer(
         true => Held::default(),
         false => held(local, settings, ctx).await,
     };
-    if let Some(manifest) = &held.image {
+    // (With SOCI the tags get an index of the image, which the image's own manifest is not.)
+    if let Some(manifest) = held.image.as_ref().filter(|_| !settings.compression.soci) {
         return same_image(manifest, settings, ctx).await;
     }
     // The engine takes a while before its export's first byte (Docker 20.10 first copies the image into a
@@ -197,7 +208,11 @@ async fn upload(opened: &layout::Opened, settings: &PushSettings, ctx: &Context,
         crate::aws::repository::prepare_all(&ctx.identity, &target.repo, &settings.repository, &ctx.logins).await?;
     }
     let outcomes = tags::every_destination(&ctx.logins, |login| files_to(image, target, login, ctx, sent)).await;
-    scan::done(settings.scan.as_ref(), target, outcomes, ctx).await
+    let mut done = scan::done(settings.scan.as_ref(), target, outcomes, ctx).await?;
+    if let (Done::Tags { image: indexed, .. }, Some(Ok(soci))) = (&mut done, &image.soci) {
+        *indexed = Some(soci.image.clone());
+    }
+    Ok(done)
 }
 
 /// Run blocking file work off the async threads.

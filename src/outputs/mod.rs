@@ -19,7 +19,11 @@ use std::path::{Path, PathBuf};
 /// README are generated from or checked against.
 pub const OUTPUTS: &[(&str, &str)] = &[
     (IMAGE, "The first destination's reference with the first tag."),
-    (DIGEST, "The digest of the image written."),
+    (DIGEST, "The digest of the image written (what the tags point at)."),
+    (
+        IMAGE_DIGEST,
+        "The image manifest's digest: ECR_STEP_DIGEST, unless the tags hold an index the step made of the image (PLUGIN_SOCI).",
+    ),
     (
         REGISTRY,
         "The first destination's registry host (login: every host, comma separated).",
@@ -67,6 +71,7 @@ fn scan_name(severity: Severity) -> &'static str {
 
 pub const IMAGE: &str = "ECR_STEP_IMAGE";
 pub const DIGEST: &str = "ECR_STEP_DIGEST";
+pub const IMAGE_DIGEST: &str = "ECR_STEP_IMAGE_DIGEST";
 pub const REGISTRY: &str = "ECR_STEP_REGISTRY";
 pub const REGISTRIES: &str = "ECR_STEP_REGISTRIES";
 pub const TAGS: &str = "ECR_STEP_TAGS";
@@ -80,6 +85,8 @@ pub struct Outputs {
     /// `<registry>/<repo>:<first tag>` of the first destination.
     pub image: String,
     pub digest: String,
+    /// The image manifest's digest (the same as `digest` unless the tags hold an index made of it).
+    pub image_digest: String,
     /// Every destination's registry host, the first one first.
     pub registries: Vec<String>,
     /// Login mode: `ECR_STEP_REGISTRY` lists every host (as it always has), not the first.
@@ -100,6 +107,7 @@ impl Outputs {
         [
             (IMAGE, self.image.clone()),
             (DIGEST, self.digest.clone()),
+            (IMAGE_DIGEST, self.image_digest.clone()),
             (REGISTRY, if self.login { self.registries.join(",") } else { first }),
             (REGISTRIES, self.registries.join(",")),
             (TAGS, self.tags.join(",")),
@@ -122,6 +130,7 @@ impl Outputs {
         serde_json::json!({
             "image": self.image,
             "digest": self.digest,
+            "image_digest": self.image_digest,
             "registry": self.registries.first().cloned().unwrap_or_default(),
             "registries": self.registries,
             "tags": self.tags,
@@ -138,14 +147,16 @@ impl Outputs {
     }
 }
 
-/// The outputs of a push or promote run whose tags all landed.
-pub fn of(target: &Target, logins: &[RegistryLogin], outcomes: &[TagOutcome]) -> Outputs {
+/// The outputs of a push or promote run whose tags all landed; `image`, the image manifest's digest when
+/// the tags hold an index the step made of it.
+pub fn of(target: &Target, logins: &[RegistryLogin], outcomes: &[TagOutcome], image: Option<String>) -> Outputs {
     let digest = outcomes
         .iter()
         .find_map(|o| o.result.as_ref().ok())
         .map(|l| l.digest.clone())
         .unwrap_or_default();
     Outputs {
+        image_digest: image.unwrap_or_else(|| digest.clone()),
         digest,
         images: outcomes.iter().map(|o| o.reference.clone()).collect(),
         ..planned(target, logins)

@@ -10,7 +10,7 @@ use crate::domain::referrers::ReferrerFilter;
 use crate::domain::repository::RepositorySettings;
 use crate::domain::scan::{ScanGate, Severity};
 use crate::domain::secret::Secret;
-use crate::domain::source::{Compression, Source};
+use crate::domain::source::{Compressing, Compression, Source};
 use crate::domain::target::Target;
 use std::path::PathBuf;
 
@@ -20,8 +20,8 @@ pub struct PushSettings {
     pub source: Source,
     /// How an engine image is pushed.
     pub via: PushVia,
-    /// The gzip level of the layers the step compresses.
-    pub compression: Compression,
+    /// How the step writes the layers it compresses: the gzip level, and a zTOC for a SOCI index.
+    pub compression: Compressing,
     pub target: Target,
     pub repository: RepositorySettings,
     /// The scan gate, when `PLUGIN_SCAN_SEVERITY_THRESHOLD` is set.
@@ -102,7 +102,16 @@ impl Parser {
             "registry" => Ok(PushVia::Registry),
             _ => Err("auto, engine or registry".to_string()),
         });
-        let compression = self.parse_or_default(Key::CompressionLevel, Compression::parse);
+        let level = self.parse_or_default(Key::CompressionLevel, Compression::parse);
+        let soci = self.parse_or_default(Key::Soci, grammar::boolean);
+        if soci && via == PushVia::Engine && matches!(source, Some(Source::Engine(_))) {
+            self.problems.push(
+                "PLUGIN_SOCI=true builds the SOCI index as the step compresses the layers, which docker push does not \
+                 let it do: set PLUGIN_PUSH_VIA=registry (or auto), or remove PLUGIN_SOCI"
+                    .to_string(),
+            );
+        }
+        let compression = Compressing { level, soci };
         // Archives are unpacked, and an engine image exported, into the scratch space: checked now, before
         // any network call.
         let scratch = match &source {

@@ -162,6 +162,19 @@ impl Registry {
             .collect()
     }
 
+    /// The blob `digest` of `repo`, as stored.
+    pub fn blob(&self, repo: &str, digest: &str) -> Vec<u8> {
+        let url = format!("http://{}/v2/{repo}/blobs/{digest}", self.host);
+        let mut response = self
+            .agent
+            .get(&url)
+            .header("Authorization", &self.auth())
+            .call()
+            .expect("the registry answers");
+        assert_eq!(response.status().as_u16(), 200, "GET {url}");
+        response.body_mut().with_config().limit(1 << 30).read_to_vec().unwrap()
+    }
+
     /// Store a manifest (the test builds multi-arch indexes this way).
     pub fn put_manifest(&self, repo: &str, reference: &str, media_type: &str, bytes: &[u8]) {
         let url = format!("http://{}/v2/{repo}/manifests/{reference}", self.host);

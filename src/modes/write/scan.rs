@@ -23,6 +23,7 @@ pub async fn done(gate: Option<&ScanGate>, target: &Target, outcomes: Vec<TagOut
         outcomes,
         target: target.clone(),
         scans,
+        image: None,
     })
 }
 
