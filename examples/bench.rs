@@ -5,6 +5,8 @@
 
 #[path = "bench/ci.rs"]
 mod ci;
+#[path = "bench/soci.rs"]
+mod soci;
 #[path = "../tests/testbed/mod.rs"]
 mod testbed;
 
@@ -123,6 +125,23 @@ fn main() {
         env: &env,
         docker_config: config.path(),
     };
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("soci") {
+        let row = soci::row(&bin, &moto);
+        let peer = row
+            .peer
+            .as_ref()
+            .map(|(_, p)| format!("{} ({:.1} MB)", secs(p.time), p.rss_mb))
+            .unwrap_or_default();
+        println!(
+            "| {} | {} ({:.1} MB) | {peer} | {} | {} |",
+            row.what,
+            secs(row.step.time),
+            row.step.rss_mb,
+            row.target,
+            row.met
+        );
+        return;
+    }
     if std::env::var("BENCH_ONLY").as_deref() == Ok("ci") {
         // The rows of the shapes CI pushes alone, printed (BENCHMARKS.md is written by a whole run only).
         for row in ci::rows(&ci) {
@@ -226,6 +245,8 @@ fn main() {
     }
 
     rows.extend(ci::rows(&ci));
+    eprintln!("bench: PLUGIN_SOCI on a 1 GB image");
+    rows.push(soci::row(&bin, &moto));
 
     // Push 3 destinations against 1 (the own transfer, 200 MB of real files, each into fresh registries):
     // one compression, uploads side by side.

@@ -43,12 +43,14 @@ pub fn gzip_layer(input: &mut impl Read, out: &Path, level: u32, soci: bool) -> 
     let (blob, diff_id) = gzip_file(&mut fed, out, level, Some(&mut spans))?;
     let ztoc = match toc.finish() {
         Ok(toc) => {
-            let bytes = ztoc(&spans, &toc, crate::domain::soci::BUILD_TOOL);
+            let built = ztoc(&spans, &toc, crate::domain::soci::BUILD_TOOL);
+            drop((spans, toc));
+            let bytes = built.finished_data();
             let path = out.with_extension("ztoc");
             let mut file = std::fs::File::create(&path)?;
-            file.write_all(&bytes)?;
+            file.write_all(bytes)?;
             Ok(LocalBlob {
-                digest: crate::domain::manifest::sha256(&bytes),
+                digest: crate::domain::manifest::sha256(bytes),
                 size: bytes.len() as u64,
                 path,
             })
@@ -122,7 +124,8 @@ pub struct TocReader {
 
 impl TocReader {
     pub fn start() -> TocReader {
-        let (sender, chunks) = std::sync::mpsc::sync_channel(16);
+        // A few chunks in flight: the headers are read far faster than the layer is compressed.
+        let (sender, chunks) = std::sync::mpsc::sync_channel(4);
         let reading = std::thread::spawn(move || {
             read_toc(ChannelReader {
                 chunks,
@@ -309,27 +312,47 @@ pub fn rfc3339(seconds: i64, nanos: u32) -> String {
 
 /// soci's `zinfo` blob (`gzip_zinfo.c`, version 2), little-endian: the number of seek points (int32), the
 /// span size (int64), then per point the compressed offset, the uncompressed offset (int64 each), the bit
-/// count (always 0 here: every point is on a byte boundary) and the 32 KiB window.
-pub fn checkpoints(spans: &Spans) -> Vec<u8> {
-    let mut out = Vec::with_capacity(12 + spans.points.len() * (17 + WINDOW));
-    out.extend_from_slice(&(spans.points.len() as i32).to_le_bytes());
-    out.extend_from_slice(&(SPAN_SIZE as i64).to_le_bytes());
-    for point in &spans.points {
-        out.extend_from_slice(&(point.compressed as i64).to_le_bytes());
-        out.extend_from_slice(&(point.uncompressed as i64).to_le_bytes());
-        out.push(0);
-        out.extend_from_slice(&point.window);
-    }
-    out
+/// count (always 0 here: every point is on a byte boundary) and the 32 KiB window. Its bytes in order,
+/// never held whole (a gigabyte's layer has 8 MiB of windows; the builder takes them straight from
+/// [`Spans`]).
+fn checkpoints(spans: &Spans) -> impl DoubleEndedIterator<Item = u8> + '_ {
+    let head = (spans.points.len() as i32)
+        .to_le_bytes()
+        .into_iter()
+        .chain((SPAN_SIZE as i64).to_le_bytes());
+    let points = spans.points.iter().flat_map(|point| {
+        let mut fixed = [0u8; 17];
+        fixed[..8].copy_from_slice(&(point.compressed as i64).to_le_bytes());
+        fixed[8..16].copy_from_slice(&(point.uncompressed as i64).to_le_bytes());
+        // fixed[16]: bits, 0.
+        fixed.into_iter().chain(point.window.iter().copied())
+    });
+    head.chain(points)
 }
 
-/// The zTOC of a layer the engine wrote, as flatbuffers `ztoc.Ztoc` (field ids of the current `ztoc.fbs`).
-pub fn ztoc(spans: &Spans, toc: &Toc, build_tool: &str) -> Vec<u8> {
+/// The length of [`checkpoints`].
+fn checkpoints_len(spans: &Spans) -> usize {
+    12 + spans.points.len() * (17 + WINDOW)
+}
+
+/// The zTOC of a layer the engine wrote, as flatbuffers `ztoc.Ztoc` (field ids of the current `ztoc.fbs`):
+/// the builder holding it (`finished_data`).
+pub fn ztoc<'a>(spans: &Spans, toc: &Toc, build_tool: &str) -> FlatBufferBuilder<'a> {
     // A table's field `id` sits at vtable offset 4 + 2 × id.
     const fn field(id: u16) -> u16 {
         4 + 2 * id
     }
-    let mut b = FlatBufferBuilder::with_capacity(64 * 1024 + spans.points.len() * (WINDOW + 64));
+    // Sized for all of it, so the buffer is never copied into a larger one.
+    let entries: usize = toc
+        .entries
+        .iter()
+        .map(|e| {
+            let pax: usize = e.pax.iter().map(|(k, v)| k.len() + v.len() + 32).sum();
+            e.name.len() + e.linkname.len() + e.uname.len() + e.gname.len() + pax + 200
+        })
+        .sum();
+    let digests = spans.digests.len() * 96;
+    let mut b = FlatBufferBuilder::with_capacity(4096 + checkpoints_len(spans) + entries + digests);
     let version = b.create_string(VERSION);
     let tool = b.create_string(build_tool);
     let mut metadata = Vec::with_capacity(toc.entries.len());
@@ -371,8 +394,13 @@ pub fn ztoc(spans: &Spans, toc: &Toc, build_tool: &str) -> Vec<u8> {
     b.push_slot_always(field(0), metadata);
     let table = b.end_table(start);
 
-    let blob = checkpoints(spans);
-    let checkpoints = b.create_vector(&blob);
+    // Built back to front, one byte at a time, from the windows where they are.
+    let length = checkpoints_len(spans);
+    b.start_vector::<u8>(length);
+    for byte in checkpoints(spans).rev() {
+        b.push(byte);
+    }
+    let checkpoints = b.end_vector::<u8>(length);
     let digests: Vec<WIPOffset<&str>> = spans.digests.iter().map(|d| b.create_string(d)).collect();
     let digests = b.create_vector(&digests);
     let start = b.start_table();
@@ -392,7 +420,7 @@ pub fn ztoc(spans: &Spans, toc: &Toc, build_tool: &str) -> Vec<u8> {
     b.push_slot_always(field(5), compression);
     let root = b.end_table(start);
     b.finish_minimal(root);
-    b.finished_data().to_vec()
+    b
 }
 
 #[cfg(test)]

@@ -208,11 +208,12 @@ async fn upload(opened: &layout::Opened, settings: &PushSettings, ctx: &Context,
         crate::aws::repository::prepare_all(&ctx.identity, &target.repo, &settings.repository, &ctx.logins).await?;
     }
     let outcomes = tags::every_destination(&ctx.logins, |login| files_to(image, target, login, ctx, sent)).await;
-    let mut done = scan::done(settings.scan.as_ref(), target, outcomes, ctx).await?;
-    if let (Done::Tags { image: indexed, .. }, Some(Ok(soci))) = (&mut done, &image.soci) {
-        *indexed = Some(soci.image.clone());
-    }
-    Ok(done)
+    let indexed = image
+        .soci
+        .as_ref()
+        .and_then(|s| s.as_ref().ok())
+        .map(|s| s.image.clone());
+    scan::done_with_image(settings.scan.as_ref(), target, outcomes, indexed, ctx).await
 }
 
 /// Run blocking file work off the async threads.

@@ -13,22 +13,42 @@ use anyhow::{Result, bail};
 
 /// How push and promote end: their outcomes, and the scan gate's reports when it is set and every tag landed.
 pub async fn done(gate: Option<&ScanGate>, target: &Target, outcomes: Vec<TagOutcome>, ctx: &Context) -> Result<Done> {
+    done_with_image(gate, target, outcomes, None, ctx).await
+}
+
+/// [`done`] where the tags hold an index the step made of the image `image` (a manifest digest): that
+/// image is what is scanned, and exported as the image's digest.
+pub async fn done_with_image(
+    gate: Option<&ScanGate>,
+    target: &Target,
+    outcomes: Vec<TagOutcome>,
+    image: Option<String>,
+    ctx: &Context,
+) -> Result<Done> {
     let scans = match gate {
-        Some(gate) if outcomes.iter().all(|o| o.result.is_ok()) => {
-            Some((gate.clone(), self::gate(gate, &target.repo, &outcomes, ctx).await?))
-        }
+        Some(gate) if outcomes.iter().all(|o| o.result.is_ok()) => Some((
+            gate.clone(),
+            self::gate(gate, &target.repo, &outcomes, image.as_deref(), ctx).await?,
+        )),
         _ => None,
     };
     Ok(Done::Tags {
         outcomes,
         target: target.clone(),
         scans,
-        image: None,
+        image,
     })
 }
 
-/// Scan the image written to `repo` in every destination whose tags all landed.
-pub async fn gate(gate: &ScanGate, repo: &str, outcomes: &[TagOutcome], ctx: &Context) -> Result<Vec<ScanReport>> {
+/// Scan the image written to `repo` in every destination whose tags all landed (`image`, when the tags
+/// hold an index the step made of it).
+pub async fn gate(
+    gate: &ScanGate,
+    repo: &str,
+    outcomes: &[TagOutcome],
+    image: Option<&str>,
+    ctx: &Context,
+) -> Result<Vec<ScanReport>> {
     let mut reports = Vec::new();
     for login in &ctx.logins {
         let target = format!("{}/{repo}", login.registry.host);
@@ -44,6 +64,7 @@ pub async fn gate(gate: &ScanGate, repo: &str, outcomes: &[TagOutcome], ctx: &Co
         if mine.iter().any(|o| o.result.is_err()) {
             continue;
         }
+        let digest = image.map_or(digest, String::from);
         let label = format!("{target}@{digest}");
         let at = RepositoryAt::of(repo, login);
         match aws::scan::findings(&ctx.identity, &at, &digest, &label, gate.timeout).await? {
