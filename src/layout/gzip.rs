@@ -87,6 +87,9 @@ pub const SPAN_SIZE: u64 = (SPAN_BLOCKS * BLOCK) as u64;
 #[derive(Debug, Default)]
 pub struct Spans {
     pub points: Vec<SeekPoint>,
+    /// Where the windows go, in point order, instead of into the points (a gigabyte's layer has 8 MiB of
+    /// them: on disk, they cost no memory).
+    pub spill: Option<std::fs::File>,
     pub digests: Vec<String>,
     /// The compressed size of the whole stream.
     pub compressed: u64,
@@ -95,7 +98,8 @@ pub struct Spans {
 }
 
 /// Where inflating may start: `compressed` (a byte offset in the gzip stream) gives the bytes from
-/// `uncompressed` on, given `window`, the 32 KiB before them (zeros before the start).
+/// `uncompressed` on, given `window`, the 32 KiB before them (zeros before the start; empty when
+/// [`Spans::spill`] took it).
 #[derive(Debug, Clone)]
 pub struct SeekPoint {
     pub compressed: u64,
@@ -168,7 +172,7 @@ pub fn gzip(
                 while let Some(piece) = ready.remove(written) {
                     let piece = piece?;
                     if let Some(seeking) = seeking {
-                        seeking.piece(*written, &piece);
+                        seeking.piece(*written, &piece)?;
                     }
                     output.write_all(&piece)?;
                     *written += 1;
@@ -235,10 +239,14 @@ struct Seeking<'a> {
 
 impl Seeking<'_> {
     /// Piece `i` (block `i`, deflated) is about to be written.
-    fn piece(&mut self, i: usize, piece: &[u8]) {
-        if let Some(window) = self.windows.remove(&i) {
+    fn piece(&mut self, i: usize, piece: &[u8]) -> std::io::Result<()> {
+        if let Some(mut window) = self.windows.remove(&i) {
             if let Some(done) = self.span.take() {
                 self.spans.digests.push(hex_digest(done));
+            }
+            if let Some(spill) = self.spans.spill.as_mut() {
+                spill.write_all(&window)?;
+                window = Vec::new();
             }
             self.spans.points.push(SeekPoint {
                 compressed: self.written,
@@ -251,6 +259,7 @@ impl Seeking<'_> {
             span.update(piece);
         }
         self.written += piece.len() as u64;
+        Ok(())
     }
 
     /// The trailer ends the last span.

@@ -9,7 +9,8 @@
 use super::gzip::{SPAN_SIZE, Spans, WINDOW, gzip_file};
 use crate::domain::source::LocalBlob;
 use anyhow::Result;
-use flatbuffers::{FlatBufferBuilder, WIPOffset};
+use flatbuffers::{FlatBufferBuilder, TableFinishedWIPOffset, WIPOffset};
+use sha2::Digest as _;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::Path;
@@ -24,7 +25,8 @@ pub struct Compressed {
 }
 
 /// gzip the layer tar `input` into `out` ([`gzip_file`]); with `soci`, its zTOC too, from the same pass:
-/// the seek points from the compression, the table from the tar headers as they pass.
+/// the seek points from the compression (their windows spilled beside the layer), the table from the tar
+/// headers as they pass.
 pub fn gzip_layer(input: &mut impl Read, out: &Path, level: u32, soci: bool) -> Result<Compressed> {
     if !soci {
         let (blob, diff_id) = gzip_file(input, out, level, None)?;
@@ -34,29 +36,23 @@ pub fn gzip_layer(input: &mut impl Read, out: &Path, level: u32, soci: bool) -> 
             ztoc: None,
         });
     }
-    let mut spans = Spans::default();
+    let windows = out.with_extension("windows");
+    let mut spans = Spans {
+        spill: Some(std::fs::File::create(&windows)?),
+        ..Spans::default()
+    };
     let mut toc = TocReader::start();
     let mut fed = Fed {
         inner: input,
         toc: &mut toc,
     };
     let (blob, diff_id) = gzip_file(&mut fed, out, level, Some(&mut spans))?;
+    spans.spill = None;
     let ztoc = match toc.finish() {
-        Ok(toc) => {
-            let built = ztoc(&spans, &toc, crate::domain::soci::BUILD_TOOL);
-            drop((spans, toc));
-            let bytes = built.finished_data();
-            let path = out.with_extension("ztoc");
-            let mut file = std::fs::File::create(&path)?;
-            file.write_all(bytes)?;
-            Ok(LocalBlob {
-                digest: crate::domain::manifest::sha256(bytes),
-                size: bytes.len() as u64,
-                path,
-            })
-        }
+        Ok(toc) => Ok(write_ztoc(toc, &spans, &windows, &out.with_extension("ztoc"))?),
         Err(why) => Err(why),
     };
+    std::fs::remove_file(&windows)?;
     Ok(Compressed {
         blob,
         diff_id,
@@ -107,11 +103,65 @@ pub struct Entry {
     pub pax: BTreeMap<Vec<u8>, Vec<u8>>,
 }
 
-/// A layer's tar entries, in archive order, and where the archive ends (after its two zero blocks).
-#[derive(Debug, Clone, Default)]
+/// A layer's table being built: each tar entry goes into the flatbuffers builder as its header passes
+/// (`FileMetadata` tables, in archive order), so no entry is held; and where the archive ends (after its
+/// two zero blocks).
 pub struct Toc {
-    pub entries: Vec<Entry>,
-    pub end: u64,
+    builder: FlatBufferBuilder<'static>,
+    metadata: Vec<WIPOffset<TableFinishedWIPOffset>>,
+    end: u64,
+}
+
+impl Toc {
+    fn new() -> Toc {
+        Toc {
+            builder: FlatBufferBuilder::with_capacity(1 << 20),
+            metadata: Vec::new(),
+            end: 0,
+        }
+    }
+
+    /// Add `e` as soci's `FileMetadata`.
+    fn push(&mut self, e: &Entry) {
+        let b = &mut self.builder;
+        let name = b.create_byte_string(&e.name);
+        let kind = b.create_string(e.kind);
+        let linkname = b.create_byte_string(&e.linkname);
+        let uname = b.create_byte_string(&e.uname);
+        let gname = b.create_byte_string(&e.gname);
+        let mod_time = b.create_string(&e.mod_time);
+        let mut xattrs = Vec::with_capacity(e.pax.len());
+        for (key, value) in &e.pax {
+            let (key, value) = (b.create_byte_string(key), b.create_byte_string(value));
+            let start = b.start_table();
+            b.push_slot_always(field(0), key);
+            b.push_slot_always(field(1), value);
+            xattrs.push(b.end_table(start));
+        }
+        let xattrs = b.create_vector(&xattrs);
+        let start = b.start_table();
+        b.push_slot_always(field(0), name);
+        b.push_slot_always(field(1), kind);
+        b.push_slot(field(2), e.offset as i64, 0);
+        b.push_slot(field(3), e.size as i64, 0);
+        b.push_slot_always(field(4), linkname);
+        b.push_slot(field(5), e.mode, 0);
+        b.push_slot(field(6), e.uid, 0);
+        b.push_slot(field(7), e.gid, 0);
+        b.push_slot_always(field(8), uname);
+        b.push_slot_always(field(9), gname);
+        b.push_slot_always(field(10), mod_time);
+        b.push_slot(field(11), e.devmajor, 0);
+        b.push_slot(field(12), e.devminor, 0);
+        b.push_slot_always(field(13), xattrs);
+        let table = b.end_table(start);
+        self.metadata.push(table);
+    }
+}
+
+/// A table's field `id` sits at vtable offset 4 + 2 × id.
+const fn field(id: u16) -> u16 {
+    4 + 2 * id
 }
 
 /// The tar entries of a stream read elsewhere: the bytes are handed over as they pass ([`TocReader::feed`])
@@ -187,12 +237,12 @@ impl Read for ChannelReader {
 /// Every entry of the tar in `input`, as soci's table builder (Go's `archive/tar`) reads them.
 fn read_toc(input: impl Read) -> Result<Toc, String> {
     let mut archive = tar::Archive::new(input);
-    let mut toc = Toc::default();
+    let mut toc = Toc::new();
     let mut data_end = 0u64;
     let entries = archive.entries().map_err(|e| format!("not a tar: {e}"))?;
     for entry in entries {
         let mut entry = entry.map_err(|e| format!("a tar header cannot be read: {e}"))?;
-        if toc.entries.len() == MAX_ENTRIES {
+        if toc.metadata.len() == MAX_ENTRIES {
             return Err(format!("more than {MAX_ENTRIES} entries"));
         }
         let pax: BTreeMap<Vec<u8>, Vec<u8>> = match entry.pax_extensions() {
@@ -234,7 +284,7 @@ fn read_toc(input: impl Read) -> Result<Toc, String> {
             pax,
         };
         data_end = (made.offset + made.size).div_ceil(512) * 512;
-        toc.entries.push(made);
+        toc.push(&made);
     }
     // Go's reader stops after the two zero blocks that end the archive.
     toc.end = data_end + 1024;
@@ -310,107 +360,38 @@ pub fn rfc3339(seconds: i64, nanos: u32) -> String {
     )
 }
 
-/// soci's `zinfo` blob (`gzip_zinfo.c`, version 2), little-endian: the number of seek points (int32), the
-/// span size (int64), then per point the compressed offset, the uncompressed offset (int64 each), the bit
-/// count (always 0 here: every point is on a byte boundary) and the 32 KiB window. Its bytes in order,
-/// never held whole (a gigabyte's layer has 8 MiB of windows; the builder takes them straight from
-/// [`Spans`]).
-fn checkpoints(spans: &Spans) -> impl DoubleEndedIterator<Item = u8> + '_ {
-    let head = (spans.points.len() as i32)
-        .to_le_bytes()
-        .into_iter()
-        .chain((SPAN_SIZE as i64).to_le_bytes());
-    let points = spans.points.iter().flat_map(|point| {
-        let mut fixed = [0u8; 17];
-        fixed[..8].copy_from_slice(&(point.compressed as i64).to_le_bytes());
-        fixed[8..16].copy_from_slice(&(point.uncompressed as i64).to_le_bytes());
-        // fixed[16]: bits, 0.
-        fixed.into_iter().chain(point.window.iter().copied())
-    });
-    head.chain(points)
-}
+/// The fixed part of one seek point in soci's `zinfo` blob: the compressed and uncompressed offsets
+/// (int64 each) and the bit count (always 0 here: every point is on a byte boundary); its 32 KiB window
+/// follows.
+const POINT_HEAD: usize = 17;
 
-/// The length of [`checkpoints`].
-fn checkpoints_len(spans: &Spans) -> usize {
-    12 + spans.points.len() * (17 + WINDOW)
-}
-
-/// The zTOC of a layer the engine wrote, as flatbuffers `ztoc.Ztoc` (field ids of the current `ztoc.fbs`):
-/// the builder holding it (`finished_data`).
-pub fn ztoc<'a>(spans: &Spans, toc: &Toc, build_tool: &str) -> FlatBufferBuilder<'a> {
-    // A table's field `id` sits at vtable offset 4 + 2 × id.
-    const fn field(id: u16) -> u16 {
-        4 + 2 * id
-    }
-    // Sized for all of it, so the buffer is never copied into a larger one.
-    let entries: usize = toc
-        .entries
-        .iter()
-        .map(|e| {
-            let pax: usize = e.pax.iter().map(|(k, v)| k.len() + v.len() + 32).sum();
-            e.name.len() + e.linkname.len() + e.uname.len() + e.gname.len() + pax + 200
-        })
-        .sum();
-    let digests = spans.digests.len() * 96;
-    let mut b = FlatBufferBuilder::with_capacity(4096 + checkpoints_len(spans) + entries + digests);
-    let version = b.create_string(VERSION);
-    let tool = b.create_string(build_tool);
-    let mut metadata = Vec::with_capacity(toc.entries.len());
-    for e in &toc.entries {
-        let name = b.create_byte_string(&e.name);
-        let kind = b.create_string(e.kind);
-        let linkname = b.create_byte_string(&e.linkname);
-        let uname = b.create_byte_string(&e.uname);
-        let gname = b.create_byte_string(&e.gname);
-        let mod_time = b.create_string(&e.mod_time);
-        let mut xattrs = Vec::with_capacity(e.pax.len());
-        for (key, value) in &e.pax {
-            let (key, value) = (b.create_byte_string(key), b.create_byte_string(value));
-            let start = b.start_table();
-            b.push_slot_always(field(0), key);
-            b.push_slot_always(field(1), value);
-            xattrs.push(b.end_table(start));
-        }
-        let xattrs = b.create_vector(&xattrs);
-        let start = b.start_table();
-        b.push_slot_always(field(0), name);
-        b.push_slot_always(field(1), kind);
-        b.push_slot(field(2), e.offset as i64, 0);
-        b.push_slot(field(3), e.size as i64, 0);
-        b.push_slot_always(field(4), linkname);
-        b.push_slot(field(5), e.mode, 0);
-        b.push_slot(field(6), e.uid, 0);
-        b.push_slot(field(7), e.gid, 0);
-        b.push_slot_always(field(8), uname);
-        b.push_slot_always(field(9), gname);
-        b.push_slot_always(field(10), mod_time);
-        b.push_slot(field(11), e.devmajor, 0);
-        b.push_slot(field(12), e.devminor, 0);
-        b.push_slot_always(field(13), xattrs);
-        metadata.push(b.end_table(start));
-    }
-    let metadata = b.create_vector(&metadata);
+/// Write the zTOC of a layer the engine wrote to `path`, as flatbuffers `ztoc.Ztoc` (field ids of the
+/// current `ztoc.fbs`), and return it as a blob.
+///
+/// The builder holds the table and the small fields; the checkpoints (soci's `zinfo` blob, version 2,
+/// little-endian: the number of points (int32), the span size (int64), then each point's offsets, bits and
+/// window) are 8 MiB per gigabyte of layer, so they are not built in memory: the vector is written after
+/// the builder's bytes, its windows copied from the spill file `windows`, and the `checkpoints` field is
+/// pointed at it (a flatbuffers offset is relative, so a vector may sit anywhere after its field).
+fn write_ztoc(mut toc: Toc, spans: &Spans, windows: &Path, path: &Path) -> Result<LocalBlob> {
+    let b = &mut toc.builder;
+    let metadata = b.create_vector(&toc.metadata);
     let start = b.start_table();
     b.push_slot_always(field(0), metadata);
     let table = b.end_table(start);
-
-    // Built back to front, one byte at a time, from the windows where they are.
-    let length = checkpoints_len(spans);
-    b.start_vector::<u8>(length);
-    for byte in checkpoints(spans).rev() {
-        b.push(byte);
-    }
-    let checkpoints = b.end_vector::<u8>(length);
+    let version = b.create_string(VERSION);
+    let tool = b.create_string(crate::domain::soci::BUILD_TOOL);
     let digests: Vec<WIPOffset<&str>> = spans.digests.iter().map(|d| b.create_string(d)).collect();
     let digests = b.create_vector(&digests);
+    // A placeholder for the checkpoints, re-pointed below.
+    let placeholder = b.create_vector::<u8>(&[]);
     let start = b.start_table();
     // compression_algorithm: Gzip (1), the default, left out as soci's builder leaves it.
     b.push_slot(field(0), 1u8, 1);
     b.push_slot(field(1), spans.points.len() as i32 - 1, 0);
     b.push_slot_always(field(2), digests);
-    b.push_slot_always(field(3), checkpoints);
+    b.push_slot_always(field(3), placeholder);
     let compression = b.end_table(start);
-
     let start = b.start_table();
     b.push_slot_always(field(0), version);
     b.push_slot_always(field(1), tool);
@@ -420,7 +401,72 @@ pub fn ztoc<'a>(spans: &Spans, toc: &Toc, build_tool: &str) -> FlatBufferBuilder
     b.push_slot_always(field(5), compression);
     let root = b.end_table(start);
     b.finish_minimal(root);
-    b
+    let data = b.finished_data();
+    // The `checkpoints` slot of the CompressionInfo table, found as a reader finds it.
+    let slot = field_slot(
+        data,
+        field_slot(data, read_u32(data, 0), 5).map(|at| at + read_u32(data, at)),
+        3,
+    )
+    .ok_or_else(|| anyhow::anyhow!("the zTOC's checkpoints field was not written"))?;
+    // The vector starts right after the builder's bytes (aligned to 8 by `finish`).
+    let vector = data.len();
+    let length = 12 + spans.points.len() * (POINT_HEAD + WINDOW);
+
+    let mut hasher = sha2::Sha256::new();
+    let mut out = super::gzip::Tee {
+        inner: std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?),
+        hasher: &mut hasher,
+        written: 0,
+    };
+    out.write_all(&data[..slot])?;
+    out.write_all(&((vector - slot) as u32).to_le_bytes())?;
+    out.write_all(&data[slot + 4..])?;
+    out.write_all(&(length as u32).to_le_bytes())?;
+    out.write_all(&(spans.points.len() as i32).to_le_bytes())?;
+    out.write_all(&(SPAN_SIZE as i64).to_le_bytes())?;
+    let mut spilled = std::io::BufReader::new(std::fs::File::open(windows)?);
+    let mut window = vec![0u8; WINDOW];
+    for point in &spans.points {
+        let mut head = [0u8; POINT_HEAD];
+        head[..8].copy_from_slice(&(point.compressed as i64).to_le_bytes());
+        head[8..16].copy_from_slice(&(point.uncompressed as i64).to_le_bytes());
+        out.write_all(&head)?;
+        match point.window.len() {
+            WINDOW => out.write_all(&point.window)?,
+            _ => {
+                spilled.read_exact(&mut window)?;
+                out.write_all(&window)?;
+            }
+        }
+    }
+    out.inner.flush()?;
+    let size = out.written;
+    drop(out);
+    Ok(LocalBlob {
+        digest: super::gzip::hex_digest(hasher),
+        size,
+        path: path.to_path_buf(),
+    })
+}
+
+fn read_u32(data: &[u8], at: usize) -> usize {
+    data.get(at..at + 4)
+        .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+}
+
+/// Where field `id` of the table at `table` is in `data` (through its vtable), if it was written.
+fn field_slot(data: &[u8], table: impl Into<Option<usize>>, id: u16) -> Option<usize> {
+    let table = table.into()?;
+    let back = i32::from_le_bytes(data.get(table..table + 4)?.try_into().ok()?);
+    let vtable = usize::try_from(table as i64 - i64::from(back)).ok()?;
+    let at = |i: usize| -> Option<usize> { Some(u16::from_le_bytes(data.get(i..i + 2)?.try_into().ok()?) as usize) };
+    let slot = field(id) as usize;
+    if slot + 2 > at(vtable)? {
+        return None;
+    }
+    let offset = at(vtable + slot)?;
+    (offset != 0).then_some(table + offset)
 }
 
 #[cfg(test)]
