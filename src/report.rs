@@ -114,7 +114,7 @@ pub fn files_plan(source: &Source, image: &FileImage, repo: &str, tags: &[String
     );
     if let Some(soci) = &image.soci {
         match soci {
-            Ok(s) => say!(
+            Ok(s) if s.images == 1 => say!(
                 "soci: index {} with a zTOC for {} of {} layer(s); the tags hold an OCI index {} of the image, now \
                  the OCI manifest {} (layers and image id unchanged, manifest digest not)",
                 s.index,
@@ -122,6 +122,14 @@ pub fn files_plan(source: &Source, image: &FileImage, repo: &str, tags: &[String
                 s.layers,
                 image.manifest.digest,
                 s.image
+            ),
+            Ok(s) => say!(
+                "soci: a SOCI index for each of {} image(s), with a zTOC for {} of their {} layer(s); the tags hold \
+                 the OCI index {} (each image now an OCI manifest: layers unchanged, manifest digests not)",
+                s.images,
+                s.indexed,
+                s.layers,
+                image.manifest.digest
             ),
             Err(why) => say!("soci: no index pushed: {why}"),
         }

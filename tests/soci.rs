@@ -214,6 +214,52 @@ impl<'a> Fb<'a> {
     }
 }
 
+/// Inflate `want` bytes from a seek point as soci's `extract_data_from_buffer` does (zlib's C API): raw
+/// deflate, primed with the point's `bits` of the first byte when it is inside one, the window as the
+/// dictionary.
+fn inflate_span(input: &[u8], bits: u8, window: &[u8], want: usize) -> Vec<u8> {
+    use libz_rs_sys::*;
+    let mut stream = z_stream::default();
+    let mut out = vec![0u8; want];
+    unsafe {
+        assert_eq!(
+            inflateInit2_(&mut stream, -15, zlibVersion(), std::mem::size_of::<z_stream>() as i32),
+            Z_OK
+        );
+        let input = if bits != 0 {
+            assert_eq!(
+                inflatePrime(&mut stream, i32::from(bits), i32::from(input[0] >> (8 - bits))),
+                Z_OK
+            );
+            &input[1..]
+        } else {
+            input
+        };
+        assert_eq!(
+            inflateSetDictionary(&mut stream, window.as_ptr(), window.len() as u32),
+            Z_OK
+        );
+        stream.next_in = input.as_ptr();
+        stream.avail_in = input.len() as u32;
+        stream.next_out = out.as_mut_ptr();
+        stream.avail_out = want as u32;
+        while stream.avail_out > 0 {
+            let ret = inflate(&mut stream, Z_NO_FLUSH);
+            assert!(
+                ret == Z_OK || ret == Z_STREAM_END,
+                "the span does not inflate from its point ({ret})"
+            );
+            if ret == Z_STREAM_END {
+                break;
+            }
+        }
+        let produced = want - stream.avail_out as usize;
+        inflateEnd(&mut stream);
+        out.truncate(produced);
+    }
+    out
+}
+
 struct Point {
     compressed: usize,
     uncompressed: usize,
@@ -241,8 +287,9 @@ fn parse_time(text: &str) -> (i64, u32) {
     (days * 86_400 + t[0] * 3600 + t[1] * 60 + t[2], nanos)
 }
 
-/// Check the zTOC `ztoc` of the gzip layer `layer` against the format, its spans and its tar.
-fn validate(ztoc: &[u8], layer: &[u8]) {
+/// Check the zTOC `ztoc` of the gzip layer `layer` against the format, its spans and its tar; how many of
+/// its seek points are inside a byte.
+fn validate(ztoc: &[u8], layer: &[u8]) -> usize {
     let fb = Fb(ztoc);
     let root = fb.root();
     assert_eq!(fb.bytes(root, 0), b"0.9", "version");
@@ -294,26 +341,7 @@ fn validate(ztoc: &[u8], layer: &[u8]) {
         // Inflate the whole span from its point with its window: exactly the tar's bytes there.
         let until = points.get(i + 1).map_or(tar.len(), |p| p.uncompressed);
         assert!(i == 0 || point.uncompressed > points[i - 1].uncompressed);
-        let mut inflate = flate2::Decompress::new(false);
-        assert_eq!(point.bits, 0, "the step's points are on byte boundaries");
-        inflate.set_dictionary(&point.window).unwrap();
-        let mut out = Vec::with_capacity(until - point.uncompressed + 1024);
-        let input = &layer[start..];
-        let mut consumed = 0;
-        while out.len() < until - point.uncompressed {
-            let before = inflate.total_in();
-            let status = inflate
-                .decompress_vec(&input[consumed..], &mut out, flate2::FlushDecompress::None)
-                .unwrap_or_else(|e| panic!("span {i} does not inflate from its point: {e}"));
-            consumed += (inflate.total_in() - before) as usize;
-            if status == flate2::Status::StreamEnd {
-                break;
-            }
-            if out.len() == out.capacity() {
-                out.reserve(1 << 20);
-            }
-        }
-        out.truncate(until - point.uncompressed);
+        let out = inflate_span(&layer[start..], point.bits, &point.window, until - point.uncompressed);
         assert!(
             out == tar[point.uncompressed..until],
             "span {i} inflated to other bytes than the tar's"
@@ -399,6 +427,7 @@ fn validate(ztoc: &[u8], layer: &[u8]) {
         end + 1024,
         "uncompressed_archive_size (after the end blocks)"
     );
+    points.iter().filter(|p| p.bits != 0).count()
 }
 
 /// The tag's index, its image manifest and its SOCI index manifest.
@@ -473,7 +502,11 @@ fn a_soci_index_is_pushed_beside_the_image_and_every_ztoc_reads_back_its_layer()
     let layer = registry.blob("lazy", layers[1]["digest"].as_str().unwrap());
     assert!(layer.len() >= 10 << 20, "{}", layer.len());
     let ztoc = registry.blob("lazy", ztocs[0]["digest"].as_str().unwrap());
-    validate(&ztoc, &layer);
+    assert_eq!(
+        validate(&ztoc, &layer),
+        0,
+        "the step's own points are on byte boundaries"
+    );
 
     // Without SOCI: the same layers, the same image id; only the manifest differs.
     push("plain", false);
@@ -566,4 +599,112 @@ fn soci_through_docker_push_is_refused_before_any_call() {
         .run()
         .failure(&["PLUGIN_SOCI", "PLUGIN_PUSH_VIA=registry"]);
     assert!(registry.repositories().is_empty());
+}
+
+#[test]
+fn each_image_of_a_multi_platform_layout_gets_its_soci_index_from_its_gzip_layers() {
+    let (moto, registry) = (Moto::start(), Registry::start(DEFAULT_ACCOUNT));
+    let dir = tempfile::tempdir().unwrap();
+    let layout = testbed::untrusted::Layout::new(dir.path());
+    let oci = |t: &str| format!("application/vnd.oci.image.{t}");
+    let mut children = Vec::new();
+    let mut ids = Vec::new();
+    for (arch, seed) in [("amd64", 11u64), ("arm64", 12)] {
+        // Compressed elsewhere (gzip's default level: deflate blocks end inside bytes), over 10 MiB.
+        let mut tar = tar::Builder::new(Vec::new());
+        file(&mut tar, "bin/app", &random(11 << 20, seed), 0o755);
+        file(
+            &mut tar,
+            "etc/config",
+            &format!("arch={arch}\n").repeat(40_000).into_bytes(),
+            0o644,
+        );
+        // Text: deflate's own blocks, which end inside a byte, so seek points need priming.
+        let words = [
+            "layer", "span", "point", "window", "index", "image", "tar", "gzip", "zran", "soci",
+        ];
+        let text: String = random(3 << 20, seed + 100)
+            .iter()
+            .map(|b| format!("{} ", words[usize::from(*b) % words.len()]))
+            .collect();
+        file(&mut tar, "share/words.txt", text.as_bytes(), 0o644);
+        let tar = tar.into_inner().unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        std::io::Write::write_all(&mut gz, &tar).unwrap();
+        let gz = gz.finish().unwrap();
+        let small = {
+            let mut small = tar::Builder::new(Vec::new());
+            file(&mut small, "etc/os-release", arch.as_bytes(), 0o644);
+            let small = small.into_inner().unwrap();
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            std::io::Write::write_all(&mut gz, &small).unwrap();
+            (small, gz.finish().unwrap())
+        };
+        let config = serde_json::json!({
+            "architecture": arch,
+            "os": "linux",
+            "config": {"Cmd": ["/bin/app"]},
+            "rootfs": {"type": "layers", "diff_ids": [sha256(&small.0), sha256(&tar)]},
+        });
+        let config = layout.blob(&oci("config.v1+json"), config.to_string().as_bytes());
+        ids.push(config["digest"].as_str().unwrap().to_string());
+        let layers = [
+            layout.blob(&oci("layer.v1.tar+gzip"), &small.1),
+            layout.blob(&oci("layer.v1.tar+gzip"), &gz),
+        ];
+        let manifest = serde_json::json!({"schemaVersion": 2, "mediaType": oci("manifest.v1+json"), "config": config, "layers": layers});
+        let mut d = layout.blob(&oci("manifest.v1+json"), manifest.to_string().as_bytes());
+        d["platform"] = serde_json::json!({"architecture": arch, "os": "linux"});
+        children.push(d);
+    }
+    let top = layout.index(&children);
+    layout.top(&top);
+    let run = Step::aws(&moto)
+        .env("PLUGIN_SOURCE", &format!("oci:{}", dir.path().display()))
+        .env("PLUGIN_REPO", "multi")
+        .env("PLUGIN_REGISTRY", &registry.host)
+        .env("PLUGIN_REGION", testbed::REGION)
+        .env("PLUGIN_TAGS", "v1")
+        .env("PLUGIN_SOCI", "true")
+        .run();
+    run.success().says("soci: a SOCI index for each of 2 image(s)");
+    let (bytes, media_type, _) = registry.manifest("multi", "v1").unwrap();
+    assert_eq!(media_type, "application/vnd.oci.image.index.v1+json");
+    let index: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    let entries = index["manifests"].as_array().unwrap();
+    assert_eq!(entries.len(), 4, "two images, then their two SOCI indexes: {index}");
+    for (i, arch) in ["amd64", "arm64"].iter().enumerate() {
+        let (image, soci) = (&entries[i], &entries[2 + i]);
+        assert_eq!(image["platform"]["architecture"], *arch);
+        assert_eq!(soci["platform"]["architecture"], *arch);
+        assert_eq!(soci["artifactType"], SOCI_TYPE);
+        assert_eq!(
+            soci["annotations"]["com.amazon.soci.image-manifest-digest"],
+            image["digest"]
+        );
+        let read = |d: &serde_json::Value| {
+            let (bytes, _, _) = registry.manifest("multi", d["digest"].as_str().unwrap()).unwrap();
+            serde_json::from_slice::<serde_json::Value>(&bytes).unwrap()
+        };
+        let (manifest, soci) = (read(image), read(soci));
+        assert_eq!(manifest["config"]["digest"], ids[i].as_str());
+        let ztocs = soci["layers"].as_array().unwrap();
+        assert_eq!(ztocs.len(), 1, "only the large layer: {soci}");
+        let layer = ztocs[0]["annotations"]["com.amazon.soci.image-layer-digest"]
+            .as_str()
+            .unwrap();
+        assert_eq!(layer, manifest["layers"][1]["digest"].as_str().unwrap());
+        // The layer is the layout's own, byte for byte.
+        assert!(layout.blob_path(layer).is_file(), "the layer's digest changed");
+        let inside = validate(
+            &registry.blob("multi", ztocs[0]["digest"].as_str().unwrap()),
+            &registry.blob("multi", layer),
+        );
+        assert!(inside > 0, "no seek point inside a byte: the priming was not tested");
+    }
+    let reference = format!("{}/multi:v1", registry.host);
+    registry.docker(&["pull", "-q", &reference]);
+    let id = registry.docker(&["image", "inspect", "-f", "{{.Id}}", &reference]);
+    registry.docker(&["rmi", "-f", &reference]);
+    assert_eq!(id, ids[0], "docker pulled another image than the amd64 one");
 }

@@ -23,6 +23,7 @@ pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 const OCI_GZIP_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+const DOCKER_GZIP_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 
 /// The zTOC of one layer of the image.
 #[derive(Debug, Clone)]
@@ -34,33 +35,51 @@ pub struct LayerZtoc {
     pub span_size: u64,
 }
 
-/// What a tag holds with SOCI: the image index, and its two children in the order they are written.
+/// An image of the source with its SOCI index: `image` is the image as an OCI manifest annotated with
+/// the SOCI index's digest (it replaces the manifest `was`), for `platform`.
+#[derive(Debug, Clone)]
+pub struct Annotated {
+    pub was: String,
+    pub image: Manifest,
+    pub soci: Manifest,
+    pub platform: Value,
+}
+
+/// What a tag holds with SOCI: the image index, and the manifests it holds, in the order they are written.
 #[derive(Debug, Clone)]
 pub struct Indexed {
     pub index: Manifest,
-    /// The image, as an OCI manifest annotated with the SOCI index's digest.
-    pub image: Manifest,
-    pub soci: Manifest,
+    pub images: Vec<Annotated>,
 }
 
-/// The image `manifest` (of the config `config`) with a SOCI index of `ztocs` (in the image's layer order;
-/// layers without one are left out, which soci allows).
-pub fn index(manifest: &Manifest, config: &[u8], ztocs: &[LayerZtoc]) -> Result<Indexed> {
-    let image: Value = serde_json::from_slice(&manifest.bytes)?;
-    let config_json: Value = serde_json::from_slice(config).map_err(|e| anyhow!("the image config: {e}"))?;
-    let layers = manifest.layers()?;
-    let layer_descriptor =
-        |(d, _): &(Descriptor, String)| json!({"mediaType": OCI_GZIP_LAYER, "digest": d.digest, "size": d.size});
+/// The image `manifest` (of the config `config`; for `platform`, else the config's) with a SOCI index of
+/// `ztocs` (layers without one are left out, which soci allows). The manifest keeps every field; it
+/// becomes an OCI manifest (Docker's gzip layer type becomes OCI's: the same bytes), annotated.
+pub fn annotate(
+    manifest: &Manifest,
+    config: &[u8],
+    ztocs: &[LayerZtoc],
+    platform: Option<&Value>,
+) -> Result<Annotated> {
+    let mut image: Value = serde_json::from_slice(&manifest.bytes)?;
+    let layers = image["layers"]
+        .as_array_mut()
+        .ok_or_else(|| anyhow!("{} has no layers", manifest.digest))?;
+    for layer in layers.iter_mut() {
+        if layer["mediaType"] == DOCKER_GZIP_LAYER {
+            layer["mediaType"] = json!(OCI_GZIP_LAYER);
+        }
+    }
     let blobs: Vec<Value> = layers
         .iter()
-        .filter_map(|(layer, _)| ztocs.iter().find(|z| z.layer == layer.digest))
-        .map(|z| {
+        .filter_map(|layer| Some((layer, ztocs.iter().find(|z| layer["digest"] == z.layer.as_str())?)))
+        .map(|(layer, z)| {
             json!({
                 "mediaType": ZTOC_TYPE,
                 "digest": z.ztoc.digest,
                 "size": z.ztoc.size,
                 "annotations": {
-                    "com.amazon.soci.image-layer-mediaType": OCI_GZIP_LAYER,
+                    "com.amazon.soci.image-layer-mediaType": layer["mediaType"],
                     "com.amazon.soci.image-layer-digest": z.layer,
                     "com.amazon.soci.span-size": z.span_size.to_string(),
                 }
@@ -75,41 +94,90 @@ pub fn index(manifest: &Manifest, config: &[u8], ztocs: &[LayerZtoc]) -> Result<
         "annotations": {"com.amazon.soci.build-tool-identifier": BUILD_TOOL},
     });
     let soci = manifest_of(&soci, OCI_MANIFEST)?;
-    let annotations = json!({"com.amazon.soci.index-digest": soci.digest});
-    let oci = json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": OCI_CONFIG, "digest": image["config"]["digest"], "size": image["config"]["size"]},
-        "layers": layers.iter().map(layer_descriptor).collect::<Vec<_>>(),
-        "annotations": annotations,
-    });
-    let oci = manifest_of(&oci, OCI_MANIFEST)?;
-    let mut platform = json!({
-        "architecture": config_json["architecture"].as_str().unwrap_or("amd64"),
-        "os": config_json["os"].as_str().unwrap_or("linux"),
-    });
-    if let Some(variant) = config_json["variant"].as_str() {
-        platform["variant"] = json!(variant);
+    image["mediaType"] = json!(OCI_MANIFEST);
+    image["config"]["mediaType"] = json!(OCI_CONFIG);
+    if !image["annotations"].is_object() {
+        image["annotations"] = json!({});
     }
-    let index = json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_INDEX,
-        "manifests": [
-            {"mediaType": OCI_MANIFEST, "digest": oci.digest, "size": oci.bytes.len(), "annotations": annotations, "platform": platform},
-            {
-                "mediaType": OCI_MANIFEST,
-                "artifactType": INDEX_TYPE,
-                "digest": soci.digest,
-                "size": soci.bytes.len(),
-                "annotations": {"com.amazon.soci.image-manifest-digest": oci.digest},
-                "platform": platform,
-            },
-        ],
-    });
+    image["annotations"]["com.amazon.soci.index-digest"] = json!(soci.digest);
+    let platform = match platform {
+        Some(platform) => platform.clone(),
+        None => {
+            let config: Value = serde_json::from_slice(config).map_err(|e| anyhow!("the image config: {e}"))?;
+            let mut platform = json!({
+                "architecture": config["architecture"].as_str().unwrap_or("amd64"),
+                "os": config["os"].as_str().unwrap_or("linux"),
+            });
+            if let Some(variant) = config["variant"].as_str() {
+                platform["variant"] = json!(variant);
+            }
+            platform
+        }
+    };
+    Ok(Annotated {
+        was: manifest.digest.clone(),
+        image: manifest_of(&image, OCI_MANIFEST)?,
+        soci,
+        platform,
+    })
+}
+
+/// An OCI index of the one image `annotated`: the image first, then its SOCI index.
+pub fn index(annotated: Annotated) -> Result<Indexed> {
+    let index = json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []});
+    wrap(index, vec![annotated])
+}
+
+/// The index `index` (OCI, or Docker's manifest list, which becomes an OCI index) with each of its images
+/// in `annotated` replaced by its annotated manifest, and their SOCI indexes after the rest, as soci's
+/// convert does. Its other entries stay as they are.
+pub fn reindex(index: &Manifest, annotated: Vec<Annotated>) -> Result<Indexed> {
+    let index: Value = serde_json::from_slice(&index.bytes)?;
+    wrap(index, annotated)
+}
+
+fn wrap(mut index: Value, annotated: Vec<Annotated>) -> Result<Indexed> {
+    index["mediaType"] = json!(OCI_INDEX);
+    let mut manifests = index["manifests"].as_array().cloned().unwrap_or_default();
+    for a in &annotated {
+        let annotations = json!({"com.amazon.soci.index-digest": a.soci.digest});
+        let entry = json!({
+            "mediaType": OCI_MANIFEST,
+            "digest": a.image.digest,
+            "size": a.image.bytes.len(),
+            "annotations": annotations,
+            "platform": a.platform,
+        });
+        match manifests.iter_mut().find(|d| d["digest"] == a.was.as_str()) {
+            Some(d) => {
+                d["mediaType"] = entry["mediaType"].clone();
+                d["digest"] = entry["digest"].clone();
+                d["size"] = entry["size"].clone();
+                if !d["annotations"].is_object() {
+                    d["annotations"] = json!({});
+                }
+                d["annotations"]["com.amazon.soci.index-digest"] = json!(a.soci.digest);
+                if d["platform"].is_null() {
+                    d["platform"] = a.platform.clone();
+                }
+            }
+            None => manifests.push(entry),
+        }
+    }
+    for a in &annotated {
+        manifests.push(json!({
+            "mediaType": OCI_MANIFEST,
+            "artifactType": INDEX_TYPE,
+            "digest": a.soci.digest,
+            "size": a.soci.bytes.len(),
+            "annotations": {"com.amazon.soci.image-manifest-digest": a.image.digest},
+            "platform": a.platform,
+        }));
+    }
+    index["manifests"] = json!(manifests);
     Ok(Indexed {
         index: manifest_of(&index, OCI_INDEX)?,
-        image: oci,
-        soci,
+        images: annotated,
     })
 }
 
@@ -146,25 +214,22 @@ mod tests {
             },
             span_size: 4 << 20,
         };
-        let done = index(
-            &manifest,
-            br#"{"architecture":"arm64","os":"linux","variant":"v8"}"#,
-            &[ztoc],
-        )
-        .unwrap();
+        let config = br#"{"architecture":"arm64","os":"linux","variant":"v8"}"#;
+        let done = index(annotate(&manifest, config, &[ztoc], None).unwrap()).unwrap();
         let parse = |m: &Manifest| serde_json::from_slice::<Value>(&m.bytes).unwrap();
-        let (top, image, soci) = (parse(&done.index), parse(&done.image), parse(&done.soci));
-        assert_eq!(top["manifests"][0]["digest"], done.image.digest.as_str());
-        assert_eq!(top["manifests"][1]["digest"], done.soci.digest.as_str());
+        let one = &done.images[0];
+        let (top, image, soci) = (parse(&done.index), parse(&one.image), parse(&one.soci));
+        assert_eq!(top["manifests"][0]["digest"], one.image.digest.as_str());
+        assert_eq!(top["manifests"][1]["digest"], one.soci.digest.as_str());
         assert_eq!(top["manifests"][1]["artifactType"], INDEX_TYPE);
         assert_eq!(top["manifests"][1]["platform"]["variant"], "v8");
         assert_eq!(
             top["manifests"][1]["annotations"]["com.amazon.soci.image-manifest-digest"],
-            done.image.digest.as_str()
+            one.image.digest.as_str()
         );
         assert_eq!(
             image["annotations"]["com.amazon.soci.index-digest"],
-            done.soci.digest.as_str()
+            one.soci.digest.as_str()
         );
         // The layers keep their digests; only the small one has no zTOC.
         assert_eq!(image["layers"][1]["digest"], "sha256:big");
@@ -177,7 +242,7 @@ mod tests {
         assert_eq!(soci["layers"][0]["annotations"]["com.amazon.soci.span-size"], "4194304");
         assert_eq!(soci["config"]["mediaType"], INDEX_TYPE);
         assert_ne!(
-            done.image.digest, manifest.digest,
+            one.image.digest, manifest.digest,
             "the image manifest must change: it is annotated"
         );
     }

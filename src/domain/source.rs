@@ -74,12 +74,14 @@ pub struct FileImage {
     pub soci: Option<Result<SociSummary, String>>,
 }
 
-/// A SOCI index pushed with an image: the tags hold an index of the image (now an OCI manifest, `image`)
-/// and its SOCI index (`index`), with a zTOC for `indexed` of its layers.
+/// SOCI indexes pushed with an image: the tags hold an index of its `images` (each now an OCI manifest;
+/// the first is `image`) and their SOCI indexes (the first is `index`), with a zTOC for `indexed` of
+/// their `layers`.
 #[derive(Debug, Clone)]
 pub struct SociSummary {
     pub image: String,
     pub index: String,
+    pub images: usize,
     pub indexed: usize,
     pub layers: usize,
 }

@@ -9,8 +9,7 @@ use super::ztoc::{Compressed, gzip_layer};
 use super::{CONFIG_LIMIT, Growing, MANIFEST_LIMIT, Opened, input_tree, scratch_error, unpack_error};
 use crate::domain::excerpt;
 use crate::domain::manifest::{Descriptor, Manifest, sha256};
-use crate::domain::soci::{LayerZtoc, MIN_LAYER_SIZE};
-use crate::domain::source::{BaseLayers, Compressing, FileImage, LocalBlob, SociSummary};
+use crate::domain::source::{BaseLayers, Compressing, FileImage, LocalBlob};
 use crate::files::ScratchDir;
 use crate::files::tree::{Found, Tree, inside};
 use anyhow::{Context, Result, anyhow, bail};
@@ -537,72 +536,9 @@ fn read_docker(
         soci: None,
     };
     match compressing.soci {
-        true => with_soci(image, &config_bytes, &done.ztocs, layers_dir),
+        true => super::soci::with_soci(image, &done.ztocs, layers_dir),
         false => Ok(image),
     }
-}
-
-/// The image with a SOCI index of its layers that have a zTOC and are at least [`MIN_LAYER_SIZE`]
-/// compressed (soci's rule): the tags then hold an OCI index of the image (as an OCI manifest, annotated)
-/// and the SOCI index. Without any such layer, the image as it was, and why.
-fn with_soci(
-    mut image: FileImage,
-    config: &[u8],
-    ztocs: &BTreeMap<String, Result<LocalBlob, String>>,
-    dir: &Path,
-) -> Result<FileImage> {
-    let layers = image.manifest.layers()?;
-    let mut indexed = Vec::new();
-    let mut why_not = Vec::new();
-    for (layer, _) in &layers {
-        match ztocs.get(&layer.digest) {
-            Some(Ok(ztoc)) if layer.size >= MIN_LAYER_SIZE => {
-                indexed.push((
-                    LayerZtoc {
-                        layer: layer.digest.clone(),
-                        ztoc: Descriptor {
-                            digest: ztoc.digest.clone(),
-                            size: ztoc.size,
-                        },
-                        span_size: super::gzip::SPAN_SIZE,
-                    },
-                    ztoc.clone(),
-                ));
-            }
-            Some(Err(why)) => why_not.push(format!("{}: {why}", layer.digest)),
-            _ => {}
-        }
-    }
-    if indexed.is_empty() {
-        let mut why = format!(
-            "no layer compressed by the step is {} MiB or more (soci's minimum)",
-            MIN_LAYER_SIZE >> 20
-        );
-        if !why_not.is_empty() {
-            why = format!("{why}; {}", why_not.join("; "));
-        }
-        image.soci = Some(Err(why));
-        return Ok(image);
-    }
-    let zs: Vec<LayerZtoc> = indexed.iter().map(|(z, _)| z.clone()).collect();
-    let done = crate::domain::soci::index(&image.manifest, config, &zs)?;
-    let config_path = dir.join("soci-config.json");
-    std::fs::write(&config_path, crate::domain::soci::EMPTY_CONFIG)?;
-    image.blobs.push(LocalBlob {
-        digest: sha256(crate::domain::soci::EMPTY_CONFIG),
-        size: crate::domain::soci::EMPTY_CONFIG.len() as u64,
-        path: config_path,
-    });
-    image.blobs.extend(indexed.into_iter().map(|(_, blob)| blob));
-    image.soci = Some(Ok(SociSummary {
-        image: done.image.digest.clone(),
-        index: done.soci.digest.clone(),
-        indexed: zs.len(),
-        layers: layers.len(),
-    }));
-    image.manifest = done.index;
-    image.children = vec![done.image, done.soci];
-    Ok(image)
 }
 
 /// A layer file left in the tree (not recognised as a tar while unpacking): an already compressed layer is

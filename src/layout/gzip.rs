@@ -104,6 +104,9 @@ pub struct Spans {
 pub struct SeekPoint {
     pub compressed: u64,
     pub uncompressed: u64,
+    /// Bits of the byte before `compressed` that belong to the point's block (0: on a byte boundary, as
+    /// every point of this engine is).
+    pub bits: u8,
     pub window: Vec<u8>,
 }
 
@@ -251,6 +254,7 @@ impl Seeking<'_> {
             self.spans.points.push(SeekPoint {
                 compressed: self.written,
                 uncompressed: (i * BLOCK) as u64,
+                bits: 0,
                 window,
             });
             self.span = Some(Sha256::new());

@@ -19,6 +19,8 @@
 mod docker_archive;
 pub mod gzip;
 mod oci;
+mod soci;
+mod zran;
 mod ztoc;
 
 pub use docker_archive::docker_archive_from;
@@ -44,17 +46,29 @@ pub struct Opened {
     _scratch: Option<ScratchDir>,
 }
 
-/// Read an OCI image layout directory; `reference` picks a manifest by its ref name.
-pub fn oci(path: &Path, reference: Option<&str>) -> Result<Opened> {
+/// Read an OCI image layout directory; `reference` picks a manifest by its ref name. With `soci`, its
+/// images get SOCI indexes (their zTOCs written to a scratch directory of their own).
+pub fn oci(path: &Path, reference: Option<&str>, soci: bool) -> Result<Opened> {
     let tree = Tree::open(path).with_context(|| format!("opening the OCI layout {}", path.display()))?;
+    let image = oci::read_layout(&tree, reference)?;
+    if !soci {
+        return Ok(Opened { image, _scratch: None });
+    }
+    let scratch = ScratchDir::new("soci").map_err(|e| scratch_error(e.into()))?;
     Ok(Opened {
-        image: oci::read_layout(&tree, reference)?,
-        _scratch: None,
+        image: layout_soci(image, &scratch.path)?,
+        _scratch: Some(scratch),
     })
 }
 
-/// Read an OCI image layout from a tar file.
-pub fn oci_archive(path: &Path, reference: Option<&str>) -> Result<Opened> {
+/// `image`, a layout's, with SOCI indexes: zTOCs of its large gzip layers written into `dir`.
+fn layout_soci(image: FileImage, dir: &Path) -> Result<FileImage> {
+    let ztocs = soci::ztocs_of_layout(&image, dir).map_err(scratch_error)?;
+    soci::with_soci(image, &ztocs, dir).map_err(scratch_error)
+}
+
+/// Read an OCI image layout from a tar file (with SOCI indexes, as [`oci`]).
+pub fn oci_archive(path: &Path, reference: Option<&str>, soci: bool) -> Result<Opened> {
     let scratch = ScratchDir::new("oci-archive").map_err(|e| scratch_error(e.into()))?;
     let file = crate::files::open_regular(path).map_err(|e| anyhow!("{e}"))?;
     let tree = input_tree(&scratch)?;
@@ -70,8 +84,13 @@ pub fn oci_archive(path: &Path, reference: Option<&str>) -> Result<Opened> {
             std::io::copy(&mut entry, &mut out).map_err(|e| unpack_error(&name, e))?;
         }
     }
+    let image = oci::read_layout(&tree, reference).with_context(|| format!("reading {}", path.display()))?;
+    let image = match soci {
+        true => layout_soci(image, &scratch.path)?,
+        false => image,
+    };
     Ok(Opened {
-        image: oci::read_layout(&tree, reference).with_context(|| format!("reading {}", path.display()))?,
+        image,
         _scratch: Some(scratch),
     })
 }

@@ -49,7 +49,7 @@ pub fn gzip_layer(input: &mut impl Read, out: &Path, level: u32, soci: bool) -> 
     let (blob, diff_id) = gzip_file(&mut fed, out, level, Some(&mut spans))?;
     spans.spill = None;
     let ztoc = match toc.finish() {
-        Ok(toc) => Ok(write_ztoc(toc, &spans, &windows, &out.with_extension("ztoc"))?),
+        Ok(toc) => Ok(write_ztoc(toc, &spans, Some(&windows), &out.with_extension("ztoc"))?),
         Err(why) => Err(why),
     };
     std::fs::remove_file(&windows)?;
@@ -57,6 +57,20 @@ pub fn gzip_layer(input: &mut impl Read, out: &Path, level: u32, soci: bool) -> 
         blob,
         diff_id,
         ztoc: Some(ztoc),
+    })
+}
+
+/// The zTOC of the gzip layer `blob`, which the step did not write (its bytes stay as they are): inflated
+/// once ([`super::zran`]) for its seek points and its table, written to `out`; or why it has none.
+pub fn ztoc_of_gzip(blob: &Path, out: &Path) -> Result<Result<LocalBlob, String>> {
+    let mut toc = TocReader::start();
+    let spans = match super::zran::seek_points(blob, SPAN_SIZE, &mut |bytes| toc.feed(bytes)) {
+        Ok(spans) => spans,
+        Err(why) => return Ok(Err(why)),
+    };
+    Ok(match toc.finish() {
+        Ok(toc) => Ok(write_ztoc(toc, &spans, None, out)?),
+        Err(why) => Err(why),
     })
 }
 
@@ -361,8 +375,7 @@ pub fn rfc3339(seconds: i64, nanos: u32) -> String {
 }
 
 /// The fixed part of one seek point in soci's `zinfo` blob: the compressed and uncompressed offsets
-/// (int64 each) and the bit count (always 0 here: every point is on a byte boundary); its 32 KiB window
-/// follows.
+/// (int64 each) and the bit count; its 32 KiB window follows.
 const POINT_HEAD: usize = 17;
 
 /// Write the zTOC of a layer the engine wrote to `path`, as flatbuffers `ztoc.Ztoc` (field ids of the
@@ -371,9 +384,10 @@ const POINT_HEAD: usize = 17;
 /// The builder holds the table and the small fields; the checkpoints (soci's `zinfo` blob, version 2,
 /// little-endian: the number of points (int32), the span size (int64), then each point's offsets, bits and
 /// window) are 8 MiB per gigabyte of layer, so they are not built in memory: the vector is written after
-/// the builder's bytes, its windows copied from the spill file `windows`, and the `checkpoints` field is
-/// pointed at it (a flatbuffers offset is relative, so a vector may sit anywhere after its field).
-fn write_ztoc(mut toc: Toc, spans: &Spans, windows: &Path, path: &Path) -> Result<LocalBlob> {
+/// the builder's bytes, its windows copied from the spill file `windows` (where the points hold none), and
+/// the `checkpoints` field is pointed at it (a flatbuffers offset is relative, so a vector may sit anywhere
+/// after its field).
+fn write_ztoc(mut toc: Toc, spans: &Spans, windows: Option<&Path>, path: &Path) -> Result<LocalBlob> {
     let b = &mut toc.builder;
     let metadata = b.create_vector(&toc.metadata);
     let start = b.start_table();
@@ -425,16 +439,23 @@ fn write_ztoc(mut toc: Toc, spans: &Spans, windows: &Path, path: &Path) -> Resul
     out.write_all(&(length as u32).to_le_bytes())?;
     out.write_all(&(spans.points.len() as i32).to_le_bytes())?;
     out.write_all(&(SPAN_SIZE as i64).to_le_bytes())?;
-    let mut spilled = std::io::BufReader::new(std::fs::File::open(windows)?);
+    let mut spilled = match windows {
+        Some(windows) => Some(std::io::BufReader::new(std::fs::File::open(windows)?)),
+        None => None,
+    };
     let mut window = vec![0u8; WINDOW];
     for point in &spans.points {
         let mut head = [0u8; POINT_HEAD];
         head[..8].copy_from_slice(&(point.compressed as i64).to_le_bytes());
         head[8..16].copy_from_slice(&(point.uncompressed as i64).to_le_bytes());
+        head[16] = point.bits;
         out.write_all(&head)?;
         match point.window.len() {
             WINDOW => out.write_all(&point.window)?,
             _ => {
+                let spilled = spilled
+                    .as_mut()
+                    .ok_or_else(|| anyhow::anyhow!("a seek point without its window"))?;
                 spilled.read_exact(&mut window)?;
                 out.write_all(&window)?;
             }

@@ -28,17 +28,19 @@ pub async fn run(settings: &PushSettings, ctx: &Context) -> Result<Done> {
             false => preflight::destinations_answer(ctx, &settings.target.repo, settings.repository.create).await,
         }
     };
-    let mut opened = match &settings.source {
+    let opened = match &settings.source {
         Source::Engine(reference) => return from_engine(reference, preflight, settings, ctx).await,
         Source::Oci { path, reference } => {
             preflight.await?;
             let (path, reference) = (path.clone(), reference.clone());
-            blocking(move || layout::oci(&path, reference.as_deref())).await?
+            let soci = settings.compression.soci;
+            blocking(move || layout::oci(&path, reference.as_deref(), soci)).await?
         }
         Source::OciArchive { path, reference } => {
             preflight.await?;
             let (path, reference) = (path.clone(), reference.clone());
-            blocking(move || layout::oci_archive(&path, reference.as_deref())).await?
+            let soci = settings.compression.soci;
+            blocking(move || layout::oci_archive(&path, reference.as_deref(), soci)).await?
         }
         Source::DockerArchive { path, reference } => {
             preflight.await?;
@@ -46,13 +48,6 @@ pub async fn run(settings: &PushSettings, ctx: &Context) -> Result<Done> {
             blocking(move || layout::docker_archive(&path, reference.as_deref(), compression)).await?
         }
     };
-    if settings.compression.soci && opened.image.soci.is_none() {
-        opened.image.soci = Some(Err(
-            "an OCI layout's layers arrive compressed, and the step builds a zTOC only as it compresses a layer \
-             (push a docker-archive: or an engine image for SOCI)"
-                .to_string(),
-        ));
-    }
     let nothing = BTreeSet::new();
     let sent = Sent {
         early: &nothing,
