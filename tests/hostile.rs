@@ -115,6 +115,7 @@ fn every_bad_input_is_refused_quickly_by_name_and_pushes_nothing() {
         ),
         (vec![("PLUGIN_COMPRESSION_LEVEL", "11")], "PLUGIN_COMPRESSION_LEVEL"),
         (vec![("PLUGIN_COMPRESSION_LEVEL", "best")], "PLUGIN_COMPRESSION_LEVEL"),
+        (vec![("PLUGIN_SOCI", "lazy")], "PLUGIN_SOCI"),
         (vec![("PLUGIN_DRY_RUN", "maybe")], "PLUGIN_DRY_RUN"),
         (vec![("PLUGIN_TIMEOUT", "forever")], "PLUGIN_TIMEOUT"),
         (vec![("PLUGIN_TIMEOUT", "0")], "PLUGIN_TIMEOUT"),
