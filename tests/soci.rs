@@ -708,3 +708,48 @@ fn each_image_of_a_multi_platform_layout_gets_its_soci_index_from_its_gzip_layer
     registry.docker(&["rmi", "-f", &reference]);
     assert_eq!(id, ids[0], "docker pulled another image than the amd64 one");
 }
+
+#[test]
+fn a_rebuild_with_soci_sends_only_its_new_layer_and_keeps_the_ztocs_of_the_others() {
+    let (moto, registry) = (Moto::start(), Registry::start(DEFAULT_ACCOUNT));
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join("random.bin"), random(14 << 20, 21)).unwrap();
+    let base = Image::from_host_files(&["/bin/sh"], &[]);
+    let below = Image::build(&base.name, &[("data", data.path().to_str().unwrap())]);
+    let app = |n: u32| {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("app.txt"),
+            format!("build {n} {}\n", std::process::id()),
+        )
+        .unwrap();
+        Image::build(&below.name, &[("app", dir.path().to_str().unwrap())])
+    };
+    let push = |image: &Image, tag: &str| {
+        let run = Step::push(&moto, &registry, image, "app")
+            .env("PLUGIN_TAGS", tag)
+            .env("PLUGIN_SOCI", "true")
+            .run();
+        run.success();
+        run
+    };
+    let first = app(1);
+    push(&first, "build-1");
+    let (_, _, first_soci) = soci_parts(&registry, "app", "build-1");
+    let rebuilt = app(2);
+    let run = push(&rebuilt, "build-2");
+    // The previous build is found though its tag holds an index; only the new layer is compressed and
+    // sent (with the config): the layers below, the large one's zTOC and the SOCI config are there.
+    run.says("2 of the 3 layer(s) are sent as that registry holds them")
+        .says("1 layer(s) compressed here")
+        .says(&format!(
+            "to {}/app: 2 uploaded, 0 mounted, 4 already there",
+            registry.host
+        ));
+    let (_, image, soci) = soci_parts(&registry, "app", "build-2");
+    assert_eq!(image["config"]["digest"], rebuilt.id.as_str());
+    // The large layer kept its zTOC, as the registry holds it.
+    assert_eq!(soci["layers"], first_soci["layers"], "{soci}");
+    let (id, _) = registry.pull(&format!("{}/app:build-2", registry.host));
+    assert_eq!(id, rebuilt.id);
+}

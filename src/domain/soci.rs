@@ -181,6 +181,29 @@ fn wrap(mut index: Value, annotated: Vec<Annotated>) -> Result<Indexed> {
     })
 }
 
+/// The zTOCs a SOCI index lists, each with the digest of the image layer it is for.
+pub fn ztocs_in(soci: &Manifest) -> Vec<(String, Descriptor)> {
+    let Ok(json) = serde_json::from_slice::<Value>(&soci.bytes) else {
+        return Vec::new();
+    };
+    if json["config"]["mediaType"] != INDEX_TYPE {
+        return Vec::new();
+    }
+    json["layers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| {
+            let layer = l["annotations"]["com.amazon.soci.image-layer-digest"].as_str()?;
+            let ztoc = Descriptor {
+                digest: l["digest"].as_str()?.to_string(),
+                size: l["size"].as_u64()?,
+            };
+            Some((layer.to_string(), ztoc))
+        })
+        .collect()
+}
+
 fn manifest_of(value: &Value, media_type: &str) -> Result<Manifest> {
     let bytes = serde_json::to_vec(value)?;
     Ok(Manifest {

@@ -267,6 +267,9 @@ impl Compression {
 pub struct BaseLayers {
     pub base: PulledImage,
     pub by_diff_id: BTreeMap<String, Descriptor>,
+    /// The zTOCs the base's registry holds for those layers, by layer digest (from the SOCI index pushed
+    /// with it), so a rebuild's SOCI index keeps them.
+    pub ztocs: BTreeMap<String, Descriptor>,
 }
 
 impl BaseLayers {
@@ -300,7 +303,11 @@ impl BaseLayers {
                 base.reference()
             ));
         }
-        Ok(BaseLayers { base, by_diff_id })
+        Ok(BaseLayers {
+            base,
+            by_diff_id,
+            ztocs: BTreeMap::new(),
+        })
     }
 }
 

@@ -536,7 +536,10 @@ fn read_docker(
         soci: None,
     };
     match compressing.soci {
-        true => super::soci::with_soci(image, &done.ztocs, layers_dir),
+        true => {
+            let held = base.map(|b| b.ztocs.clone()).unwrap_or_default();
+            super::soci::with_soci(image, &done.ztocs, &held, layers_dir)
+        }
         false => Ok(image),
     }
 }

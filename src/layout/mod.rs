@@ -64,7 +64,7 @@ pub fn oci(path: &Path, reference: Option<&str>, soci: bool) -> Result<Opened> {
 /// `image`, a layout's, with SOCI indexes: zTOCs of its large gzip layers written into `dir`.
 fn layout_soci(image: FileImage, dir: &Path) -> Result<FileImage> {
     let ztocs = soci::ztocs_of_layout(&image, dir).map_err(scratch_error)?;
-    soci::with_soci(image, &ztocs, dir).map_err(scratch_error)
+    soci::with_soci(image, &ztocs, &Default::default(), dir).map_err(scratch_error)
 }
 
 /// Read an OCI image layout from a tar file (with SOCI indexes, as [`oci`]).

@@ -58,12 +58,21 @@ fn images(image: &FileImage) -> Result<Vec<(&Manifest, Option<Value>)>> {
 }
 
 /// `image` with a SOCI index of each of its images whose layers have a zTOC in `ztocs` and are at least
-/// [`MIN_LAYER_SIZE`] compressed (soci's rule): the tags then hold an OCI index of the images (each now an
-/// annotated OCI manifest) and their SOCI indexes. Without any such layer, the image as it was, and why.
-pub(super) fn with_soci(mut image: FileImage, ztocs: &Ztocs, dir: &Path) -> Result<FileImage> {
+/// [`MIN_LAYER_SIZE`] compressed (soci's rule), or, for a layer sent as the destination holds it, the zTOC
+/// the destination holds for it (`held`, by layer digest: it is sent the same way). The tags then hold an
+/// OCI index of the images (each now an annotated OCI manifest) and their SOCI indexes. Without any such
+/// layer, the image as it was, and why.
+pub(super) fn with_soci(
+    mut image: FileImage,
+    ztocs: &Ztocs,
+    held: &BTreeMap<String, Descriptor>,
+    dir: &Path,
+) -> Result<FileImage> {
     let mut annotated: Vec<Annotated> = Vec::new();
     let mut used: Vec<LocalBlob> = Vec::new();
     let mut why_not: Vec<String> = Vec::new();
+    // zTOCs the destination holds, sent as it holds them (as the layers they are for).
+    let mut kept: Vec<Descriptor> = Vec::new();
     let (mut indexed, mut layers) = (0, 0);
     for (manifest, platform) in images(&image)? {
         let mut these = Vec::new();
@@ -84,6 +93,17 @@ pub(super) fn with_soci(mut image: FileImage, ztocs: &Ztocs, dir: &Path) -> Resu
                     }
                 }
                 Some(Err(why)) => why_not.push(format!("{}: {why}", layer.digest)),
+                None if held.contains_key(&layer.digest) => {
+                    let ztoc = held[&layer.digest].clone();
+                    these.push(LayerZtoc {
+                        layer: layer.digest.clone(),
+                        ztoc: ztoc.clone(),
+                        span_size: super::gzip::SPAN_SIZE,
+                    });
+                    if !kept.contains(&ztoc) {
+                        kept.push(ztoc);
+                    }
+                }
                 _ => {}
             }
         }
@@ -117,6 +137,11 @@ pub(super) fn with_soci(mut image: FileImage, ztocs: &Ztocs, dir: &Path) -> Resu
         path: config_path,
     });
     image.blobs.extend(used);
+    for ztoc in kept {
+        if !image.borrowed.contains(&ztoc) {
+            image.borrowed.push(ztoc);
+        }
+    }
     let first = &done.images[0];
     image.soci = Some(Ok(SociSummary {
         image: first.image.digest.clone(),

@@ -246,8 +246,12 @@ async fn base_layers(base: PulledImage, local: &LocalImage, ctx: &Context) -> Op
 struct Held {
     /// The image itself (its config is the image id), in every destination: only tags are to be written.
     image: Option<crate::domain::manifest::Manifest>,
-    /// Its other images, to learn which of the image's layers it holds ([`held_layers`]).
-    others: Vec<crate::domain::manifest::Manifest>,
+    /// Its other images, to learn which of the image's layers it holds ([`held_layers`]), each with the SOCI
+    /// index pushed beside it.
+    others: Vec<(
+        crate::domain::manifest::Manifest,
+        Option<crate::domain::manifest::Manifest>,
+    )>,
 }
 
 /// The most of a destination's images read to learn what it holds.
@@ -279,19 +283,25 @@ async fn held(local: &LocalImage, settings: &PushSettings, ctx: &Context) -> Hel
     }
     candidates.truncate(KNOWN_IMAGES);
     let client = &client;
+    // An index (a SOCI push's tags hold one): this image if it holds it, else its first image, with the
+    // SOCI index beside it.
     let read = candidates.iter().map(|tag| async move {
         let manifest = client.manifest(repo, tag).await.ok()??;
-        match manifest.is_index() {
-            true => client.image_manifest(repo, &manifest.digest, &local.id).await.ok()?,
-            false => Some(manifest),
+        if !manifest.is_index() {
+            return Some((manifest, None));
         }
+        let images = client.index_images(repo, &manifest).await.ok()?;
+        let this = images
+            .iter()
+            .position(|(m, _)| m.config_digest().as_deref() == Some(local.id.as_str()));
+        images.into_iter().nth(this.unwrap_or(0))
     });
     let found: Vec<_> = futures_util::stream::iter(read).buffer_unordered(4).collect().await;
     let (same, others): (Vec<_>, Vec<_>) = found
         .into_iter()
         .flatten()
-        .partition(|m| m.config_digest().as_deref() == Some(local.id.as_str()));
-    if let Some(manifest) = same.into_iter().next() {
+        .partition(|(m, _)| m.config_digest().as_deref() == Some(local.id.as_str()));
+    if let Some((manifest, _)) = same.into_iter().next() {
         let mut everywhere = true;
         for other in &ctx.logins[1..] {
             let held = match RegistryClient::new(other, ctx.common.timeout) {
@@ -319,7 +329,7 @@ async fn held_layers(held: Held, local: &LocalImage, repo: &str, ctx: &Context) 
     let login = ctx.logins.first()?;
     let client = RegistryClient::new(login, ctx.common.timeout).ok()?;
     let client = &client;
-    let read = held.others.into_iter().map(|manifest| async move {
+    let read = held.others.into_iter().map(|(manifest, soci)| async move {
         let config = manifest.config_digest()?;
         let bytes = client
             .small_blob(repo, &config, crate::layout::CONFIG_LIMIT)
@@ -331,15 +341,15 @@ async fn held_layers(held: Held, local: &LocalImage, repo: &str, ctx: &Context) 
             .iter()
             .filter_map(|d| d.as_str().map(String::from))
             .collect();
-        Some((manifest, diff_ids))
+        Some((manifest, diff_ids, soci))
     });
     let found: Vec<_> = futures_util::stream::iter(read).buffer_unordered(4).collect().await;
     let shared = |diff_ids: &[String]| diff_ids.iter().filter(|d| local.layers.contains(d)).count();
-    let (manifest, diff_ids) = found
+    let (manifest, diff_ids, soci) = found
         .into_iter()
         .flatten()
-        .filter(|(_, d)| shared(d) > 0)
-        .max_by_key(|(_, d)| shared(d))?;
+        .filter(|(_, d, _)| shared(d) > 0)
+        .max_by_key(|(_, d, _)| shared(d))?;
     let image = PulledImage {
         host: login.registry.host.clone(),
         repo: repo.to_string(),
@@ -357,6 +367,19 @@ async fn held_layers(held: Held, local: &LocalImage, repo: &str, ctx: &Context) 
         });
     let confirmed: Vec<_> = futures_util::stream::iter(heads).buffer_unordered(4).collect().await;
     layers.by_diff_id = confirmed.into_iter().flatten().collect();
+    // The zTOCs of those layers, from the SOCI index pushed with that image (each confirmed too).
+    let held: Vec<String> = layers.by_diff_id.values().map(|d| d.digest.clone()).collect();
+    let ztocs = soci
+        .map(|soci| crate::domain::soci::ztocs_in(&soci))
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(layer, _)| held.contains(layer))
+        .map(|(layer, ztoc)| async move {
+            let there = matches!(client.blob_exists(repo, &ztoc.digest).await, Ok(true));
+            there.then_some((layer, ztoc))
+        });
+    let confirmed: Vec<_> = futures_util::stream::iter(ztocs).buffer_unordered(4).collect().await;
+    layers.ztocs = confirmed.into_iter().flatten().collect();
     (!layers.by_diff_id.is_empty()).then_some(layers)
 }
 

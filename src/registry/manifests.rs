@@ -162,6 +162,35 @@ impl RegistryClient {
         Ok(None)
     }
 
+    /// The images of the index `index` at `repo` (its entries that are no artifact), each with the SOCI
+    /// index pushed beside it (`com.amazon.soci.image-manifest-digest` names it), if any.
+    pub async fn index_images(&self, repo: &str, index: &Manifest) -> Result<Vec<(Manifest, Option<Manifest>)>> {
+        let json: serde_json::Value = serde_json::from_slice(&index.bytes)?;
+        let entries = json["manifests"].as_array().cloned().unwrap_or_default();
+        let mut images = Vec::new();
+        for entry in entries.iter().filter(|e| e["artifactType"].is_null()) {
+            let Some(digest) = entry["digest"].as_str() else {
+                continue;
+            };
+            let Some(image) = self.manifest(repo, digest).await? else {
+                continue;
+            };
+            if image.is_index() {
+                continue;
+            }
+            let soci = entries.iter().find(|e| {
+                e["artifactType"] == crate::domain::soci::INDEX_TYPE
+                    && e["annotations"]["com.amazon.soci.image-manifest-digest"] == digest
+            });
+            let soci = match soci.and_then(|e| e["digest"].as_str()) {
+                Some(d) => self.manifest(repo, d).await?,
+                None => None,
+            };
+            images.push((image, soci));
+        }
+        Ok(images)
+    }
+
     /// The OCI 1.1 referrers API: the index of the manifests whose subject is `digest`, `None` when the
     /// registry has no such API (it answers 404, as the distribution registry 2.8 does).
     pub async fn referrers(&self, repo: &str, digest: &str) -> Result<Option<serde_json::Value>> {
