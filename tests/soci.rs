@@ -752,4 +752,12 @@ fn a_rebuild_with_soci_sends_only_its_new_layer_and_keeps_the_ztocs_of_the_other
     assert_eq!(soci["layers"], first_soci["layers"], "{soci}");
     let (id, _) = registry.pull(&format!("{}/app:build-2", registry.host));
     assert_eq!(id, rebuilt.id);
+    // A re-run finds the image in the index its tag holds, beside its SOCI index: nothing is exported.
+    let again = push(&rebuilt, "build-2");
+    again.says(&format!("skipped: {}/app:build-2", registry.host));
+    assert!(
+        !again.output().contains("source:"),
+        "the re-run read the image again:\n{}",
+        again.output()
+    );
 }

@@ -123,14 +123,13 @@ async fn own_transfer(
     ctx: &Context,
 ) -> Result<Done> {
     let timeout = ctx.common.timeout;
-    // A re-run: every tag already holds this image (its config is the image id), so nothing is exported,
-    // compressed or uploaded. (With SOCI a tag holds an index, which the per-tag loop finds unchanged.)
+    // A re-run: every tag already holds this image (its config is the image id; with SOCI, in an index
+    // beside its SOCI index), so nothing is exported, compressed or uploaded.
     if !settings.dry_run
-        && !settings.compression.soci
-        && let Some(outcomes) = already_there(local, settings, ctx).await
+        && let Some((outcomes, indexed)) = already_there(local, settings, ctx).await
     {
         // Nothing to write, but the scan gate still judges the image.
-        return scan::done(settings.scan.as_ref(), &settings.target, outcomes, ctx).await;
+        return scan::done_with_image(settings.scan.as_ref(), &settings.target, outcomes, indexed, ctx).await;
     }
     // What the destination already holds of this image, learnt from its images (a rebuild shares most
     // layers with the previous build; the same image under another tag needs only its tags).
@@ -408,14 +407,35 @@ async fn same_image(
 
 /// When every tag in every destination already holds a manifest whose config is `image` (by id), the
 /// outcomes of a run that has nothing to do; `None` as soon as one tag differs (or cannot be read).
-async fn already_there(image: &LocalImage, settings: &PushSettings, ctx: &Context) -> Option<Vec<TagOutcome>> {
+async fn already_there(
+    image: &LocalImage,
+    settings: &PushSettings,
+    ctx: &Context,
+) -> Option<(Vec<TagOutcome>, Option<String>)> {
     let mut outcomes = Vec::new();
+    // The image's own manifest when the tags hold an index of it.
+    let mut indexed = None;
     for login in &ctx.logins {
         let client = RegistryClient::new(login, ctx.common.timeout).ok()?;
         let label = crate::domain::target::label(&login.registry.host, &settings.target.repo);
         for tag in &settings.target.tags {
             let manifest = client.manifest(&settings.target.repo, tag).await.ok()??;
-            if manifest.config_digest().as_deref() != Some(image.id.as_str()) {
+            let holds = match manifest.is_index() {
+                false => !settings.compression.soci && manifest.config_digest().as_deref() == Some(image.id.as_str()),
+                true => {
+                    let images = client.index_images(&settings.target.repo, &manifest).await.ok()?;
+                    let this = images.into_iter().find(|(m, soci)| {
+                        m.config_digest().as_deref() == Some(image.id.as_str())
+                            && (soci.is_some() || !settings.compression.soci)
+                    });
+                    let found = this.is_some();
+                    if let Some((m, _)) = this {
+                        indexed = Some(m.digest);
+                    }
+                    found
+                }
+            };
+            if !holds {
                 return None;
             }
             let landed = crate::domain::tag::Landed {
@@ -428,7 +448,7 @@ async fn already_there(image: &LocalImage, settings: &PushSettings, ctx: &Contex
     for outcome in &outcomes {
         crate::report::tag(outcome, None, Verb::Pushed.as_str());
     }
-    Some(outcomes)
+    Some((outcomes, indexed))
 }
 
 /// Chunks of the engine's export held between the engine and the compression (a few MiB).
