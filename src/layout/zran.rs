@@ -9,13 +9,18 @@ use libz_rs_sys::{
     Z_BLOCK, Z_NEED_DICT, Z_OK, Z_STREAM_END, inflate, inflateEnd, inflateInit2_, z_stream, zlibVersion,
 };
 use sha2::{Digest as _, Sha256};
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
+/// The most seek points kept (64 GiB uncompressed at soci's 4 MiB spans, 512 MiB of windows on disk): a
+/// layer that inflates to more gets no zTOC.
+const MAX_POINTS: usize = 1 << 14;
+
 /// The seek points of the gzip file `path`, one per `span` uncompressed bytes at most, and its span
-/// digests; every uncompressed byte goes to `sink` as it comes. A stream of several gzip members, or
-/// anything after the first, is refused (soci reads one member).
-pub fn seek_points(path: &Path, span: u64, sink: &mut dyn FnMut(&[u8])) -> Result<Spans, String> {
+/// digests; every uncompressed byte goes to `sink` as it comes, and the windows to `spill` (in point
+/// order: a small file can inflate to far more, and 32 KiB per 4 MiB of it is never held). A stream of
+/// several gzip members, or anything after the first, is refused (soci reads one member).
+pub fn seek_points(path: &Path, span: u64, sink: &mut dyn FnMut(&[u8]), spill: std::fs::File) -> Result<Spans, String> {
     let mut file = std::fs::File::open(path).map_err(|e| e.to_string())?;
     let mut stream = z_stream::default();
     let version = zlibVersion();
@@ -24,7 +29,7 @@ pub fn seek_points(path: &Path, span: u64, sink: &mut dyn FnMut(&[u8])) -> Resul
     if ret != Z_OK {
         return Err(format!("zlib could not start inflating ({ret})"));
     }
-    let found = walk(&mut file, &mut stream, span, sink);
+    let found = walk(&mut file, &mut stream, span, sink, spill);
     unsafe { inflateEnd(&mut stream) };
     let mut spans = found?;
     spans.digests = span_digests(&mut file, &spans.points, spans.compressed).map_err(|e| e.to_string())?;
@@ -36,6 +41,7 @@ fn walk(
     stream: &mut z_stream,
     span: u64,
     sink: &mut dyn FnMut(&[u8]),
+    mut spill: std::fs::File,
 ) -> Result<Spans, String> {
     let mut input = vec![0u8; 1 << 16];
     let mut window = vec![0u8; WINDOW];
@@ -76,16 +82,18 @@ fn walk(
             // header, so there is always one).
             let block_end = stream.data_type & 128 != 0 && stream.data_type & 64 == 0;
             if block_end && (total_out == 0 || total_out - last > span) {
+                if points.len() == MAX_POINTS {
+                    return Err(format!("over {} GiB uncompressed", (MAX_POINTS as u64 * span) >> 30));
+                }
                 // The circular window, oldest byte first: what follows the write position, then what precedes.
                 let left = stream.avail_out as usize;
-                let mut before = Vec::with_capacity(WINDOW);
-                before.extend_from_slice(&window[WINDOW - left..]);
-                before.extend_from_slice(&window[..WINDOW - left]);
+                spill.write_all(&window[WINDOW - left..]).map_err(|e| e.to_string())?;
+                spill.write_all(&window[..WINDOW - left]).map_err(|e| e.to_string())?;
                 points.push(SeekPoint {
                     compressed: total_in,
                     uncompressed: total_out,
                     bits: (stream.data_type & 7) as u8,
-                    window: before,
+                    window: Vec::new(),
                 });
                 last = total_out;
             }

@@ -63,15 +63,16 @@ pub fn gzip_layer(input: &mut impl Read, out: &Path, level: u32, soci: bool) -> 
 /// The zTOC of the gzip layer `blob`, which the step did not write (its bytes stay as they are): inflated
 /// once ([`super::zran`]) for its seek points and its table, written to `out`; or why it has none.
 pub fn ztoc_of_gzip(blob: &Path, out: &Path) -> Result<Result<LocalBlob, String>> {
+    let windows = out.with_extension("windows");
+    let spill = std::fs::File::create(&windows)?;
     let mut toc = TocReader::start();
-    let spans = match super::zran::seek_points(blob, SPAN_SIZE, &mut |bytes| toc.feed(bytes)) {
-        Ok(spans) => spans,
-        Err(why) => return Ok(Err(why)),
+    let found = super::zran::seek_points(blob, SPAN_SIZE, &mut |bytes| toc.feed(bytes), spill);
+    let ztoc = match (found, toc.finish()) {
+        (Ok(spans), Ok(toc)) => Ok(write_ztoc(toc, &spans, Some(&windows), out)?),
+        (Err(why), _) | (_, Err(why)) => Err(why),
     };
-    Ok(match toc.finish() {
-        Ok(toc) => Ok(write_ztoc(toc, &spans, None, out)?),
-        Err(why) => Err(why),
-    })
+    std::fs::remove_file(&windows)?;
+    Ok(ztoc)
 }
 
 /// Reads through from `inner`, handing what passes to a [`TocReader`].
@@ -93,6 +94,8 @@ pub const VERSION: &str = "0.9";
 /// A layer of more tar entries than this gets no zTOC (its table alone would outgrow a manifest's worth of
 /// memory many times over).
 pub const MAX_ENTRIES: usize = 1 << 20;
+/// Nor does a layer whose table (names, links, PAX records) would take more than this.
+pub const MAX_TABLE: usize = 64 << 20;
 
 /// One tar entry as soci's `FileMetadata` holds it: names and PAX values are the archive's bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -299,6 +302,9 @@ fn read_toc(input: impl Read) -> Result<Toc, String> {
         };
         data_end = (made.offset + made.size).div_ceil(512) * 512;
         toc.push(&made);
+        if toc.builder.unfinished_data().len() > MAX_TABLE {
+            return Err(format!("a table of files larger than {} MiB", MAX_TABLE >> 20));
+        }
     }
     // Go's reader stops after the two zero blocks that end the archive.
     toc.end = data_end + 1024;
