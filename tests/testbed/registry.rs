@@ -162,16 +162,20 @@ impl Registry {
             .collect()
     }
 
-    /// The blob `digest` of `repo`, as stored.
-    pub fn blob(&self, repo: &str, digest: &str) -> Vec<u8> {
-        let url = format!("http://{}/v2/{repo}/blobs/{digest}", self.host);
-        let mut response = self
-            .agent
+    /// GET `path` (under `/v2/`) with this registry's account.
+    fn get(&self, path: &str) -> ureq::http::Response<ureq::Body> {
+        let url = format!("http://{}/v2/{path}", self.host);
+        self.agent
             .get(&url)
             .header("Authorization", &self.auth())
             .call()
-            .expect("the registry answers");
-        assert_eq!(response.status().as_u16(), 200, "GET {url}");
+            .expect("the registry answers")
+    }
+
+    /// The blob `digest` of `repo`, as stored.
+    pub fn blob(&self, repo: &str, digest: &str) -> Vec<u8> {
+        let mut response = self.get(&format!("{repo}/blobs/{digest}"));
+        assert_eq!(response.status().as_u16(), 200, "GET {repo}/blobs/{digest}");
         response.body_mut().with_config().limit(1 << 30).read_to_vec().unwrap()
     }
 
@@ -277,13 +281,7 @@ impl Registry {
     /// The repositories the registry holds anything in (`/v2/_catalog`): a repository appears with the
     /// first blob or manifest written to it, so an empty list means nothing was written.
     pub fn repositories(&self) -> Vec<String> {
-        let url = format!("http://{}/v2/_catalog", self.host);
-        let mut response = self
-            .agent
-            .get(&url)
-            .header("Authorization", &self.auth())
-            .call()
-            .expect("the registry answers");
+        let mut response = self.get("_catalog");
         let body: serde_json::Value = response.body_mut().read_json().expect("catalog JSON");
         body["repositories"]
             .as_array()
@@ -295,14 +293,7 @@ impl Registry {
 
     /// The tags the registry lists for `repo` (empty when the repository does not exist).
     pub fn tags(&self, repo: &str) -> Vec<String> {
-        let url = format!("http://{}/v2/{repo}/tags/list", self.host);
-        let auth = format!("Basic {}", base64_encode(&format!("AWS:{}", self.password())));
-        let mut response = self
-            .agent
-            .get(&url)
-            .header("Authorization", &auth)
-            .call()
-            .expect("the registry answers");
+        let mut response = self.get(&format!("{repo}/tags/list"));
         if response.status().as_u16() == 404 {
             return Vec::new();
         }
