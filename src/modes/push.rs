@@ -366,6 +366,7 @@ async fn held_layers(held: Held, local: &LocalImage, repo: &str, ctx: &Context) 
         });
     let confirmed: Vec<_> = futures_util::stream::iter(heads).buffer_unordered(4).collect().await;
     layers.by_diff_id = confirmed.into_iter().flatten().collect();
+    layers.confirmed = true;
     // The zTOCs of those layers, from the SOCI index pushed with that image (each confirmed too).
     let held: Vec<String> = layers.by_diff_id.values().map(|d| d.digest.clone()).collect();
     let ztocs = soci

@@ -118,6 +118,11 @@ pub async fn files_to(
             let (base, from) = base_ref
                 .as_ref()
                 .ok_or_else(|| anyhow!("a borrowed layer without a base"))?;
+            // Found by a HEAD in this very repository earlier in this run: not asked again.
+            if base.confirmed && base.base.host == login.registry.host && base.base.repo == *repo {
+                progress_ref.advance(d.size);
+                return Ok(BlobCopy::AlreadyThere);
+            }
             client_ref.copy_blob(repo, from, &base.base.repo, d, progress_ref).await
         }
         .boxed()
