@@ -309,9 +309,14 @@ pub fn rows(bench: &Bench) -> Vec<Row> {
         measure("docker", &["push", &previous], bench.env);
         testbed::docker(&["rmi", &previous]);
         measure("docker", &["pull", "-q", &previous], bench.env);
-        let (ours_build, theirs_build) = (files.build(), files.build());
-        let step = bench.step(&cached, &ours_build.name, "step-2", &[]);
-        let peer = bench.docker_push(&cached, &theirs_build, "peer-2");
+        // Three rounds, medians (both push through the engine: single runs differ by more than they do).
+        let (mut steps, mut peers) = (Vec::new(), Vec::new());
+        for round in 0..3 {
+            let (ours_build, theirs_build) = (files.build(), files.build());
+            steps.push(bench.step(&cached, &ours_build.name, &format!("step-{round}"), &[]));
+            peers.push(bench.docker_push(&cached, &theirs_build, &format!("peer-{round}")));
+        }
+        let (step, peer) = (middle(steps), middle(peers));
         let (time, bytes) = (ratio(step.0.time, peer.0.time), bytes_ratio(step.1, peer.1));
         rows.push(row(
             format!("(c) rebuild on the previous build pulled from the destination, PLUGIN_PUSH_VIA=auto, {reach}"),
