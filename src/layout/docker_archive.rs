@@ -648,6 +648,87 @@ mod tests {
         chain_ids(&DIFF_IDS.map(String::from))
     }
 
+    /// A tar holding one file of `bytes`.
+    fn layer_tar(name: &str, bytes: &[u8]) -> Vec<u8> {
+        let mut layer = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        layer.append_data(&mut header, name, bytes).unwrap();
+        layer.into_inner().unwrap()
+    }
+
+    #[test]
+    fn more_new_layers_than_are_compressed_at_once_each_get_their_own_blob_in_their_place() {
+        // Seven layers (more than BEHIND_LAYERS are compressed beside the stream at once), of different
+        // sizes, in the legacy layout, written in an order other than the image's.
+        let layers: Vec<Vec<u8>> = (0..7u8)
+            .map(|i| {
+                let text: Vec<u8> = (0..(40_000 * (i as usize + 1)))
+                    .map(|n| b'a' + ((n * 7 + i as usize) % 23) as u8)
+                    .collect();
+                layer_tar(&format!("file-{i}"), &text)
+            })
+            .collect();
+        let diff_ids: Vec<String> = layers.iter().map(|l| sha256(l)).collect();
+        let config = serde_json::to_vec(&json!({
+            "architecture": "amd64", "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        }))
+        .unwrap();
+        let names: Vec<String> = (0..7).map(|i| format!("{:02}/layer.tar", 70 - i)).collect();
+        let manifest = json!([{"Config": "config.json", "RepoTags": ["app:1"], "Layers": names}]);
+        let mut archive = tar::Builder::new(Vec::new());
+        let add = |archive: &mut tar::Builder<Vec<u8>>, name: &str, bytes: &[u8], kind: tar::EntryType| {
+            let mut header = tar::Header::new_gnu();
+            header.set_entry_type(kind);
+            header.set_size(bytes.len() as u64);
+            header.set_mode(0o644);
+            header.set_cksum();
+            archive.append_data(&mut header, name, bytes).unwrap();
+        };
+        for i in (0..7).rev() {
+            add(&mut archive, &format!("{}/", 70 - i), &[], tar::EntryType::Directory);
+            add(&mut archive, &names[i], &layers[i], tar::EntryType::Regular);
+        }
+        add(&mut archive, "config.json", &config, tar::EntryType::Regular);
+        let manifest = manifest.to_string();
+        add(
+            &mut archive,
+            "manifest.json",
+            manifest.as_bytes(),
+            tar::EntryType::Regular,
+        );
+        let archive = archive.into_inner().unwrap();
+
+        let opened = docker_archive_from(archive.as_slice(), None, None, None, &[], Compressing::default()).unwrap();
+        let image = &opened.image;
+        assert_eq!(image.compressed, 7);
+        let listed: Vec<String> = image
+            .manifest
+            .layers()
+            .unwrap()
+            .iter()
+            .map(|(d, _)| d.digest.clone())
+            .collect();
+        assert_eq!(listed.len(), 7);
+        for (i, digest) in listed.iter().enumerate() {
+            let blob = image
+                .blobs
+                .iter()
+                .find(|b| &b.digest == digest)
+                .expect("a blob for every layer");
+            let gz = std::fs::read(&blob.path).unwrap();
+            assert_eq!(sha256(&gz), *digest, "layer {i}: the blob is what its digest says");
+            let mut raw = Vec::new();
+            flate2::read::GzDecoder::new(gz.as_slice())
+                .read_to_end(&mut raw)
+                .unwrap();
+            assert_eq!(sha256(&raw), diff_ids[i], "layer {i} holds its own bytes, in its place");
+        }
+    }
+
     #[test]
     fn a_legacy_directory_is_told_apart_by_its_json_as_the_engine_named_it() {
         assert_eq!(legacy_layer(MIDDLE.0, MIDDLE.1, &chain()), Some(1));
