@@ -175,8 +175,9 @@ impl Unpacked {
 ///
 /// Which layer an entry is, is known before it is read when its name says so (`blobs/sha256/<diff id>`,
 /// Docker 25 and later) or its directory's `json` does (the legacy layout, told apart with `diff_ids`):
-/// a layer `base` holds is then only hashed (the name must be true), any other compressed as it passes,
-/// its upload following its compression when it is large. A layer that cannot be told apart before it is
+/// a layer `base` holds is then read and dropped (its bytes are never used), any other compressed as it
+/// passes (under [`BEHIND_UP_TO`], on a thread beside the stream: [`Behind`]), its upload following its
+/// compression when it is large. A layer that cannot be told apart before it is
 /// read, while `base` holds some, is kept as it comes and compressed only once its diff id shows it new.
 fn unpack_compressing(
     input: impl Read,
@@ -290,7 +291,7 @@ fn unpack_compressing(
             }
         }
     }
-    behind.make_room(u64::MAX, &mut done)?;
+    behind.finish(&mut done)?;
     Ok(done)
 }
 
@@ -308,22 +309,34 @@ struct Behind {
 }
 
 impl Behind {
-    /// Wait for the oldest layers until one of `size` bytes more fits (`u64::MAX`: wait for all).
+    /// Wait for the oldest layers until one of `size` bytes more fits.
     fn make_room(&mut self, size: u64, done: &mut Unpacked) -> Result<()> {
         loop {
             let held: u64 = self.pending.iter().map(|(_, s, _)| s).sum();
-            let fits = held.saturating_add(size) <= BEHIND_BYTES && self.pending.len() < BEHIND_LAYERS;
-            if fits {
+            let fits = held + size <= BEHIND_BYTES && self.pending.len() < BEHIND_LAYERS;
+            if fits || self.pending.is_empty() {
                 return Ok(());
             }
-            let Some((name, _, work)) = self.pending.pop_front() else {
-                return Ok(());
-            };
+            self.join_oldest(done)?;
+        }
+    }
+
+    /// Wait for every layer.
+    fn finish(&mut self, done: &mut Unpacked) -> Result<()> {
+        while !self.pending.is_empty() {
+            self.join_oldest(done)?;
+        }
+        Ok(())
+    }
+
+    fn join_oldest(&mut self, done: &mut Unpacked) -> Result<()> {
+        if let Some((name, _, work)) = self.pending.pop_front() {
             let layer = work
                 .join()
                 .map_err(|_| anyhow!("the compression of `{}` stopped", name.display()))??;
             done.compressed(name, layer);
         }
+        Ok(())
     }
 }
 
