@@ -67,7 +67,8 @@ fn a_docker_archive_pushes_with_no_daemon_same_image_id_same_digest_twice_and_a_
 #[test]
 fn an_oci_layout_from_skopeo_and_a_two_platform_index_push_whole_with_no_daemon() {
     let (moto, registry) = (Moto::start(), Registry::start(DEFAULT_ACCOUNT));
-    let (amd, arm) = (Image::random(500_000), Image::random(500_000));
+    // (amd's layer is large enough for its upload to start while the layout is checked.)
+    let (amd, arm) = (Image::random(3_000_000), Image::random(500_000));
     let dir = tempfile::tempdir().unwrap();
     let layout = dir.path().join("layout");
     let at = |r: &str| format!("oci:{}:{r}", layout.display());
@@ -86,6 +87,10 @@ fn an_oci_layout_from_skopeo_and_a_two_platform_index_push_whole_with_no_daemon(
     let (id, layers) = registry.pull(&format!("{}/single:v1", registry.host));
     assert_eq!(id, config);
     assert_eq!(layers, testbed::diff_ids(&amd.name));
+    // A re-run sends nothing: the blob whose upload would start early is found there first.
+    let rerun = daemonless(&moto, &registry, &at("amd"), "single", "v1").run();
+    rerun.success();
+    rerun.says("0 uploaded, 0 mounted, 2 already there");
 
     // An index of both, as a multi-platform build writes it, named "multi".
     let index_path = layout.join("index.json");

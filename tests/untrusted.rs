@@ -362,6 +362,104 @@ fn hostile_oci_layouts_are_refused_before_any_write_and_a_deep_index_is_stored_w
     );
 }
 
+#[test]
+fn a_large_blob_uploading_beside_the_checks_of_a_damaged_layout_never_lands() {
+    let moto = Moto::start();
+    let storage = tempfile::tempdir().unwrap();
+    let registry = Registry::start_under(DEFAULT_ACCOUNT, storage.path());
+    let dir = tempfile::tempdir().unwrap();
+    // A 2 MiB layer of incompressible bytes that checks out (its upload starts while the blobs are
+    // checked), and a small layer altered (same size).
+    let mut noise = Vec::with_capacity(2 << 20);
+    let mut block = [0u8; 32];
+    while noise.len() < 2 << 20 {
+        use sha2::Digest as _;
+        block = sha2::Sha256::digest(block).into();
+        noise.extend_from_slice(&block);
+    }
+    let mut header = tar::Header::new_ustar();
+    header.set_size(noise.len() as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    let mut tar = tar::Builder::new(Vec::new());
+    tar.append_data(&mut header, "noise.bin", noise.as_slice()).unwrap();
+    let big = tar.into_inner().unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &big).unwrap();
+    let big_gz = gz.finish().unwrap();
+    let small = SmallImage::new("beside a large layer");
+    let config = json!({
+        "architecture": "amd64", "os": "linux", "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [digest(&big), small.diff_id]},
+    });
+    let layout = Layout::new(&dir.path().join("layout"));
+    let config = layout.blob(
+        "application/vnd.oci.image.config.v1+json",
+        &serde_json::to_vec(&config).unwrap(),
+    );
+    let big_layer = layout.blob("application/vnd.oci.image.layer.v1.tar+gzip", &big_gz);
+    let small_gz = small.gzip_layer();
+    let small_layer = layout.blob("application/vnd.oci.image.layer.v1.tar+gzip", &small_gz);
+    let manifest = json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config,
+        "layers": [big_layer, small_layer]});
+    let top = layout.blob(OCI_MANIFEST, &serde_json::to_vec(&manifest).unwrap());
+    layout.top(&top);
+    let mut altered = small_gz.clone();
+    let last = altered.len() - 9;
+    altered[last] ^= 0xff;
+    std::fs::write(layout.blob_path(&digest(&small_gz)), &altered).unwrap();
+
+    let run = daemonless(&moto, &registry, &format!("oci:{}", layout.dir.display())).run();
+    refused(
+        &run,
+        &registry,
+        &["does not match its digest"],
+        "a damaged layout with a large blob",
+    );
+    // The large blob's upload had begun (bytes in an upload session of the registry's), yet nothing landed.
+    let sent: u64 = walkdir(storage.path())
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("/_uploads/") && p.ends_with("data"))
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+    assert!(
+        sent > 0,
+        "the large blob's upload never started: this test no longer tests it\n{}",
+        run.output()
+    );
+    let big_digest = big_layer["digest"].as_str().unwrap();
+    assert!(
+        !walkdir(storage.path())
+            .iter()
+            .any(|p| p.to_string_lossy().contains(big_digest.trim_start_matches("sha256:"))),
+        "the large blob was committed\n{}",
+        run.output()
+    );
+
+    // Repaired, the same layout lands, and a re-run sends nothing (the large blob is found, not re-sent).
+    std::fs::write(layout.blob_path(&digest(&small_gz)), &small_gz).unwrap();
+    let run = daemonless(&moto, &registry, &format!("oci:{}", layout.dir.display())).run();
+    run.success();
+    run.says("3 uploaded, 0 mounted, 0 already there");
+    assert_eq!(registry.blob("app", big_digest), big_gz);
+    let again = daemonless(&moto, &registry, &format!("oci:{}", layout.dir.display())).run();
+    again.success();
+    again.says("0 uploaded, 0 mounted, 3 already there");
+}
+
+/// Every file under `dir`.
+fn walkdir(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        match entry.file_type().unwrap().is_dir() {
+            true => found.extend(walkdir(&path)),
+            false => found.push(path),
+        }
+    }
+    found
+}
+
 /// A promote from `source` (a host that is neither ECR nor a destination) to `target`.
 fn promote_from(moto: &Moto, target: &Registry, source: &str) -> Step {
     Step::aws(moto)

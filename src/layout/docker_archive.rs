@@ -6,7 +6,9 @@
 
 use super::gzip::{gzip_digests, hex_digest};
 use super::ztoc::{Compressed, gzip_layer};
-use super::{CONFIG_LIMIT, Growing, MANIFEST_LIMIT, Opened, input_tree, scratch_error, unpack_error};
+use super::{
+    CONFIG_LIMIT, EARLY_UPLOAD_FROM, Early, Growing, MANIFEST_LIMIT, Opened, input_tree, scratch_error, unpack_error,
+};
 use crate::domain::excerpt;
 use crate::domain::manifest::{Descriptor, Manifest, sha256};
 use crate::domain::source::{BaseLayers, Compressing, FileImage, LocalBlob};
@@ -23,10 +25,6 @@ const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+j
 const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 
-/// The smallest layer (uncompressed bytes) whose upload starts while it is compressed (a smaller one is
-/// sent after the export, in one request: an upload alongside costs more requests than it saves).
-const EARLY_UPLOAD_FROM: u64 = 1 << 20;
-
 /// Read `docker save`'s tar as it streams in (from a file, or straight from the engine's export): each
 /// layer that is an uncompressed tar is gzip-compressed as it passes, so the uncompressed image is never
 /// written to disk, and the reading, the compression and the writer of the stream run side by side.
@@ -42,7 +40,7 @@ const EARLY_UPLOAD_FROM: u64 = 1 << 20;
 pub fn docker_archive_from(
     input: impl Read,
     reference: Option<&str>,
-    early: Option<&tokio::sync::mpsc::UnboundedSender<Growing>>,
+    early: Option<&Early>,
     base: Option<&BaseLayers>,
     diff_ids: &[String],
     compressing: Compressing,
@@ -183,7 +181,7 @@ fn unpack_compressing(
     input: impl Read,
     tree: &Tree,
     layers: &Path,
-    early: Option<&tokio::sync::mpsc::UnboundedSender<Growing>>,
+    early: Option<&Early>,
     base: Option<&BaseLayers>,
     diff_ids: &[String],
     compressing: Compressing,
@@ -266,6 +264,7 @@ fn unpack_compressing(
                     let _ = early.send(Growing {
                         path: out.clone(),
                         done: growing,
+                        digest: None,
                     });
                 }
                 if size <= BEHIND_UP_TO {

@@ -10,7 +10,8 @@
 //! - every read is bounded: manifests and indexes [`MANIFEST_LIMIT`], configs [`CONFIG_LIMIT`], a layer at
 //!   most the size its descriptor or tar header declares; indexes nest at most [`MAX_INDEX_DEPTH`] deep;
 //! - every blob is checked against its digest, and every layer against the diff id the config names, before
-//!   anything is written to a registry.
+//!   anything is committed to a registry (a layout's large blobs may start uploading while they are
+//!   checked, but no upload is closed, so no blob lands, until every check has passed).
 //!
 //! A layout's manifests and blobs are sent as they are, so every digest stays the layout's (an index whole,
 //! every child too). A docker archive's layers are uncompressed tars: each is gzip-compressed here
@@ -46,11 +47,16 @@ pub struct Opened {
     _scratch: Option<ScratchDir>,
 }
 
-/// Read an OCI image layout directory; `reference` picks a manifest by its ref name. With `soci`, its
-/// images get SOCI indexes (their zTOCs written to a scratch directory of their own).
-pub fn oci(path: &Path, reference: Option<&str>, soci: bool) -> Result<Opened> {
+/// The smallest blob (a layer's uncompressed bytes, or a layout's blob) whose upload starts before it is
+/// ready (a smaller one is sent after, in one request: an upload alongside costs more requests than it saves).
+const EARLY_UPLOAD_FROM: u64 = 1 << 20;
+
+/// Read an OCI image layout directory; `reference` picks a manifest by its ref name. Its large blobs are
+/// announced on `early` while they are checked (see [`Growing`]). With `soci`, its images get SOCI indexes
+/// (their zTOCs written to a scratch directory of their own).
+pub fn oci(path: &Path, reference: Option<&str>, soci: bool, early: Option<&Early>) -> Result<Opened> {
     let tree = Tree::open(path).with_context(|| format!("opening the OCI layout {}", path.display()))?;
-    let image = oci::read_layout(&tree, reference)?;
+    let image = oci::read_layout(&tree, reference, early)?;
     if !soci {
         return Ok(Opened { image, _scratch: None });
     }
@@ -67,8 +73,8 @@ fn layout_soci(image: FileImage, dir: &Path) -> Result<FileImage> {
     soci::with_soci(image, &ztocs, &Default::default(), dir).map_err(scratch_error)
 }
 
-/// Read an OCI image layout from a tar file (with SOCI indexes, as [`oci`]).
-pub fn oci_archive(path: &Path, reference: Option<&str>, soci: bool) -> Result<Opened> {
+/// Read an OCI image layout from a tar file (with early uploads and SOCI indexes, as [`oci`]).
+pub fn oci_archive(path: &Path, reference: Option<&str>, soci: bool, early: Option<&Early>) -> Result<Opened> {
     let scratch = ScratchDir::new("oci-archive").map_err(|e| scratch_error(e.into()))?;
     let file = crate::files::open_regular(path).map_err(|e| anyhow!("{e}"))?;
     let tree = input_tree(&scratch)?;
@@ -84,7 +90,7 @@ pub fn oci_archive(path: &Path, reference: Option<&str>, soci: bool) -> Result<O
             std::io::copy(&mut entry, &mut out).map_err(|e| unpack_error(&name, e))?;
         }
     }
-    let image = oci::read_layout(&tree, reference).with_context(|| format!("reading {}", path.display()))?;
+    let image = oci::read_layout(&tree, reference, early).with_context(|| format!("reading {}", path.display()))?;
     let image = match soci {
         true => layout_soci(image, &scratch.path)?,
         false => image,
@@ -158,9 +164,16 @@ impl Read for Chunks {
     }
 }
 
-/// A layer being compressed into `path`: `done` holds its blob once the file is complete (and is closed
-/// without one if the compression fails).
+/// A blob whose upload may start before it is ready: a layer being compressed into `path`, or a layout's
+/// blob being checked. `done` holds the blob once it is ready (the file complete, or every check of the
+/// image passed), and is closed without one if the compression or a check fails: the upload must then not
+/// be finished. `digest` is known beforehand for a layout's blob (so a destination that holds it is not
+/// sent it again).
 pub struct Growing {
     pub path: PathBuf,
     pub done: tokio::sync::watch::Receiver<Option<LocalBlob>>,
+    pub digest: Option<String>,
 }
+
+/// Where blobs whose upload may start early are announced.
+pub type Early = tokio::sync::mpsc::UnboundedSender<Growing>;

@@ -2,10 +2,11 @@
 //! ([`Tree`]): `index.json` picks a manifest; indexes are followed to any depth up to
 //! [`MAX_INDEX_DEPTH`]; every manifest and blob must hash to its digest and have its descriptor's size, and
 //! every layer of an image must have the diff id its config names, all checked (blobs on every core)
-//! before anything is sent.
+//! before any blob is committed. The largest blobs are announced for upload as their checks start
+//! ([`Growing`]): their uploads run beside the checks, and are closed only once every check has passed.
 
 use super::gzip::{digest_of, gzip_digests};
-use super::{CONFIG_LIMIT, MANIFEST_LIMIT, MAX_INDEX_DEPTH};
+use super::{CONFIG_LIMIT, EARLY_UPLOAD_FROM, Early, Growing, MANIFEST_LIMIT, MAX_INDEX_DEPTH};
 use crate::domain::excerpt;
 use crate::domain::manifest::{GZIP_LAYER_TYPES, Manifest, sha256};
 use crate::domain::source::{FileImage, LocalBlob};
@@ -27,7 +28,10 @@ const IMAGE_CONFIG_TYPES: [&str; 2] = [
     "application/vnd.docker.container.image.v1+json",
 ];
 
-pub(super) fn read_layout(tree: &Tree, reference: Option<&str>) -> Result<FileImage> {
+/// Blobs of a layout whose uploads start before they are checked, at most (the largest first).
+const EARLY_UPLOADS: usize = 8;
+
+pub(super) fn read_layout(tree: &Tree, reference: Option<&str>, early: Option<&Early>) -> Result<FileImage> {
     let root = tree.path.display();
     let (index, _) = tree
         .read(Path::new("index.json"), MANIFEST_LIMIT)
@@ -69,9 +73,16 @@ pub(super) fn read_layout(tree: &Tree, reference: Option<&str>) -> Result<FileIm
         images,
         ..
     } = walk;
+    // Every name is resolved and every size matches: the largest blobs' uploads may start now. Each is
+    // finished only when `ready` says so, after every check below; on a failure `ready` is dropped
+    // unsent, so those uploads are never closed and nothing lands.
+    let ready = announce(&checks, early);
     let diff_ids = verify(&checks)?;
     for image in &images {
         image.check(tree, &diff_ids)?;
+    }
+    for (blob, ready) in ready {
+        let _ = ready.send(Some(blob));
     }
     Ok(FileImage {
         image_id: manifest.config_digest(),
@@ -82,6 +93,35 @@ pub(super) fn read_layout(tree: &Tree, reference: Option<&str>) -> Result<FileIm
         borrowed: Vec::new(),
         soci: None,
     })
+}
+
+/// The largest blobs (at most [`EARLY_UPLOADS`], each of [`EARLY_UPLOAD_FROM`] bytes or more), announced
+/// on `early` as [`Growing`] with their digest; each with the sender that says it is ready.
+fn announce(
+    checks: &[Check],
+    early: Option<&Early>,
+) -> Vec<(LocalBlob, tokio::sync::watch::Sender<Option<LocalBlob>>)> {
+    let Some(early) = early else { return Vec::new() };
+    let mut large: Vec<&LocalBlob> = checks
+        .iter()
+        .map(|c| &c.blob)
+        .filter(|b| b.size >= EARLY_UPLOAD_FROM)
+        .collect();
+    large.sort_by_key(|b| std::cmp::Reverse(b.size));
+    large
+        .into_iter()
+        .take(EARLY_UPLOADS)
+        .filter_map(|blob| {
+            let (ready, done) = tokio::sync::watch::channel(None);
+            let growing = Growing {
+                path: blob.path.clone(),
+                done,
+                digest: Some(blob.digest.clone()),
+            };
+            early.send(growing).ok()?;
+            Some((blob.clone(), ready))
+        })
+        .collect()
 }
 
 /// `blobs/sha256/<hex>` of a digest, which must be `sha256:<64 hex>`.

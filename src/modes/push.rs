@@ -31,16 +31,15 @@ pub async fn run(settings: &PushSettings, ctx: &Context) -> Result<Done> {
     let opened = match &settings.source {
         Source::Engine(reference) => return from_engine(reference, preflight, settings, ctx).await,
         Source::Oci { path, reference } => {
-            preflight.await?;
-            let (path, reference) = (path.clone(), reference.clone());
-            let soci = settings.compression.soci;
-            blocking(move || layout::oci(&path, reference.as_deref(), soci)).await?
+            let (path, reference, soci) = (path.clone(), reference.clone(), settings.compression.soci);
+            let read = move |early: Option<&layout::Early>| layout::oci(&path, reference.as_deref(), soci, early);
+            return from_layout(read, preflight, settings, ctx).await;
         }
         Source::OciArchive { path, reference } => {
-            preflight.await?;
-            let (path, reference) = (path.clone(), reference.clone());
-            let soci = settings.compression.soci;
-            blocking(move || layout::oci_archive(&path, reference.as_deref(), soci)).await?
+            let (path, reference, soci) = (path.clone(), reference.clone(), settings.compression.soci);
+            let read =
+                move |early: Option<&layout::Early>| layout::oci_archive(&path, reference.as_deref(), soci, early);
+            return from_layout(read, preflight, settings, ctx).await;
         }
         Source::DockerArchive { path, reference } => {
             preflight.await?;
@@ -55,6 +54,29 @@ pub async fn run(settings: &PushSettings, ctx: &Context) -> Result<Done> {
         prepared: false,
     };
     upload(&opened, settings, ctx, &sent).await
+}
+
+/// An OCI layout (`read` reads it): its largest blobs start uploading while every blob is checked, and
+/// are closed only once every check has passed (so a damaged layout lands nothing). Not when a repository
+/// setting applies: nothing is created or changed for a layout before it is checked, so then it is read
+/// first.
+async fn from_layout(
+    read: impl FnOnce(Option<&layout::Early>) -> Result<layout::Opened> + Send + 'static,
+    preflight: impl std::future::Future<Output = Result<()>>,
+    settings: &PushSettings,
+    ctx: &Context,
+) -> Result<Done> {
+    preflight.await?;
+    let (announce, announced) = tokio::sync::mpsc::unbounded_channel();
+    let announce = (!settings.dry_run && !settings.repository.any()).then_some(announce);
+    let reading = blocking(move || read(announce.as_ref()));
+    let (opened, early) = tokio::join!(reading, upload_early(announced, &settings.target.repo, ctx));
+    let sent = Sent {
+        early: &early,
+        base: None,
+        prepared: false,
+    };
+    upload(&opened?, settings, ctx, &sent).await
 }
 
 /// An image in the engine: through the engine (`docker push`) or the step's own transfer, as

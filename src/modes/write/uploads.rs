@@ -32,8 +32,9 @@ pub struct Sent<'a> {
     pub prepared: bool,
 }
 
-/// Uploads that follow each layer while it is compressed, into every destination (one attempt each,
-/// nothing reported): a head start for [`files_to`], which then finds these blobs there. Returns the
+/// Uploads that follow each layer while it is compressed, or each large blob of a layout while it is
+/// checked, into every destination (one attempt each, nothing reported, none closed before its blob is
+/// ready): a head start for [`files_to`], which then finds these blobs there. Returns the
 /// `(registry host, digest)` of every blob that landed this way.
 pub async fn upload_early(
     announced: tokio::sync::mpsc::UnboundedReceiver<layout::Growing>,
@@ -56,8 +57,15 @@ pub async fn upload_early(
         let (clients, landed, progress) = (&clients, &landed, &progress);
         async move {
             let uploads = clients.iter().zip(progress).map(|((host, client), progress)| {
-                let (path, done) = (growing.path.clone(), growing.done.clone());
+                let (path, done, digest) = (growing.path.clone(), growing.done.clone(), growing.digest.as_deref());
                 async move {
+                    // A blob whose digest is known is not sent where it is already (the normal upload finds
+                    // it there and says so); a failed check is left to the normal upload too.
+                    if let Some(digest) = digest
+                        && !matches!(client.blob_exists(repo, digest).await, Ok(false))
+                    {
+                        return Err(anyhow!("{digest} is there, or its check failed"));
+                    }
                     client
                         .upload_growing(repo, path, done, progress)
                         .await
