@@ -79,10 +79,15 @@ impl Engine {
 
     /// Look the source image up in the engine's local store.
     pub async fn source_image(&self, reference: &str) -> Result<LocalImage> {
-        match self.docker.inspect_image(reference).await {
+        // Its history (for the layers' sizes) is read meanwhile.
+        let (inspected, history) = tokio::join!(
+            self.docker.inspect_image(reference),
+            self.docker.image_history(reference)
+        );
+        match inspected {
             Ok(image) => {
                 let layers = image.root_fs.and_then(|r| r.layers).unwrap_or_default();
-                let layer_sizes = self.layer_sizes(reference, layers.len()).await;
+                let layer_sizes = layer_sizes(history.unwrap_or_default(), layers.len());
                 Ok(LocalImage {
                     reference: reference.to_string(),
                     id: image.id.unwrap_or_default(),
@@ -98,25 +103,6 @@ impl Engine {
                 self.address
             ),
             Err(e) => Err(e).with_context(|| format!("inspecting PLUGIN_SOURCE={reference} in the Docker Engine")),
-        }
-    }
-
-    /// The uncompressed size of each of an image's `layers` layers, bottom first, from its history (the
-    /// steps that made a layer, oldest first; a step that made none has size 0). Empty when the history
-    /// cannot be read or does not pair with the layers (a layer of 0 bytes, say).
-    async fn layer_sizes(&self, reference: &str, layers: usize) -> Vec<u64> {
-        let Ok(history) = self.docker.image_history(reference).await else {
-            return Vec::new();
-        };
-        let sizes: Vec<u64> = history
-            .iter()
-            .rev()
-            .filter(|h| h.size > 0)
-            .map(|h| h.size as u64)
-            .collect();
-        match sizes.len() == layers {
-            true => sizes,
-            false => Vec::new(),
         }
     }
 
@@ -241,6 +227,22 @@ impl Engine {
         digest.ok_or_else(|| {
             anyhow!("the engine ended the push of {target}:{tag} without reporting a digest: the push did not complete")
         })
+    }
+}
+
+/// The uncompressed size of each of an image's `layers` layers, bottom first, from its history (the steps
+/// that made a layer, listed newest first; a step that made none has size 0). Empty when the history could not be
+/// read or does not pair with the layers (a layer of 0 bytes, say).
+fn layer_sizes(history: Vec<bollard::models::ImageHistoryResponseItem>, layers: usize) -> Vec<u64> {
+    let sizes: Vec<u64> = history
+        .iter()
+        .rev()
+        .filter(|h| h.size > 0)
+        .map(|h| h.size as u64)
+        .collect();
+    match sizes.len() == layers {
+        true => sizes,
+        false => Vec::new(),
     }
 }
 

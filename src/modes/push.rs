@@ -92,12 +92,17 @@ async fn from_engine(
     let hosts: Vec<String> = ctx.logins.iter().map(|l| l.registry.host.clone()).collect();
     let looked = async {
         let engine = Engine::connect(ctx.common.timeout).await?;
-        let local = engine.source_image(reference).await?;
-        // The image it was built on (or a previous build), when that came from a registry this run writes to.
-        let base = match settings.via {
-            PushVia::Engine => None,
-            PushVia::Auto | PushVia::Registry => base_of(&local, engine.pulled_images(&hosts).await),
+        // The image it was built on (or a previous build), when that came from a registry this run writes
+        // to, is looked for among the engine's images meanwhile.
+        let pulled = async {
+            match settings.via {
+                PushVia::Engine => Vec::new(),
+                PushVia::Auto | PushVia::Registry => engine.pulled_images(&hosts).await,
+            }
         };
+        let (local, pulled) = tokio::join!(engine.source_image(reference), pulled);
+        let local = local?;
+        let base = base_of(&local, pulled);
         anyhow::Ok((engine, local, base))
     };
     let (answered, looked) = tokio::join!(preflight, looked);
@@ -145,20 +150,19 @@ async fn own_transfer(
     ctx: &Context,
 ) -> Result<Done> {
     let timeout = ctx.common.timeout;
-    // A re-run: every tag already holds this image (its config is the image id; with SOCI, in an index
-    // beside its SOCI index), so nothing is exported, compressed or uploaded.
-    if !settings.dry_run
-        && let Some((outcomes, indexed)) = already_there(local, settings, ctx).await
-    {
+    // Asked at once (both only read): whether this is a re-run, where every tag already holds this image
+    // (its config is the image id; with SOCI, in an index beside its SOCI index), so nothing is exported,
+    // compressed or uploaded; and what the destination already holds of this image, learnt from its
+    // images (a rebuild shares most layers with the previous build; the same image under another tag
+    // needs only its tags).
+    let (there, held) = match settings.dry_run {
+        true => (None, Held::default()),
+        false => tokio::join!(already_there(local, settings, ctx), held(local, settings, ctx)),
+    };
+    if let Some((outcomes, indexed)) = there {
         // Nothing to write, but the scan gate still judges the image.
         return scan::done_with_image(settings.scan.as_ref(), &settings.target, outcomes, indexed, ctx).await;
     }
-    // What the destination already holds of this image, learnt from its images (a rebuild shares most
-    // layers with the previous build; the same image under another tag needs only its tags).
-    let held = match settings.dry_run {
-        true => Held::default(),
-        false => held(local, settings, ctx).await,
-    };
     // (With SOCI the tags get an index of the image, which the image's own manifest is not.)
     if let Some(manifest) = held.image.as_ref().filter(|_| !settings.compression.soci) {
         return same_image(manifest, settings, ctx).await;
