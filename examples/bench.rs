@@ -612,8 +612,9 @@ fn main() {
          2.8 s of the floor here), so no push that reads the image out of the engine starts sooner: rows (a) \
          and (b) show that floor (`docker save` to /dev/null of the same image, in the same rounds); where \
          docker push of a new image takes less than the floor divided by the target, no export can meet it. \
-         Over the link, a rebuild's new layer comes last in the export, so its bytes (9.3 MB, 0.37 s at 25 \
-         MB/s) are sent after the floor. The step reads the layers a destination holds and drops them \
+         Over the link, a rebuild's new layer is sent as the export reaches it (9.3 MB, 0.37 s at 25 MB/s), \
+         and `docker save` writes layers in the order of their directories' names (random against the \
+         stack), so in a round where it comes last those bytes follow the floor. The step reads the layers a destination holds and drops them \
          unhashed, and reads a new layer under 32 MiB into memory and compresses it beside the rest of the \
          stream. An OCI layout's blobs are all hashed and its layers inflated to check their diff ids (work \
          skopeo does not do); the largest blobs upload meanwhile, each closed once every check has passed, \
