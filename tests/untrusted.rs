@@ -368,11 +368,12 @@ fn a_large_blob_uploading_beside_the_checks_of_a_damaged_layout_never_lands() {
     let storage = tempfile::tempdir().unwrap();
     let registry = Registry::start_under(DEFAULT_ACCOUNT, storage.path());
     let dir = tempfile::tempdir().unwrap();
-    // A 2 MiB layer of incompressible bytes that checks out (its upload starts while the blobs are
-    // checked), and a small layer altered (same size).
-    let mut noise = Vec::with_capacity(2 << 20);
+    // A 32 MiB layer of incompressible bytes whose blob hashes to its digest (so its upload starts at once
+    // and runs while every blob is hashed), but whose diff id is not the one the config names: found only
+    // after every blob has been read.
+    let mut noise = Vec::with_capacity(32 << 20);
     let mut block = [0u8; 32];
-    while noise.len() < 2 << 20 {
+    while noise.len() < 32 << 20 {
         use sha2::Digest as _;
         block = sha2::Sha256::digest(block).into();
         noise.extend_from_slice(&block);
@@ -384,41 +385,42 @@ fn a_large_blob_uploading_beside_the_checks_of_a_damaged_layout_never_lands() {
     let mut tar = tar::Builder::new(Vec::new());
     tar.append_data(&mut header, "noise.bin", noise.as_slice()).unwrap();
     let big = tar.into_inner().unwrap();
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::none());
     std::io::Write::write_all(&mut gz, &big).unwrap();
     let big_gz = gz.finish().unwrap();
     let small = SmallImage::new("beside a large layer");
-    let config = json!({
-        "architecture": "amd64", "os": "linux", "config": {},
-        "rootfs": {"type": "layers", "diff_ids": [digest(&big), small.diff_id]},
-    });
-    let layout = Layout::new(&dir.path().join("layout"));
-    let config = layout.blob(
-        "application/vnd.oci.image.config.v1+json",
-        &serde_json::to_vec(&config).unwrap(),
-    );
-    let big_layer = layout.blob("application/vnd.oci.image.layer.v1.tar+gzip", &big_gz);
-    let small_gz = small.gzip_layer();
-    let small_layer = layout.blob("application/vnd.oci.image.layer.v1.tar+gzip", &small_gz);
-    let manifest = json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config,
-        "layers": [big_layer, small_layer]});
-    let top = layout.blob(OCI_MANIFEST, &serde_json::to_vec(&manifest).unwrap());
-    layout.top(&top);
-    let mut altered = small_gz.clone();
-    let last = altered.len() - 9;
-    altered[last] ^= 0xff;
-    std::fs::write(layout.blob_path(&digest(&small_gz)), &altered).unwrap();
+    let layout_naming = |name: &str, big_diff_id: &str| {
+        let config = json!({
+            "architecture": "amd64", "os": "linux", "config": {},
+            "rootfs": {"type": "layers", "diff_ids": [big_diff_id, small.diff_id]},
+        });
+        let layout = Layout::new(&dir.path().join(name));
+        let config = layout.blob(
+            "application/vnd.oci.image.config.v1+json",
+            &serde_json::to_vec(&config).unwrap(),
+        );
+        let big_layer = layout.blob("application/vnd.oci.image.layer.v1.tar+gzip", &big_gz);
+        let small_layer = layout.blob("application/vnd.oci.image.layer.v1.tar+gzip", &small.gzip_layer());
+        let manifest = json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config,
+            "layers": [big_layer, small_layer]});
+        let top = layout.blob(OCI_MANIFEST, &serde_json::to_vec(&manifest).unwrap());
+        layout.top(&top);
+        format!("oci:{}", layout.dir.display())
+    };
+    let big_digest = digest(&big_gz);
 
-    let run = daemonless(&moto, &registry, &format!("oci:{}", layout.dir.display())).run();
+    let damaged = layout_naming("damaged", &digest(b"not the layer"));
+    let run = daemonless(&moto, &registry, &damaged).run();
     refused(
         &run,
         &registry,
-        &["does not match its digest"],
-        "a damaged layout with a large blob",
+        &["has diff id", "but the config names"],
+        "a large layer not the config's",
     );
     // The large blob's upload had begun (bytes in an upload session of the registry's), yet nothing landed.
-    let sent: u64 = walkdir(storage.path())
-        .into_iter()
+    let files = walkdir(storage.path());
+    let sent: u64 = files
+        .iter()
         .filter(|p| p.to_string_lossy().contains("/_uploads/") && p.ends_with("data"))
         .map(|p| std::fs::metadata(p).unwrap().len())
         .sum();
@@ -427,22 +429,23 @@ fn a_large_blob_uploading_beside_the_checks_of_a_damaged_layout_never_lands() {
         "the large blob's upload never started: this test no longer tests it\n{}",
         run.output()
     );
-    let big_digest = big_layer["digest"].as_str().unwrap();
+    let hex = big_digest.trim_start_matches("sha256:");
     assert!(
-        !walkdir(storage.path())
-            .iter()
-            .any(|p| p.to_string_lossy().contains(big_digest.trim_start_matches("sha256:"))),
+        !files.iter().any(|p| p.to_string_lossy().contains(hex)),
         "the large blob was committed\n{}",
         run.output()
     );
 
-    // Repaired, the same layout lands, and a re-run sends nothing (the large blob is found, not re-sent).
-    std::fs::write(layout.blob_path(&digest(&small_gz)), &small_gz).unwrap();
-    let run = daemonless(&moto, &registry, &format!("oci:{}", layout.dir.display())).run();
+    // Repaired, the layout lands, and a re-run sends nothing (the large blob is found, not sent again).
+    let repaired = layout_naming("repaired", &digest(&big));
+    let run = daemonless(&moto, &registry, &repaired).run();
     run.success();
     run.says("3 uploaded, 0 mounted, 0 already there");
-    assert_eq!(registry.blob("app", big_digest), big_gz);
-    let again = daemonless(&moto, &registry, &format!("oci:{}", layout.dir.display())).run();
+    assert!(
+        registry.blob("app", &big_digest) == big_gz,
+        "the large blob landed altered"
+    );
+    let again = daemonless(&moto, &registry, &repaired).run();
     again.success();
     again.says("0 uploaded, 0 mounted, 3 already there");
 }

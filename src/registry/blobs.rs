@@ -185,6 +185,12 @@ impl RegistryClient {
                 loop {
                     // Whether the writer has finished, known before this read: then a read of 0 is the end.
                     let finished = done.borrow().as_ref().map(|b| b.size);
+                    // A writer gone without a blob (a failed compression or check): stop now, not at the end
+                    // of the file. (Gone first, then its last value, which can no longer change.)
+                    if done.has_changed().is_err() && done.borrow().is_none() {
+                        let stopped = std::io::Error::other("the compression or a check stopped");
+                        return Some((Err(stopped), (file, done, sent)));
+                    }
                     match file.read(&mut buf).await {
                         Ok(0) => {
                             let now = done.borrow().as_ref().map(|b| b.size);
@@ -196,7 +202,7 @@ impl RegistryClient {
                                     continue;
                                 }
                                 AtEnd::Short => "the file is shorter than written",
-                                AtEnd::Stopped => "the compression stopped",
+                                AtEnd::Stopped => "the compression or a check stopped",
                             };
                             return Some((Err(std::io::Error::other(problem)), (file, done, sent)));
                         }
@@ -223,7 +229,7 @@ impl RegistryClient {
             .borrow()
             .as_ref()
             .map(|b| b.digest.clone())
-            .ok_or_else(|| anyhow!("{what}: the compression stopped"))?;
+            .ok_or_else(|| anyhow!("{what}: the compression or a check stopped"))?;
         Ok(self.close_upload(&what, &patched, &digest).await?)
     }
 }
