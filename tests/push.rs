@@ -195,3 +195,37 @@ fn several_registries_each_get_every_tag() {
         }
     }
 }
+
+#[test]
+fn the_stages_of_a_run_share_each_registrys_connections() {
+    // Through a forwarder that counts connections: every stage of a run (the preflight, what the
+    // destination holds, the uploads, the tags and their read-back) reuses the run's connections to the
+    // registry, so a run opens about as many as it sends requests at once (over TLS on ECR, each new one is
+    // a handshake, and through a proxy a tunnel), not one set per stage.
+    let (moto, registry, image) = (Moto::start(), Registry::start(DEFAULT_ACCOUNT), Image::random(300_000));
+    let link = testbed::Link::start(&registry.host, 1 << 30);
+    let push = |tag: &str| {
+        Step::aws(&moto)
+            .env("PLUGIN_SOURCE", &image.name)
+            .env("PLUGIN_REPO", "app")
+            .env("PLUGIN_TAGS", tag)
+            .env("PLUGIN_REGISTRY", &link.host)
+            .env("PLUGIN_REGION", testbed::REGION)
+            .env("PLUGIN_PUSH_VIA", "registry")
+            .run()
+    };
+    push("v1").success();
+    // The same image under a new tag: at least nine requests (the preflight's three, the tags and their
+    // manifests, the new tag's read-first, write and read-back), one after another but for the manifests
+    // read four at once.
+    let before = link.connections();
+    let run = push("v2");
+    run.success();
+    run.says("only its tags are written");
+    let opened = link.connections() - before;
+    assert!(
+        opened <= 4,
+        "the new tag's run opened {opened} connections to the registry\n{}",
+        run.output()
+    );
+}

@@ -90,12 +90,7 @@ impl RegistryClient {
         timeout: Duration,
     ) -> Result<RegistryClient> {
         let scheme = if is_loopback(host) { "http" } else { "https" };
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .read_timeout(timeout)
-            .user_agent(concat!("ecr-step/", env!("CARGO_PKG_VERSION")))
-            .redirect(redirects())
-            .build()?;
+        let http = shared_http(timeout)?;
         Ok(RegistryClient {
             http,
             base: format!("{scheme}://{host}/v2"),
@@ -353,6 +348,27 @@ fn rate_limits(response: &Response) -> String {
 
 /// The redirect policy: at most [`MAX_REDIRECTS`], only to HTTPS, or to plain HTTP on loopback (a test
 /// registry). reqwest drops the `Authorization` header on a redirect to another host.
+/// The run's one HTTP client (per `PLUGIN_TIMEOUT`, which is one per run): every registry client of the
+/// run shares its connection pool, so the stages of a run (preflight, what a destination holds, uploads,
+/// tags) reuse each registry's connections (and TLS sessions, and the proxy's tunnel) instead of opening
+/// new ones, and the trusted roots are loaded once. Requests carry their own authorization; a pooled
+/// connection belongs to one host.
+fn shared_http(timeout: Duration) -> Result<reqwest::Client> {
+    static SHARED: std::sync::Mutex<Vec<(Duration, reqwest::Client)>> = std::sync::Mutex::new(Vec::new());
+    let mut shared = SHARED.lock().expect("not poisoned");
+    if let Some((_, http)) = shared.iter().find(|(t, _)| *t == timeout) {
+        return Ok(http.clone());
+    }
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .read_timeout(timeout)
+        .user_agent(concat!("ecr-step/", env!("CARGO_PKG_VERSION")))
+        .redirect(redirects())
+        .build()?;
+    shared.push((timeout, http.clone()));
+    Ok(http)
+}
+
 pub(super) fn redirects() -> reqwest::redirect::Policy {
     reqwest::redirect::Policy::custom(|attempt| {
         if attempt.previous().len() > MAX_REDIRECTS {

@@ -15,6 +15,8 @@ pub struct Link {
     stop: Arc<AtomicBool>,
     /// Bytes sent up the link so far (requests and their bodies).
     sent: Arc<AtomicU64>,
+    /// Connections opened through the link so far.
+    connections: Arc<AtomicU64>,
 }
 
 impl Link {
@@ -26,6 +28,8 @@ impl Link {
         let stop = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(AtomicU64::new(0));
         let counted = sent.clone();
+        let connections = Arc::new(AtomicU64::new(0));
+        let opened = connections.clone();
         // When the link is next free to send: every connection's bytes queue behind one another.
         let free_at = Arc::new(Mutex::new(Instant::now()));
         let (upstream, stopped) = (upstream.to_string(), stop.clone());
@@ -36,6 +40,7 @@ impl Link {
                     continue;
                 };
                 client.set_nonblocking(false).unwrap();
+                opened.fetch_add(1, Ordering::SeqCst);
                 let Ok(server) = TcpStream::connect(&upstream) else {
                     continue;
                 };
@@ -69,7 +74,17 @@ impl Link {
                 });
             }
         });
-        Link { host, stop, sent }
+        Link {
+            host,
+            stop,
+            sent,
+            connections,
+        }
+    }
+
+    /// Connections opened through the link so far.
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::SeqCst)
     }
 
     /// Bytes sent up the link so far.
