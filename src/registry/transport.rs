@@ -1,4 +1,5 @@
-//! Transport: the HTTP client of one registry and how every request goes. Authentication (the run's ECR
+//! Transport: the client of one registry (over the run's one connection pool, [`shared_http`]) and how
+//! every request goes. Authentication (the run's ECR
 //! token as Basic auth, renewed once after a 401 through a [`Relogin`], or none at all for an anonymous
 //! source), [`classify`] (the one place that decides retry, renew or fail), [`RegistryClient::retried`]
 //! (the one retry policy, `crate::retry`), bounded bodies, the redirect policy, and error messages that name
