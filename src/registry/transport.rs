@@ -347,8 +347,6 @@ fn rate_limits(response: &Response) -> String {
         .join(", ")
 }
 
-/// The redirect policy: at most [`MAX_REDIRECTS`], only to HTTPS, or to plain HTTP on loopback (a test
-/// registry). reqwest drops the `Authorization` header on a redirect to another host.
 /// The run's one HTTP client (per `PLUGIN_TIMEOUT`, which is one per run): every registry client of the
 /// run shares its connection pool, so the stages of a run (preflight, what a destination holds, uploads,
 /// tags) reuse each registry's connections (and TLS sessions, and the proxy's tunnel) instead of opening
@@ -370,6 +368,8 @@ fn shared_http(timeout: Duration) -> Result<reqwest::Client> {
     Ok(http)
 }
 
+/// The redirect policy: at most [`MAX_REDIRECTS`], only to HTTPS, or to plain HTTP on loopback (a test
+/// registry). reqwest drops the `Authorization` header on a redirect to another host.
 pub(super) fn redirects() -> reqwest::redirect::Policy {
     reqwest::redirect::Policy::custom(|attempt| {
         if attempt.previous().len() > MAX_REDIRECTS {
