@@ -23,6 +23,8 @@ use std::time::Duration;
 
 /// Local images inspected at most when looking for the image a source was built on.
 const CANDIDATES: usize = 64;
+/// The bytes of an export handed to its reader at once (the engine sends 32 KiB chunks).
+const EXPORT_BATCH: usize = 1 << 20;
 
 /// A connected engine.
 pub struct Engine {
@@ -56,6 +58,48 @@ impl std::fmt::Display for Transient {
 }
 
 impl std::error::Error for Transient {}
+
+/// The engine's export of `reference`, forwarded to `into` in batches of about [`EXPORT_BATCH`] (the
+/// engine sends 32 KiB chunks; one hand-over to the reader's thread per batch, not per chunk).
+async fn forward_export(
+    docker: &Docker,
+    address: &str,
+    reference: &str,
+    into: tokio::sync::mpsc::Sender<Vec<bytes::Bytes>>,
+    idle: Duration,
+) -> Result<()> {
+    let mut stream = docker.export_image(reference);
+    let mut batch = Vec::new();
+    let mut held = 0;
+    loop {
+        match tokio::time::timeout(idle, stream.next()).await {
+            Err(_) => bail!(
+                "the export of {reference} from the Docker Engine made no progress for {}s",
+                idle.as_secs()
+            ),
+            Ok(None) => {
+                if !batch.is_empty() {
+                    let _ = into.send(batch).await;
+                }
+                return Ok(());
+            }
+            Ok(Some(Err(e))) => bail!(
+                "exporting {reference} from the Docker Engine at {address}: {}",
+                crate::report::chain(&e)
+            ),
+            Ok(Some(Ok(bytes))) => {
+                held += bytes.len();
+                batch.push(bytes);
+                if held >= EXPORT_BATCH {
+                    held = 0;
+                    if into.send(std::mem::take(&mut batch)).await.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+}
 
 impl Engine {
     /// Connect as the docker CLI does (`DOCKER_HOST`, else the local socket) and negotiate the API version.
@@ -248,33 +292,21 @@ fn layer_sizes(history: Vec<bollard::models::ImageHistoryResponseItem>, layers: 
 
 impl Engine {
     /// Export the image as `docker save` would, its bytes sent to `into` as they come (the reader compresses
-    /// them as they pass). Stops quietly when the reader has stopped (its own error says why).
+    /// them as they pass) in batches. Stops quietly when the reader has stopped (its own error says why).
     pub async fn export(
         &self,
         reference: &str,
-        into: tokio::sync::mpsc::Sender<bytes::Bytes>,
+        into: tokio::sync::mpsc::Sender<Vec<bytes::Bytes>>,
         idle: Duration,
     ) -> Result<()> {
-        let mut stream = self.docker.export_image(reference);
-        loop {
-            match tokio::time::timeout(idle, stream.next()).await {
-                Err(_) => bail!(
-                    "the export of {reference} from the Docker Engine made no progress for {}s",
-                    idle.as_secs()
-                ),
-                Ok(None) => return Ok(()),
-                Ok(Some(Err(e))) => bail!(
-                    "exporting {reference} from the Docker Engine at {}: {}",
-                    self.address,
-                    crate::report::chain(&e)
-                ),
-                Ok(Some(Ok(bytes))) => {
-                    if into.send(bytes).await.is_err() {
-                        return Ok(());
-                    }
-                }
-            }
-        }
+        // A task of its own, on the runtime's workers beside the engine connection's task: every chunk
+        // that arrives wakes it, and a wake-up across threads (to the thread waiting on the step as a
+        // whole) costs more than the chunk.
+        let (docker, address, reference) = (self.docker.clone(), self.address.clone(), reference.to_string());
+        let forwarding = tokio::spawn(async move { forward_export(&docker, &address, &reference, into, idle).await });
+        forwarding
+            .await
+            .map_err(|e| anyhow!("the export from the Docker Engine stopped: {e}"))?
     }
 
     /// A client that sends `login` as `X-Registry-Auth` on every request (push and pull use it).

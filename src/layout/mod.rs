@@ -134,17 +134,19 @@ fn unpack_error(name: &Path, e: std::io::Error) -> anyhow::Error {
     scratch_error(anyhow::Error::from(e).context(format!("unpacking the archive's entry `{}`", name.display())))
 }
 
-/// A blocking reader of the chunks an async task sends (the engine's export): the channel between the
-/// engine's stream and the compression threads.
+/// A blocking reader of the chunks an async task sends in batches (the engine's export): the channel
+/// between the engine's stream and the compression threads.
 pub struct Chunks {
-    receiver: tokio::sync::mpsc::Receiver<bytes::Bytes>,
+    receiver: tokio::sync::mpsc::Receiver<Vec<bytes::Bytes>>,
+    batch: std::vec::IntoIter<bytes::Bytes>,
     current: bytes::Bytes,
 }
 
 impl Chunks {
-    pub fn new(receiver: tokio::sync::mpsc::Receiver<bytes::Bytes>) -> Chunks {
+    pub fn new(receiver: tokio::sync::mpsc::Receiver<Vec<bytes::Bytes>>) -> Chunks {
         Chunks {
             receiver,
+            batch: Vec::new().into_iter(),
             current: bytes::Bytes::new(),
         }
     }
@@ -153,9 +155,12 @@ impl Chunks {
 impl Read for Chunks {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         while self.current.is_empty() {
-            match self.receiver.blocking_recv() {
+            match self.batch.next() {
                 Some(chunk) => self.current = chunk,
-                None => return Ok(0),
+                None => match self.receiver.blocking_recv() {
+                    Some(batch) => self.batch = batch.into_iter(),
+                    None => return Ok(0),
+                },
             }
         }
         let n = buf.len().min(self.current.len());
@@ -177,3 +182,37 @@ pub struct Growing {
 
 /// Where blobs whose upload may start early are announced.
 pub type Early = tokio::sync::mpsc::UnboundedSender<Growing>;
+
+#[cfg(test)]
+mod tests {
+    use super::Chunks;
+    use bytes::Bytes;
+    use std::io::Read;
+
+    #[test]
+    fn the_export_reads_as_one_stream_across_batches_and_empty_chunks() {
+        let (sender, receiver) = tokio::sync::mpsc::channel(4);
+        let batches = [
+            vec![Bytes::from_static(b"ab"), Bytes::new()],
+            Vec::new(),
+            vec![Bytes::new(), Bytes::from_static(b"cde")],
+            vec![Bytes::from_static(b"f")],
+        ];
+        for batch in batches {
+            sender.try_send(batch).unwrap();
+        }
+        drop(sender);
+        let mut read = Vec::new();
+        let mut chunks = Chunks::new(receiver);
+        // Small reads, so a read ends inside a chunk as well as at its end.
+        let mut buf = [0u8; 2];
+        loop {
+            let n = chunks.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            read.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(read, b"abcdef");
+    }
+}

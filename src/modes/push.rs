@@ -478,8 +478,8 @@ async fn already_there(
     Some((outcomes, indexed))
 }
 
-/// Chunks of the engine's export held between the engine and the compression (a few MiB).
-const EXPORT_CHUNKS: usize = 32;
+/// Batches of the engine's export (about 1 MiB each) held between the engine and the compression.
+const EXPORT_CHUNKS: usize = 4;
 
 /// Every tag into one destination.
 async fn push_to(
