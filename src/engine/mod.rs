@@ -162,13 +162,19 @@ impl Engine {
             return Vec::new();
         };
         let from_hosts = |d: &&String| hosts.iter().any(|h| d.starts_with(&format!("{h}/")));
-        let mut pulled = Vec::new();
-        for summary in summaries
+        let candidates: Vec<_> = summaries
             .iter()
             .filter(|s| s.repo_digests.iter().any(|d| from_hosts(&d)))
             .take(CANDIDATES)
-        {
-            let Ok(image) = self.docker.inspect_image(&summary.id).await else {
+            .collect();
+        // Inspected several at once (each is one round trip to the engine).
+        let inspected: Vec<_> = futures_util::stream::iter(candidates.iter().map(|s| self.docker.inspect_image(&s.id)))
+            .buffered(8)
+            .collect()
+            .await;
+        let mut pulled = Vec::new();
+        for (summary, image) in candidates.into_iter().zip(inspected) {
+            let Ok(image) = image else {
                 continue;
             };
             let layers = image.root_fs.and_then(|r| r.layers).unwrap_or_default();
