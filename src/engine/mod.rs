@@ -24,7 +24,7 @@ use std::time::Duration;
 /// Local images inspected at most when looking for the image a source was built on.
 const CANDIDATES: usize = 64;
 /// The bytes of an export handed to its reader at once (the engine sends 32 KiB chunks).
-const EXPORT_BATCH: usize = 1 << 20;
+const EXPORT_BATCH: usize = 256 << 10;
 
 /// A connected engine.
 pub struct Engine {

@@ -478,7 +478,7 @@ async fn already_there(
     Some((outcomes, indexed))
 }
 
-/// Batches of the engine's export (about 1 MiB each) held between the engine and the compression.
+/// Batches of the engine's export (about 256 KiB each) held between the engine and the compression.
 const EXPORT_CHUNKS: usize = 4;
 
 /// Every tag into one destination.
