@@ -193,17 +193,24 @@ async fn run(settings: Settings) -> Result<()> {
         return Ok(());
     }
     report::origins(&common.origins);
-    // credentials
-    let identity = aws::resolve(&common.credentials, &common.region, common.timeout).await?;
+    // credentials and token (asked at once), and the source looked at meanwhile (it needs neither; its
+    // failure is said by the mode)
+    let signed_in = aws::sign_in(
+        &common.credentials,
+        &common.region,
+        common.timeout,
+        &common.destinations,
+    );
+    let (signed_in, looked) = tokio::join!(signed_in, modes::look(&mode, common.timeout));
+    let (identity, logins) = signed_in?;
     report::identity(&identity.principal, &common.credentials);
-    // token
-    let logins = aws::token::logins(&identity, &common.destinations).await?;
     report::logins(&logins, &identity.principal);
     // source → destinations
     let ctx = Context {
         identity,
         logins,
         common,
+        looked,
     };
     let outputs = match modes::run(&mode, &ctx).await? {
         // report

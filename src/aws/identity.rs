@@ -87,8 +87,16 @@ impl Identity {
     }
 }
 
-/// Build the run's one credential provider from the plan and confirm it with `GetCallerIdentity`.
-pub async fn resolve(plan: &CredentialPlan, region: &str, timeout: Duration) -> Result<Identity> {
+/// The run's one credential provider, built from the plan and not yet confirmed (nothing was asked of AWS):
+/// what [`Unconfirmed::confirm`] confirms and what the token is asked with meanwhile.
+pub struct Unconfirmed {
+    pub(super) sdk: SdkConfig,
+    region: Region,
+    token_files: Arc<Vec<TokenFile>>,
+}
+
+/// Build the run's one credential provider from the plan (a token from a variable is written to its file).
+pub async fn build(plan: &CredentialPlan, region: &str, timeout: Duration) -> Result<Unconfirmed> {
     let region = Region::new(region.to_string());
     let timeouts = TimeoutConfig::builder()
         .connect_timeout(Duration::from_secs(5))
@@ -148,25 +156,40 @@ pub async fn resolve(plan: &CredentialPlan, region: &str, timeout: Duration) -> 
         provider = SharedCredentialsProvider::new(builder.configure(&from).build().await);
     }
     let sdk = sdk.into_builder().credentials_provider(provider).build();
-    let token_files = Arc::new(token_files);
-    confirm(sdk, plan.level, plan.describe(), token_files)
-        .await
-        .map_err(|e| {
-            // A network cause (a certificate, a proxy, a name) is not the credentials' fault: named as such.
-            let host = error::endpoint_host("sts", region.as_ref());
-            let proxy = network::proxy_for(&host, true, |k| std::env::var(k).ok());
-            match network::cause_of(&crate::report::chain(&e), proxy.is_some()).filter(|c| !c.retryable()) {
-                Some(cause) => anyhow::anyhow!(
-                    "{}-level credentials could not be confirmed: STS at {host} was not reached: {}",
-                    plan.level,
-                    cause.explain(&host, proxy.as_ref())
-                ),
-                None => anyhow::anyhow!(
-                    "{}",
-                    explain_failure(plan, &error::describe(&e), error::is_missing_credentials(&e))
-                ),
-            }
-        })
+    Ok(Unconfirmed {
+        sdk,
+        region,
+        token_files: Arc::new(token_files),
+    })
+}
+
+impl Unconfirmed {
+    /// Confirm the provider built from `plan` with `GetCallerIdentity` (which resolves and caches it).
+    pub async fn confirm(&self, plan: &CredentialPlan) -> Result<Identity> {
+        let Unconfirmed {
+            sdk,
+            region,
+            token_files,
+        } = self;
+        confirm(sdk.clone(), plan.level, plan.describe(), token_files.clone())
+            .await
+            .map_err(|e| {
+                // A network cause (a certificate, a proxy, a name) is not the credentials' fault: named as such.
+                let host = error::endpoint_host("sts", region.as_ref());
+                let proxy = network::proxy_for(&host, true, |k| std::env::var(k).ok());
+                match network::cause_of(&crate::report::chain(&e), proxy.is_some()).filter(|c| !c.retryable()) {
+                    Some(cause) => anyhow::anyhow!(
+                        "{}-level credentials could not be confirmed: STS at {host} was not reached: {}",
+                        plan.level,
+                        cause.explain(&host, proxy.as_ref())
+                    ),
+                    None => anyhow::anyhow!(
+                        "{}",
+                        explain_failure(plan, &error::describe(&e), error::is_missing_credentials(&e))
+                    ),
+                }
+            })
+    }
 }
 
 /// A role assumed from an identity the run already has (promote's read role for a source in another account).

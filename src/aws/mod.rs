@@ -10,4 +10,26 @@ pub mod repository;
 pub mod scan;
 pub mod token;
 
-pub use identity::{Identity, assume_from, resolve};
+pub use identity::{Identity, assume_from};
+
+use crate::domain::credentials::CredentialPlan;
+use crate::domain::login::RegistryLogin;
+use crate::domain::target::TargetRegistry;
+use anyhow::Result;
+use std::time::Duration;
+
+/// Sign in: the run's credentials (`plan`) confirmed with STS, and a login per destination, whose tokens are
+/// asked meanwhile (a token needs the credentials, not their confirmation). When the credentials fail,
+/// that failure is the one said.
+pub async fn sign_in(
+    plan: &CredentialPlan,
+    region: &str,
+    timeout: Duration,
+    destinations: &[TargetRegistry],
+) -> Result<(Identity, Vec<RegistryLogin>)> {
+    let credentials = identity::build(plan, region, timeout).await?;
+    let (identity, tokens) = tokio::join!(credentials.confirm(plan), token::fetch(&credentials.sdk, destinations));
+    let identity = identity?;
+    let logins = token::logins(tokens, &identity, destinations)?;
+    Ok((identity, logins))
+}

@@ -12,37 +12,67 @@ use crate::domain::registry::Registry;
 use crate::domain::secret::Secret;
 use crate::domain::target::TargetRegistry;
 use anyhow::{Context, Result, anyhow, bail};
+use aws_config::{Region, SdkConfig};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use futures_util::future::BoxFuture;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// A decoded token and the registry it was issued for.
 #[derive(Debug, Clone)]
-struct Token {
+pub struct Token {
     username: String,
     password: Secret,
     proxy: Option<Registry>,
 }
 
-/// One login per destination, with one token request per region.
-pub async fn logins(identity: &Identity, destinations: &[TargetRegistry]) -> Result<Vec<RegistryLogin>> {
-    let regions: BTreeMap<&str, ()> = destinations.iter().map(|d| (d.region.as_str(), ())).collect();
-    let fetched = futures_util::future::join_all(regions.keys().map(|r| token(identity, r))).await;
-    let mut tokens = BTreeMap::new();
-    for (region, token) in regions.keys().zip(fetched) {
-        tokens.insert(*region, token?);
+/// The tokens of the destinations' regions, one request per region, asked with credentials that need
+/// not be confirmed yet: [`logins`] turns them into logins once they are.
+pub struct Tokens(BTreeMap<String, Result<Token, Failure>>);
+
+/// One token request per region of `destinations`, concurrently.
+pub async fn fetch(sdk: &SdkConfig, destinations: &[TargetRegistry]) -> Tokens {
+    let regions: BTreeSet<&str> = destinations.iter().map(|d| d.region.as_str()).collect();
+    let fetched = futures_util::future::join_all(regions.iter().map(|r| token(sdk, r))).await;
+    Tokens(regions.iter().map(|r| r.to_string()).zip(fetched).collect())
+}
+
+/// One login per destination, from `tokens`; a failed request names `identity`, which asked it.
+pub fn logins(tokens: Tokens, identity: &Identity, destinations: &[TargetRegistry]) -> Result<Vec<RegistryLogin>> {
+    let mut had = BTreeMap::new();
+    for (region, token) in tokens.0 {
+        let token = token.map_err(|e| e.explain(&region, &identity.arn))?;
+        had.insert(region, token);
     }
     destinations
         .iter()
-        .map(|d| pair(&tokens[d.region.as_str()], d.registry.as_ref(), &d.region))
+        .map(|d| pair(&had[&d.region], d.registry.as_ref(), &d.region))
         .collect()
 }
 
 /// A login for one registry in `region`.
 pub async fn login(identity: &Identity, region: &str, registry: Option<&Registry>) -> Result<RegistryLogin> {
-    pair(&token(identity, region).await?, registry, region)
+    let token = token(&identity.sdk, region)
+        .await
+        .map_err(|e| e.explain(region, &identity.arn))?;
+    pair(&token, registry, region)
+}
+
+/// Why a token request gave no token: ECR refused or failed the call (said with the principal that asked,
+/// once known), or its answer held no usable token.
+enum Failure {
+    Call(String),
+    Answer(anyhow::Error),
+}
+
+impl Failure {
+    fn explain(self, region: &str, principal: &str) -> anyhow::Error {
+        match self {
+            Failure::Call(cause) => anyhow!("ecr:GetAuthorizationToken in {region} failed for {principal}: {cause}"),
+            Failure::Answer(e) => e,
+        }
+    }
 }
 
 /// The one token renewal of a destination: a fresh token for the same registry, fetched once (a registry
@@ -95,8 +125,9 @@ fn pair(token: &Token, registry: Option<&Registry>, region: &str) -> Result<Regi
     })
 }
 
-async fn token(identity: &Identity, region: &str) -> Result<Token> {
-    let ecr = identity.ecr(Some(region));
+async fn token(sdk: &SdkConfig, region: &str) -> Result<Token, Failure> {
+    let config = aws_sdk_ecr::config::Builder::from(sdk).region(Region::new(region.to_string()));
+    let ecr = aws_sdk_ecr::Client::from_conf(config.build());
     let answer = ecr.get_authorization_token().send().await.map_err(|e| {
         let fix = match error::code(&e).as_deref() {
             Some(c) if c.contains("AccessDenied") => {
@@ -106,12 +137,13 @@ async fn token(identity: &Identity, region: &str) -> Result<Token> {
             Some(c) if c.contains("Throttl") => " ECR kept throttling after the retries; run again later.",
             _ => "",
         };
-        anyhow!(
-            "ecr:GetAuthorizationToken in {region} failed for {}: {}.{fix}",
-            identity.arn,
-            error::describe(&e)
-        )
+        Failure::Call(format!("{}.{fix}", error::describe(&e)))
     })?;
+    decoded(answer).map_err(Failure::Answer)
+}
+
+/// The token of ECR's answer.
+fn decoded(answer: aws_sdk_ecr::operation::get_authorization_token::GetAuthorizationTokenOutput) -> Result<Token> {
     let data = answer
         .authorization_data()
         .first()

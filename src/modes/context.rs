@@ -4,15 +4,39 @@
 use crate::aws::Identity;
 use crate::domain::login::RegistryLogin;
 use crate::domain::scan::{ScanGate, ScanReport};
+use crate::domain::source::LocalImage;
 use crate::domain::tag::TagOutcome;
 use crate::domain::target::Target;
+use crate::engine::Engine;
 use crate::settings::Common;
+use anyhow::Result;
 
-/// What every mode runs with: the confirmed identity, a login per destination, the common settings.
+/// What every mode runs with: the confirmed identity, a login per destination, the common settings, and
+/// what was learnt of the source while the credentials were resolved.
 pub struct Context {
     pub identity: Identity,
     pub logins: Vec<RegistryLogin>,
     pub common: Common,
+    pub looked: Looked,
+}
+
+/// What a mode learnt of its source before the credentials and token were there (it needs neither):
+/// for a push from the engine, the engine connected (its API version negotiated) and the image inspected.
+/// A failure is kept, not raised: the mode says it where it always did (after a destination that does not
+/// answer). Taken once by the mode.
+#[derive(Default)]
+pub struct Looked(std::sync::Mutex<Option<Result<(Engine, LocalImage)>>>);
+
+impl Looked {
+    /// The engine and its image, as they were looked at.
+    pub fn engine(looked: Result<(Engine, LocalImage)>) -> Looked {
+        Looked(std::sync::Mutex::new(Some(looked)))
+    }
+
+    /// Take the engine and its image; `None` when nothing was looked at (or it was taken already).
+    pub fn take_engine(&self) -> Option<Result<(Engine, LocalImage)>> {
+        self.0.lock().expect("not poisoned").take()
+    }
 }
 
 impl Context {

@@ -13,10 +13,20 @@ pub mod write;
 
 mod context;
 
-pub use context::{Context, Done};
+pub use context::{Context, Done, Looked};
 
 use crate::settings::ModeSettings;
 use anyhow::Result;
+use std::time::Duration;
+
+/// Look at the mode's source before the credentials and token (it needs neither), so that work overlaps
+/// theirs: the engine and its image, for a push from the engine; nothing for the others.
+pub async fn look(mode: &ModeSettings, timeout: Duration) -> Looked {
+    match mode {
+        ModeSettings::Push(settings) => push::look(settings, timeout).await,
+        ModeSettings::Promote(_) | ModeSettings::Login(_) | ModeSettings::Check(_) => Looked::default(),
+    }
+}
 
 /// Run the mode the settings chose.
 pub async fn run(mode: &ModeSettings, ctx: &Context) -> Result<Done> {

@@ -5,7 +5,7 @@
 //! shared per-tag loop, which reads each write back; with `PLUGIN_SKIP_EXISTING` each tag is read first, so
 //! a tag already at this image's digest is skipped (decided per tag, never once for all).
 
-use super::context::{Context, Done};
+use super::context::{Context, Done, Looked};
 use super::write::engine_push::EnginePush;
 use super::write::uploads::{Sent, files_to, upload_early};
 use super::write::{Destination, Verb, preflight, scan, tags};
@@ -19,6 +19,20 @@ use crate::settings::{PushSettings, PushVia};
 use anyhow::{Result, anyhow};
 use futures_util::StreamExt;
 use std::collections::BTreeSet;
+
+/// An image in the engine is looked at before the credentials: the engine connected, the image inspected.
+pub async fn look(settings: &PushSettings, timeout: std::time::Duration) -> Looked {
+    match &settings.source {
+        Source::Engine(reference) => Looked::engine(look_in_engine(reference, timeout).await),
+        Source::Oci { .. } | Source::OciArchive { .. } | Source::DockerArchive { .. } => Looked::default(),
+    }
+}
+
+async fn look_in_engine(reference: &str, timeout: std::time::Duration) -> Result<(Engine, LocalImage)> {
+    let engine = Engine::connect(timeout).await?;
+    let local = engine.source_image(reference).await?;
+    Ok((engine, local))
+}
 
 pub async fn run(settings: &PushSettings, ctx: &Context) -> Result<Done> {
     // Every destination answers before the heavy work (an engine image is looked at meanwhile).
@@ -81,8 +95,8 @@ async fn from_layout(
 
 /// An image in the engine: through the engine (`docker push`) or the step's own transfer, as
 /// `PLUGIN_PUSH_VIA` says (`auto`: the engine only for an image mostly made of a base every destination
-/// holds). The engine's image is looked at while `preflight` runs; a destination that does not answer is
-/// said first.
+/// holds). The engine's image was looked at with the credentials (else now); the images it pulled from the
+/// destinations are looked for while `preflight` runs; a destination that does not answer is said first.
 async fn from_engine(
     reference: &str,
     preflight: impl std::future::Future<Output = Result<()>>,
@@ -91,17 +105,16 @@ async fn from_engine(
 ) -> Result<Done> {
     let hosts: Vec<String> = ctx.logins.iter().map(|l| l.registry.host.clone()).collect();
     let looked = async {
-        let engine = Engine::connect(ctx.common.timeout).await?;
-        // The image it was built on (or a previous build), when that came from a registry this run writes
-        // to, is looked for among the engine's images meanwhile.
-        let pulled = async {
-            match settings.via {
-                PushVia::Engine => Vec::new(),
-                PushVia::Auto | PushVia::Registry => engine.pulled_images(&hosts).await,
-            }
+        let (engine, local) = match ctx.looked.take_engine() {
+            Some(looked) => looked?,
+            None => look_in_engine(reference, ctx.common.timeout).await?,
         };
-        let (local, pulled) = tokio::join!(engine.source_image(reference), pulled);
-        let local = local?;
+        // The image it was built on (or a previous build), when that came from a registry this run writes
+        // to, is looked for among the engine's images.
+        let pulled = match settings.via {
+            PushVia::Engine => Vec::new(),
+            PushVia::Auto | PushVia::Registry => engine.pulled_images(&hosts).await,
+        };
         let base = base_of(&local, pulled);
         anyhow::Ok((engine, local, base))
     };
