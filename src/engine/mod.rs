@@ -45,6 +45,20 @@ impl std::fmt::Display for Refused {
 
 impl std::error::Error for Refused {}
 
+/// A tag the engine pushed: the digest the registry stored, and the local tag it was pushed under.
+pub struct Pushed {
+    pub digest: String,
+    pub tag: LocalTag,
+}
+
+/// The local tag `<registry>/<repo>:<tag>` of a push, and whether the step made it (then it is the step's
+/// to remove).
+pub struct LocalTag {
+    name: String,
+    source: String,
+    made: bool,
+}
+
 /// A push that failed for a reason another attempt may not meet (a registry-side race or overload, or a
 /// local tag removed by a concurrent run): the caller retries it under the one retry policy. Any other
 /// push error is a failure another attempt would repeat.
@@ -189,7 +203,9 @@ impl Engine {
         pulled
     }
 
-    /// Tag `source` as `<registry>/<repo>:<tag>` and push that one tag. Returns the digest the registry stored.
+    /// Tag `source` as `<registry>/<repo>:<tag>` and push that one tag: the digest the registry stored, and
+    /// the local tag to remove with [`Engine::untag`] once the push is read back (a failed push removes it
+    /// itself).
     pub async fn push(
         &self,
         login: &RegistryLogin,
@@ -197,7 +213,7 @@ impl Engine {
         repo: &str,
         tag: &str,
         idle: Duration,
-    ) -> Result<String> {
+    ) -> Result<Pushed> {
         let target = format!("{}/{repo}", login.registry.host);
         let local = format!("{target}:{tag}");
         let existed = self.docker.inspect_image(&local).await.is_ok();
@@ -218,35 +234,44 @@ impl Engine {
                     false => anyhow!("{text}"),
                 }
             })?;
-        let pushed = self.push_tagged(login, &target, repo, tag, idle).await;
-        if !existed {
-            self.untag(&local, source).await;
+        let made = LocalTag {
+            name: local,
+            source: source.to_string(),
+            made: !existed,
+        };
+        match self.push_tagged(login, &target, repo, tag, idle).await {
+            Ok(digest) => Ok(Pushed { digest, tag: made }),
+            Err(e) => {
+                self.untag(made).await;
+                Err(e)
+            }
         }
-        pushed
     }
 
-    /// Remove the local tag `local` the step created for a push, so a shared daemon does not collect them:
-    /// only while it still names the source image and that image has another name (removing an image's
-    /// last name would delete the image). Best effort: a tag left behind is not a failure.
-    async fn untag(&self, local: &str, source: &str) {
-        let (Ok(ours), Ok(image)) = (
-            self.docker.inspect_image(local).await,
-            self.docker.inspect_image(source).await,
-        ) else {
+    /// Remove the local tag the step created for a push, so a shared daemon does not collect them: only
+    /// while it still names the source image and that image has another name (removing an image's last
+    /// name would delete the image). Best effort: a tag left behind is not a failure.
+    pub async fn untag(&self, tag: LocalTag) {
+        let LocalTag { name, source, made } = tag;
+        if !made {
+            return;
+        }
+        let (Ok(ours), Ok(image)) = tokio::join!(self.docker.inspect_image(&name), self.docker.inspect_image(&source))
+        else {
             return;
         };
         let other_names = image
             .repo_tags
             .unwrap_or_default()
             .iter()
-            .filter(|t| *t != local)
+            .filter(|t| **t != name)
             .count();
         if ours.id == image.id && other_names > 0 {
             let options = bollard::query_parameters::RemoveImageOptionsBuilder::new()
                 .noprune(true)
                 .force(false)
                 .build();
-            let _ = self.docker.remove_image(local, Some(options), None).await;
+            let _ = self.docker.remove_image(&name, Some(options), None).await;
         }
     }
 

@@ -23,8 +23,8 @@ pub enum BlobCopy {
 }
 
 impl RegistryClient {
-    /// Whether the token may write to `repo`: starts a blob upload and cancels it at once (what ECR checks
-    /// as ecr:InitiateLayerUpload). Nothing is stored.
+    /// Whether the token may write to `repo`: starts a blob upload and cancels it at once, not waiting for
+    /// the cancel (ECR checks the start as ecr:InitiateLayerUpload). Nothing is stored.
     pub async fn probe_upload(&self, repo: &str) -> Result<()> {
         let url = format!("{}/{repo}/blobs/uploads/", self.base);
         let what = format!("starting an upload to {}/{repo}", self.host);
@@ -43,9 +43,12 @@ impl RegistryClient {
             );
         }
         let location = self.location(&response, &what)?;
-        let _ = self
-            .send("cancelling the probe upload", self.request(Method::DELETE, &location))
-            .await;
+        // Cancelled without waiting (a round trip the run need not wait for); a cancel that fails or is
+        // cut short by the end of the run leaves an empty session the registry expires.
+        if let Ok(cancel) = self.request(Method::DELETE, &location).build() {
+            let http = self.http.clone();
+            tokio::spawn(async move { http.execute(cancel).await });
+        }
         Ok(())
     }
 

@@ -6,7 +6,7 @@ use super::Destination;
 use super::tags::{Verb, Writer};
 use crate::domain::login::{RegistryLogin, Relogin};
 use crate::domain::source::LocalImage;
-use crate::engine::{Engine, Refused, Transient};
+use crate::engine::{Engine, Pushed, Refused, Transient};
 use crate::registry::RegistryClient;
 use anyhow::{Result, anyhow};
 use std::collections::BTreeSet;
@@ -49,7 +49,7 @@ impl<'a> EnginePush<'a> {
         }
     }
 
-    async fn push(&self, tag: &str) -> Result<String> {
+    async fn push(&self, tag: &str) -> Result<Pushed> {
         let what = format!("{}/{}:{tag}", self.login.registry, self.repo);
         let attempt = || {
             self.engine
@@ -67,7 +67,7 @@ impl Writer for EnginePush<'_> {
     }
 
     async fn write(&mut self, tag: &str) -> Result<String> {
-        let digest = match self.push(tag).await {
+        let Pushed { digest, tag: local } = match self.push(tag).await {
             Err(e) if e.is::<Refused>() => match self.renewal.relogin().await {
                 Ok(fresh) => {
                     crate::report::token_refreshed(&self.login.registry.host, "the registry refused it");
@@ -78,7 +78,9 @@ impl Writer for EnginePush<'_> {
             },
             pushed => pushed?,
         };
-        let manifest = self.client.manifest(self.repo, &digest).await?.ok_or_else(|| {
+        // The local tag goes while the push is read back.
+        let (manifest, ()) = tokio::join!(self.client.manifest(self.repo, &digest), self.engine.untag(local));
+        let manifest = manifest?.ok_or_else(|| {
             anyhow!(
                 "{}/{}@{digest} does not exist when read back, although the engine reported the push done: the \
                  registry did not store it\n  fix: check the registry (or the proxy in front of it) at {}, then \

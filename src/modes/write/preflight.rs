@@ -10,11 +10,16 @@ use anyhow::Result;
 pub async fn destinations_answer(ctx: &Context, repo: &str, created: bool) -> Result<()> {
     let checks = ctx.logins.iter().map(|login| async move {
         let to = Destination::open(login, repo, ctx)?;
-        to.client.ping().await?;
-        if !created {
-            to.client.probe_upload(repo).await?;
-        }
-        anyhow::Ok(())
+        // Both at once; the sign-in's own failure is said first.
+        let probe = async {
+            match created {
+                true => Ok(()),
+                false => to.client.probe_upload(repo).await,
+            }
+        };
+        let (signed_in, probed) = tokio::join!(to.client.ping(), probe);
+        signed_in?;
+        probed
     });
     for checked in futures_util::future::join_all(checks).await {
         checked?;
