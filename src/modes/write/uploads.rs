@@ -114,10 +114,13 @@ pub async fn files_to(
     let (client_ref, progress_ref, base_ref) = (client, &progress, &base);
     let files = image.blobs.iter().map(|b| {
         async move {
-            let copy = client_ref.upload_file(repo, b, progress_ref).await?;
-            // A blob uploaded while it was compressed is found there now, but this run uploaded it.
-            let early = sent.early.contains(&(login.registry.host.clone(), b.digest.clone()));
-            Ok::<_, anyhow::Error>(if early { BlobCopy::Uploaded } else { copy })
+            // A blob uploaded while it was compressed or checked landed then (the registry accepted it under
+            // its digest): not asked for again.
+            if sent.early.contains(&(login.registry.host.clone(), b.digest.clone())) {
+                progress_ref.advance(b.size);
+                return anyhow::Ok(BlobCopy::Uploaded);
+            }
+            client_ref.upload_file(repo, b, progress_ref).await
         }
         .boxed()
     });
