@@ -70,27 +70,31 @@ pub async fn run(settings: &PushSettings, ctx: &Context) -> Result<Done> {
     upload(&opened, settings, ctx, &sent).await
 }
 
-/// An OCI layout (`read` reads it): its largest blobs start uploading while every blob is checked, and
-/// are closed only once every check has passed (so a damaged layout lands nothing). Not when a repository
-/// setting applies: nothing is created or changed for a layout before it is checked, so then it is read
-/// first.
+/// An OCI layout (`read` reads it): checked from the start, while `preflight` runs; its largest blobs
+/// start uploading once the destinations answered, and are closed only once every check has passed (so a
+/// damaged layout lands nothing). Not when a repository setting applies: nothing is created or changed for
+/// a layout before it is checked, so then it is read first. The first failure (of the check or of a
+/// destination) ends the run.
 async fn from_layout(
     read: impl FnOnce(Option<&layout::Early>) -> Result<layout::Opened> + Send + 'static,
     preflight: impl std::future::Future<Output = Result<()>>,
     settings: &PushSettings,
     ctx: &Context,
 ) -> Result<Done> {
-    preflight.await?;
     let (announce, announced) = tokio::sync::mpsc::unbounded_channel();
     let announce = (!settings.dry_run && !settings.repository.any()).then_some(announce);
     let reading = blocking(move || read(announce.as_ref()));
-    let (opened, early) = tokio::join!(reading, upload_early(announced, &settings.target.repo, ctx));
+    let early = async {
+        preflight.await?;
+        Ok(upload_early(announced, &settings.target.repo, ctx).await)
+    };
+    let (opened, early) = tokio::try_join!(reading, early)?;
     let sent = Sent {
         early: &early,
         base: None,
         prepared: false,
     };
-    upload(&opened?, settings, ctx, &sent).await
+    upload(&opened, settings, ctx, &sent).await
 }
 
 /// An image in the engine: through the engine (`docker push`) or the step's own transfer, as
