@@ -79,12 +79,17 @@ impl std::ops::Deref for Identity {
 impl Identity {
     /// An ECR client with this identity, in `region` (the run's own region when `None`).
     pub fn ecr(&self, region: Option<&str>) -> aws_sdk_ecr::Client {
-        let mut config = aws_sdk_ecr::config::Builder::from(&self.sdk);
-        if let Some(r) = region {
-            config = config.region(Region::new(r.to_string()));
-        }
-        aws_sdk_ecr::Client::from_conf(config.build())
+        ecr_client(&self.sdk, region)
     }
+}
+
+/// An ECR client of `sdk`'s credentials, in `region` (the run's own region when `None`).
+pub(super) fn ecr_client(sdk: &SdkConfig, region: Option<&str>) -> aws_sdk_ecr::Client {
+    let mut config = aws_sdk_ecr::config::Builder::from(sdk);
+    if let Some(r) = region {
+        config = config.region(Region::new(r.to_string()));
+    }
+    aws_sdk_ecr::Client::from_conf(config.build())
 }
 
 /// The run's one credential provider, built from the plan and not yet confirmed (nothing was asked of AWS):

@@ -12,7 +12,7 @@ use crate::domain::registry::Registry;
 use crate::domain::secret::Secret;
 use crate::domain::target::TargetRegistry;
 use anyhow::{Context, Result, anyhow, bail};
-use aws_config::{Region, SdkConfig};
+use aws_config::SdkConfig;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use futures_util::future::BoxFuture;
@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 /// A decoded token and the registry it was issued for.
 #[derive(Debug, Clone)]
-pub struct Token {
+struct Token {
     username: String,
     password: Secret,
     proxy: Option<Registry>,
@@ -126,8 +126,7 @@ fn pair(token: &Token, registry: Option<&Registry>, region: &str) -> Result<Regi
 }
 
 async fn token(sdk: &SdkConfig, region: &str) -> Result<Token, Failure> {
-    let config = aws_sdk_ecr::config::Builder::from(sdk).region(Region::new(region.to_string()));
-    let ecr = aws_sdk_ecr::Client::from_conf(config.build());
+    let ecr = super::identity::ecr_client(sdk, Some(region));
     let answer = ecr.get_authorization_token().send().await.map_err(|e| {
         let fix = match error::code(&e).as_deref() {
             Some(c) if c.contains("AccessDenied") => {
