@@ -281,3 +281,31 @@ fn an_endpoint_that_is_not_aws_is_named_as_such() {
     ]);
     assert!(registry.tags("app").is_empty());
 }
+
+#[test]
+fn a_token_refused_after_the_credentials_are_confirmed_names_the_principal_and_the_fix() {
+    // The token is asked while STS confirms the credentials: when only the token is refused, the error still
+    // names the principal that asked it (known once STS has answered) and the permission to grant.
+    let moto = Moto::start_with(&[("INITIAL_NO_AUTH_ACTION_COUNT", "3")]);
+    let (key, secret) = moto.user_allowed(&["sts:GetCallerIdentity"]);
+    let (registry, image) = (Registry::start(DEFAULT_ACCOUNT), Image::random(1000));
+    let run = Step::new()
+        .env("AWS_ENDPOINT_URL", &moto.url)
+        .env("PLUGIN_ACCESS_KEY", &key)
+        .env("PLUGIN_SECRET_KEY", &secret)
+        .env("PLUGIN_SOURCE", &image.name)
+        .env("PLUGIN_REPO", "app")
+        .env("PLUGIN_REGISTRY", &registry.host)
+        .env("PLUGIN_REGION", testbed::REGION)
+        .run();
+    run.failure(&[
+        &format!(
+            "ecr:GetAuthorizationToken in {} failed for arn:aws:iam::",
+            testbed::REGION
+        ),
+        ":user/ci",
+        "allow ecr:GetAuthorizationToken",
+    ]);
+    assert!(!run.output().contains(&secret));
+    assert!(registry.tags("app").is_empty());
+}
