@@ -194,15 +194,15 @@ async fn run(settings: Settings) -> Result<()> {
     }
     report::origins(&common.origins);
     // credentials and token (asked at once), and the source looked at meanwhile (it needs neither; its
-    // failure is said by the mode)
+    // failure is said by the mode, and a failed sign-in does not wait for it)
     let signed_in = aws::sign_in(
         &common.credentials,
         &common.region,
         common.timeout,
         &common.destinations,
     );
-    let (signed_in, looked) = tokio::join!(signed_in, modes::look(&mode, common.timeout));
-    let (identity, logins) = signed_in?;
+    let looked = async { Ok(modes::look(&mode, common.timeout).await) };
+    let ((identity, logins), looked) = tokio::try_join!(signed_in, looked)?;
     report::identity(&identity.principal, &common.credentials);
     report::logins(&logins, &identity.principal);
     // source → destinations

@@ -143,6 +143,24 @@ fn no_credentials_anywhere_fails_fast_and_says_what_to_set() {
 }
 
 #[test]
+fn a_failed_sign_in_does_not_wait_for_an_engine_that_never_answers() {
+    // The engine is looked at while the step signs in; an engine that accepts the connection and never
+    // answers (its look would wait 10 s) must not hold back the credentials' failure.
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("docker.sock");
+    let _silent = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let (moto, registry, image) = (Moto::start(), Registry::start(DEFAULT_ACCOUNT), Image::random(1000));
+    let run = Step::push(&moto, &registry, &image, "app")
+        .remove("AWS_ACCESS_KEY_ID")
+        .remove("AWS_SECRET_ACCESS_KEY")
+        .env("DOCKER_HOST", &format!("unix://{}", socket.display()))
+        .run();
+    run.failure(&["no AWS credentials found", "PLUGIN_ACCESS_KEY"]);
+    assert!(run.elapsed < Duration::from_secs(5), "took {:?}", run.elapsed);
+    assert!(registry.tags("app").is_empty());
+}
+
+#[test]
 fn an_unreachable_engine_is_named_with_where_the_step_looked() {
     let (moto, registry, image) = (Moto::start(), Registry::start(DEFAULT_ACCOUNT), Image::random(1000));
     let run = Step::push(&moto, &registry, &image, "app")

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 /// Sign in: the run's credentials (`plan`) confirmed with STS, and a login per destination, whose tokens are
 /// asked meanwhile (a token needs the credentials, not their confirmation). When the credentials fail,
-/// that failure is the one said.
+/// that failure is the one said, at once (the token requests are dropped, not waited for).
 pub async fn sign_in(
     plan: &CredentialPlan,
     region: &str,
@@ -28,8 +28,8 @@ pub async fn sign_in(
     destinations: &[TargetRegistry],
 ) -> Result<(Identity, Vec<RegistryLogin>)> {
     let credentials = identity::build(plan, region, timeout).await?;
-    let (identity, tokens) = tokio::join!(credentials.confirm(plan), token::fetch(&credentials.sdk, destinations));
-    let identity = identity?;
+    let tokens = async { Ok(token::fetch(&credentials.sdk, destinations).await) };
+    let (identity, tokens) = tokio::try_join!(credentials.confirm(plan), tokens)?;
     let logins = token::logins(tokens, &identity, destinations)?;
     Ok((identity, logins))
 }
