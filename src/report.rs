@@ -142,6 +142,11 @@ pub fn via_engine(why: &str) {
     say!("via: docker push through the engine: {why}");
 }
 
+/// Why `PLUGIN_PUSH_VIA=auto` kept the step's own transfer, where it weighed the engine.
+pub fn via_own_transfer(why: &str) {
+    say!("via: the step's own transfer: {why}");
+}
+
 /// The image the source was built on, found in a registry this run writes to.
 pub fn base(base: &BaseLayers, layers: usize) {
     say!(

@@ -150,3 +150,52 @@ fn the_previous_build_is_found_by_its_push_time_among_many_tags() {
     let (id, _) = registry.pull(&format!("{}/app:d4e5f6a", registry.host));
     assert_eq!(id, rebuilt.id, "the image id changed");
 }
+
+/// `PLUGIN_PUSH_VIA=auto` weighs a new image by the upload rate it measures (an upload session sent 1 MiB,
+/// then cancelled): over a slow link `docker push` (level 6, every layer read at once) beats the step's
+/// export followed by level 1's larger output; on loopback the step's compression on every core wins.
+/// Either way the image pulls back with its own id.
+#[test]
+fn auto_weighs_a_new_image_by_the_upload_rate_it_measures() {
+    let (moto, registry) = (Moto::start(), Registry::start(DEFAULT_ACCOUNT));
+    let base = Image::from_host_files(&["/bin/sh"], &[]);
+    // A layer of 80 MB of text that gzip squeezes to little, so the link's bytes stay few. (One large
+    // layer: docker push compresses it on one core, so on loopback the step wins by a wide margin.)
+    let dir = tempfile::tempdir().unwrap();
+    let text: String = (0..2_800_000)
+        .map(|line| format!("line {line:>9} of a new image {}\n", std::process::id()))
+        .collect();
+    assert!(text.len() > 80_000_000);
+    std::fs::write(dir.path().join("data.txt"), text).unwrap();
+    let image = Image::build(&base.name, &[("data", dir.path().to_str().unwrap())]);
+    let auto = |host: &str, repo: &str| {
+        Step::aws(&moto)
+            .env("PLUGIN_SOURCE", &image.name)
+            .env("PLUGIN_REPO", repo)
+            .env("PLUGIN_TAGS", "v1")
+            .env("PLUGIN_REGISTRY", host)
+            .env("PLUGIN_REGION", testbed::REGION)
+            .run()
+    };
+
+    let slow = testbed::Link::start(&registry.host, 5 << 20);
+    let run = auto(&slow.host, "over-a-link");
+    run.success();
+    run.says(&format!(
+        "via: docker push through the engine: the upload to {} ran at",
+        slow.host
+    ));
+    let (id, layers) = registry.pull(&format!("{}/over-a-link:v1", registry.host));
+    assert_eq!(id, image.id, "the image id changed");
+    assert_eq!(layers, testbed::diff_ids(&image.name));
+
+    let run = auto(&registry.host, "on-loopback");
+    run.success();
+    run.says(&format!(
+        "via: the step's own transfer: the upload to {} ran at",
+        registry.host
+    ))
+    .says("2 layer(s) compressed here");
+    let (id, _) = registry.pull(&format!("{}/on-loopback:v1", registry.host));
+    assert_eq!(id, image.id, "the image id changed");
+}

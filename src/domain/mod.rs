@@ -5,6 +5,7 @@ pub mod branch;
 pub mod ci;
 pub mod credentials;
 pub mod grammar;
+pub mod link;
 pub mod login;
 pub mod manifest;
 pub mod network;

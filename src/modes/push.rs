@@ -9,6 +9,7 @@ use super::context::{Context, Done, Looked};
 use super::write::engine_push::EnginePush;
 use super::write::uploads::{Sent, files_to, upload_early};
 use super::write::{Destination, Verb, preflight, scan, tags};
+use crate::domain::link::{Uplink, engine_is_faster_over};
 use crate::domain::login::RegistryLogin;
 use crate::domain::source::{BaseLayers, LocalImage, PulledImage, Source, base_of, engine_is_faster};
 use crate::domain::tag::TagOutcome;
@@ -135,10 +136,68 @@ async fn from_engine(
             .is_some(),
     };
     if through_engine {
-        engine_push(&engine, &local, settings, ctx).await
-    } else {
-        own_transfer(&engine, &local, base, settings, ctx).await
+        return engine_push(&engine, &local, settings, ctx).await;
     }
+    // Asked at once (both only read): whether this is a re-run, where every tag already holds this image
+    // (its config is the image id; with SOCI, in an index beside its SOCI index), so nothing is exported,
+    // compressed or uploaded; and what the destination already holds of this image, learnt from its
+    // images (a rebuild shares most layers with the previous build; the same image under another tag
+    // needs only its tags).
+    let (there, held) = match settings.dry_run {
+        true => (None, Held::default()),
+        false => tokio::join!(already_there(&local, settings, ctx), held(&local, settings, ctx)),
+    };
+    if let Some((outcomes, indexed)) = there {
+        // Nothing to write, but the scan gate still judges the image.
+        return scan::done_with_image(settings.scan.as_ref(), &settings.target, outcomes, indexed, ctx).await;
+    }
+    // (With SOCI the tags get an index of the image, which the image's own manifest is not.)
+    if let Some(manifest) = held.image.as_ref().filter(|_| !settings.compression.soci) {
+        return same_image(manifest, settings, ctx).await;
+    }
+    let weigh = settings.via == PushVia::Auto
+        && !settings.compression.soci
+        && !settings.dry_run
+        && base.is_none()
+        && ctx.logins.len() == 1
+        && local.size.max(0) as u64 >= Uplink::WORTH_PROBING;
+    if !weigh {
+        let layers = Layers::ToLearn { base, held };
+        return own_transfer(&engine, &local, layers, settings, ctx).await;
+    }
+    // A new image (or one whose layers the destination partly holds) over a link of unknown speed: the
+    // upload is measured while the layers the destination holds are confirmed, and the faster way taken.
+    let repo = &settings.target.repo;
+    let (held, uplink) = tokio::join!(held_layers(held, &local, repo, ctx), measure_uplink(repo, ctx));
+    if let Some(uplink) = uplink {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let to_compress = missing_bytes(&local, held.as_ref());
+        let level = settings.compression.level;
+        let (faster, why) = engine_is_faster_over(&local, to_compress, level, &uplink, cores);
+        if faster {
+            crate::report::via_engine(&why);
+            return engine_push(&engine, &local, settings, ctx).await;
+        }
+        crate::report::via_own_transfer(&why);
+    }
+    own_transfer(&engine, &local, Layers::Learnt(held), settings, ctx).await
+}
+
+/// The upload rate to the only destination, measured.
+async fn measure_uplink(repo: &str, ctx: &Context) -> Option<Uplink> {
+    let client = RegistryClient::new(ctx.logins.first()?, ctx.common.timeout).ok()?;
+    client.measure_uplink(repo).await
+}
+
+/// The uncompressed bytes of the layers of `local` not in `held`.
+fn missing_bytes(local: &LocalImage, held: Option<&BaseLayers>) -> u64 {
+    let is_held = |diff_id: &String| held.is_some_and(|h| h.by_diff_id.contains_key(diff_id));
+    if local.layer_sizes.len() == local.layers.len() {
+        let sizes = local.layers.iter().zip(&local.layer_sizes);
+        return sizes.filter(|(d, _)| !is_held(d)).map(|(_, s)| s).sum();
+    }
+    let missing = local.layers.iter().filter(|d| !is_held(d)).count() as u64;
+    local.size.max(0) as u64 * missing / local.layers.len().max(1) as u64
 }
 
 /// `docker push` through the engine, tag by tag into every destination.
@@ -154,54 +213,39 @@ async fn engine_push(engine: &Engine, source: &LocalImage, settings: &PushSettin
     scan::done(settings.scan.as_ref(), target, outcomes, ctx).await
 }
 
+/// The layers of an image a destination holds: learnt already, or to learn from `base` (pulled from a
+/// registry this run writes to) or else from the destination's images (`held`).
+enum Layers {
+    Learnt(Option<BaseLayers>),
+    ToLearn { base: Option<PulledImage>, held: Held },
+}
+
 /// The step's own transfer of an engine image: exported as `docker save` would, each layer compressed as
 /// it streams out and its upload following its compression, then uploaded like an image from files.
-/// Layers a destination already holds (those of `base`, pulled from a registry this run writes to, or
-/// those its images show) are sent as that registry holds them (so the image shares their digests), not
-/// compressed here.
+/// Layers a destination already holds (`layers`) are sent as that registry holds them (so the image
+/// shares their digests), not compressed.
 async fn own_transfer(
     engine: &Engine,
     local: &LocalImage,
-    base: Option<PulledImage>,
+    layers: Layers,
     settings: &PushSettings,
     ctx: &Context,
 ) -> Result<Done> {
     let timeout = ctx.common.timeout;
-    // Asked at once (both only read): whether this is a re-run, where every tag already holds this image
-    // (its config is the image id; with SOCI, in an index beside its SOCI index), so nothing is exported,
-    // compressed or uploaded; and what the destination already holds of this image, learnt from its
-    // images (a rebuild shares most layers with the previous build; the same image under another tag
-    // needs only its tags).
-    let (there, held) = match settings.dry_run {
-        true => (None, Held::default()),
-        false => tokio::join!(already_there(local, settings, ctx), held(local, settings, ctx)),
-    };
-    if let Some((outcomes, indexed)) = there {
-        // Nothing to write, but the scan gate still judges the image.
-        return scan::done_with_image(settings.scan.as_ref(), &settings.target, outcomes, indexed, ctx).await;
-    }
-    // (With SOCI the tags get an index of the image, which the image's own manifest is not.)
-    if let Some(manifest) = held.image.as_ref().filter(|_| !settings.compression.soci) {
-        return same_image(manifest, settings, ctx).await;
-    }
     // The engine takes a while before its export's first byte (Docker 20.10 first copies the image into a
     // directory of its own): it starts now, while the layers the destination holds are confirmed, and
     // waits for the reader. A failure before the reader starts drops the reader's end: the export stops.
     let (chunks, received) = tokio::sync::mpsc::channel(EXPORT_CHUNKS);
     let exporting = engine.export(&local.reference, chunks, timeout);
     let reading = async {
-        // A base the engine pulled from a destination comes first for the layers.
-        let base = match base {
-            Some(base) => base_layers(base, local, ctx).await,
-            None => None,
-        };
-        let base = match base {
-            Some(base) => Some(base),
-            None => held_layers(held, local, &settings.target.repo, ctx)
-                .await
-                .inspect(|layers| {
-                    crate::report::base(layers, local.layers.len());
-                }),
+        let base = match layers {
+            Layers::Learnt(layers) => layers,
+            // A base the engine pulled from a destination comes first for the layers.
+            Layers::ToLearn { base: Some(base), held } => match base_layers(base, local, ctx).await {
+                Some(base) => Some(base),
+                None => held_layers(held, local, &settings.target.repo, ctx).await,
+            },
+            Layers::ToLearn { base: None, held } => held_layers(held, local, &settings.target.repo, ctx).await,
         };
         // The repositories exist before the first upload that follows a compression.
         if !settings.dry_run {
@@ -423,7 +467,11 @@ async fn held_layers(held: Held, local: &LocalImage, repo: &str, ctx: &Context) 
         });
     let confirmed: Vec<_> = futures_util::stream::iter(ztocs).buffer_unordered(4).collect().await;
     layers.ztocs = confirmed.into_iter().flatten().collect();
-    (!layers.by_diff_id.is_empty()).then_some(layers)
+    if layers.by_diff_id.is_empty() {
+        return None;
+    }
+    crate::report::base(&layers, local.layers.len());
+    Some(layers)
 }
 
 /// The image is already in every destination (under another tag): only its tags are written, nothing is

@@ -4,6 +4,7 @@
 
 use super::RegistryClient;
 use super::http::HttpFailure;
+use crate::domain::link::Uplink;
 use crate::domain::manifest::Descriptor;
 use crate::domain::source::LocalBlob;
 use crate::report::Progress;
@@ -50,6 +51,43 @@ impl RegistryClient {
             tokio::spawn(async move { http.execute(cancel).await });
         }
         Ok(())
+    }
+
+    /// The upload rate to `repo`: [`Uplink::PROBE`] bytes sent in one PATCH into an upload session, timed
+    /// to the registry's answer, the session then cancelled (not waited for) so nothing is stored. `None`
+    /// when any step fails: the measurement is a hint, never a reason to fail.
+    pub async fn measure_uplink(&self, repo: &str) -> Option<Uplink> {
+        let url = format!("{}/{repo}/blobs/uploads/", self.base);
+        let what = format!("measuring the upload to {}/{repo}", self.host);
+        let started = self
+            .send(&what, self.request(Method::POST, &url).header(CONTENT_LENGTH, 0))
+            .await
+            .ok()?;
+        let location = self.location(&started, &what).ok()?;
+        let sent = std::time::Instant::now();
+        let patched = self
+            .send(
+                &what,
+                self.request(Method::PATCH, &location)
+                    .header(CONTENT_TYPE, "application/octet-stream")
+                    .body(vec![0u8; Uplink::PROBE]),
+            )
+            .await;
+        let took = sent.elapsed().as_secs_f64();
+        let cancel_at = patched
+            .as_ref()
+            .ok()
+            .and_then(|r| self.location(r, &what).ok())
+            .unwrap_or(location);
+        if let Ok(cancel) = self.request(Method::DELETE, &cancel_at).build() {
+            let http = self.http.clone();
+            tokio::spawn(async move { http.execute(cancel).await });
+        }
+        patched.ok().filter(|r| r.status().is_success())?;
+        Some(Uplink {
+            host: self.host.clone(),
+            bytes_per_second: Uplink::PROBE as f64 / took.max(1e-6),
+        })
     }
 
     /// Whether `repo` holds the blob `digest` (a HEAD).
