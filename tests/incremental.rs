@@ -189,6 +189,27 @@ fn auto_weighs_a_new_image_by_the_upload_rate_it_measures() {
     assert_eq!(id, image.id, "the image id changed");
     assert_eq!(layers, testbed::diff_ids(&image.name));
 
+    // A rebuild over the same link: the destination holds every layer but the new one, so the step wins
+    // at any rate and nothing is measured (no probe's bytes go up the link).
+    let top = tempfile::tempdir().unwrap();
+    std::fs::write(top.path().join("app.txt"), format!("build {}\n", std::process::id())).unwrap();
+    let rebuilt = Image::build(&image.name, &[("app", top.path().to_str().unwrap())]);
+    let before = slow.sent();
+    let run = Step::aws(&moto)
+        .env("PLUGIN_SOURCE", &rebuilt.name)
+        .env("PLUGIN_REPO", "over-a-link")
+        .env("PLUGIN_TAGS", "v2")
+        .env("PLUGIN_REGISTRY", &slow.host)
+        .env("PLUGIN_REGION", testbed::REGION)
+        .run();
+    run.success();
+    run.says("2 of the 3 layer(s) are sent as that registry holds them");
+    assert!(!run.stdout.contains("via:"), "{}", run.stdout);
+    let sent = slow.sent() - before;
+    assert!(sent < 512 * 1024, "the rebuild sent {sent} bytes up the link\n{}", run.stdout);
+    let (id, _) = registry.pull(&format!("{}/over-a-link:v2", registry.host));
+    assert_eq!(id, rebuilt.id, "the image id changed");
+
     let run = auto(&registry.host, "on-loopback");
     run.success();
     run.says(&format!(

@@ -32,50 +32,102 @@ const STEP_GZIP_MB_PER_S: f64 = 100.0;
 const LEVEL_1_LEAVES: f64 = 0.51;
 const LEVEL_6_LEAVES: f64 = 0.41;
 
-/// Whether `docker push` is the faster way to push `source` over `uplink`, and why (for the `via:`
-/// line). `to_compress`: the uncompressed bytes of the layers the destination lacks (the step sends only
-/// those; an engine with no record of the destination sends every layer); `cores`: this machine's.
-pub fn engine_is_faster_over(
-    source: &LocalImage,
-    to_compress: u64,
-    level: Compression,
-    uplink: &Uplink,
-    cores: usize,
-) -> (bool, String) {
-    let mb = |b: u64| b as f64 / 1e6;
-    let sizes: Vec<u64> = match source.layer_sizes.len() == source.layers.len() {
-        true => source.layer_sizes.clone(),
-        false => vec![source.size.max(0) as u64],
-    };
-    let total: u64 = sizes.iter().sum();
-    let largest = sizes.iter().copied().max().unwrap_or(0);
-    let rate = uplink.bytes_per_second.max(1.0) / 1e6;
-    // docker push: each layer compressed on a core of its own, sent as it is compressed.
-    let (cores, layer_cores) = (cores.max(1) as f64, cores.clamp(1, sizes.len().max(1)) as f64);
-    let engine_sends = mb(total) * LEVEL_6_LEAVES;
-    let engine = (mb(largest) / DOCKER_GZIP_MB_PER_S)
-        .max(mb(total) / (layer_cores * DOCKER_GZIP_MB_PER_S))
-        .max(engine_sends / rate);
-    // The step: the whole image exported, the missing layers compressed in blocks on every core and sent.
-    let leaves = match level.level_for(to_compress) {
-        1..=5 => LEVEL_1_LEAVES,
-        _ => LEVEL_6_LEAVES,
-    };
-    let step_sends = mb(to_compress) * leaves;
-    let step = mb(total) / EXPORT_MB_PER_S + (mb(to_compress) / (cores * STEP_GZIP_MB_PER_S)).max(step_sends / rate);
-    let faster = engine < step;
-    let why = format!(
-        "the upload to {} ran at {rate:.0} MB/s: docker push would send about {engine_sends:.0} MB (every layer, \
-         level 6) in about {engine:.1} s, the step's own transfer about {step_sends:.0} MB after exporting {:.0} \
-         MB in about {step:.1} s ({})",
-        uplink.host,
-        mb(total),
-        match faster {
-            true => "PLUGIN_PUSH_VIA=registry moves every byte through the step instead",
-            false => "PLUGIN_PUSH_VIA=engine pushes through the engine instead",
+/// The two ways of pushing an image from the engine, as a function of the upload rate: what each sends
+/// and about how long it takes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ways {
+    /// Uncompressed MB of the image, of its largest layer, and of the layers the destination lacks.
+    total: f64,
+    largest: f64,
+    to_compress: f64,
+    /// What the step's gzip level leaves of those layers.
+    leaves: f64,
+    cores: f64,
+    /// The cores docker push compresses on: one per layer.
+    layer_cores: f64,
+}
+
+/// About how long a way takes, and the MB it sends.
+struct Estimate {
+    seconds: f64,
+    sends: f64,
+}
+
+impl Ways {
+    /// `source` to a destination lacking `to_compress` of its uncompressed bytes (the step sends only
+    /// those layers; an engine with no record of the destination sends every layer), compressed by the
+    /// step at `level`, on `cores`.
+    pub fn new(source: &LocalImage, to_compress: u64, level: Compression, cores: usize) -> Ways {
+        let mb = |b: u64| b as f64 / 1e6;
+        let sizes: Vec<u64> = match source.layer_sizes.len() == source.layers.len() {
+            true => source.layer_sizes.clone(),
+            false => vec![source.size.max(0) as u64],
+        };
+        let leaves = match level.level_for(to_compress) {
+            1..=5 => LEVEL_1_LEAVES,
+            _ => LEVEL_6_LEAVES,
+        };
+        Ways {
+            total: mb(sizes.iter().sum()),
+            largest: mb(sizes.iter().copied().max().unwrap_or(0)),
+            to_compress: mb(to_compress),
+            leaves,
+            cores: cores.max(1) as f64,
+            layer_cores: cores.clamp(1, sizes.len().max(1)) as f64,
         }
-    );
-    (faster, why)
+    }
+
+    /// docker push at `rate` MB/s: each layer compressed on a core of its own, sent as it is compressed.
+    fn engine(&self, rate: f64) -> Estimate {
+        let sends = self.total * LEVEL_6_LEAVES;
+        let compress =
+            (self.largest / DOCKER_GZIP_MB_PER_S).max(self.total / (self.layer_cores * DOCKER_GZIP_MB_PER_S));
+        Estimate {
+            seconds: compress.max(sends / rate),
+            sends,
+        }
+    }
+
+    /// The step at `rate` MB/s: the whole image exported, the missing layers compressed in blocks on every
+    /// core and sent.
+    fn step(&self, rate: f64) -> Estimate {
+        let sends = self.to_compress * self.leaves;
+        let compress = self.to_compress / (self.cores * STEP_GZIP_MB_PER_S);
+        Estimate {
+            seconds: self.total / EXPORT_MB_PER_S + compress.max(sends / rate),
+            sends,
+        }
+    }
+
+    /// Whether the faster way depends on the link (from 0.5 MB/s to 5 GB/s): else measuring it would
+    /// change nothing (a rebuild whose other layers the destination holds stays with the step at any rate).
+    pub fn depend_on_the_link(&self) -> bool {
+        let engine_at = |rate: f64| self.engine(rate).seconds < self.step(rate).seconds;
+        let first = engine_at(0.5);
+        (1..=40).any(|i| engine_at(0.5 * 1.26f64.powi(i)) != first)
+    }
+
+    /// Whether `docker push` is the faster way over `uplink`, and why (for the `via:` line).
+    pub fn engine_is_faster_over(&self, uplink: &Uplink) -> (bool, String) {
+        let rate = uplink.bytes_per_second.max(1.0) / 1e6;
+        let (engine, step) = (self.engine(rate), self.step(rate));
+        let faster = engine.seconds < step.seconds;
+        let why = format!(
+            "the upload to {} ran at {rate:.0} MB/s: docker push would send about {:.0} MB (every layer, level 6) in \
+             about {:.1} s, the step's own transfer about {:.0} MB after exporting {:.0} MB in about {:.1} s ({})",
+            uplink.host,
+            engine.sends,
+            engine.seconds,
+            step.sends,
+            self.total,
+            step.seconds,
+            match faster {
+                true => "PLUGIN_PUSH_VIA=registry moves every byte through the step instead",
+                false => "PLUGIN_PUSH_VIA=engine pushes through the engine instead",
+            }
+        );
+        (faster, why)
+    }
 }
 
 #[cfg(test)]
@@ -106,10 +158,10 @@ mod tests {
     fn a_new_image_goes_through_the_engine_over_a_slow_link_and_through_the_step_over_a_fast_one() {
         let image = application();
         let all = image.size as u64;
-        let (engine, why) = engine_is_faster_over(&image, all, Compression::Auto, &at(25.0), 2);
+        let (engine, why) = Ways::new(&image, all, Compression::Auto, 2).engine_is_faster_over(&at(25.0));
         assert!(engine, "{why}");
         assert!(why.contains("ran at 25 MB/s"), "{why}");
-        let (engine, why) = engine_is_faster_over(&image, all, Compression::Auto, &at(300.0), 2);
+        let (engine, why) = Ways::new(&image, all, Compression::Auto, 2).engine_is_faster_over(&at(300.0));
         assert!(!engine, "{why}");
     }
 
@@ -117,8 +169,12 @@ mod tests {
     fn a_rebuild_whose_layers_the_destination_holds_stays_with_the_step_even_over_a_slow_link() {
         // docker push with no record of the destination sends all 165 MB; the step only the 12 MB app.
         let image = application();
-        let (engine, why) = engine_is_faster_over(&image, 12_000_000, Compression::Auto, &at(25.0), 2);
+        let ways = Ways::new(&image, 12_000_000, Compression::Auto, 2);
+        let (engine, why) = ways.engine_is_faster_over(&at(25.0));
         assert!(!engine, "{why}");
+        // At any rate: the link is not worth measuring.
+        assert!(!ways.depend_on_the_link());
+        assert!(Ways::new(&image, image.size as u64, Compression::Auto, 2).depend_on_the_link());
     }
 
     #[test]
@@ -129,7 +185,8 @@ mod tests {
         image.layer_sizes = vec![200_000_000];
         image.layers.truncate(1);
         image.size = 200_000_000;
-        let (engine, why) = engine_is_faster_over(&image, 200_000_000, Compression::Auto, &at(25.0), 2);
+        let ways = Ways::new(&image, 200_000_000, Compression::Auto, 2);
+        let (engine, why) = ways.engine_is_faster_over(&at(25.0));
         assert!(!engine, "{why}");
     }
 }

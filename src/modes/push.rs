@@ -9,7 +9,7 @@ use super::context::{Context, Done, Looked};
 use super::write::engine_push::EnginePush;
 use super::write::uploads::{Sent, files_to, upload_early};
 use super::write::{Destination, Verb, preflight, scan, tags};
-use crate::domain::link::{Uplink, engine_is_faster_over};
+use crate::domain::link::{Uplink, Ways};
 use crate::domain::login::RegistryLogin;
 use crate::domain::source::{BaseLayers, LocalImage, PulledImage, Source, base_of, engine_is_faster};
 use crate::domain::tag::TagOutcome;
@@ -165,15 +165,22 @@ async fn from_engine(
         let layers = Layers::ToLearn { base, held };
         return own_transfer(&engine, &local, layers, settings, ctx).await;
     }
-    // A new image (or one whose layers the destination partly holds) over a link of unknown speed: the
-    // upload is measured while the layers the destination holds are confirmed, and the faster way taken.
-    let repo = &settings.target.repo;
-    let (held, uplink) = tokio::join!(held_layers(held, &local, repo, ctx), measure_uplink(repo, ctx));
+    // Where the faster way depends on the link (a new image, mostly), the upload is measured once the
+    // layers the destination holds are known.
+    let held = held_layers(held, &local, &settings.target.repo, ctx).await;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let ways = Ways::new(
+        &local,
+        missing_bytes(&local, held.as_ref()),
+        settings.compression.level,
+        cores,
+    );
+    let uplink = match ways.depend_on_the_link() {
+        true => measure_uplink(&settings.target.repo, ctx).await,
+        false => None,
+    };
     if let Some(uplink) = uplink {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let to_compress = missing_bytes(&local, held.as_ref());
-        let level = settings.compression.level;
-        let (faster, why) = engine_is_faster_over(&local, to_compress, level, &uplink, cores);
+        let (faster, why) = ways.engine_is_faster_over(&uplink);
         if faster {
             crate::report::via_engine(&why);
             return engine_push(&engine, &local, settings, ctx).await;
