@@ -206,7 +206,11 @@ fn auto_weighs_a_new_image_by_the_upload_rate_it_measures() {
     run.says("2 of the 3 layer(s) are sent as that registry holds them");
     assert!(!run.stdout.contains("via:"), "{}", run.stdout);
     let sent = slow.sent() - before;
-    assert!(sent < 512 * 1024, "the rebuild sent {sent} bytes up the link\n{}", run.stdout);
+    assert!(
+        sent < 512 * 1024,
+        "the rebuild sent {sent} bytes up the link\n{}",
+        run.stdout
+    );
     let (id, _) = registry.pull(&format!("{}/over-a-link:v2", registry.host));
     assert_eq!(id, rebuilt.id, "the image id changed");
 

@@ -44,13 +44,17 @@ impl RegistryClient {
             );
         }
         let location = self.location(&response, &what)?;
-        // Cancelled without waiting (a round trip the run need not wait for); a cancel that fails or is
-        // cut short by the end of the run leaves an empty session the registry expires.
-        if let Ok(cancel) = self.request(Method::DELETE, &location).build() {
+        self.cancel_upload(&location);
+        Ok(())
+    }
+
+    /// Cancel the upload session at `location` without waiting (a round trip the run need not wait for);
+    /// a cancel that fails or is cut short by the end of the run leaves a session the registry expires.
+    fn cancel_upload(&self, location: &str) {
+        if let Ok(cancel) = self.request(Method::DELETE, location).build() {
             let http = self.http.clone();
             tokio::spawn(async move { http.execute(cancel).await });
         }
-        Ok(())
     }
 
     /// The upload rate to `repo`: [`Uplink::PROBE`] bytes sent in one PATCH into an upload session, timed
@@ -79,10 +83,7 @@ impl RegistryClient {
             .ok()
             .and_then(|r| self.location(r, &what).ok())
             .unwrap_or(location);
-        if let Ok(cancel) = self.request(Method::DELETE, &cancel_at).build() {
-            let http = self.http.clone();
-            tokio::spawn(async move { http.execute(cancel).await });
-        }
+        self.cancel_upload(&cancel_at);
         patched.ok().filter(|r| r.status().is_success())?;
         Some(Uplink {
             host: self.host.clone(),
