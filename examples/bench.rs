@@ -620,9 +620,12 @@ fn main() {
          skopeo does not do); the largest blobs upload meanwhile, each closed once every check has passed, \
          and row (e) gives the floor of that work with its registry's on these cores. Which tool each shape \
          favours: a new image of several layers favours the step on loopback (it compresses every layer on \
-         every core; docker push compresses a layer per thread), while over a link bytes decide, and the \
-         step's level 1 for layers over 32 MiB sends more than docker's level 6 (the rows with \
-         PLUGIN_COMPRESSION_LEVEL=6 show the other side of that trade); a rebuild on an engine that \
+         every core; docker push compresses a layer per thread), while over a link bytes decide: the step's \
+         own transfer first waits for the export and its level 1 for layers over 32 MiB sends more than \
+         docker's level 6 (the rows with PLUGIN_PUSH_VIA=registry show it, at level 1 and at 6), so \
+         PLUGIN_PUSH_VIA=auto, the rows' default, measures the upload (1 MiB into an upload session it \
+         cancels, counted in *sent*) and over the 25 MB/s link pushes a new image through the engine, as \
+         docker push does; a rebuild on an engine that \
          pushed the previous build favours docker push, which reads only the new layer while any push that \
          exports the image pays for `docker save` (the floor, shown in the row); a rebuild toward a registry \
          the engine has no record of favours the step, which learns what the registry holds and sends only \

@@ -202,15 +202,19 @@ pub fn rows(bench: &Bench) -> Vec<Row> {
         // find it in, the others into fresh ones), medians.
         let first = files.build();
         let (mut steps, mut peers, mut copies, mut leveled) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let mut floors = Vec::new();
-        let level = [("PLUGIN_COMPRESSION_LEVEL", "6")];
+        let (mut floors, mut owns) = (Vec::new(), Vec::new());
+        // The step's own transfer named (what `auto` weighs against the engine), at its default level and
+        // at docker's.
+        let own = [("PLUGIN_PUSH_VIA", "registry")];
+        let level = [("PLUGIN_PUSH_VIA", "registry"), ("PLUGIN_COMPRESSION_LEVEL", "6")];
         for round in 0..3 {
             let fresh = (round > 0).then(|| (side(), side(), side()));
             let (ours, docker, skopeo) = fresh.as_ref().map_or((&ours, &docker, &skopeo), |(a, b, c)| (a, b, c));
             steps.push(bench.step(ours, &first.name, "build-1", &[]));
             peers.push(bench.docker_push(docker, &first, "build-1"));
             copies.push(bench.skopeo(skopeo, &format!("docker-daemon:{}", first.name), "build-1"));
-            // With the level a slow link favours, into a registry of its own.
+            // The own transfer, and with the level a slow link favours, each into a registry of its own.
+            owns.push(bench.step(&side(), &first.name, "build-1", &own));
             leveled.push(bench.step(&side(), &first.name, "build-1", &level));
             floors.push(bench.export(&first));
         }
@@ -244,7 +248,15 @@ pub fn rows(bench: &Bench) -> Vec<Row> {
         ));
 
         rows.push(row(
-            format!("(a) the same, PLUGIN_COMPRESSION_LEVEL=6, {reach}"),
+            format!("(a) the same, PLUGIN_PUSH_VIA=registry (the step's own transfer), {reach}"),
+            middle(owns),
+            "docker push",
+            peer,
+            "none (what auto weighs against the engine)",
+            true,
+        ));
+        rows.push(row(
+            format!("(a) the same, PLUGIN_PUSH_VIA=registry and PLUGIN_COMPRESSION_LEVEL=6, {reach}"),
             middle(leveled),
             "docker push",
             peer,
