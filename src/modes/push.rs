@@ -1,7 +1,8 @@
 //! Push mode: an image from the Docker Engine, an OCI layout or an archive, written to every destination
 //! concurrently. Files (and an engine image, exported by the step's own transfer) go through
 //! `write::uploads`; `PLUGIN_PUSH_VIA=engine` (or `auto`, for an image mostly made of a base the
-//! destinations hold) pushes each tag through the engine (`write::engine_push`). Tags go through the
+//! destinations hold, or a new image over a slow link) pushes each tag through the engine
+//! (`write::engine_push`). Tags go through the
 //! shared per-tag loop, which reads each write back; with `PLUGIN_SKIP_EXISTING` each tag is read first, so
 //! a tag already at this image's digest is skipped (decided per tag, never once for all).
 
@@ -99,8 +100,8 @@ async fn from_layout(
 }
 
 /// An image in the engine: through the engine (`docker push`) or the step's own transfer, as
-/// `PLUGIN_PUSH_VIA` says (`auto`: the engine only for an image mostly made of a base every destination
-/// holds). The engine's image was looked at with the credentials (else now); the images it pulled from the
+/// `PLUGIN_PUSH_VIA` says (`auto`: the engine for an image mostly made of a base every destination holds,
+/// or for a new image to one destination where the upload rate measured favours it). The engine's image was looked at with the credentials (else now); the images it pulled from the
 /// destinations are looked for while `preflight` runs; a destination that does not answer is said first.
 async fn from_engine(
     reference: &str,
@@ -168,26 +169,35 @@ async fn from_engine(
     // Where the faster way depends on the link (a new image, mostly), the upload is measured once the
     // layers the destination holds are known.
     let held = held_layers(held, &local, &settings.target.repo, ctx).await;
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let ways = Ways::new(
-        &local,
-        missing_bytes(&local, held.as_ref()),
-        settings.compression.level,
-        cores,
-    );
-    let uplink = match ways.depend_on_the_link() {
-        true => measure_uplink(&settings.target.repo, ctx).await,
-        false => None,
-    };
-    if let Some(uplink) = uplink {
-        let (faster, why) = ways.engine_is_faster_over(&uplink);
-        if faster {
-            crate::report::via_engine(&why);
-            return engine_push(&engine, &local, settings, ctx).await;
-        }
-        crate::report::via_own_transfer(&why);
+    if engine_is_faster_over_the_link(&local, held.as_ref(), settings, ctx).await {
+        return engine_push(&engine, &local, settings, ctx).await;
     }
     own_transfer(&engine, &local, Layers::Learnt(held), settings, ctx).await
+}
+
+/// Whether `docker push` would finish first at the upload rate measured to the only destination (the
+/// `via:` line says why, either way). Measured only where the choice depends on the rate; `false` when
+/// not measured.
+async fn engine_is_faster_over_the_link(
+    local: &LocalImage,
+    held: Option<&BaseLayers>,
+    settings: &PushSettings,
+    ctx: &Context,
+) -> bool {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let ways = Ways::new(local, missing_bytes(local, held), settings.compression.level, cores);
+    if !ways.depend_on_the_link() {
+        return false;
+    }
+    let Some(uplink) = measure_uplink(&settings.target.repo, ctx).await else {
+        return false;
+    };
+    let (faster, why) = ways.engine_is_faster_over(&uplink);
+    match faster {
+        true => crate::report::via_engine(&why),
+        false => crate::report::via_own_transfer(&why),
+    }
+    faster
 }
 
 /// The upload rate to the only destination, measured.
