@@ -252,6 +252,14 @@ fn the_action_and_the_component_carry_every_setting_and_output() {
     let mut inputs: BTreeSet<String> = spec["spec"]["inputs"].as_object().unwrap().keys().cloned().collect();
     assert!(inputs.remove("stage"));
     assert_eq!(inputs, names);
+    // GitLab's schema takes an input's description of at most 1024 characters.
+    for (name, input) in spec["spec"]["inputs"].as_object().unwrap() {
+        let length = input["description"].as_str().unwrap_or("").chars().count();
+        assert!(
+            length <= 1024,
+            "the component's input {name} has a description of {length} characters"
+        );
+    }
     for s in SETTINGS {
         assert_eq!(
             job["ecr-step"]["variables"][s.env()],
