@@ -250,8 +250,9 @@ async fn own_transfer(
 ) -> Result<Done> {
     let timeout = ctx.common.timeout;
     // The engine takes a while before its export's first byte (Docker 20.10 first copies the image into a
-    // directory of its own): it starts now, while the layers the destination holds are confirmed, and
-    // waits for the reader. A failure before the reader starts drops the reader's end: the export stops.
+    // directory of its own): it starts now, while the layers the destination holds are confirmed (unless
+    // `from_engine` learnt them already, to weigh the link), and waits for the reader. A failure before
+    // the reader starts drops the reader's end: the export stops.
     let (chunks, received) = tokio::sync::mpsc::channel(EXPORT_CHUNKS);
     let exporting = engine.export(&local.reference, chunks, timeout);
     let reading = async {
