@@ -168,18 +168,18 @@ fn auto_weighs_a_new_image_by_the_upload_rate_it_measures() {
     assert!(text.len() > 80_000_000);
     std::fs::write(dir.path().join("data.txt"), text).unwrap();
     let image = Image::build(&base.name, &[("data", dir.path().to_str().unwrap())]);
-    let auto = |host: &str, repo: &str| {
+    let auto = |image: &Image, host: &str, repo: &str, tag: &str| {
         Step::aws(&moto)
             .env("PLUGIN_SOURCE", &image.name)
             .env("PLUGIN_REPO", repo)
-            .env("PLUGIN_TAGS", "v1")
+            .env("PLUGIN_TAGS", tag)
             .env("PLUGIN_REGISTRY", host)
             .env("PLUGIN_REGION", testbed::REGION)
             .run()
     };
 
     let slow = testbed::Link::start(&registry.host, 5 << 20);
-    let run = auto(&slow.host, "over-a-link");
+    let run = auto(&image, &slow.host, "over-a-link", "v1");
     run.success();
     run.says(&format!(
         "via: docker push through the engine: the upload to {} ran at",
@@ -195,13 +195,7 @@ fn auto_weighs_a_new_image_by_the_upload_rate_it_measures() {
     std::fs::write(top.path().join("app.txt"), format!("build {}\n", std::process::id())).unwrap();
     let rebuilt = Image::build(&image.name, &[("app", top.path().to_str().unwrap())]);
     let before = slow.sent();
-    let run = Step::aws(&moto)
-        .env("PLUGIN_SOURCE", &rebuilt.name)
-        .env("PLUGIN_REPO", "over-a-link")
-        .env("PLUGIN_TAGS", "v2")
-        .env("PLUGIN_REGISTRY", &slow.host)
-        .env("PLUGIN_REGION", testbed::REGION)
-        .run();
+    let run = auto(&rebuilt, &slow.host, "over-a-link", "v2");
     run.success();
     run.says("2 of the 3 layer(s) are sent as that registry holds them");
     assert!(!run.stdout.contains("via:"), "{}", run.stdout);
@@ -214,7 +208,7 @@ fn auto_weighs_a_new_image_by_the_upload_rate_it_measures() {
     let (id, _) = registry.pull(&format!("{}/over-a-link:v2", registry.host));
     assert_eq!(id, rebuilt.id, "the image id changed");
 
-    let run = auto(&registry.host, "on-loopback");
+    let run = auto(&image, &registry.host, "on-loopback", "v1");
     run.success();
     run.says(&format!(
         "via: the step's own transfer: the upload to {} ran at",
