@@ -74,8 +74,22 @@ fn median(mut samples: Vec<Sample>) -> Sample {
     samples[samples.len() / 2]
 }
 
+/// The environment of one run of the step. Its state directory (the record of the engine's pushes) is the
+/// bench's own, kept across the bench's runs as a persistent runner keeps its home.
 fn step_env(step: &Step) -> BTreeMap<String, String> {
-    step.envs().clone()
+    let mut env = step.envs().clone();
+    env.insert("XDG_STATE_HOME".into(), bench_state().display().to_string());
+    env
+}
+
+/// The bench's state directory: empty at its start (target/bench-state).
+fn bench_state() -> &'static Path {
+    static STATE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    STATE.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-state");
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    })
 }
 
 struct Row {

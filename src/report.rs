@@ -157,6 +157,16 @@ pub fn base(base: &BaseLayers, layers: usize) {
     );
 }
 
+/// The record of the engine's pushes could not be written: the push stands, the next run's `auto` does
+/// not know of it.
+pub fn state_unwritten(dir: &std::path::Path, e: &anyhow::Error) {
+    say!(
+        "state: this push through the engine is not noted in {} ({e:#}); the push stands. Set PLUGIN_STATE_DIR \
+         to a writable directory kept between runs, or to off",
+        dir.display()
+    );
+}
+
 /// The image is in the repository already, under another tag: only the tags are written.
 pub fn image_there(repo: &str, digest: &str) {
     say!("known: the image is in {repo} already ({digest}): only its tags are written, nothing is exported or sent");

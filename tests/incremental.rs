@@ -218,3 +218,86 @@ fn auto_weighs_a_new_image_by_the_upload_rate_it_measures() {
     let (id, _) = registry.pull(&format!("{}/on-loopback:v1", registry.host));
     assert_eq!(id, image.id, "the image id changed");
 }
+
+/// The engine remembers what it pushed (docker push then skips those layers there), but once the step
+/// removes its local tag nothing in the engine shows it: the step notes each push through the engine in
+/// `PLUGIN_STATE_DIR`, and `auto` reads the note. A rebuild whose previous build this engine pushed goes
+/// through the engine and sends only its new layer; the same image under a new tag writes only the
+/// manifest; a layer the registry lost since is sent again; a corrupt note, or another engine's, only
+/// sends the rebuild through the step's own transfer.
+#[test]
+fn auto_takes_the_engine_for_a_rebuild_whose_previous_build_this_engine_pushed() {
+    let (moto, registry) = (Moto::start(), Registry::start(DEFAULT_ACCOUNT));
+    let link = testbed::Link::start(&registry.host, 4096 << 20);
+    let state = tempfile::tempdir().unwrap();
+    let record = state.path().join("engine-pushes.json");
+    let base = Image::from_host_files(&["/bin/sh", "/bin/cat"], &[]);
+    let first = Image::build(&base.name, &[("docs", "/usr/share/common-licenses")]);
+    let top = tempfile::tempdir().unwrap();
+    let rebuild = |n: usize| {
+        std::fs::write(
+            top.path().join("app.txt"),
+            format!("build {n} {}\n", std::process::id()),
+        )
+        .unwrap();
+        Image::build(&first.name, &[("app", top.path().to_str().unwrap())])
+    };
+    let push = |image: &Image, tag: &str, via: &str| {
+        let before = link.sent();
+        let run = Step::aws(&moto)
+            .env("PLUGIN_SOURCE", &image.name)
+            .env("PLUGIN_REPO", "app")
+            .env("PLUGIN_TAGS", tag)
+            .env("PLUGIN_REGISTRY", &link.host)
+            .env("PLUGIN_REGION", testbed::REGION)
+            .env("PLUGIN_PUSH_VIA", via)
+            .env("PLUGIN_STATE_DIR", state.path().to_str().unwrap())
+            .run();
+        run.success();
+        let (id, layers) = registry.pull(&format!("{}/app:{tag}", registry.host));
+        assert_eq!(id, image.id, "the image id changed");
+        assert_eq!(layers, testbed::diff_ids(&image.name));
+        (run, link.sent() - before)
+    };
+
+    // The previous build through the engine: noted, privately.
+    let (_, first_sent) = push(&first, "build-1", "engine");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&record).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    let noted = std::fs::read_to_string(&record).unwrap();
+    assert!(noted.contains(&first.id) && noted.contains(&link.host), "{noted}");
+
+    // The rebuild goes through the engine, which sends only the new layer.
+    let second = rebuild(2);
+    let (run, sent) = push(&second, "build-2", "auto");
+    run.says("via: docker push through the engine")
+        .says("which that registry holds and the engine knows");
+    assert!(
+        sent * 4 < first_sent,
+        "the rebuild sent {sent} bytes, the first build {first_sent}\n{}",
+        run.stdout
+    );
+
+    // The same image under a new tag: only the manifest, not a push through the engine.
+    let (run, _) = push(&second, "release", "auto");
+    run.says("known: the image is in app already");
+    assert!(!run.stdout.contains("via: docker push"), "{}", run.stdout);
+
+    // A layer the registry lost since: docker push finds it gone and sends it again.
+    let shared = registry.layer_digests("app", "build-2");
+    registry.delete_blob("app", &shared[1]);
+    let third = rebuild(3);
+    let (run, _) = push(&third, "build-3", "auto");
+    run.says("via: docker push through the engine");
+
+    // A corrupt record, then another engine's: the step's own transfer, still the right image.
+    std::fs::write(&record, b"{\"pushed\": [{\"engine\": \"trunc").unwrap();
+    let (run, _) = push(&rebuild(4), "build-4", "auto");
+    assert!(!run.stdout.contains("via: docker push"), "{}", run.stdout);
+    run.says("2 of the 3 layer(s) are sent as that registry holds them");
+    let other = noted.replace("\"engine\":\"", "\"engine\":\"another-");
+    assert_ne!(other, noted);
+    std::fs::write(&record, other).unwrap();
+    let (run, _) = push(&rebuild(5), "build-5", "auto");
+    assert!(!run.stdout.contains("via: docker push"), "{}", run.stdout);
+}

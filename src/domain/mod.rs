@@ -9,6 +9,7 @@ pub mod link;
 pub mod login;
 pub mod manifest;
 pub mod network;
+pub mod record;
 pub mod reference;
 pub mod referrers;
 pub mod registry;

@@ -135,6 +135,12 @@ impl Engine {
         Ok(Engine { docker, address })
     }
 
+    /// The engine's ID (`docker info`), which another engine (another runner, a fresh docker-in-docker)
+    /// does not share; `None` when it cannot tell.
+    pub async fn id(&self) -> Option<String> {
+        self.docker.info().await.ok()?.id.filter(|id| !id.is_empty())
+    }
+
     /// Look the source image up in the engine's local store.
     pub async fn source_image(&self, reference: &str) -> Result<LocalImage> {
         // Its history (for the layers' sizes) is read meanwhile.

@@ -6,6 +6,7 @@
 //! open handle (no race with a swap), and read for at most `limit + 1` bytes.
 
 pub mod scratch;
+pub mod state;
 pub mod tree;
 
 pub use scratch::ScratchDir;

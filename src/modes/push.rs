@@ -12,6 +12,7 @@ use super::write::uploads::{Sent, files_to, upload_early};
 use super::write::{Destination, Verb, preflight, scan, tags};
 use crate::domain::link::{Uplink, Ways};
 use crate::domain::login::RegistryLogin;
+use crate::domain::record::EnginePushed;
 use crate::domain::source::{BaseLayers, LocalImage, PulledImage, Source, base_of, engine_is_faster};
 use crate::domain::tag::TagOutcome;
 use crate::engine::Engine;
@@ -116,10 +117,15 @@ async fn from_engine(
             None => look_in_engine(reference, ctx.common.timeout).await?,
         };
         // The image it was built on (or a previous build), when that came from a registry this run writes
-        // to, is looked for among the engine's images.
+        // to, is looked for among the engine's images, and among the images this engine pushed there in
+        // earlier runs (`PLUGIN_STATE_DIR`).
         let pulled = match settings.via {
             PushVia::Engine => Vec::new(),
-            PushVia::Auto | PushVia::Registry => engine.pulled_images(&hosts).await,
+            PushVia::Auto | PushVia::Registry => {
+                let (mut pulled, noted) = tokio::join!(engine.pulled_images(&hosts), noted(&engine, settings, &hosts));
+                pulled.extend(noted);
+                pulled
+            }
         };
         let base = base_of(&local, pulled);
         anyhow::Ok((engine, local, base))
@@ -132,7 +138,9 @@ async fn from_engine(
         PushVia::Registry => false,
         // A SOCI index is built as the step compresses: never through the engine.
         PushVia::Auto if settings.compression.soci => false,
-        PushVia::Auto => engine_is_faster(&local, base.as_ref(), &hosts)
+        // The image itself, known there (pushed before under another tag): only its tags are to be
+        // written, which the step does without the engine, below.
+        PushVia::Auto => engine_is_faster(&local, base.as_ref().filter(|b| b.image_id != local.id), &hosts)
             .inspect(|why| crate::report::via_engine(why))
             .is_some(),
     };
@@ -198,6 +206,55 @@ async fn engine_is_faster_over_the_link(
         false => crate::report::via_own_transfer(&why),
     }
     faster
+}
+
+/// The images this engine pushed to the target repository in earlier runs, from the record in
+/// `PLUGIN_STATE_DIR`: docker push skips their layers there, as it does a pulled base's. The engine is
+/// asked who it is only when the record names that repository.
+async fn noted(engine: &Engine, settings: &PushSettings, hosts: &[String]) -> Vec<PulledImage> {
+    let Some(dir) = settings.state_dir.clone() else {
+        return Vec::new();
+    };
+    let Ok(record) = blocking(move || Ok(crate::files::state::read(&dir))).await else {
+        return Vec::new();
+    };
+    let repo = &settings.target.repo;
+    if !record.mentions(hosts, repo) {
+        return Vec::new();
+    }
+    match engine.id().await {
+        Some(id) => record.pushed_to(&id, hosts, repo),
+        None => Vec::new(),
+    }
+}
+
+/// Note in `PLUGIN_STATE_DIR` that the engine `engine_id` pushed `source` to `host` (the first of
+/// `outcomes` the engine wrote, not one found there already), for the next run's `auto`. Best effort: a
+/// note that cannot be written is said, and the push stands.
+async fn note(engine_id: String, source: &LocalImage, settings: &PushSettings, host: &str, outcomes: &[TagOutcome]) {
+    let Some(dir) = settings.state_dir.clone() else {
+        return;
+    };
+    let Some(digest) = outcomes.iter().find_map(|o| match &o.result {
+        Ok(landed) if !landed.skipped => Some(landed.digest.clone()),
+        _ => None,
+    }) else {
+        return;
+    };
+    let pushed = EnginePushed {
+        engine: engine_id,
+        host: host.to_string(),
+        repo: settings.target.repo.clone(),
+        digest,
+        image_id: source.id.clone(),
+        layers: source.layers.clone(),
+        size: source.size.max(0) as u64,
+    };
+    let shown = dir.clone();
+    let noted = blocking(move || crate::files::state::note(&dir, pushed).map_err(|e| anyhow!(e))).await;
+    if let Err(e) = noted {
+        crate::report::state_unwritten(&shown, &e);
+    }
 }
 
 /// The upload rate to the only destination, measured.
@@ -582,5 +639,19 @@ async fn push_to(
     };
     let ours = source.known_digests(&to.label());
     let mut writer = EnginePush::new(engine, source, &to, ctx.common.timeout, Verb::Pushed);
-    tags::write_every_tag(&to, &settings.target.tags, ours, settings.skip_existing, &mut writer).await
+    // The engine is asked who it is while it pushes, for the note.
+    let engine_id = async {
+        match settings.state_dir {
+            Some(_) => engine.id().await,
+            None => None,
+        }
+    };
+    let (outcomes, engine_id) = tokio::join!(
+        tags::write_every_tag(&to, &settings.target.tags, ours, settings.skip_existing, &mut writer),
+        engine_id
+    );
+    if let Some(engine_id) = engine_id {
+        note(engine_id, source, settings, &login.registry.host, &outcomes).await;
+    }
+    outcomes
 }

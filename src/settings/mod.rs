@@ -427,6 +427,32 @@ mod tests {
     }
 
     #[test]
+    fn the_state_directory_is_the_one_given_off_or_under_xdg_state_home_else_home() {
+        let state = |extra: &[(&'static str, &'static str)]| push(&parse(&with(extra)).unwrap()).state_dir.clone();
+        let dir = |p: &str| Some(std::path::PathBuf::from(p));
+        assert_eq!(state(&[]), None, "no XDG_STATE_HOME, no HOME: nowhere");
+        assert_eq!(state(&[("HOME", "/home/ci")]), dir("/home/ci/.local/state/ecr-step"));
+        assert_eq!(
+            state(&[("HOME", "/home/ci"), ("XDG_STATE_HOME", "/var/state")]),
+            dir("/var/state/ecr-step")
+        );
+        // A relative XDG_STATE_HOME is ignored, as the XDG spec says.
+        assert_eq!(
+            state(&[("HOME", "/home/ci"), ("XDG_STATE_HOME", "state")]),
+            dir("/home/ci/.local/state/ecr-step")
+        );
+        assert_eq!(
+            state(&[("HOME", "/home/ci"), ("PLUGIN_STATE_DIR", "/cache/ecr")]),
+            dir("/cache/ecr")
+        );
+        assert_eq!(state(&[("HOME", "/home/ci"), ("PLUGIN_STATE_DIR", "OFF")]), None);
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let path: &'static str = Box::leak(file.path().display().to_string().into_boxed_str());
+        let e = parse(&with(&[("PLUGIN_STATE_DIR", path)])).unwrap_err();
+        assert!(e.contains("PLUGIN_STATE_DIR") && e.contains("is not one"), "{e}");
+    }
+
+    #[test]
     fn minimal_settings_take_defaults() {
         let s = parse(&minimal()).unwrap();
         assert_eq!(push(&s).source, Source::Engine("app:1".into()));

@@ -22,6 +22,8 @@ pub struct PushSettings {
     pub via: PushVia,
     /// How the step writes the layers it compresses: the gzip level, and a zTOC for a SOCI index.
     pub compression: Compressing,
+    /// Where the record of the engine's pushes is kept between runs (`PLUGIN_STATE_DIR`); `None`: nowhere.
+    pub state_dir: Option<PathBuf>,
     pub target: Target,
     pub repository: RepositorySettings,
     /// The scan gate, when `PLUGIN_SCAN_SEVERITY_THRESHOLD` is set.
@@ -122,6 +124,7 @@ impl Parser {
         if scratch && let Err(e) = crate::files::scratch::check() {
             self.problems.push(e);
         }
+        let state_dir = self.state_dir();
         let target = self.target();
         let repository = self.repository();
         let scan = self.scan();
@@ -131,12 +134,32 @@ impl Parser {
             source: source?,
             via,
             compression,
+            state_dir,
             target: target?,
             repository,
             scan,
             skip_existing,
             dry_run,
         })
+    }
+
+    /// `PLUGIN_STATE_DIR`: the path given (not a file or another non-directory), `off`, else under
+    /// `XDG_STATE_HOME` (absolute) or `HOME`.
+    fn state_dir(&mut self) -> Option<PathBuf> {
+        let given = self.parse(Key::StateDir, |v| match v.trim() {
+            off if off.eq_ignore_ascii_case("off") => Ok(None),
+            path => match std::fs::metadata(path) {
+                Ok(meta) if !meta.is_dir() => Err(format!("a directory ({path} exists and is not one), or off")),
+                _ => Ok(Some(PathBuf::from(path))),
+            },
+        });
+        if let Some(given) = given {
+            return given;
+        }
+        let ambient = |k: &str| self.ambient.get(k).filter(|v| v.starts_with('/')).map(PathBuf::from);
+        ambient("XDG_STATE_HOME")
+            .or_else(|| ambient("HOME").map(|h| h.join(".local/state")))
+            .map(|d| d.join("ecr-step"))
     }
 
     pub(super) fn promote(&mut self) -> Option<PromoteSettings> {

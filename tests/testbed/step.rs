@@ -24,7 +24,8 @@ pub struct Run {
 }
 
 impl Step {
-    /// A clean environment: PATH, the engine's address, IMDS off (loopback only), nothing else.
+    /// A clean environment: PATH, the engine's address, IMDS off (loopback only), a state directory of its
+    /// own, nothing else.
     pub fn new() -> Step {
         let mut env = BTreeMap::new();
         for key in ["PATH", "HOME", "DOCKER_HOST"] {
@@ -33,6 +34,13 @@ impl Step {
             }
         }
         env.insert("AWS_EC2_METADATA_DISABLED".into(), "true".into());
+        // Each run keeps its state (the record of the engine's pushes) apart, under target/: a registry of
+        // a later test may reuse a port and a repository name. A test that needs the record across runs
+        // gives them one PLUGIN_STATE_DIR.
+        static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let state = repo_root().join(format!("target/test-state/{}-{n}", std::process::id()));
+        env.insert("XDG_STATE_HOME".into(), state.display().to_string());
         Step { env }
     }
 
@@ -109,7 +117,7 @@ impl Step {
         let text: String = self
             .env
             .iter()
-            .filter(|(k, _)| *k != "PATH" && *k != "HOME")
+            .filter(|(k, _)| !["PATH", "HOME", "XDG_STATE_HOME"].contains(&k.as_str()))
             .map(|(k, v)| format!("{k}={v}\n"))
             .collect();
         std::fs::write(path, text).unwrap();

@@ -1,0 +1,251 @@
+//! The step's record of what this runner's Docker Engine pushed, and where (kept in `PLUGIN_STATE_DIR`).
+//!
+//! The engine remembers every layer it pushed and the repository it pushed it to (docker's v2 metadata),
+//! and `docker push` skips such a layer there after a HEAD, without reading it. The engine does not show
+//! that memory; the repo digest that would show it goes when the step removes its local tag after a push
+//! through the engine. So after each such push the step notes the image and the repository, and
+//! `PLUGIN_PUSH_VIA=auto` reads the note as it reads an image the engine pulled from there
+//! ([`PulledImage`]). A note is a hint: a wrong one (another engine, a layer the registry lost) makes a push
+//! slower, since docker push then sends those layers, never wrong.
+//!
+//! The record is untrusted input: it is parsed with a bound, every entry is checked, and anything that
+//! does not read is dropped.
+
+use super::source::PulledImage;
+use serde::{Deserialize, Serialize};
+
+/// One push through the engine: which engine, which repository, which image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnginePushed {
+    /// The engine's ID (`docker info`): another engine has no memory of this push.
+    pub engine: String,
+    pub host: String,
+    pub repo: String,
+    /// The manifest digest the registry stored.
+    pub digest: String,
+    pub image_id: String,
+    /// Diff ids, bottom first.
+    pub layers: Vec<String>,
+    /// The image's size in the engine (uncompressed), bytes.
+    pub size: u64,
+}
+
+impl EnginePushed {
+    /// Whether every field reads as what it says (digests as sha256 digests, names printable and short).
+    fn is_sound(&self) -> bool {
+        let digest = |d: &str| {
+            d.strip_prefix("sha256:")
+                .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+        };
+        let name = |n: &str, max: usize| {
+            !n.is_empty() && n.len() <= max && n.bytes().all(|b| b.is_ascii_graphic() && b != b'@')
+        };
+        name(&self.engine, 256)
+            && name(&self.host, 256)
+            && name(&self.repo, 256)
+            && digest(&self.digest)
+            && digest(&self.image_id)
+            && !self.layers.is_empty()
+            && self.layers.len() <= Record::MOST_LAYERS
+            && self.layers.iter().all(|l| digest(l))
+    }
+
+    fn same_place(&self, other: &EnginePushed) -> bool {
+        self.engine == other.engine && self.host == other.host && self.repo == other.repo
+    }
+}
+
+/// The record: the most recent pushes through the engine, newest first, bounded.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pushed: Vec<EnginePushed>,
+}
+
+impl Record {
+    /// The most bytes of a record read (a larger file is not read, and is replaced at the next note).
+    pub const MOST_BYTES: usize = 1 << 20;
+    /// The most pushes kept in all.
+    pub const MOST_PUSHES: usize = 64;
+    /// The most pushes kept for one repository of one engine (a few branches' images).
+    pub const PER_REPOSITORY: usize = 4;
+    /// The most layers of an image noted (overlay2 stacks at most 128): with [`Record::MOST_PUSHES`], a
+    /// full record stays under [`Record::MOST_BYTES`].
+    pub const MOST_LAYERS: usize = 128;
+
+    /// The record in `bytes`; empty when they do not read as one (corrupt, truncated, another format),
+    /// without the entries that are not sound.
+    pub fn parse(bytes: &[u8]) -> Record {
+        if bytes.len() > Self::MOST_BYTES {
+            return Record::default();
+        }
+        let mut record: Record = serde_json::from_slice(bytes).unwrap_or_default();
+        record.pushed.retain(EnginePushed::is_sound);
+        record.pushed.truncate(Self::MOST_PUSHES);
+        record
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Note a push (first, as the newest); the same image in the same place is noted once, and the oldest
+    /// go past the bounds.
+    pub fn note(&mut self, pushed: EnginePushed) {
+        if !pushed.is_sound() {
+            return;
+        }
+        self.pushed
+            .retain(|p| !(p.same_place(&pushed) && p.image_id == pushed.image_id));
+        self.pushed.insert(0, pushed);
+        let mut seen: Vec<&EnginePushed> = Vec::new();
+        let mut keep = Vec::new();
+        for p in &self.pushed {
+            let here = seen.iter().filter(|s| s.same_place(p)).count();
+            keep.push(here < Self::PER_REPOSITORY);
+            seen.push(p);
+        }
+        let mut keep = keep.into_iter();
+        self.pushed.retain(|_| keep.next().unwrap_or(false));
+        self.pushed.truncate(Self::MOST_PUSHES);
+    }
+
+    /// The images `engine` pushed to `repo` in one of `hosts`, as images the engine knows there.
+    pub fn pushed_to(&self, engine: &str, hosts: &[String], repo: &str) -> Vec<PulledImage> {
+        self.pushed
+            .iter()
+            .filter(|p| p.engine == engine && p.repo == repo && hosts.contains(&p.host))
+            .map(|p| PulledImage {
+                host: p.host.clone(),
+                repo: p.repo.clone(),
+                digest: p.digest.clone(),
+                image_id: p.image_id.clone(),
+                layers: p.layers.clone(),
+                size: p.size,
+            })
+            .collect()
+    }
+
+    /// Whether any engine's push to `repo` in one of `hosts` is noted (else no engine need be asked who it
+    /// is).
+    pub fn mentions(&self, hosts: &[String], repo: &str) -> bool {
+        self.pushed.iter().any(|p| p.repo == repo && hosts.contains(&p.host))
+    }
+
+    pub fn len(&self) -> usize {
+        self.pushed.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pushed.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn digest(n: u8) -> String {
+        format!("sha256:{}", format!("{n:02x}").repeat(32))
+    }
+
+    fn pushed(engine: &str, repo: &str, image: u8) -> EnginePushed {
+        EnginePushed {
+            engine: engine.into(),
+            host: "127.0.0.1:5000".into(),
+            repo: repo.into(),
+            digest: digest(image.wrapping_add(100)),
+            image_id: digest(image),
+            layers: vec![digest(1), digest(2), digest(image)],
+            size: 1000,
+        }
+    }
+
+    #[test]
+    fn a_noted_push_reads_back_as_an_image_the_engine_knows_there_and_only_there() {
+        let mut record = Record::default();
+        record.note(pushed("engine-a", "app", 7));
+        let again = Record::parse(&record.to_bytes());
+        assert_eq!(again, record);
+        let hosts = vec!["127.0.0.1:5000".to_string()];
+        let known = again.pushed_to("engine-a", &hosts, "app");
+        assert_eq!(known.len(), 1);
+        assert_eq!(known[0].image_id, digest(7));
+        assert_eq!(known[0].reference(), format!("127.0.0.1:5000/app@{}", digest(107)));
+        assert!(again.mentions(&hosts, "app") && !again.mentions(&hosts, "other"));
+        // Another engine, repository or registry knows nothing of it.
+        assert!(again.pushed_to("engine-b", &hosts, "app").is_empty());
+        assert!(again.pushed_to("engine-a", &hosts, "other").is_empty());
+        assert!(
+            again
+                .pushed_to("engine-a", &["127.0.0.1:5001".to_string()], "app")
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_corrupt_or_hostile_record_reads_as_empty_or_without_its_bad_entries() {
+        for bytes in [
+            &b""[..],
+            b"{",
+            b"not json at all",
+            b"[1,2,3]",
+            b"{\"pushed\": 5}",
+            &[0xff, 0xfe, 0x00][..],
+        ] {
+            assert!(Record::parse(bytes).is_empty(), "{:?}", String::from_utf8_lossy(bytes));
+        }
+        let mut record = Record::default();
+        record.note(pushed("engine-a", "app", 7));
+        let mut json: serde_json::Value = serde_json::from_slice(&record.to_bytes()).unwrap();
+        let mut bad = json["pushed"][0].clone();
+        bad["layers"][0] = "sha256:../../etc/passwd".into();
+        json["pushed"].as_array_mut().unwrap().push(bad);
+        let mut bad = json["pushed"][0].clone();
+        bad["repo"] = "app\nok: forged".into();
+        json["pushed"].as_array_mut().unwrap().push(bad);
+        let parsed = Record::parse(json.to_string().as_bytes());
+        assert_eq!(parsed, record, "only the sound entry is kept");
+        // Too large to read at all.
+        let large = vec![b' '; Record::MOST_BYTES + 1];
+        assert!(Record::parse(&large).is_empty());
+    }
+
+    #[test]
+    fn the_record_keeps_the_newest_pushes_within_its_bounds() {
+        let mut record = Record::default();
+        for image in 0..10 {
+            record.note(pushed("engine-a", "app", image));
+        }
+        let hosts = vec!["127.0.0.1:5000".to_string()];
+        let known = record.pushed_to("engine-a", &hosts, "app");
+        let ids: Vec<String> = known.iter().map(|p| p.image_id.clone()).collect();
+        assert_eq!(ids, vec![digest(9), digest(8), digest(7), digest(6)]);
+        // The same image noted again moves to the front, once.
+        record.note(pushed("engine-a", "app", 7));
+        let ids: Vec<String> = record
+            .pushed_to("engine-a", &hosts, "app")
+            .iter()
+            .map(|p| p.image_id.clone())
+            .collect();
+        assert_eq!(ids, vec![digest(7), digest(9), digest(8), digest(6)]);
+        for n in 0..200u32 {
+            record.note(pushed("engine-a", &format!("repo-{n}"), 3));
+        }
+        assert_eq!(record.len(), Record::MOST_PUSHES);
+        assert!(
+            record.pushed_to("engine-a", &hosts, "app").is_empty(),
+            "the oldest went"
+        );
+        // The largest record the bounds allow still reads.
+        let mut full = Record::default();
+        for n in 0..Record::MOST_PUSHES as u32 {
+            let mut p = pushed("e".repeat(256).as_str(), &format!("{}{n}", "r".repeat(250)), 3);
+            p.host = "h".repeat(256);
+            p.layers = vec![digest(1); Record::MOST_LAYERS];
+            full.note(p);
+        }
+        assert_eq!(full.len(), Record::MOST_PUSHES);
+        assert!(full.to_bytes().len() <= Record::MOST_BYTES);
+        assert_eq!(Record::parse(&full.to_bytes()), full);
+    }
+}
