@@ -607,9 +607,12 @@ fn main() {
          image is new. The container image is the Dockerfile's FROM scratch image around the release binary.\n\n\
          The step's own transfer (PLUGIN_PUSH_VIA=registry): the engine's export streams into the step, \
          which gzip-compresses each layer as it is read (1 MiB blocks on every core, pigz's scheme: flate2 on \
-         zlib-rs, level 1, each block primed with the previous block's last 32 KiB; a block of incompressible \
-         bytes is stored), so the digests do not depend on the number of cores, and each layer's upload \
-         follows its compression (chunked, closed with the digest). Nothing uncompressed is written to disk. \
+         zlib-rs, each block primed with the previous block's last 32 KiB; a block of incompressible bytes is \
+         stored), so the digests do not depend on the number of cores, and each layer's upload follows its \
+         compression (chunked, closed with the digest). The level: with 8 MiB or more to compress, the one \
+         the upload measured while the export starts favours (1 MiB into an upload session it cancels, \
+         counted in *sent*): level 1 on loopback, level 6 over the 25 MB/s links (the `compression:` line). \
+         Nothing uncompressed is written to disk. \
          An image on a pulled base: the base (200 MB of real files, as above) is pushed by docker push, \
          removed and pulled back, so the engine knows it by its digest in the registry; each image adds a \
          layer of 30 MB of real files (docker build). The engine reads only that layer; the step's own \
@@ -621,7 +624,9 @@ fn main() {
          a dependency layer (60 MB of /usr/share), configuration (0.5 MB of /etc), assets (2 MB) and the app \
          on top (12 MB of programs), 165 MB in six layers; a rebuild changes only the app. Rows (a), (b), (c) \
          and (e) are medians of three rounds (each of (a) and (e) into fresh registries; docker push's time \
-         for (a) varied from 4.0 to 7.4 s between single runs), (d) a single run. In the export of an image, the \
+         for (a) varied from 4.0 to 7.4 s between single runs; in (c) the two tools take turns at going \
+         first), (d) a single run. The step keeps its state directory (PLUGIN_STATE_DIR, the record of the \
+         engine's pushes) across the bench's runs, as a persistent runner keeps its home, empty at the start. In the export of an image, the \
          engine (Docker 20.10) writes every layer into a directory of its own before the first byte (2.3 to \
          2.8 s of the floor here), so no push that reads the image out of the engine starts sooner: rows (a) \
          and (b) show that floor (`docker save` to /dev/null of the same image, in the same rounds); where \
@@ -641,7 +646,10 @@ fn main() {
          cancels, counted in *sent*) and over the 25 MB/s link pushes a new image through the engine, as \
          docker push does; a rebuild on an engine that \
          pushed the previous build favours docker push, which reads only the new layer while any push that \
-         exports the image pays for `docker save` (the floor, shown in the row); a rebuild toward a registry \
+         exports the image pays for `docker save` (the floor, shown in the row): where the step pushed that \
+         previous build through the engine (over the link) its record says so and the rebuild goes through \
+         the engine too, and where it sent it itself (on loopback) the engine has no record and the step \
+         exports; a rebuild toward a registry \
          the engine has no record of favours the step, which learns what the registry holds and sends only \
          the new layer while docker push compresses and sends every layer; a rebuild on a previous build \
          pulled from the destination (`--cache-from`) goes through the engine under PLUGIN_PUSH_VIA=auto, so \

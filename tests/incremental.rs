@@ -301,3 +301,52 @@ fn auto_takes_the_engine_for_a_rebuild_whose_previous_build_this_engine_pushed()
     let (run, _) = push(&rebuild(5), "build-5", "auto");
     assert!(!run.stdout.contains("via: docker push"), "{}", run.stdout);
 }
+
+/// Under `PLUGIN_COMPRESSION_LEVEL=auto` the step measures the upload (1 MiB into a cancelled session,
+/// while the engine prepares its export) and compresses at the level that link favours: level 6's fewer
+/// bytes over a slow link, level 1's speed on loopback. The blob's gzip header says which level wrote it
+/// (XFL: 0 for the levels between, 4 for the fastest). A level set by the user is kept.
+#[test]
+fn the_compression_level_fits_the_link_it_measures() {
+    let (moto, registry) = (Moto::start(), Registry::start(DEFAULT_ACCOUNT));
+    let base = Image::from_host_files(&["/bin/sh"], &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let text: String = (0..400_000)
+        .map(|line| format!("line {line:>9} of a layer {}\n", std::process::id()))
+        .collect();
+    assert!(text.len() > 9_000_000);
+    std::fs::write(dir.path().join("data.txt"), text).unwrap();
+    let image = Image::build(&base.name, &[("data", dir.path().to_str().unwrap())]);
+    let slow = testbed::Link::start(&registry.host, 5 << 20);
+    let push = |host: &str, repo: &str, level: Option<&str>| {
+        let mut step = Step::aws(&moto)
+            .env("PLUGIN_SOURCE", &image.name)
+            .env("PLUGIN_REPO", repo)
+            .env("PLUGIN_REGISTRY", host)
+            .env("PLUGIN_REGION", testbed::REGION);
+        if let Some(level) = level {
+            step = step.env("PLUGIN_COMPRESSION_LEVEL", level);
+        }
+        let run = step.run();
+        run.success();
+        let (id, _) = registry.pull(&format!("{}/{repo}:latest", registry.host));
+        assert_eq!(id, image.id, "the image id changed");
+        let top = registry.layer_digests(repo, "latest").pop().unwrap();
+        (run, registry.blob(repo, &top)[8])
+    };
+
+    let (run, xfl) = push(&slow.host, "over-a-link", None);
+    run.says(&format!(
+        "compression: level 6 for the layers compressed here: the upload to {} ran at",
+        slow.host
+    ));
+    assert_eq!(xfl, 0, "not written at level 6\n{}", run.stdout);
+
+    let (run, xfl) = push(&registry.host, "on-loopback", None);
+    run.says("compression: level 1 for the layers compressed here");
+    assert_eq!(xfl, 4, "not written at level 1\n{}", run.stdout);
+
+    let (run, xfl) = push(&slow.host, "as-set", Some("1"));
+    assert!(!run.stdout.contains("compression:"), "{}", run.stdout);
+    assert_eq!(xfl, 4, "the level set was not kept\n{}", run.stdout);
+}

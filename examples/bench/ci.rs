@@ -9,7 +9,7 @@
 //! - (d) the same image under a new tag;
 //! - (e) the image as a daemonless OCI layout (skopeo's, gzip layers as BuildKit writes them).
 
-use super::{LINK_RATE, MB, Row, Sample, base64_login, measure, median, secs, step_env};
+use super::{LINK_RATE, MB, Row, Sample, base64_login, in_turn, measure, median, secs, step_env};
 use crate::testbed::{self, DEFAULT_ACCOUNT, Image, Link, Moto, Registry, Step};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -341,12 +341,18 @@ pub fn rows(bench: &Bench) -> Vec<Row> {
         measure("docker", &["push", &previous], bench.env);
         testbed::docker(&["rmi", &previous]);
         measure("docker", &["pull", "-q", &previous], bench.env);
-        // Three rounds, medians (both push through the engine: single runs differ by more than they do).
+        // Three rounds, medians (both push through the engine: single runs differ by more than they do),
+        // taking turns at going first.
         let (mut steps, mut peers) = (Vec::new(), Vec::new());
         for round in 0..3 {
             let (ours_build, theirs_build) = (files.build(), files.build());
-            steps.push(bench.step(&cached, &ours_build.name, &format!("step-{round}"), &[]));
-            peers.push(bench.docker_push(&cached, &theirs_build, &format!("peer-{round}")));
+            let (step, peer) = in_turn(
+                round,
+                || bench.step(&cached, &ours_build.name, &format!("step-{round}"), &[]),
+                || bench.docker_push(&cached, &theirs_build, &format!("peer-{round}")),
+            );
+            steps.push(step);
+            peers.push(peer);
         }
         let (step, peer) = (middle(steps), middle(peers));
         let (time, bytes) = (ratio(step.0.time, peer.0.time), bytes_ratio(step.1, peer.1));

@@ -2,7 +2,10 @@
 //! favours (`PLUGIN_PUSH_VIA=auto`): the step's own transfer compresses every layer on every core but
 //! first waits for the engine's export and sends level 1's larger output; `docker push` reads the layers
 //! at once and sends docker's smaller level 6, one layer per core. Over a fast link the first wins, over
-//! a slow one the second. Pure arithmetic: the measurement is `registry`'s, the choice `modes::push`'s.
+//! a slow one the second. The same rate picks the gzip level of the layers the step compresses under
+//! `PLUGIN_COMPRESSION_LEVEL=auto` ([`Uplink::level`]): level 6's fewer bytes where the link is the
+//! bottleneck, level 1's speed where the CPU is. Pure arithmetic: the measurement is `registry`'s, the
+//! choice `modes::push`'s.
 
 use super::source::{Compression, LocalImage};
 
@@ -19,6 +22,26 @@ impl Uplink {
     pub const PROBE: usize = 1 << 20;
     /// Images smaller than this (uncompressed) are not worth the probe: the own transfer is taken.
     pub const WORTH_PROBING: u64 = 64 << 20;
+    /// Layers to compress smaller than this (uncompressed, in all) are not worth the probe for their
+    /// level: the size rule of `Compression::Auto` applies.
+    pub const WORTH_LEVELLING: u64 = 8 << 20;
+
+    fn mb_per_s(&self) -> f64 {
+        self.bytes_per_second.max(1.0) / 1e6
+    }
+
+    /// The gzip level that sends layers soonest over this link with `cores`: 1 or 6. A layer's upload
+    /// follows its compression, so each level takes the longer of compressing and sending; level 6
+    /// sends about a fifth less and costs about 2.5 times the CPU, so it wins where the link, not the
+    /// CPU, is the bottleneck (below about 40 MB/s on 2 cores here).
+    pub fn level(&self, cores: usize) -> u32 {
+        let rate = self.mb_per_s();
+        let per_mb = |gzip: f64, leaves: f64| (1.0 / (cores.max(1) as f64 * gzip)).max(leaves / rate);
+        match per_mb(STEP_GZIP_6_MB_PER_S, LEVEL_6_LEAVES) < per_mb(STEP_GZIP_MB_PER_S, LEVEL_1_LEAVES) {
+            true => 6,
+            false => 1,
+        }
+    }
 }
 
 // Rates of this project's machine (2 cores; BENCHMARKS.md), per MB of uncompressed layer, from the
@@ -29,6 +52,9 @@ impl Uplink {
 const EXPORT_MB_PER_S: f64 = 100.0;
 const DOCKER_GZIP_MB_PER_S: f64 = 25.0;
 const STEP_GZIP_MB_PER_S: f64 = 100.0;
+// The step's level 6 per core: 2.45 times level 1's CPU (its gzip alone on 60 MB tars of this machine's
+// libraries, programs and documents: 127 to 142 MB/s on 2 cores at level 6, 283 to 356 at level 1).
+const STEP_GZIP_6_MB_PER_S: f64 = 40.0;
 const LEVEL_1_LEAVES: f64 = 0.51;
 const LEVEL_6_LEAVES: f64 = 0.41;
 
@@ -40,8 +66,8 @@ pub struct Ways {
     total: f64,
     largest: f64,
     to_compress: f64,
-    /// What the step's gzip level leaves of those layers.
-    leaves: f64,
+    /// The step's gzip level (under `auto`, the one the rate picks: [`Uplink::level`]).
+    level: Compression,
     cores: f64,
     /// The cores docker push compresses on: one per layer.
     layer_cores: f64,
@@ -63,15 +89,11 @@ impl Ways {
             true => source.layer_sizes.clone(),
             false => vec![source.size.max(0) as u64],
         };
-        let leaves = match level.level_for(to_compress) {
-            1..=5 => LEVEL_1_LEAVES,
-            _ => LEVEL_6_LEAVES,
-        };
         Ways {
             total: mb(sizes.iter().sum()),
             largest: mb(sizes.iter().copied().max().unwrap_or(0)),
             to_compress: mb(to_compress),
-            leaves,
+            level,
             cores: cores.max(1) as f64,
             layer_cores: cores.clamp(1, sizes.len().max(1)) as f64,
         }
@@ -91,8 +113,20 @@ impl Ways {
     /// The step at `rate` MB/s: the whole image exported, the missing layers compressed in blocks on every
     /// core and sent.
     fn step(&self, rate: f64) -> Estimate {
-        let sends = self.to_compress * self.leaves;
-        let compress = self.to_compress / (self.cores * STEP_GZIP_MB_PER_S);
+        let level = match self.level {
+            Compression::Auto => Uplink {
+                host: String::new(),
+                bytes_per_second: rate * 1e6,
+            }
+            .level(self.cores as usize),
+            Compression::Level(level) => level,
+        };
+        let (leaves, gzip) = match level {
+            1..=3 => (LEVEL_1_LEAVES, STEP_GZIP_MB_PER_S),
+            _ => (LEVEL_6_LEAVES, STEP_GZIP_6_MB_PER_S),
+        };
+        let sends = self.to_compress * leaves;
+        let compress = self.to_compress / (self.cores * gzip);
         Estimate {
             seconds: self.total / EXPORT_MB_PER_S + compress.max(sends / rate),
             sends,
@@ -109,7 +143,7 @@ impl Ways {
 
     /// Whether `docker push` is the faster way over `uplink`, and why (for the `via:` line).
     pub fn engine_is_faster_over(&self, uplink: &Uplink) -> (bool, String) {
-        let rate = uplink.bytes_per_second.max(1.0) / 1e6;
+        let rate = uplink.mb_per_s();
         let (engine, step) = (self.engine(rate), self.step(rate));
         let faster = engine.seconds < step.seconds;
         let why = format!(
@@ -175,6 +209,17 @@ mod tests {
         // At any rate: the link is not worth measuring.
         assert!(!ways.depend_on_the_link());
         assert!(Ways::new(&image, image.size as u64, Compression::Auto, 2).depend_on_the_link());
+    }
+
+    #[test]
+    fn the_level_is_6_where_the_link_is_the_bottleneck_and_1_where_the_cpu_is() {
+        assert_eq!(at(5.0).level(2), 6);
+        assert_eq!(at(25.0).level(2), 6, "the testbed's link");
+        assert_eq!(at(120.0).level(2), 1, "loopback, as measured here");
+        assert_eq!(at(1000.0).level(2), 1);
+        // More cores make level 6 cheaper, so it pays on faster links.
+        assert_eq!(at(60.0).level(2), 1);
+        assert_eq!(at(60.0).level(8), 6);
     }
 
     #[test]

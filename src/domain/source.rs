@@ -216,7 +216,8 @@ pub fn engine_is_faster(source: &LocalImage, base: Option<&PulledImage>, destina
 }
 
 /// How the step gzip-compresses the layers it compresses (`PLUGIN_COMPRESSION_LEVEL`): a function of the
-/// setting and the layer's size alone, so the same layer gives the same digest on any machine.
+/// value and the layer's size alone, so the same layer gives the same digest on any machine. (Push turns
+/// `Auto` into the level a measured link favours where it measures one: `link::Uplink::level`.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Compression {
     /// Level 6 (docker's own) for layers under [`Compression::SMALL_LAYER`], where a few MB cost little CPU

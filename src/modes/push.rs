@@ -13,7 +13,9 @@ use super::write::{Destination, Verb, preflight, scan, tags};
 use crate::domain::link::{Uplink, Ways};
 use crate::domain::login::RegistryLogin;
 use crate::domain::record::EnginePushed;
-use crate::domain::source::{BaseLayers, LocalImage, PulledImage, Source, base_of, engine_is_faster};
+use crate::domain::source::{
+    BaseLayers, Compressing, Compression, LocalImage, PulledImage, Source, base_of, engine_is_faster,
+};
 use crate::domain::tag::TagOutcome;
 use crate::engine::Engine;
 use crate::layout;
@@ -172,40 +174,40 @@ async fn from_engine(
         && local.size.max(0) as u64 >= Uplink::WORTH_PROBING;
     if !weigh {
         let layers = Layers::ToLearn { base, held };
-        return own_transfer(&engine, &local, layers, settings, ctx).await;
+        return own_transfer(&engine, &local, layers, None, settings, ctx).await;
     }
     // Where the faster way depends on the link (a new image, mostly), the upload is measured once the
     // layers the destination holds are known.
     let held = held_layers(held, &local, &settings.target.repo, ctx).await;
-    if engine_is_faster_over_the_link(&local, held.as_ref(), settings, ctx).await {
+    let (faster, uplink) = engine_is_faster_over_the_link(&local, held.as_ref(), settings, ctx).await;
+    if faster {
         return engine_push(&engine, &local, settings, ctx).await;
     }
-    own_transfer(&engine, &local, Layers::Learnt(held), settings, ctx).await
+    own_transfer(&engine, &local, Layers::Learnt(held), uplink, settings, ctx).await
 }
 
 /// Whether `docker push` would finish first at the upload rate measured to the only destination (the
-/// `via:` line says why, either way). Measured only where the choice depends on the rate; `false` when
-/// not measured.
+/// `via:` line says why, either way), and that rate. Measured only where the choice depends on the rate;
+/// `false` when not measured.
 async fn engine_is_faster_over_the_link(
     local: &LocalImage,
     held: Option<&BaseLayers>,
     settings: &PushSettings,
     ctx: &Context,
-) -> bool {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let ways = Ways::new(local, missing_bytes(local, held), settings.compression.level, cores);
+) -> (bool, Option<Uplink>) {
+    let ways = Ways::new(local, missing_bytes(local, held), settings.compression.level, cores());
     if !ways.depend_on_the_link() {
-        return false;
+        return (false, None);
     }
-    let Some(uplink) = measure_uplink(&settings.target.repo, ctx).await else {
-        return false;
+    let Some(uplink) = slowest_uplink(&settings.target.repo, ctx).await else {
+        return (false, None);
     };
     let (faster, why) = ways.engine_is_faster_over(&uplink);
     match faster {
         true => crate::report::via_engine(&why),
         false => crate::report::via_own_transfer(&why),
     }
-    faster
+    (faster, Some(uplink))
 }
 
 /// The images this engine pushed to the target repository in earlier runs, from the record in
@@ -257,10 +259,51 @@ async fn note(engine_id: String, source: &LocalImage, settings: &PushSettings, h
     }
 }
 
-/// The upload rate to the only destination, measured.
-async fn measure_uplink(repo: &str, ctx: &Context) -> Option<Uplink> {
-    let client = RegistryClient::new(ctx.logins.first()?, ctx.common.timeout).ok()?;
-    client.measure_uplink(repo).await
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The slowest upload rate among the destinations, each measured at once; `None` when one cannot be.
+async fn slowest_uplink(repo: &str, ctx: &Context) -> Option<Uplink> {
+    let measured = futures_util::future::join_all(ctx.logins.iter().map(|login| async move {
+        let client = RegistryClient::new(login, ctx.common.timeout).ok()?;
+        client.measure_uplink(repo).await
+    }))
+    .await;
+    let measured: Option<Vec<Uplink>> = measured.into_iter().collect();
+    measured?
+        .into_iter()
+        .min_by(|a, b| a.bytes_per_second.total_cmp(&b.bytes_per_second))
+}
+
+/// How the layers the step compresses are written: as the settings say, except that under
+/// `PLUGIN_COMPRESSION_LEVEL=auto`, where enough is to be compressed, the level is the one the slowest
+/// destination's measured upload rate favours (`uplink`, when measured already; else measured now, while
+/// the engine prepares its export). The `compression:` line says why.
+async fn compression_for_the_link(
+    local: &LocalImage,
+    held: Option<&BaseLayers>,
+    uplink: Option<Uplink>,
+    settings: &PushSettings,
+    ctx: &Context,
+) -> Compressing {
+    let given = settings.compression;
+    if given.level != Compression::Auto || settings.dry_run || missing_bytes(local, held) < Uplink::WORTH_LEVELLING {
+        return given;
+    }
+    let uplink = match uplink {
+        Some(uplink) => uplink,
+        None => match slowest_uplink(&settings.target.repo, ctx).await {
+            Some(uplink) => uplink,
+            None => return given,
+        },
+    };
+    let level = uplink.level(cores());
+    crate::report::level_for_the_link(level, &uplink);
+    Compressing {
+        level: Compression::Level(level),
+        ..given
+    }
 }
 
 /// The uncompressed bytes of the layers of `local` not in `held`.
@@ -302,6 +345,7 @@ async fn own_transfer(
     engine: &Engine,
     local: &LocalImage,
     layers: Layers,
+    uplink: Option<Uplink>,
     settings: &PushSettings,
     ctx: &Context,
 ) -> Result<Done> {
@@ -322,14 +366,15 @@ async fn own_transfer(
             },
             Layers::ToLearn { base: None, held } => held_layers(held, local, &settings.target.repo, ctx).await,
         };
-        // The repositories exist before the first upload that follows a compression.
+        // The repositories exist before the first upload that follows a compression (and the probe).
         if !settings.dry_run {
             let target = &settings.target;
             crate::aws::repository::prepare_all(&ctx.identity, &target.repo, &settings.repository, &ctx.logins).await?;
         }
+        let compression = compression_for_the_link(local, base.as_ref(), uplink, settings, ctx).await;
         let (announce, announced) = tokio::sync::mpsc::unbounded_channel();
         let announce = (!settings.dry_run).then_some(announce);
-        let (reading_base, diff_ids, compression) = (base.clone(), local.layers.clone(), settings.compression);
+        let (reading_base, diff_ids) = (base.clone(), local.layers.clone());
         let reading = blocking(move || {
             let chunks = layout::Chunks::new(received);
             let base = reading_base.as_ref();

@@ -58,16 +58,20 @@ impl RegistryClient {
     }
 
     /// The upload rate to `repo`: [`Uplink::PROBE`] bytes sent in one PATCH into an upload session, timed
-    /// to the registry's answer, the session then cancelled (not waited for) so nothing is stored. `None`
+    /// to the registry's answer less a round trip, the session then cancelled (not waited for) so nothing is stored. `None`
     /// when any step fails: the measurement is a hint, never a reason to fail.
     pub async fn measure_uplink(&self, repo: &str) -> Option<Uplink> {
         let url = format!("{}/{repo}/blobs/uploads/", self.base);
         let what = format!("measuring the upload to {}/{repo}", self.host);
+        let asked = std::time::Instant::now();
         let started = self
             .send(&what, self.request(Method::POST, &url).header(CONTENT_LENGTH, 0))
             .await
             .ok()?;
         let location = self.location(&started, &what).ok()?;
+        // The round trip (the POST's answer) is not the link's rate: it is taken off the PATCH's time,
+        // which keeps at least half of it (a POST that also opened the connection).
+        let round_trip = asked.elapsed().as_secs_f64();
         let sent = std::time::Instant::now();
         let patched = self
             .send(
@@ -78,6 +82,7 @@ impl RegistryClient {
             )
             .await;
         let took = sent.elapsed().as_secs_f64();
+        let took = (took - round_trip).max(took / 2.0);
         let cancel_at = patched
             .as_ref()
             .ok()
