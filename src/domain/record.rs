@@ -14,20 +14,15 @@
 use super::source::PulledImage;
 use serde::{Deserialize, Serialize};
 
-/// One push through the engine: which engine, which repository, which image.
+/// One push through the engine: which engine, and the image as it is now in which repository.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnginePushed {
     /// The engine's ID (`docker info`): another engine has no memory of this push.
     pub engine: String,
-    pub host: String,
-    pub repo: String,
-    /// The manifest digest the registry stored.
-    pub digest: String,
-    pub image_id: String,
-    /// Diff ids, bottom first.
-    pub layers: Vec<String>,
-    /// The image's size in the engine (uncompressed), bytes.
-    pub size: u64,
+    /// The image pushed: `host`, `repo`, the manifest digest the registry stored, its id, diff ids and
+    /// size in the engine.
+    #[serde(flatten)]
+    pub image: PulledImage,
 }
 
 impl EnginePushed {
@@ -40,18 +35,19 @@ impl EnginePushed {
         let name = |n: &str, max: usize| {
             !n.is_empty() && n.len() <= max && n.bytes().all(|b| b.is_ascii_graphic() && b != b'@')
         };
+        let image = &self.image;
         name(&self.engine, 256)
-            && name(&self.host, 256)
-            && name(&self.repo, 256)
-            && digest(&self.digest)
-            && digest(&self.image_id)
-            && !self.layers.is_empty()
-            && self.layers.len() <= Record::MOST_LAYERS
-            && self.layers.iter().all(|l| digest(l))
+            && name(&image.host, 256)
+            && name(&image.repo, 256)
+            && digest(&image.digest)
+            && digest(&image.image_id)
+            && !image.layers.is_empty()
+            && image.layers.len() <= Record::MOST_LAYERS
+            && image.layers.iter().all(|l| digest(l))
     }
 
     fn same_place(&self, other: &EnginePushed) -> bool {
-        self.engine == other.engine && self.host == other.host && self.repo == other.repo
+        self.engine == other.engine && self.image.host == other.image.host && self.image.repo == other.image.repo
     }
 }
 
@@ -95,7 +91,7 @@ impl Record {
             return;
         }
         self.pushed
-            .retain(|p| !(p.same_place(&pushed) && p.image_id == pushed.image_id));
+            .retain(|p| !(p.same_place(&pushed) && p.image.image_id == pushed.image.image_id));
         self.pushed.insert(0, pushed);
         let mut seen: Vec<&EnginePushed> = Vec::new();
         let mut keep = Vec::new();
@@ -113,22 +109,17 @@ impl Record {
     pub fn pushed_to(&self, engine: &str, hosts: &[String], repo: &str) -> Vec<PulledImage> {
         self.pushed
             .iter()
-            .filter(|p| p.engine == engine && p.repo == repo && hosts.contains(&p.host))
-            .map(|p| PulledImage {
-                host: p.host.clone(),
-                repo: p.repo.clone(),
-                digest: p.digest.clone(),
-                image_id: p.image_id.clone(),
-                layers: p.layers.clone(),
-                size: p.size,
-            })
+            .filter(|p| p.engine == engine && p.image.repo == repo && hosts.contains(&p.image.host))
+            .map(|p| p.image.clone())
             .collect()
     }
 
     /// Whether any engine's push to `repo` in one of `hosts` is noted (else no engine need be asked who it
     /// is).
     pub fn mentions(&self, hosts: &[String], repo: &str) -> bool {
-        self.pushed.iter().any(|p| p.repo == repo && hosts.contains(&p.host))
+        self.pushed
+            .iter()
+            .any(|p| p.image.repo == repo && hosts.contains(&p.image.host))
     }
 
     pub fn len(&self) -> usize {
@@ -151,12 +142,14 @@ mod tests {
     fn pushed(engine: &str, repo: &str, image: u8) -> EnginePushed {
         EnginePushed {
             engine: engine.into(),
-            host: "127.0.0.1:5000".into(),
-            repo: repo.into(),
-            digest: digest(image.wrapping_add(100)),
-            image_id: digest(image),
-            layers: vec![digest(1), digest(2), digest(image)],
-            size: 1000,
+            image: PulledImage {
+                host: "127.0.0.1:5000".into(),
+                repo: repo.into(),
+                digest: digest(image.wrapping_add(100)),
+                image_id: digest(image),
+                layers: vec![digest(1), digest(2), digest(image)],
+                size: 1000,
+            },
         }
     }
 
@@ -240,8 +233,8 @@ mod tests {
         let mut full = Record::default();
         for n in 0..Record::MOST_PUSHES as u32 {
             let mut p = pushed("e".repeat(256).as_str(), &format!("{}{n}", "r".repeat(250)), 3);
-            p.host = "h".repeat(256);
-            p.layers = vec![digest(1); Record::MOST_LAYERS];
+            p.image.host = "h".repeat(256);
+            p.image.layers = vec![digest(1); Record::MOST_LAYERS];
             full.note(p);
         }
         assert_eq!(full.len(), Record::MOST_PUSHES);

@@ -118,7 +118,7 @@ impl LocalImage {
 /// An image in the engine that was pulled from (or pushed to) a registry this run writes to: when its
 /// layers are the source's first layers, the source was built on it, and those layers are in that
 /// registry already, compressed as the registry holds them.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PulledImage {
     pub host: String,
     pub repo: String,

@@ -64,17 +64,20 @@ pub fn note(dir: &Path, pushed: EnginePushed) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::source::PulledImage;
 
     fn pushed(repo: &str, image: u32) -> EnginePushed {
         let digest = |n: u32| format!("sha256:{:064x}", n);
         EnginePushed {
             engine: "engine-a".into(),
-            host: "127.0.0.1:5000".into(),
-            repo: repo.into(),
-            digest: digest(image + 1_000_000),
-            image_id: digest(image),
-            layers: vec![digest(1), digest(image)],
-            size: 10,
+            image: PulledImage {
+                host: "127.0.0.1:5000".into(),
+                repo: repo.into(),
+                digest: digest(image + 1_000_000),
+                image_id: digest(image),
+                layers: vec![digest(1), digest(image)],
+                size: 10,
+            },
         }
     }
 
@@ -97,7 +100,7 @@ mod tests {
         let hosts = vec!["127.0.0.1:5000".to_string()];
         assert_eq!(
             record.pushed_to("engine-a", &hosts, "app")[0].image_id,
-            pushed("app", 2).image_id
+            pushed("app", 2).image.image_id
         );
     }
 
@@ -132,7 +135,11 @@ mod tests {
         for w in 0..8 {
             let known = record.pushed_to("engine-a", &hosts, &format!("repo-{w}"));
             assert_eq!(known.len(), Record::PER_REPOSITORY, "repo-{w}");
-            assert_eq!(known[0].image_id, pushed("x", w * 100 + 4).image_id, "the newest first");
+            assert_eq!(
+                known[0].image_id,
+                pushed("x", w * 100 + 4).image.image_id,
+                "the newest first"
+            );
         }
     }
 }

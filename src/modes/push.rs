@@ -245,12 +245,14 @@ async fn note(engine_id: String, source: &LocalImage, settings: &PushSettings, h
     };
     let pushed = EnginePushed {
         engine: engine_id,
-        host: host.to_string(),
-        repo: settings.target.repo.clone(),
-        digest,
-        image_id: source.id.clone(),
-        layers: source.layers.clone(),
-        size: source.size.max(0) as u64,
+        image: PulledImage {
+            host: host.to_string(),
+            repo: settings.target.repo.clone(),
+            digest,
+            image_id: source.id.clone(),
+            layers: source.layers.clone(),
+            size: source.size.max(0) as u64,
+        },
     };
     let shown = dir.clone();
     let noted = blocking(move || crate::files::state::note(&dir, pushed).map_err(|e| anyhow!(e))).await;
