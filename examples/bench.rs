@@ -609,9 +609,10 @@ fn main() {
          which gzip-compresses each layer as it is read (1 MiB blocks on every core, pigz's scheme: flate2 on \
          zlib-rs, each block primed with the previous block's last 32 KiB; a block of incompressible bytes is \
          stored), so the digests do not depend on the number of cores, and each layer's upload follows its \
-         compression (chunked, closed with the digest). The level: with 8 MiB or more to compress, the one \
-         the upload measured while the export starts favours (1 MiB into an upload session it cancels, \
-         counted in *sent*): level 1 on loopback, level 6 over the 25 MB/s links (the `compression:` line). \
+         compression (chunked, closed with the digest). The level: with a layer of 32 MiB or more to compress, \
+         the one the upload measured while the export starts favours (1 MiB into an upload session it \
+         cancels, counted in *sent*): level 1 on loopback, level 6 over the 25 MB/s links (the \
+         `compression:` line); else level 2 for layers under 32 MiB (a rebuild's app) and 1 above. \
          Nothing uncompressed is written to disk. \
          An image on a pulled base: the base (200 MB of real files, as above) is pushed by docker push, \
          removed and pulled back, so the engine knows it by its digest in the registry; each image adds a \

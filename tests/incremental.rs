@@ -302,19 +302,21 @@ fn auto_takes_the_engine_for_a_rebuild_whose_previous_build_this_engine_pushed()
     assert!(!run.stdout.contains("via: docker push"), "{}", run.stdout);
 }
 
-/// Under `PLUGIN_COMPRESSION_LEVEL=auto` the step measures the upload (1 MiB into a cancelled session,
-/// while the engine prepares its export) and compresses at the level that link favours: level 6's fewer
-/// bytes over a slow link, level 1's speed on loopback. The blob's gzip header says which level wrote it
+/// Under `PLUGIN_COMPRESSION_LEVEL=auto`, with a large layer to compress, the step measures the upload
+/// (1 MiB into a cancelled session, while the engine prepares its export) and compresses at the level
+/// that link favours: level 6's fewer bytes over a slow link, level 1's speed on loopback. The blob's gzip header says which level wrote it
 /// (XFL: 0 for the levels between, 4 for the fastest). A level set by the user is kept.
 #[test]
 fn the_compression_level_fits_the_link_it_measures() {
     let (moto, registry) = (Moto::start(), Registry::start(DEFAULT_ACCOUNT));
     let base = Image::from_host_files(&["/bin/sh"], &[]);
     let dir = tempfile::tempdir().unwrap();
-    let text: String = (0..400_000)
+    // A large layer (where the level is worth a probe: a small one alone takes level 2 unmeasured), of
+    // text that gzip squeezes to little, so the link's bytes stay few.
+    let text: String = (0..1_500_000)
         .map(|line| format!("line {line:>9} of a layer {}\n", std::process::id()))
         .collect();
-    assert!(text.len() > 9_000_000);
+    assert!(text.len() > 40_000_000);
     std::fs::write(dir.path().join("data.txt"), text).unwrap();
     let image = Image::build(&base.name, &[("data", dir.path().to_str().unwrap())]);
     let slow = testbed::Link::start(&registry.host, 5 << 20);
@@ -342,9 +344,19 @@ fn the_compression_level_fits_the_link_it_measures() {
     ));
     assert_eq!(xfl, 0, "not written at level 6\n{}", run.stdout);
 
+    // On loopback the CPU is the bottleneck: level 1 (or 2, where a loaded machine measured less than
+    // about 80 MB/s), never the link's 6.
     let (run, xfl) = push(&registry.host, "on-loopback", None);
-    run.says("compression: level 1 for the layers compressed here");
-    assert_eq!(xfl, 4, "not written at level 1\n{}", run.stdout);
+    let level = run
+        .stdout
+        .split("compression: level ")
+        .nth(1)
+        .and_then(|l| l.chars().next());
+    match level {
+        Some('1') => assert_eq!(xfl, 4, "not written at level 1\n{}", run.stdout),
+        Some('2') => assert_eq!(xfl, 0, "not written at level 2\n{}", run.stdout),
+        _ => panic!("not a fast level on loopback\n{}", run.stdout),
+    }
 
     let (run, xfl) = push(&slow.host, "as-set", Some("1"));
     assert!(!run.stdout.contains("compression:"), "{}", run.stdout);

@@ -22,25 +22,34 @@ impl Uplink {
     pub const PROBE: usize = 1 << 20;
     /// Images smaller than this (uncompressed) are not worth the probe: the own transfer is taken.
     pub const WORTH_PROBING: u64 = 64 << 20;
-    /// Layers to compress smaller than this (uncompressed, in all) are not worth the probe for their
-    /// level: the size rule of `Compression::Auto` applies.
-    pub const WORTH_LEVELLING: u64 = 8 << 20;
 
     fn mb_per_s(&self) -> f64 {
         self.bytes_per_second.max(1.0) / 1e6
     }
 
-    /// The gzip level that sends layers soonest over this link with `cores`: 1 or 6. A layer's upload
-    /// follows its compression, so each level takes the longer of compressing and sending; level 6
-    /// sends about a fifth less and costs about 2.5 times the CPU, so it wins where the link, not the
-    /// CPU, is the bottleneck (below about 40 MB/s on 2 cores here).
+    /// The gzip level that sends layers soonest over this link with `cores`: 1, 2 or 6. A layer's upload
+    /// follows its compression, so each level takes the longer of compressing and sending; the higher
+    /// levels send less for more CPU, so level 6 wins where the link is the bottleneck (below about
+    /// 35 MB/s on 2 cores here), level 1 where the CPU is (above about 80 MB/s), level 2 between.
     pub fn level(&self, cores: usize) -> u32 {
         let rate = self.mb_per_s();
-        let per_mb = |gzip: f64, leaves: f64| (1.0 / (cores.max(1) as f64 * gzip)).max(leaves / rate);
-        match per_mb(STEP_GZIP_6_MB_PER_S, LEVEL_6_LEAVES) < per_mb(STEP_GZIP_MB_PER_S, LEVEL_1_LEAVES) {
-            true => 6,
-            false => 1,
-        }
+        let per_mb = |level: u32| {
+            let (gzip, leaves) = level_rates(level);
+            (1.0 / (cores.max(1) as f64 * gzip)).max(leaves / rate)
+        };
+        [6, 2, 1]
+            .into_iter()
+            .min_by(|a, b| per_mb(*a).total_cmp(&per_mb(*b)))
+            .unwrap_or(1)
+    }
+}
+
+/// The step's gzip speed per core (MB/s) and what it leaves, at `level`.
+fn level_rates(level: u32) -> (f64, f64) {
+    match level {
+        0 | 1 => (STEP_GZIP_MB_PER_S, LEVEL_1_LEAVES),
+        2 | 3 => (STEP_GZIP_2_MB_PER_S, LEVEL_2_LEAVES),
+        _ => (STEP_GZIP_6_MB_PER_S, LEVEL_6_LEAVES),
     }
 }
 
@@ -52,9 +61,12 @@ impl Uplink {
 const EXPORT_MB_PER_S: f64 = 100.0;
 const DOCKER_GZIP_MB_PER_S: f64 = 25.0;
 const STEP_GZIP_MB_PER_S: f64 = 100.0;
-// The step's level 6 per core: 2.45 times level 1's CPU (its gzip alone on 60 MB tars of this machine's
-// libraries, programs and documents: 127 to 142 MB/s on 2 cores at level 6, 283 to 356 at level 1).
+// The step's levels 2 and 6 per core, against level 1's (its gzip alone on tars of this machine's
+// libraries and programs: on 2 cores, level 1 286 to 356 MB/s, level 2 202 to 237, level 6 118 to 142),
+// and what level 2 leaves (a tenth more than level 6: 0.40 against 0.36 of programs).
+const STEP_GZIP_2_MB_PER_S: f64 = 77.0;
 const STEP_GZIP_6_MB_PER_S: f64 = 40.0;
+const LEVEL_2_LEAVES: f64 = 0.45;
 const LEVEL_1_LEAVES: f64 = 0.51;
 const LEVEL_6_LEAVES: f64 = 0.41;
 
@@ -121,10 +133,7 @@ impl Ways {
             .level(self.cores as usize),
             Compression::Level(level) => level,
         };
-        let (leaves, gzip) = match level {
-            1..=3 => (LEVEL_1_LEAVES, STEP_GZIP_MB_PER_S),
-            _ => (LEVEL_6_LEAVES, STEP_GZIP_6_MB_PER_S),
-        };
+        let (gzip, leaves) = level_rates(level);
         let sends = self.to_compress * leaves;
         let compress = self.to_compress / (self.cores * gzip);
         Estimate {
@@ -212,13 +221,14 @@ mod tests {
     }
 
     #[test]
-    fn the_level_is_6_where_the_link_is_the_bottleneck_and_1_where_the_cpu_is() {
+    fn the_level_is_6_where_the_link_is_the_bottleneck_1_where_the_cpu_is_and_2_between() {
         assert_eq!(at(5.0).level(2), 6);
         assert_eq!(at(25.0).level(2), 6, "the testbed's link");
+        assert_eq!(at(50.0).level(2), 2);
         assert_eq!(at(120.0).level(2), 1, "loopback, as measured here");
         assert_eq!(at(1000.0).level(2), 1);
-        // More cores make level 6 cheaper, so it pays on faster links.
-        assert_eq!(at(60.0).level(2), 1);
+        // More cores make the higher levels cheaper, so they pay on faster links.
+        assert_eq!(at(120.0).level(4), 2);
         assert_eq!(at(60.0).level(8), 6);
     }
 

@@ -220,10 +220,12 @@ pub fn engine_is_faster(source: &LocalImage, base: Option<&PulledImage>, destina
 /// `Auto` into the level a measured link favours where it measures one: `link::Uplink::level`.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Compression {
-    /// Level 6 (docker's own) for layers under [`Compression::SMALL_LAYER`], where a few MB cost little CPU
-    /// and over a network their bytes are the time (a rebuild's new top layer); level 1 above, as pigz -1,
-    /// where the CPU is the cost (measured on the application image of BENCHMARKS.md: level 6 on its 61 MiB
-    /// dependency layer took 1.0 s of the step's 5.3 s on loopback, level 1 0.6 s).
+    /// Level 2 for layers under [`Compression::SMALL_LAYER`] (a rebuild's new top layer): nearly level 6's
+    /// bytes (a tenth more on this machine's programs and libraries, where level 1 leaves a third more)
+    /// for about half of level 6's CPU, so it is near the best on loopback and over a network alike;
+    /// level 1 above, as pigz -1, where the CPU is the cost (measured on the application image of
+    /// BENCHMARKS.md: level 6 on its 61 MiB dependency layer took 1.0 s of the step's 5.3 s on loopback,
+    /// level 1 0.6 s).
     #[default]
     Auto,
     /// One level, 1 to 9, for every layer (a slow link favours a higher one).
@@ -239,7 +241,7 @@ pub struct Compressing {
 }
 
 impl Compression {
-    /// Layers under this size (uncompressed bytes) are compressed at level 6 under `auto`.
+    /// Layers under this size (uncompressed bytes) are compressed at level 2 under `auto`.
     pub const SMALL_LAYER: u64 = 32 << 20;
 
     /// `auto` or a level from 1 to 9.
@@ -256,7 +258,7 @@ impl Compression {
     /// The level for a layer of `size` uncompressed bytes.
     pub fn level_for(self, size: u64) -> u32 {
         match self {
-            Compression::Auto if size < Self::SMALL_LAYER => 6,
+            Compression::Auto if size < Self::SMALL_LAYER => 2,
             Compression::Auto => 1,
             Compression::Level(level) => level,
         }
@@ -420,7 +422,7 @@ mod tests {
         let auto = Compression::Auto;
         assert_eq!(
             (auto.level_for(5 << 20), auto.level_for(Compression::SMALL_LAYER)),
-            (6, 1)
+            (2, 1)
         );
         assert_eq!(Compression::Level(4).level_for(1 << 30), 4);
     }

@@ -279,9 +279,10 @@ async fn slowest_uplink(repo: &str, ctx: &Context) -> Option<Uplink> {
 }
 
 /// How the layers the step compresses are written: as the settings say, except that under
-/// `PLUGIN_COMPRESSION_LEVEL=auto`, where enough is to be compressed, the level is the one the slowest
-/// destination's measured upload rate favours (`uplink`, when measured already; else measured now, while
-/// the engine prepares its export). The `compression:` line says why.
+/// `PLUGIN_COMPRESSION_LEVEL=auto`, where a large layer is to be compressed, the level is the one the
+/// slowest destination's measured upload rate favours (`uplink`, when measured already; else measured
+/// now, while the engine prepares its export). The `compression:` line says why. Small layers alone (a
+/// rebuild's new top layer) are not worth the probe's bytes: level 2 is near the best at any rate.
 async fn compression_for_the_link(
     local: &LocalImage,
     held: Option<&BaseLayers>,
@@ -290,7 +291,7 @@ async fn compression_for_the_link(
     ctx: &Context,
 ) -> Compressing {
     let given = settings.compression;
-    if given.level != Compression::Auto || settings.dry_run || missing_bytes(local, held) < Uplink::WORTH_LEVELLING {
+    if given.level != Compression::Auto || settings.dry_run || !large_layer_missing(local, held) {
         return given;
     }
     let uplink = match uplink {
@@ -306,6 +307,19 @@ async fn compression_for_the_link(
         level: Compression::Level(level),
         ..given
     }
+}
+
+/// Whether a layer of `local` not in `held` is large ([`Compression::SMALL_LAYER`] or more; where the
+/// engine did not tell the layers' sizes, whether those layers are that large in all).
+fn large_layer_missing(local: &LocalImage, held: Option<&BaseLayers>) -> bool {
+    let is_held = |diff_id: &String| held.is_some_and(|h| h.by_diff_id.contains_key(diff_id));
+    if local.layer_sizes.len() == local.layers.len() {
+        let sizes = local.layers.iter().zip(&local.layer_sizes);
+        return sizes
+            .filter(|(d, _)| !is_held(d))
+            .any(|(_, s)| *s >= Compression::SMALL_LAYER);
+    }
+    missing_bytes(local, held) >= Compression::SMALL_LAYER
 }
 
 /// The uncompressed bytes of the layers of `local` not in `held`.
