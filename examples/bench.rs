@@ -641,8 +641,8 @@ fn main() {
          and row (e) gives the floor of that work with its registry's on these cores. Which tool each shape \
          favours: a new image of several layers favours the step on loopback (it compresses every layer on \
          every core; docker push compresses a layer per thread), while over a link bytes decide: the step's \
-         own transfer first waits for the export and its level 1 for layers over 32 MiB sends more than \
-         docker's level 6 (the rows with PLUGIN_PUSH_VIA=registry show it, at level 1 and at 6), so \
+         own transfer first waits for the export (the rows with PLUGIN_PUSH_VIA=registry show it, at the \
+         level the link picks, 1 on loopback and 6 over the link, and at level 6 named), so \
          PLUGIN_PUSH_VIA=auto, the rows' default, measures the upload (1 MiB into an upload session it \
          cancels, counted in *sent*) and over the 25 MB/s link pushes a new image through the engine, as \
          docker push does; a rebuild on an engine that \
