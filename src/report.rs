@@ -161,7 +161,14 @@ pub fn base(base: &BaseLayers, layers: usize) {
 pub fn level_for_the_link(level: u32, uplink: &crate::domain::link::Uplink) {
     let why = match level {
         1 => "the CPU, not the link, is the bottleneck there, so the fastest level",
-        _ => "the link, not the CPU, is the bottleneck there, so docker's level, which sends about a fifth less",
+        2 => {
+            "neither the CPU nor the link is far the bottleneck there, so nearly level 6's bytes for about half \
+              its CPU"
+        }
+        _ => {
+            "the link, not the CPU, is the bottleneck there, so docker's level, which sends about a fifth less \
+              than level 1"
+        }
     };
     say!(
         "compression: level {level} for the layers compressed here: the upload to {} ran at {:.0} MB/s and {why} \
