@@ -15,6 +15,20 @@ fn push(moto: &Moto, registry: &Registry, image: &Image, tag: &str) -> testbed::
         .run()
 }
 
+/// `base` and one layer of a text file of `bytes` or a little more, new to every run: gzip squeezes it to
+/// little, so a slow link's bytes stay few.
+fn text_image(base: &Image, bytes: usize) -> Image {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::with_capacity(bytes + 64);
+    let mut line = 0usize;
+    while text.len() <= bytes {
+        text.push_str(&format!("line {line:>9} of a new image {}\n", std::process::id()));
+        line += 1;
+    }
+    std::fs::write(dir.path().join("data.txt"), text).unwrap();
+    Image::build(&base.name, &[("data", dir.path().to_str().unwrap())])
+}
+
 #[test]
 fn a_rebuild_sends_only_its_new_layer_a_deleted_layer_again_and_a_new_tag_only_its_manifest() {
     let (moto, registry) = (Moto::start(), Registry::start(DEFAULT_ACCOUNT));
@@ -159,15 +173,9 @@ fn the_previous_build_is_found_by_its_push_time_among_many_tags() {
 fn auto_weighs_a_new_image_by_the_upload_rate_it_measures() {
     let (moto, registry) = (Moto::start(), Registry::start(DEFAULT_ACCOUNT));
     let base = Image::from_host_files(&["/bin/sh"], &[]);
-    // A layer of 80 MB of text that gzip squeezes to little, so the link's bytes stay few. (One large
-    // layer: docker push compresses it on one core, so on loopback the step wins by a wide margin.)
-    let dir = tempfile::tempdir().unwrap();
-    let text: String = (0..2_800_000)
-        .map(|line| format!("line {line:>9} of a new image {}\n", std::process::id()))
-        .collect();
-    assert!(text.len() > 80_000_000);
-    std::fs::write(dir.path().join("data.txt"), text).unwrap();
-    let image = Image::build(&base.name, &[("data", dir.path().to_str().unwrap())]);
+    // A layer of 80 MB of text. (One large layer: docker push compresses it on one core, so on loopback
+    // the step wins by a wide margin.)
+    let image = text_image(&base, 80_000_000);
     let auto = |image: &Image, host: &str, repo: &str, tag: &str| {
         Step::aws(&moto)
             .env("PLUGIN_SOURCE", &image.name)
@@ -311,15 +319,8 @@ fn auto_takes_the_engine_for_a_rebuild_whose_previous_build_this_engine_pushed()
 fn the_compression_level_fits_the_link_it_measures() {
     let (moto, registry) = (Moto::start(), Registry::start(DEFAULT_ACCOUNT));
     let base = Image::from_host_files(&["/bin/sh"], &[]);
-    let dir = tempfile::tempdir().unwrap();
-    // A large layer (where the level is worth a probe: a small one alone takes level 2 unmeasured), of
-    // text that gzip squeezes to little, so the link's bytes stay few.
-    let text: String = (0..1_500_000)
-        .map(|line| format!("line {line:>9} of a layer {}\n", std::process::id()))
-        .collect();
-    assert!(text.len() > 40_000_000);
-    std::fs::write(dir.path().join("data.txt"), text).unwrap();
-    let image = Image::build(&base.name, &[("data", dir.path().to_str().unwrap())]);
+    // A large layer: the level is worth a probe (a small one alone takes level 2 unmeasured).
+    let image = text_image(&base, 40_000_000);
     let slow = testbed::Link::start(&registry.host, 5 << 20);
     let push = |host: &str, repo: &str, level: Option<&str>| {
         let mut step = Step::aws(&moto)

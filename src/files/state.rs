@@ -26,32 +26,19 @@ pub fn read(dir: &Path) -> Record {
 /// Add `pushed` to the record in `dir`, making the directory when missing. `Err` says what failed, with
 /// the path.
 pub fn note(dir: &Path, pushed: EnginePushed) -> Result<(), String> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    use std::os::unix::fs::DirBuilderExt;
     let failed = |what: &str, e: std::io::Error| format!("{what} {}: {e}", dir.display());
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
         .map_err(|e| failed("cannot make", e))?;
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(dir.join(LOCK))
-        .map_err(|e| failed("cannot open the lock in", e))?;
+    let lock = private(&dir.join(LOCK), false).map_err(|e| failed("cannot open the lock in", e))?;
     lock.lock().map_err(|e| failed("cannot lock the record in", e))?;
     let mut record = read(dir);
     record.note(pushed);
     let temporary = dir.join(format!(".{FILE}.{}", std::process::id()));
-    let written = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&temporary)
+    let written = private(&temporary, true)
         .and_then(|mut f| f.write_all(&record.to_bytes()))
         .and_then(|()| std::fs::rename(&temporary, dir.join(FILE)));
     if written.is_err() {
@@ -59,6 +46,18 @@ pub fn note(dir: &Path, pushed: EnginePushed) -> Result<(), String> {
     }
     written.map_err(|e| failed("cannot write the record in", e))
     // The lock goes with `lock`.
+}
+
+/// `path` opened for writing, made 0600 if new, never through a link; emptied when `truncate`.
+fn private(path: &Path, truncate: bool) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(truncate)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
 }
 
 #[cfg(test)]
