@@ -43,23 +43,65 @@ pub fn gzip_file(
 }
 
 /// The digest and size of a gzip layer in `input`, and its diff id (the digest of its uncompressed
-/// bytes), in one pass.
+/// bytes), in one pass: this thread reads, hashes and inflates; a second one hashes what it inflated, so
+/// a large layer's check (the longest of a layout's) takes about the inflation's time alone.
 pub fn gzip_digests(input: impl Read) -> std::io::Result<(String, u64, String)> {
     let mut compressed = Sha256::new();
     let mut counted = 0u64;
-    let mut uncompressed = Sha256::new();
-    {
-        let reading = CountingHashReader {
-            inner: input,
-            hasher: &mut compressed,
-            read: &mut counted,
-        };
-        let mut decoder = flate2::read::MultiGzDecoder::new(reading);
-        std::io::copy(&mut decoder, &mut HashWriter(&mut uncompressed))?;
-        // What follows the gzip stream (if anything) still counts toward the blob's digest.
-        std::io::copy(decoder.get_mut(), &mut std::io::sink())?;
+    let (inflated, hashing) = std::sync::mpsc::sync_channel::<Vec<u8>>(INFLATED_AHEAD);
+    std::thread::scope(|s| {
+        let hasher = s.spawn(move || {
+            let mut uncompressed = Sha256::new();
+            for piece in hashing {
+                uncompressed.update(&piece);
+            }
+            uncompressed
+        });
+        let read = (|| {
+            let reading = CountingHashReader {
+                inner: input,
+                hasher: &mut compressed,
+                read: &mut counted,
+            };
+            let mut decoder = flate2::read::MultiGzDecoder::new(reading);
+            loop {
+                let mut piece = vec![0u8; INFLATED_PIECE];
+                let n = read_full(&mut decoder, &mut piece)?;
+                if n == 0 {
+                    break;
+                }
+                piece.truncate(n);
+                if inflated.send(piece).is_err() {
+                    break;
+                }
+            }
+            // What follows the gzip stream (if anything) still counts toward the blob's digest.
+            std::io::copy(decoder.get_mut(), &mut std::io::sink())?;
+            std::io::Result::Ok(())
+        })();
+        drop(inflated);
+        let uncompressed = hasher.join().expect("the hashing thread does not panic");
+        read?;
+        Ok((hex_digest(compressed), counted, hex_digest(uncompressed)))
+    })
+}
+
+/// Inflated bytes handed to the hashing thread at a time, and how many may wait for it.
+const INFLATED_PIECE: usize = 256 * 1024;
+const INFLATED_AHEAD: usize = 8;
+
+/// Fill `buf` from `input` as far as it goes: the bytes read (fewer only at the end).
+fn read_full(input: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match input.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
     }
-    Ok((hex_digest(compressed), counted, hex_digest(uncompressed)))
+    Ok(filled)
 }
 
 /// The digest and size of everything in `input`.
@@ -504,6 +546,28 @@ mod tests {
             seen.windows(2).all(|w| w[0] == w[1]),
             "the points depend on the threads"
         );
+    }
+
+    #[test]
+    fn the_digests_of_a_layer_hashed_on_two_threads_are_its_own_and_a_cut_stream_fails() {
+        use std::io::Write as _;
+        // Two gzip members (5 MB of inflated pieces in all): every byte counts toward
+        // the blob's digest, every inflated byte toward the diff id.
+        let data: Vec<u8> = (0..400_000u32)
+            .flat_map(|i| format!("{i:012}\n").into_bytes())
+            .collect();
+        let (first, second) = data.split_at(data.len() / 3);
+        let mut blob = Vec::new();
+        for part in [first, second] {
+            let mut member = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(1));
+            member.write_all(part).unwrap();
+            blob.extend(member.finish().unwrap());
+        }
+        let (digest, size, diff_id) = gzip_digests(&blob[..]).unwrap();
+        let sha = crate::domain::manifest::sha256;
+        assert_eq!((digest, size, diff_id), (sha(&blob), blob.len() as u64, sha(&data)));
+        // A stream cut short is an error, not a digest (and the hashing thread ends).
+        assert!(gzip_digests(&blob[..blob.len() / 2]).is_err());
     }
 
     #[test]
