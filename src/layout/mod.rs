@@ -47,8 +47,10 @@ pub struct Opened {
     _scratch: Option<ScratchDir>,
 }
 
-/// The smallest blob (a layer's uncompressed bytes, or a layout's blob) whose upload starts before it is
-/// ready (a smaller one is sent after, in one request: an upload alongside costs more requests than it saves).
+/// The smallest layer (its uncompressed bytes) of an archive or an engine's export whose upload starts
+/// before it is compressed (a smaller one is sent after, in one request: an upload alongside its
+/// compression costs more requests than it saves). A layout's blobs are all on disk already: see
+/// `oci::EARLY_UPLOADS`.
 const EARLY_UPLOAD_FROM: u64 = 1 << 20;
 
 /// Read an OCI image layout directory; `reference` picks a manifest by its ref name. Its large blobs are
