@@ -24,10 +24,13 @@ fn a_registry_that_accepts_a_manifest_and_stores_nothing_never_gets_a_green_run(
     let liar = FaultProxy::start(&registry.host, lie_about_manifest_puts());
     let outputs = tempfile::tempdir().unwrap();
     let json = outputs.path().join("out.json");
-    for skip_existing in ["false", "true"] {
+    // The step's own transfer (each tag read first, or not), and the engine's push (its tag read back by
+    // the engine writer itself).
+    for (skip_existing, via) in [("false", "registry"), ("true", "registry"), ("false", "engine")] {
         let run = Step::push(&moto, &registry, &image, "app")
             .env("PLUGIN_REGISTRY", &liar.host)
             .env("PLUGIN_SKIP_EXISTING", skip_existing)
+            .env("PLUGIN_PUSH_VIA", via)
             .env("PLUGIN_OUTPUT_FILE", &json.display().to_string())
             .run();
         run.failure(&["does not exist when read back", "the registry did not store it", "fix:"]);
@@ -38,7 +41,7 @@ fn a_registry_that_accepts_a_manifest_and_stores_nothing_never_gets_a_green_run(
         );
         assert!(!json.exists(), "outputs were written for a push that did not land");
     }
-    assert!(liar.injected() >= 2);
+    assert!(liar.injected() >= 3);
     assert_eq!(registry.digest("app", "latest"), None);
 
     // Promote: the source is real, the destination lies.

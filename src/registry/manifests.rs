@@ -238,13 +238,20 @@ impl RegistryClient {
     pub async fn confirm_tag(&self, repo: &str, tag: &str, digest: &str) -> Result<()> {
         match self.manifest_digest(repo, tag).await? {
             Some(held) if held == digest => Ok(()),
-            Some(held) => bail!(
+            held => Err(self.not_written(repo, tag, held.as_deref(), digest)),
+        }
+    }
+
+    /// Why `repo:tag`, read back after a write of `digest`, does not hold it (`held`: what it holds).
+    pub fn not_written(&self, repo: &str, tag: &str, held: Option<&str>, digest: &str) -> anyhow::Error {
+        match held {
+            Some(held) => anyhow!(
                 "{}/{repo}:{tag} holds {held}, not the {digest} just written: another writer replaced the tag \
                  meanwhile, or the registry did not store the write\n  fix: run writes to the same tag one at a \
                  time, then run again",
                 self.host
             ),
-            None => bail!(
+            None => anyhow!(
                 "{}/{repo}:{tag} does not exist when read back, although the registry accepted the write of \
                  {digest}: the registry did not store it\n  fix: check the registry (or the proxy in front of it) \
                  at {}, then run again",

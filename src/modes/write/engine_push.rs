@@ -1,6 +1,6 @@
 //! The writer through the Docker Engine: push's `PLUGIN_PUSH_VIA=engine` path, and promote through the
 //! engine. Each tag is tagged locally and pushed by the engine under the one retry policy; a refused push
-//! renews the token once; what the engine pushed is read back and must be this image.
+//! renews the token once; the tag is read back and must hold what the engine pushed, this image.
 
 use super::Destination;
 use super::tags::{Verb, Writer};
@@ -62,6 +62,8 @@ impl<'a> EnginePush<'a> {
 }
 
 impl Writer for EnginePush<'_> {
+    const READS_BACK: bool = true;
+
     fn verb(&self) -> Verb {
         self.verb
     }
@@ -78,18 +80,16 @@ impl Writer for EnginePush<'_> {
             },
             pushed => pushed?,
         };
-        // The local tag goes while the push is read back.
-        let (manifest, ()) = tokio::join!(self.client.manifest(self.repo, &digest), self.engine.untag(local));
-        let manifest = manifest?.ok_or_else(|| {
-            anyhow!(
-                "{}/{}@{digest} does not exist when read back, although the engine reported the push done: the \
-                 registry did not store it\n  fix: check the registry (or the proxy in front of it) at {}, then \
-                 run again",
-                self.login.registry,
-                self.repo,
-                self.login.registry
-            )
-        })?;
+        // The local tag goes while the tag is read back: it must hold what the engine pushed (read by tag,
+        // so the loop need not read it again), and that must be this image.
+        let (manifest, ()) = tokio::join!(self.client.manifest(self.repo, tag), self.engine.untag(local));
+        let manifest = match manifest? {
+            Some(manifest) if manifest.digest == digest => manifest,
+            other => {
+                let held = other.map(|m| m.digest);
+                return Err(self.client.not_written(self.repo, tag, held.as_deref(), &digest));
+            }
+        };
         match manifest.config_digest() {
             Some(config) if config != self.image.id => Err(anyhow!(
                 "the engine pushed image {config} as {registry}/{repo}:{tag}, not PLUGIN_SOURCE={} ({}): another run \
