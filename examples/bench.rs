@@ -2,6 +2,8 @@
 //! against the local testbed (Docker Engine, distribution registries, moto). Absolute times vary run to run
 //! here, so the table reports ratios measured in the same run. Run it with `scripts/bench`; it writes
 //! BENCHMARKS.md. Every command runs under `/usr/bin/time -v` for its peak RSS.
+//! `BENCH_ONLY=ci` (the shapes CI pushes), `BENCH_ONLY=c` (row (c) on loopback) or `BENCH_ONLY=soci`
+//! print those rows alone and write nothing.
 
 #[path = "bench/ci.rs"]
 mod ci;
@@ -156,9 +158,15 @@ fn main() {
         );
         return;
     }
-    if std::env::var("BENCH_ONLY").as_deref() == Ok("ci") {
-        // The rows of the shapes CI pushes alone, printed (BENCHMARKS.md is written by a whole run only).
-        for row in ci::rows(&ci) {
+    let only = std::env::var("BENCH_ONLY");
+    if matches!(only.as_deref(), Ok("ci" | "c")) {
+        // The rows of the shapes CI pushes alone (or row (c) alone), printed (BENCHMARKS.md is written by a
+        // whole run only).
+        let rows = match only.as_deref() {
+            Ok("c") => vec![ci::rebuild_on_pulled_alone(&ci)],
+            _ => ci::rows(&ci),
+        };
+        for row in rows {
             let peer = row
                 .peer
                 .as_ref()
@@ -637,7 +645,8 @@ fn main() {
          stack), so in a round where it comes last those bytes follow the floor. The step reads the layers a destination holds and drops them \
          unhashed, and reads a new layer under 32 MiB into memory and compresses it beside the rest of the \
          stream. An OCI layout's blobs are all hashed and its layers inflated to check their diff ids (work \
-         skopeo does not do); the largest blobs upload meanwhile, each closed once every check has passed, \
+         skopeo does not do; a layer's diff id is hashed on a second thread as it inflates); its blobs upload \
+         meanwhile, each closed once every check has passed, \
          and row (e) gives the floor of that work with its registry's on these cores. Which tool each shape \
          favours: a new image of several layers favours the step on loopback (it compresses every layer on \
          every core; docker push compresses a layer per thread), while over a link bytes decide: the step's \

@@ -189,6 +189,20 @@ fn bytes_ratio(a: u64, b: u64) -> f64 {
     a as f64 / b.max(1) as f64
 }
 
+/// Row (c) alone, on loopback (`BENCH_ONLY=c`): the rebuild through the engine, where the step's own
+/// calls are all that differs from docker push.
+pub fn rebuild_on_pulled_alone(bench: &Bench) -> Row {
+    let files = AppFiles::new();
+    let first = files.build();
+    rebuild_on_pulled(
+        bench,
+        &files,
+        &first,
+        &|| Side::start(4096 * MB, bench.docker_config),
+        "loopback",
+    )
+}
+
 /// Every row of the shapes above, on loopback then over the link.
 pub fn rows(bench: &Bench) -> Vec<Row> {
     let mut rows = Vec::new();
@@ -334,37 +348,7 @@ pub fn rows(bench: &Bench) -> Vec<Row> {
             time <= 0.7 && bytes <= 0.2,
         ));
 
-        // (c) The previous build pulled from the destination (`--cache-from`), the rebuild pushed.
-        let cached = side();
-        let previous = format!("{}/app:cache", cached.host());
-        testbed::docker(&["tag", &first.name, &previous]);
-        measure("docker", &["push", &previous], bench.env);
-        testbed::docker(&["rmi", &previous]);
-        measure("docker", &["pull", "-q", &previous], bench.env);
-        // Three rounds, medians (both push through the engine: single runs differ by more than they do),
-        // taking turns at going first.
-        let (mut steps, mut peers) = (Vec::new(), Vec::new());
-        for round in 0..3 {
-            let (ours_build, theirs_build) = (files.build(), files.build());
-            let (step, peer) = in_turn(
-                round,
-                || bench.step(&cached, &ours_build.name, &format!("step-{round}"), &[]),
-                || bench.docker_push(&cached, &theirs_build, &format!("peer-{round}")),
-            );
-            steps.push(step);
-            peers.push(peer);
-        }
-        let (step, peer) = (middle(steps), middle(peers));
-        let (time, bytes) = (ratio(step.0.time, peer.0.time), bytes_ratio(step.1, peer.1));
-        rows.push(row(
-            format!("(c) rebuild on the previous build pulled from the destination, PLUGIN_PUSH_VIA=auto, {reach}"),
-            step,
-            "docker push",
-            peer,
-            "≤ 1.0 × time, ≤ 1.2 × bytes",
-            time <= 1.0 && bytes <= 1.2,
-        ));
-        testbed::docker(&["rmi", &previous]);
+        rows.push(rebuild_on_pulled(bench, &files, &first, &side, reach));
 
         // (e) The image as an OCI layout, no daemon.
         let layout = tempfile::tempdir().unwrap();
@@ -404,6 +388,42 @@ pub fn rows(bench: &Bench) -> Vec<Row> {
         ));
     }
     rows
+}
+
+/// (c) The previous build pulled from the destination (`--cache-from`), a rebuild pushed by each tool:
+/// three rounds, medians, the tools taking turns at going first.
+fn rebuild_on_pulled(bench: &Bench, files: &AppFiles, first: &Image, side: &impl Fn() -> Side, reach: &str) -> Row {
+    let cached = side();
+    let previous = format!("{}/app:cache", cached.host());
+    testbed::docker(&["tag", &first.name, &previous]);
+    measure("docker", &["push", &previous], bench.env);
+    testbed::docker(&["rmi", &previous]);
+    measure("docker", &["pull", "-q", &previous], bench.env);
+    // Three rounds, medians (both push through the engine: single runs differ by more than they do),
+    // taking turns at going first.
+    let (mut steps, mut peers) = (Vec::new(), Vec::new());
+    for round in 0..3 {
+        let (ours_build, theirs_build) = (files.build(), files.build());
+        let (step, peer) = in_turn(
+            round,
+            || bench.step(&cached, &ours_build.name, &format!("step-{round}"), &[]),
+            || bench.docker_push(&cached, &theirs_build, &format!("peer-{round}")),
+        );
+        steps.push(step);
+        peers.push(peer);
+    }
+    let (step, peer) = (middle(steps), middle(peers));
+    let (time, bytes) = (ratio(step.0.time, peer.0.time), bytes_ratio(step.1, peer.1));
+    let row = row(
+        format!("(c) rebuild on the previous build pulled from the destination, PLUGIN_PUSH_VIA=auto, {reach}"),
+        step,
+        "docker push",
+        peer,
+        "≤ 1.0 × time, ≤ 1.2 × bytes",
+        time <= 1.0 && bytes <= 1.2,
+    );
+    testbed::docker(&["rmi", &previous]);
+    row
 }
 
 /// The middle run of several by time, with its bytes.
