@@ -203,6 +203,18 @@ pub fn rebuild_on_pulled_alone(bench: &Bench) -> Row {
     )
 }
 
+/// Row (e) alone, on loopback (`BENCH_ONLY=e`): an OCI layout copied by the step and by skopeo.
+pub fn layout_copy_alone(bench: &Bench) -> Row {
+    let files = AppFiles::new();
+    let first = files.build();
+    layout_copy(
+        bench,
+        &first,
+        &|| Side::start(4096 * MB, bench.docker_config),
+        "loopback",
+    )
+}
+
 /// Every row of the shapes above, on loopback then over the link.
 pub fn rows(bench: &Bench) -> Vec<Row> {
     let mut rows = Vec::new();
@@ -350,44 +362,48 @@ pub fn rows(bench: &Bench) -> Vec<Row> {
 
         rows.push(rebuild_on_pulled(bench, &files, &first, &side, reach));
 
-        // (e) The image as an OCI layout, no daemon.
-        let layout = tempfile::tempdir().unwrap();
-        let dir = format!("oci:{}:build-1", layout.path().display());
-        let made = std::process::Command::new("skopeo")
-            .args(["copy", "--quiet", &format!("docker-daemon:{}", first.name), &dir])
-            .status()
-            .unwrap();
-        assert!(made.success(), "skopeo copy to {dir}");
-        // Three rounds, each into fresh registries, medians; with the floor of the step's CPU and its
-        // registry's over the cores (the step hashes every blob and inflates every layer to check its
-        // diff id, which skopeo does not).
-        let (mut steps, mut peers, mut floors) = (Vec::new(), Vec::new(), Vec::new());
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
-        for _ in 0..3 {
-            let ours = side();
-            let before = ours.registry.cpu();
-            let step = bench.step(&ours, &dir, "build-1", &[]);
-            floors.push((step.0.cpu + ours.registry.cpu() - before) / cores);
-            steps.push(step);
-            peers.push(bench.skopeo(&side(), &dir, "build-1"));
-        }
-        floors.sort();
-        let (step, peer, floor) = (middle(steps), middle(peers), floors[1]);
-        let time = ratio(step.0.time, peer.0.time);
-        rows.push(row(
-            format!("(e) an OCI layout of the new image (6 gzip layers), no daemon, {reach}"),
-            step,
-            "skopeo copy oci:",
-            peer,
-            &format!(
-                "≤ 1.0 × skopeo's time (floor here: {:.2} ×, the CPU of the step and its registry over {cores} \
-                 cores)",
-                ratio(floor, peer.0.time)
-            ),
-            time <= 1.0,
-        ));
+        rows.push(layout_copy(bench, &first, &side, reach));
     }
     rows
+}
+
+/// (e) The image as an OCI layout, no daemon: three rounds, each into fresh registries, medians.
+fn layout_copy(bench: &Bench, first: &Image, side: &impl Fn() -> Side, reach: &str) -> Row {
+    let layout = tempfile::tempdir().unwrap();
+    let dir = format!("oci:{}:build-1", layout.path().display());
+    let made = std::process::Command::new("skopeo")
+        .args(["copy", "--quiet", &format!("docker-daemon:{}", first.name), &dir])
+        .status()
+        .unwrap();
+    assert!(made.success(), "skopeo copy to {dir}");
+    // Three rounds, each into fresh registries, medians; with the floor of the step's CPU and its
+    // registry's over the cores (the step hashes every blob and inflates every layer to check its
+    // diff id, which skopeo does not).
+    let (mut steps, mut peers, mut floors) = (Vec::new(), Vec::new(), Vec::new());
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+    for _ in 0..3 {
+        let ours = side();
+        let before = ours.registry.cpu();
+        let step = bench.step(&ours, &dir, "build-1", &[]);
+        floors.push((step.0.cpu + ours.registry.cpu() - before) / cores);
+        steps.push(step);
+        peers.push(bench.skopeo(&side(), &dir, "build-1"));
+    }
+    floors.sort();
+    let (step, peer, floor) = (middle(steps), middle(peers), floors[1]);
+    let time = ratio(step.0.time, peer.0.time);
+    row(
+        format!("(e) an OCI layout of the new image (6 gzip layers), no daemon, {reach}"),
+        step,
+        "skopeo copy oci:",
+        peer,
+        &format!(
+            "≤ 1.0 × skopeo's time (floor here: {:.2} ×, the CPU of the step and its registry over {cores} \
+             cores)",
+            ratio(floor, peer.0.time)
+        ),
+        time <= 1.0,
+    )
 }
 
 /// (c) The previous build pulled from the destination (`--cache-from`), a rebuild pushed by each tool:
