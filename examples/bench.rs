@@ -2,8 +2,8 @@
 //! against the local testbed (Docker Engine, distribution registries, moto). Absolute times vary run to run
 //! here, so the table reports ratios measured in the same run. Run it with `scripts/bench`; it writes
 //! BENCHMARKS.md. Every command runs under `/usr/bin/time -v` for its peak RSS.
-//! `BENCH_ONLY=ci` (the shapes CI pushes), `BENCH_ONLY=c` (row (c) on loopback), `BENCH_ONLY=e` (row (e) on loopback) or `BENCH_ONLY=soci`
-//! print those rows alone and write nothing.
+//! `BENCH_ONLY=ci` (the shapes CI pushes), `BENCH_ONLY=c` or `BENCH_ONLY=e` (row (c) or (e) on loopback)
+//! or `BENCH_ONLY=soci` print those rows alone and write nothing.
 
 #[path = "bench/ci.rs"]
 mod ci;
@@ -160,11 +160,10 @@ fn main() {
     }
     let only = std::env::var("BENCH_ONLY");
     if matches!(only.as_deref(), Ok("ci" | "c" | "e")) {
-        // The rows of the shapes CI pushes alone (or row (c) alone), printed (BENCHMARKS.md is written by a
-        // whole run only).
+        // The rows of the shapes CI pushes alone (or row (c) or (e) alone), printed (BENCHMARKS.md is
+        // written by a whole run only).
         let rows = match only.as_deref() {
-            Ok("c") => vec![ci::rebuild_on_pulled_alone(&ci)],
-            Ok("e") => vec![ci::layout_copy_alone(&ci)],
+            Ok(one @ ("c" | "e")) => vec![ci::alone(&ci, one)],
             _ => ci::rows(&ci),
         };
         for row in rows {

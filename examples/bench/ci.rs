@@ -189,30 +189,16 @@ fn bytes_ratio(a: u64, b: u64) -> f64 {
     a as f64 / b.max(1) as f64
 }
 
-/// Row (c) alone, on loopback (`BENCH_ONLY=c`): the rebuild through the engine, where the step's own
-/// calls are all that differs from docker push.
-pub fn rebuild_on_pulled_alone(bench: &Bench) -> Row {
+/// One row alone, on loopback: `BENCH_ONLY=c`, the rebuild through the engine (the step's own calls are all
+/// that differs from docker push there), or `BENCH_ONLY=e`, an OCI layout copied by the step and by skopeo.
+pub fn alone(bench: &Bench, only: &str) -> Row {
     let files = AppFiles::new();
     let first = files.build();
-    rebuild_on_pulled(
-        bench,
-        &files,
-        &first,
-        &|| Side::start(4096 * MB, bench.docker_config),
-        "loopback",
-    )
-}
-
-/// Row (e) alone, on loopback (`BENCH_ONLY=e`): an OCI layout copied by the step and by skopeo.
-pub fn layout_copy_alone(bench: &Bench) -> Row {
-    let files = AppFiles::new();
-    let first = files.build();
-    layout_copy(
-        bench,
-        &first,
-        &|| Side::start(4096 * MB, bench.docker_config),
-        "loopback",
-    )
+    let side = || Side::start(4096 * MB, bench.docker_config);
+    match only {
+        "c" => rebuild_on_pulled(bench, &files, &first, &side, "loopback"),
+        _ => layout_copy(bench, &first, &side, "loopback"),
+    }
 }
 
 /// Every row of the shapes above, on loopback then over the link.
