@@ -90,7 +90,7 @@ fn a_registry_that_dies_fails_the_push_naming_the_tag() {
         .env("PLUGIN_REGION", testbed::REGION)
         .env("PLUGIN_PUSH_VIA", "engine")
         .run();
-    // Found before the push starts: every destination answers first.
+    // Named by the preflight (the engine, pushing beside it, is cancelled), not by the engine.
     run.failure(&[&format!("signing in to {dead}"), "Connection refused", "fix:"]);
 }
 
@@ -307,4 +307,43 @@ fn the_own_transfer_holds_under_a_dead_registry_a_stall_a_401_and_sigterm() {
         !out.contains("pushed:") && registry.digest("app", "never").is_none(),
         "{out}"
     );
+}
+
+#[test]
+fn a_preflight_that_fails_while_the_engine_pushes_cancels_the_push_and_leaves_no_local_tag() {
+    use testbed::untrusted::{Answer, Request, Rogue};
+    let (moto, image) = (Moto::start(), Image::random(1000));
+    // The step's requests (with its token) are refused after a second; the engine's (without) stall, so
+    // the engine's push has made its local tag and is still running when the preflight fails.
+    let registry = Rogue::start_on("127.0.0.1", |r: &Request| match r.authorization {
+        Some(_) => {
+            std::thread::sleep(Duration::from_secs(1));
+            Answer::status(401)
+        }
+        None => {
+            std::thread::sleep(Duration::from_secs(20));
+            Answer::status(500)
+        }
+    });
+    let local = format!("{}/app:latest", registry.host);
+    let started = Instant::now();
+    let run = Step::aws(&moto)
+        .env("PLUGIN_SOURCE", &image.name)
+        .env("PLUGIN_REPO", "app")
+        .env("PLUGIN_REGISTRY", &registry.host)
+        .env("PLUGIN_REGION", testbed::REGION)
+        .env("PLUGIN_PUSH_VIA", "engine")
+        .run();
+    run.failure(&[&format!("signing in to {}", registry.host), "refused the ECR token"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the run waited for the engine's push: {:?}",
+        started.elapsed()
+    );
+    // The engine's push had tagged the image locally; that tag is gone.
+    let tagged = std::process::Command::new("docker")
+        .args(["image", "inspect", &local])
+        .output()
+        .unwrap();
+    assert!(!tagged.status.success(), "the local tag {local} was left in the engine");
 }

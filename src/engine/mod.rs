@@ -31,6 +31,11 @@ pub struct Engine {
     docker: Docker,
     /// Where it was reached, for messages.
     address: String,
+    /// The local tags the step made for pushes and has not removed yet: what a cancelled push leaves
+    /// behind, for [`Engine::untag_left`].
+    made: std::sync::Mutex<Vec<LocalTag>>,
+    /// Its ID, asked once ([`Engine::id`]).
+    id: tokio::sync::OnceCell<Option<String>>,
 }
 
 /// The registry refused the credentials of a push: what a fresh token may cure (the caller renews it once).
@@ -53,6 +58,7 @@ pub struct Pushed {
 
 /// The local tag `<registry>/<repo>:<tag>` of a push, and whether the step made it (then it is the step's
 /// to remove).
+#[derive(Clone)]
 pub struct LocalTag {
     name: String,
     source: String,
@@ -132,13 +138,19 @@ impl Engine {
             .await
             .map_err(|_| unreachable("no answer within 10 s".into()))?
             .map_err(|e| unreachable(e.to_string()))?;
-        Ok(Engine { docker, address })
+        Ok(Engine {
+            docker,
+            address,
+            made: Default::default(),
+            id: Default::default(),
+        })
     }
 
     /// The engine's ID (`docker info`), which another engine (another runner, a fresh docker-in-docker)
-    /// does not share; `None` when it cannot tell.
+    /// does not share; `None` when it cannot tell. Asked once (`docker info` takes about 10 ms).
     pub async fn id(&self) -> Option<String> {
-        self.docker.info().await.ok()?.id.filter(|id| !id.is_empty())
+        let asked = async { self.docker.info().await.ok()?.id.filter(|id| !id.is_empty()) };
+        self.id.get_or_init(|| asked).await.clone()
     }
 
     /// Look the source image up in the engine's local store.
@@ -222,29 +234,36 @@ impl Engine {
     ) -> Result<Pushed> {
         let target = format!("{}/{repo}", login.registry.host);
         let local = format!("{target}:{tag}");
-        let existed = self.docker.inspect_image(&local).await.is_ok();
-        self.docker
+        let made = LocalTag {
+            made: self.docker.inspect_image(&local).await.is_err(),
+            name: local.clone(),
+            source: source.to_string(),
+        };
+        // Noted before the tag is asked for: a push cancelled from here on leaves it to `untag_left`.
+        if made.made {
+            self.made_tags().push(made.clone());
+        }
+        let tagged = self
+            .docker
             .tag_image(
                 source,
                 Some(TagImageOptionsBuilder::new().repo(&target).tag(tag).build()),
             )
-            .await
-            .map_err(|e| {
-                let text = format!(
-                    "tagging {source} as {local} in the Docker Engine: {}",
-                    crate::report::chain(&e)
-                );
-                // Another run may have removed the shared local tag meanwhile: tag again.
-                match is_transient(&text) {
-                    true => anyhow::Error::new(Transient(text)),
-                    false => anyhow!("{text}"),
-                }
-            })?;
-        let made = LocalTag {
-            name: local,
-            source: source.to_string(),
-            made: !existed,
-        };
+            .await;
+        if tagged.is_err() {
+            self.made_tags().retain(|t| t.name != made.name);
+        }
+        tagged.map_err(|e| {
+            let text = format!(
+                "tagging {source} as {local} in the Docker Engine: {}",
+                crate::report::chain(&e)
+            );
+            // Another run may have removed the shared local tag meanwhile: tag again.
+            match is_transient(&text) {
+                true => anyhow::Error::new(Transient(text)),
+                false => anyhow!("{text}"),
+            }
+        })?;
         match self.push_tagged(login, &target, repo, tag, idle).await {
             Ok(digest) => Ok(Pushed { digest, tag: made }),
             Err(e) => {
@@ -262,6 +281,7 @@ impl Engine {
         if !made {
             return;
         }
+        self.made_tags().retain(|t| t.name != name);
         let (Ok(ours), Ok(image)) = tokio::join!(self.docker.inspect_image(&name), self.docker.inspect_image(&source))
         else {
             return;
@@ -279,6 +299,17 @@ impl Engine {
                 .build();
             let _ = self.docker.remove_image(&name, Some(options), None).await;
         }
+    }
+
+    /// Remove the local tags of pushes that were cancelled before they removed their own (a destination
+    /// that failed its preflight while the engine pushed), as [`Engine::untag`] does.
+    pub async fn untag_left(&self) {
+        let left = std::mem::take(&mut *self.made_tags());
+        futures_util::future::join_all(left.into_iter().map(|tag| self.untag(tag))).await;
+    }
+
+    fn made_tags(&self) -> std::sync::MutexGuard<'_, Vec<LocalTag>> {
+        self.made.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     async fn push_tagged(

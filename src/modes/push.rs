@@ -28,15 +28,26 @@ use std::collections::BTreeSet;
 /// An image in the engine is looked at before the credentials: the engine connected, the image inspected.
 pub async fn look(settings: &PushSettings, timeout: std::time::Duration) -> Looked {
     match &settings.source {
-        Source::Engine(reference) => Looked::engine(look_in_engine(reference, timeout).await),
+        Source::Engine(reference) => Looked::engine(look_in_engine(reference, settings, timeout).await),
         Source::Oci { .. } | Source::OciArchive { .. } | Source::DockerArchive { .. } => Looked::default(),
     }
 }
 
-async fn look_in_engine(reference: &str, timeout: std::time::Duration) -> Result<(Engine, LocalImage)> {
+/// The engine connected and the image inspected; with a record (`PLUGIN_STATE_DIR`), the engine's ID is
+/// asked meanwhile, for the record's lookup and note.
+async fn look_in_engine(
+    reference: &str,
+    settings: &PushSettings,
+    timeout: std::time::Duration,
+) -> Result<(Engine, LocalImage)> {
     let engine = Engine::connect(timeout).await?;
-    let local = engine.source_image(reference).await?;
-    Ok((engine, local))
+    let id = async {
+        if settings.state_dir.is_some() {
+            engine.id().await;
+        }
+    };
+    let (local, ()) = tokio::join!(engine.source_image(reference), id);
+    Ok((engine, local?))
 }
 
 pub async fn run(settings: &PushSettings, ctx: &Context) -> Result<Done> {
@@ -104,8 +115,13 @@ async fn from_layout(
 
 /// An image in the engine: through the engine (`docker push`) or the step's own transfer, as
 /// `PLUGIN_PUSH_VIA` says (`auto`: the engine for an image mostly made of a base every destination holds,
-/// or for a new image to one destination where the upload rate measured favours it). The engine's image was looked at with the credentials (else now); the images it pulled from the
-/// destinations are looked for while `preflight` runs; a destination that does not answer is said first.
+/// or for a new image to one destination where the upload rate measured favours it). The engine's image was
+/// looked at with the credentials (else now); the images it pulled from the destinations are looked for,
+/// and the way decided, while `preflight` runs. A destination that does not answer is said first.
+///
+/// Through the engine the push starts then too, beside the preflight: the engine reads nothing the
+/// destinations hold and meets their refusals itself, so the preflight only names the cause. A failed
+/// preflight cancels that push, and the local tags it made are removed.
 async fn from_engine(
     reference: &str,
     preflight: impl std::future::Future<Output = Result<()>>,
@@ -113,10 +129,18 @@ async fn from_engine(
     ctx: &Context,
 ) -> Result<Done> {
     let hosts: Vec<String> = ctx.logins.iter().map(|l| l.registry.host.clone()).collect();
-    let looked = async {
+    let (failed, preflight_failed) = tokio::sync::oneshot::channel();
+    let preflight = async {
+        let answered = preflight.await;
+        if answered.is_err() {
+            let _ = failed.send(());
+        }
+        answered
+    };
+    let decided = async {
         let (engine, local) = match ctx.looked.take_engine() {
             Some(looked) => looked?,
-            None => look_in_engine(reference, ctx.common.timeout).await?,
+            None => look_in_engine(reference, settings, ctx.common.timeout).await?,
         };
         // The image it was built on (or a previous build), when that came from a registry this run writes
         // to, is looked for among the engine's images, and among the images this engine pushed there in
@@ -130,24 +154,34 @@ async fn from_engine(
             }
         };
         let base = base_of(&local, pulled);
-        anyhow::Ok((engine, local, base))
+        let through_engine = match settings.via {
+            PushVia::Engine => true,
+            PushVia::Registry => false,
+            // A SOCI index is built as the step compresses: never through the engine.
+            PushVia::Auto if settings.compression.soci => false,
+            // The image itself, known there (pushed before under another tag): only its tags are to be
+            // written, which the step does without the engine, below.
+            PushVia::Auto => engine_is_faster(&local, base.as_ref().filter(|b| b.image_id != local.id), &hosts)
+                .inspect(|why| crate::report::via_engine(why))
+                .is_some(),
+        };
+        let pushed = match through_engine {
+            false => None,
+            true => tokio::select! {
+                pushed = engine_push(&engine, &local, settings, ctx) => Some(pushed),
+                Ok(()) = preflight_failed => {
+                    engine.untag_left().await;
+                    None
+                }
+            },
+        };
+        anyhow::Ok((engine, local, base, pushed))
     };
-    let (answered, looked) = tokio::join!(preflight, looked);
+    let (answered, decided) = tokio::join!(preflight, decided);
     answered?;
-    let (engine, local, base) = looked?;
-    let through_engine = match settings.via {
-        PushVia::Engine => true,
-        PushVia::Registry => false,
-        // A SOCI index is built as the step compresses: never through the engine.
-        PushVia::Auto if settings.compression.soci => false,
-        // The image itself, known there (pushed before under another tag): only its tags are to be
-        // written, which the step does without the engine, below.
-        PushVia::Auto => engine_is_faster(&local, base.as_ref().filter(|b| b.image_id != local.id), &hosts)
-            .inspect(|why| crate::report::via_engine(why))
-            .is_some(),
-    };
-    if through_engine {
-        return engine_push(&engine, &local, settings, ctx).await;
+    let (engine, local, base, pushed) = decided?;
+    if let Some(pushed) = pushed {
+        return pushed;
     }
     // Asked at once (both only read): whether this is a re-run, where every tag already holds this image
     // (its config is the image id; with SOCI, in an index beside its SOCI index), so nothing is exported,
