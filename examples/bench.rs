@@ -631,10 +631,10 @@ fn main() {
          a forwarder that counts the bytes sent up it: the column *sent*). The image is built by a Dockerfile \
          (legacy builder) from real files of this machine: a shell layer, a system layer (90 MB of /usr/lib), \
          a dependency layer (60 MB of /usr/share), configuration (0.5 MB of /etc), assets (2 MB) and the app \
-         on top (12 MB of programs), 165 MB in six layers; a rebuild changes only the app. Rows (a), (b), (c) \
-         and (e) are medians of three rounds (each of (a) and (e) into fresh registries; docker push's time \
-         for (a) varied from 4.0 to 7.4 s between single runs; in (c) the two tools take turns at going \
-         first), (d) a single run. The step keeps its state directory (PLUGIN_STATE_DIR, the record of the \
+         on top (12 MB of programs), 165 MB in six layers; a rebuild changes only the app. Rows (a), (b) and \
+         (e) are medians of three rounds and (c) of five (each of (a) and (e) into fresh registries; docker \
+         push's time for (a) varied from 4.0 to 7.4 s between single runs; in (c) the two tools take turns \
+         at going first), (d) a single run. The step keeps its state directory (PLUGIN_STATE_DIR, the record of the \
          engine's pushes) across the bench's runs, as a persistent runner keeps its home, empty at the start. In the export of an image, the \
          engine (Docker 20.10) writes every layer into a directory of its own before the first byte (2.3 to \
          2.8 s of the floor here), so no push that reads the image out of the engine starts sooner: rows (a) \
