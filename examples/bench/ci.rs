@@ -23,8 +23,13 @@ struct Side {
 
 impl Side {
     fn start(rate: usize, docker_config: &Path) -> Side {
+        Side::start_far(rate, Duration::ZERO, docker_config)
+    }
+
+    /// Behind a link whose every byte also takes `delay` each way (a round trip of twice `delay`).
+    fn start_far(rate: usize, delay: Duration, docker_config: &Path) -> Side {
         let registry = Registry::start(DEFAULT_ACCOUNT);
-        let link = Link::start(&registry.host, rate);
+        let link = Link::start_with_delay(&registry.host, rate, delay);
         let file = docker_config.join("config.json");
         let mut config: serde_json::Value = std::fs::read(&file)
             .ok()
@@ -190,13 +195,15 @@ fn bytes_ratio(a: u64, b: u64) -> f64 {
 }
 
 /// One row alone, on loopback: `BENCH_ONLY=c`, the rebuild through the engine (the step's own calls are all
-/// that differs from docker push there), or `BENCH_ONLY=e`, an OCI layout copied by the step and by skopeo.
+/// that differs from docker push there), or `BENCH_ONLY=e`, an OCI layout copied by the step and by skopeo;
+/// or `BENCH_ONLY=c-far`, row (c) where each of those calls costs a round trip of 30 ms, as to a region away.
 pub fn alone(bench: &Bench, only: &str) -> Row {
     let files = AppFiles::new();
     let first = files.build();
     let side = || Side::start(4096 * MB, bench.docker_config);
     match only {
-        "c" => rebuild_on_pulled(bench, &files, &first, &side, "loopback"),
+        "c" => rebuild_on_pulled(bench, &files, &first, &side, "loopback", &[]),
+        "c-far" => rebuild_far(bench, &files, &first),
         _ => layout_copy(bench, &first, &side, "loopback"),
     }
 }
@@ -346,10 +353,12 @@ pub fn rows(bench: &Bench) -> Vec<Row> {
             time <= 0.7 && bytes <= 0.2,
         ));
 
-        rows.push(rebuild_on_pulled(bench, &files, &first, &side, reach));
+        rows.push(rebuild_on_pulled(bench, &files, &first, &side, reach, &[]));
 
         rows.push(layout_copy(bench, &first, &side, reach));
     }
+    eprintln!("bench: the shapes CI pushes, 25 MB/s link with 30 ms round trips");
+    rows.push(rebuild_far(bench, &files, &files.build()));
     rows
 }
 
@@ -394,7 +403,14 @@ fn layout_copy(bench: &Bench, first: &Image, side: &impl Fn() -> Side, reach: &s
 
 /// (c) The previous build pulled from the destination (`--cache-from`), a rebuild pushed by each tool:
 /// three rounds, medians, the tools taking turns at going first.
-fn rebuild_on_pulled(bench: &Bench, files: &AppFiles, first: &Image, side: &impl Fn() -> Side, reach: &str) -> Row {
+fn rebuild_on_pulled(
+    bench: &Bench,
+    files: &AppFiles,
+    first: &Image,
+    side: &impl Fn() -> Side,
+    reach: &str,
+    settings: &[(&str, &str)],
+) -> Row {
     let cached = side();
     let previous = format!("{}/app:cache", cached.host());
     testbed::docker(&["tag", &first.name, &previous]);
@@ -408,7 +424,7 @@ fn rebuild_on_pulled(bench: &Bench, files: &AppFiles, first: &Image, side: &impl
         let (ours_build, theirs_build) = (files.build(), files.build());
         let (step, peer) = in_turn(
             round,
-            || bench.step(&cached, &ours_build.name, &format!("step-{round}"), &[]),
+            || bench.step(&cached, &ours_build.name, &format!("step-{round}"), settings),
             || bench.docker_push(&cached, &theirs_build, &format!("peer-{round}")),
         );
         steps.push(step);
@@ -426,6 +442,18 @@ fn rebuild_on_pulled(bench: &Bench, files: &AppFiles, first: &Image, side: &impl
     );
     testbed::docker(&["rmi", &previous]);
     row
+}
+
+/// Row (c) over the link where every round trip takes 30 ms, to the registry and to ECR's API (the step
+/// signs in there; docker push was logged in before): what the step's own calls cost as to a region away.
+fn rebuild_far(bench: &Bench, files: &AppFiles, first: &Image) -> Row {
+    let delay = Duration::from_millis(15);
+    let moto = bench.moto.url.trim_start_matches("http://");
+    let api = Link::start_with_delay(moto, 4096 * MB, delay);
+    let endpoint = format!("http://{}", api.host);
+    let side = || Side::start_far(LINK_RATE, delay, bench.docker_config);
+    let reach = "25 MB/s link, 30 ms round trips to the registry and to ECR's API";
+    rebuild_on_pulled(bench, files, first, &side, reach, &[("AWS_ENDPOINT_URL", &endpoint)])
 }
 
 /// The middle run of several by time, with its bytes.

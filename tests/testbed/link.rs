@@ -22,6 +22,12 @@ pub struct Link {
 impl Link {
     /// Forward to `upstream`, uploads at `rate` bytes a second in all.
     pub fn start(upstream: &str, rate: usize) -> Link {
+        Link::start_with_delay(upstream, rate, Duration::ZERO)
+    }
+
+    /// The same, each byte arriving `delay` after it was sent, both ways, and a new connection's first byte
+    /// a round trip later still (TCP's handshake): a round trip of twice `delay`, as to a region away.
+    pub fn start_with_delay(upstream: &str, rate: usize, delay: Duration) -> Link {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let host = listener.local_addr().unwrap().to_string();
@@ -44,10 +50,12 @@ impl Link {
                 let Ok(server) = TcpStream::connect(&upstream) else {
                     continue;
                 };
-                let (mut up_from, mut up_to) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let (mut up_from, up_to) = (client.try_clone().unwrap(), server.try_clone().unwrap());
                 let (free_at, counted) = (free_at.clone(), counted.clone());
                 std::thread::spawn(move || {
+                    let mut up_to = Delayed::new(up_to, delay);
                     let mut buf = vec![0u8; 64 * 1024];
+                    let mut first = true;
                     loop {
                         let n = match up_from.read(&mut buf) {
                             Ok(0) | Err(_) => break,
@@ -60,17 +68,26 @@ impl Link {
                             *free - now
                         };
                         std::thread::sleep(wait);
+                        if std::mem::take(&mut first) {
+                            std::thread::sleep(2 * delay);
+                        }
                         counted.fetch_add(n as u64, Ordering::SeqCst);
-                        if up_to.write_all(&buf[..n]).is_err() {
+                        if !up_to.send(&buf[..n]) {
                             break;
                         }
                     }
-                    let _ = up_to.shutdown(Shutdown::Write);
+                    up_to.close(Shutdown::Write);
                 });
-                let (mut down_from, mut down_to) = (server, client);
+                let (mut down_from, down_to) = (server, client);
                 std::thread::spawn(move || {
-                    let _ = std::io::copy(&mut down_from, &mut down_to);
-                    let _ = down_to.shutdown(Shutdown::Both);
+                    let mut down_to = Delayed::new(down_to, delay);
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n @ 1..) = down_from.read(&mut buf) {
+                        if !down_to.send(&buf[..n]) {
+                            break;
+                        }
+                    }
+                    down_to.close(Shutdown::Both);
                 });
             }
         });
@@ -96,5 +113,63 @@ impl Link {
 impl Drop for Link {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// One direction of a connection, each piece written `delay` after it was sent (by a thread of its own,
+/// so pieces in flight do not hold back the next); without a delay, written at once.
+enum Delayed {
+    Now(TcpStream),
+    Later {
+        pieces: std::sync::mpsc::Sender<(Instant, Vec<u8>)>,
+        writer: std::thread::JoinHandle<TcpStream>,
+        delay: Duration,
+    },
+}
+
+impl Delayed {
+    fn new(to: TcpStream, delay: Duration) -> Delayed {
+        if delay.is_zero() {
+            return Delayed::Now(to);
+        }
+        let (send, received) = std::sync::mpsc::channel::<(Instant, Vec<u8>)>();
+        let writer = std::thread::spawn(move || {
+            let mut to = to;
+            for (due, piece) in received {
+                std::thread::sleep(due.saturating_duration_since(Instant::now()));
+                if to.write_all(&piece).is_err() {
+                    break;
+                }
+            }
+            to
+        });
+        Delayed::Later {
+            pieces: send,
+            writer,
+            delay,
+        }
+    }
+
+    /// Send `piece`; false once the other end is gone.
+    fn send(&mut self, piece: &[u8]) -> bool {
+        match self {
+            Delayed::Now(to) => to.write_all(piece).is_ok(),
+            Delayed::Later { pieces, delay, .. } => pieces.send((Instant::now() + *delay, piece.to_vec())).is_ok(),
+        }
+    }
+
+    /// Everything sent is written, then the stream is shut down as `how` says.
+    fn close(self, how: Shutdown) {
+        let to = match self {
+            Delayed::Now(to) => to,
+            Delayed::Later { pieces, writer, .. } => {
+                drop(pieces);
+                match writer.join() {
+                    Ok(to) => to,
+                    Err(_) => return,
+                }
+            }
+        };
+        let _ = to.shutdown(how);
     }
 }
