@@ -194,9 +194,10 @@ fn bytes_ratio(a: u64, b: u64) -> f64 {
     a as f64 / b.max(1) as f64
 }
 
-/// One row alone, on loopback: `BENCH_ONLY=c`, the rebuild through the engine (the step's own calls are all
-/// that differs from docker push there), or `BENCH_ONLY=e`, an OCI layout copied by the step and by skopeo;
-/// or `BENCH_ONLY=c-far`, row (c) where each of those calls costs a round trip of 30 ms, as to a region away.
+/// One row alone: `BENCH_ONLY=c`, the rebuild through the engine on loopback (the step's own calls are all
+/// that differs from docker push there); `BENCH_ONLY=c-far`, the same where each of those calls costs a
+/// round trip of 30 ms, as to a region away; or `BENCH_ONLY=e`, an OCI layout copied by the step and by
+/// skopeo on loopback.
 pub fn alone(bench: &Bench, only: &str) -> Row {
     let files = AppFiles::new();
     let first = files.build();
@@ -402,7 +403,8 @@ fn layout_copy(bench: &Bench, first: &Image, side: &impl Fn() -> Side, reach: &s
 }
 
 /// (c) The previous build pulled from the destination (`--cache-from`), a rebuild pushed by each tool:
-/// three rounds, medians, the tools taking turns at going first.
+/// five rounds, medians, the tools taking turns at going first; `settings` are the step's own (its AWS
+/// endpoint, where that is behind a link too).
 fn rebuild_on_pulled(
     bench: &Bench,
     files: &AppFiles,
