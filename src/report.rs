@@ -188,6 +188,15 @@ pub fn state_unwritten(dir: &std::path::Path, e: &anyhow::Error) {
     );
 }
 
+/// The destination check failed after the engine's push had landed every tag (read back): the push
+/// stands.
+pub fn check_failed_after_the_push(e: &anyhow::Error) {
+    say!(
+        "check: the destinations answered the step's own check only after the engine's push had landed and been \
+         read back, and it failed ({e:#}); the push stands"
+    );
+}
+
 /// The image is in the repository already, under another tag: only the tags are written.
 pub fn image_there(repo: &str, digest: &str) {
     say!("known: the image is in {repo} already ({digest}): only its tags are written, nothing is exported or sent");

@@ -347,3 +347,26 @@ fn a_preflight_that_fails_while_the_engine_pushes_cancels_the_push_and_leaves_no
         .unwrap();
     assert!(!tagged.status.success(), "the local tag {local} was left in the engine");
 }
+
+#[test]
+fn a_preflight_that_fails_after_the_engine_push_landed_leaves_the_push_standing_and_says_so() {
+    let (moto, registry, image) = (Moto::start(), Registry::start(DEFAULT_ACCOUNT), Image::random(1000));
+    // The step's upload probe (its own check) is refused, 5 s late; the engine's requests pass, so its
+    // push lands and is read back first.
+    let late = Fault::LateTo {
+        agent: "ecr-step/",
+        after: Duration::from_secs(5),
+        status: 403,
+    };
+    let front = FaultProxy::start(&registry.host, vec![rule("POST", "/blobs/uploads/", late, 1)]);
+    let run = Step::push(&moto, &registry, &image, "app")
+        .env("PLUGIN_REGISTRY", &front.host)
+        .env("PLUGIN_PUSH_VIA", "engine")
+        .run();
+    run.success()
+        .says("only after the engine's push had landed and been read back")
+        .says("the push stands");
+    assert_eq!(front.injected(), 1, "the step's check was not refused\n{}", run.stdout);
+    let (id, _) = registry.pull(&format!("{}/app:latest", registry.host));
+    assert_eq!(id, image.id, "the image is not there");
+}

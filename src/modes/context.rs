@@ -71,3 +71,13 @@ pub enum Done {
     Login,
     Check,
 }
+
+impl Done {
+    /// Every tag landed (written or found there, and read back) in every destination.
+    pub fn every_tag_landed(&self) -> bool {
+        match self {
+            Done::Tags { outcomes, .. } => outcomes.iter().all(|o| o.result.is_ok()),
+            Done::DryRun { .. } | Done::Login | Done::Check => false,
+        }
+    }
+}

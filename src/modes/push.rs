@@ -121,7 +121,8 @@ async fn from_layout(
 ///
 /// Through the engine the push starts then too, beside the preflight: the engine reads nothing the
 /// destinations hold and meets their refusals itself, so the preflight only names the cause. A failed
-/// preflight cancels that push, and the local tags it made are removed.
+/// preflight cancels that push, and the local tags it made are removed; a push that landed every tag
+/// (read back) before the preflight failed stands, and the failure is said.
 async fn from_engine(
     reference: &str,
     preflight: impl std::future::Future<Output = Result<()>>,
@@ -177,9 +178,15 @@ async fn from_engine(
         };
         anyhow::Ok((engine, local, base, pushed))
     };
-    let (answered, decided) = tokio::join!(preflight, decided);
-    answered?;
-    let (engine, local, base, pushed) = decided?;
+    let (engine, local, base, pushed) = match tokio::join!(preflight, decided) {
+        // The engine's push landed every tag, read back, before the check failed: the image is there.
+        (Err(e), Ok((_, _, _, Some(Ok(done))))) if done.every_tag_landed() => {
+            crate::report::check_failed_after_the_push(&e);
+            return Ok(done);
+        }
+        (Err(e), _) => return Err(e),
+        (Ok(()), decided) => decided?,
+    };
     if let Some(pushed) = pushed {
         return pushed;
     }

@@ -27,6 +27,27 @@ pub enum Fault {
     RefuseMount,
     /// Forward, and answer `201 Created` where the registry said `202 Accepted` (ECR starts uploads so).
     Created,
+    /// To a request whose `User-Agent` holds `agent`, answer `status` after `after`, without forwarding
+    /// (other clients' requests pass and do not use the rule up): a registry that answers one client late
+    /// and refuses it.
+    LateTo {
+        agent: &'static str,
+        after: Duration,
+        status: u16,
+    },
+}
+
+impl Fault {
+    /// Whether the fault is for the request whose head is `head`.
+    fn meets(&self, head: &str) -> bool {
+        match self {
+            Fault::LateTo { agent, .. } => head
+                .lines()
+                .filter_map(|l| l.split_once(':'))
+                .any(|(name, value)| name.eq_ignore_ascii_case("user-agent") && value.contains(agent)),
+            _ => true,
+        }
+    }
 }
 
 /// Inject `fault` into the next `times` requests whose method is `method` and whose path contains `path`.
@@ -103,7 +124,7 @@ fn serve(mut client: TcpStream, upstream: &str, rules: &Mutex<Vec<Rule>>, inject
         let mut rules = rules.lock().unwrap();
         rules
             .iter_mut()
-            .find(|r| r.times > 0 && r.method == method && path.contains(r.path))
+            .find(|r| r.times > 0 && r.method == method && path.contains(r.path) && r.fault.meets(&text))
             .map(|r| {
                 r.times -= 1;
                 r.fault
@@ -113,18 +134,10 @@ fn serve(mut client: TcpStream, upstream: &str, rules: &Mutex<Vec<Rule>>, inject
         injected.fetch_add(1, Ordering::SeqCst);
     }
     match fault {
-        Some(Fault::Status(code)) => {
-            drain_body(&mut client, &text, rest.len());
-            let reason = if code == 429 {
-                "Too Many Requests"
-            } else {
-                "Service Unavailable"
-            };
-            let _ = write!(
-                client,
-                "HTTP/1.1 {code} {reason}\r\nContent-Length: 0\r\nRetry-After: 0\r\nConnection: close\r\n\r\n"
-            );
-            let _ = client.shutdown(Shutdown::Both);
+        Some(Fault::Status(code)) => answer(&mut client, &text, rest.len(), code),
+        Some(Fault::LateTo { after, status, .. }) => {
+            std::thread::sleep(after);
+            answer(&mut client, &text, rest.len(), status);
         }
         Some(Fault::Swallow) => {
             let body = read_body(&mut client, &text, rest);
@@ -228,6 +241,11 @@ fn read_head(client: &mut TcpStream) -> Option<(Vec<u8>, Vec<u8>)> {
             return None;
         }
         data.extend_from_slice(&buf[..n]);
+        // A TLS handshake (the engine tries HTTPS first): closed at once, so the client falls back to HTTP
+        // as it does against the registry itself.
+        if data[0] == 0x16 {
+            return None;
+        }
         if let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
             let rest = data.split_off(end + 4);
             return Some((data, rest));
@@ -259,6 +277,21 @@ fn read_body(client: &mut TcpStream, head: &str, mut body: Vec<u8>) -> Vec<u8> {
 }
 
 /// Read and discard the request body, so the answer is not lost to a reset.
+/// Answer `code` with an empty body (the request's body read first).
+fn answer(client: &mut TcpStream, head: &str, already: usize, code: u16) {
+    drain_body(client, head, already);
+    let reason = match code {
+        429 => "Too Many Requests",
+        403 => "Forbidden",
+        _ => "Service Unavailable",
+    };
+    let _ = write!(
+        client,
+        "HTTP/1.1 {code} {reason}\r\nContent-Length: 0\r\nRetry-After: 0\r\nConnection: close\r\n\r\n"
+    );
+    let _ = client.shutdown(Shutdown::Both);
+}
+
 fn drain_body(client: &mut TcpStream, head: &str, already: usize) {
     let lower = head.to_ascii_lowercase();
     let length = lower
