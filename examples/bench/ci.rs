@@ -194,7 +194,8 @@ fn bytes_ratio(a: u64, b: u64) -> f64 {
     a as f64 / b.max(1) as f64
 }
 
-/// One row alone: `BENCH_ONLY=c`, the rebuild through the engine on loopback (the step's own calls are all
+/// One row alone: `BENCH_ONLY=a`, the new image on loopback against docker push, beside its floor;
+/// `BENCH_ONLY=c`, the rebuild through the engine on loopback (the step's own calls are all
 /// that differs from docker push there); `BENCH_ONLY=c-far`, the same where each of those calls costs a
 /// round trip of 30 ms, as to a region away; or `BENCH_ONLY=e`, an OCI layout copied by the step and by
 /// skopeo on loopback.
@@ -203,6 +204,7 @@ pub fn alone(bench: &Bench, only: &str) -> Row {
     let first = files.build();
     let side = || Side::start(4096 * MB, bench.docker_config);
     match only {
+        "a" => new_image(bench, &first, &side),
         "c" => rebuild_on_pulled(bench, &files, &first, &side, "loopback", &[]),
         "c-far" => rebuild_far(bench, &files, &first),
         _ => layout_copy(bench, &first, &side, "loopback"),
@@ -399,6 +401,37 @@ fn layout_copy(bench: &Bench, first: &Image, side: &impl Fn() -> Side, reach: &s
             ratio(floor, peer.0.time)
         ),
         time <= 1.0,
+    )
+}
+
+/// (a) alone on loopback: three rounds of the step and docker push, each into a fresh registry, and of
+/// `docker save` (the floor), medians.
+fn new_image(bench: &Bench, first: &Image, side: &impl Fn() -> Side) -> Row {
+    let (mut steps, mut peers, mut floors) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..3 {
+        let (ours, docker) = (side(), side());
+        let (step, peer) = in_turn(
+            round,
+            || bench.step(&ours, &first.name, "build-1", &[]),
+            || bench.docker_push(&docker, first, "build-1"),
+        );
+        steps.push(step);
+        peers.push(peer);
+        floors.push(bench.export(first));
+    }
+    let (step, peer) = (middle(steps), middle(peers));
+    let floor = median(floors).time;
+    row(
+        format!(
+            "(a) new image of 6 layers, loopback; floor (docker save) {}: {:.2} × docker push",
+            secs(floor),
+            ratio(floor, peer.0.time)
+        ),
+        step,
+        "docker push",
+        peer,
+        "≤ 0.6 × docker push's time",
+        ratio(step.0.time, peer.0.time) <= 0.6,
     )
 }
 
