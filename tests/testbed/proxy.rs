@@ -276,7 +276,6 @@ fn read_body(client: &mut TcpStream, head: &str, mut body: Vec<u8>) -> Vec<u8> {
     body
 }
 
-/// Read and discard the request body, so the answer is not lost to a reset.
 /// Answer `code` with an empty body (the request's body read first).
 fn answer(client: &mut TcpStream, head: &str, already: usize, code: u16) {
     drain_body(client, head, already);
@@ -292,6 +291,7 @@ fn answer(client: &mut TcpStream, head: &str, already: usize, code: u16) {
     let _ = client.shutdown(Shutdown::Both);
 }
 
+/// Read and discard the request body, so the answer is not lost to a reset.
 fn drain_body(client: &mut TcpStream, head: &str, already: usize) {
     let lower = head.to_ascii_lowercase();
     let length = lower
