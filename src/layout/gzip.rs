@@ -600,12 +600,10 @@ mod tests {
 
     /// Text of a few thousand distinct words in a varied order (as real files are: repeats near and far).
     fn words(n: usize) -> Vec<u8> {
-        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut state: u64 = 0x2545_F491_4F6C_DD1D;
         let mut out = Vec::with_capacity(n + 16);
         while out.len() < n {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            let x = xorshift(&mut state);
             let word = x % 4099;
             out.extend_from_slice(format!("w{word:x}{}", [" ", "\n", "/", "="][(x >> 40) as usize % 4]).as_bytes());
         }
@@ -633,14 +631,15 @@ mod tests {
 
     fn random_bytes(n: usize) -> Vec<u8> {
         let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 24) as u8
-            })
-            .collect()
+        (0..n).map(|_| (xorshift(&mut x) >> 24) as u8).collect()
+    }
+
+    /// The next state of Marsaglia's xorshift64 (the test inputs' generator), which it also returns.
+    fn xorshift(x: &mut u64) -> u64 {
+        *x ^= *x << 13;
+        *x ^= *x >> 7;
+        *x ^= *x << 17;
+        *x
     }
 
     #[test]
