@@ -644,6 +644,10 @@ fn main() {
          2.8 s of the floor here), so no push that reads the image out of the engine starts sooner: rows (a) \
          and (b) show that floor (`docker save` to /dev/null of the same image, in the same rounds); where \
          docker push of a new image takes less than the floor divided by the target, no export can meet it. \
+         Row (a) gives a second floor, of a push that compresses the export itself: the export's first byte, \
+         then the CPU the step and its registry spent, over the cores (the engine's own streaming, which \
+         shares them, left out: a lower bound); the step compresses at level 1 there, its fastest, so a \
+         target below that floor cannot be met on this machine. \
          Over the link, a rebuild's new layer is sent as the export reaches it (9.3 MB, 0.37 s at 25 MB/s), \
          and `docker save` writes layers in the order of their directories' names (random against the \
          stack), so in a round where it comes last those bytes follow the floor. The step reads the layers a destination holds and drops them \

@@ -172,6 +172,40 @@ impl Bench<'_> {
         let save = format!("docker save {} > /dev/null", image.name);
         measure("bash", &["-c", &save], self.env)
     }
+
+    /// [`step`](Self::step), with the CPU its registry spent meanwhile.
+    fn step_served(&self, side: &Side, source: &str, tag: &str) -> ((Sample, u64), Duration) {
+        let before = side.registry.cpu();
+        let step = self.step(side, source, tag, &[]);
+        (step, side.registry.cpu() - before)
+    }
+
+    /// How long `docker save` of `image` takes to its first byte: Docker 20.10 first writes every layer
+    /// into a directory of its own, and no push that reads the image out of the engine has a byte sooner.
+    fn export_first_byte(&self, image: &Image) -> Duration {
+        use std::io::Read;
+        let started = std::time::Instant::now();
+        let mut save = std::process::Command::new("docker")
+            .args(["save", &image.name])
+            .env_clear()
+            .envs(self.env)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("docker save");
+        let mut out = save.stdout.take().expect("piped");
+        let mut buf = vec![0u8; 1 << 20];
+        let mut first = None;
+        while out.read(&mut buf).expect("docker save's output") > 0 {
+            first.get_or_insert_with(|| started.elapsed());
+        }
+        assert!(
+            save.wait().expect("docker save").success(),
+            "docker save {}",
+            image.name
+        );
+        first.expect("docker save wrote nothing")
+    }
 }
 
 /// A row of the step against a peer, time and bytes; `met` judged by the caller.
@@ -192,6 +226,44 @@ fn ratio(a: Duration, b: Duration) -> f64 {
 
 fn bytes_ratio(a: u64, b: u64) -> f64 {
     a as f64 / b.max(1) as f64
+}
+
+/// The floor of a push that reads an image out of the engine and compresses it itself: the export's first
+/// byte, then the CPU the step and its registry spent (`cpu`, nearly all of it after that byte) over the
+/// cores. The engine's own streaming, which shares those cores, is left out: a lower bound.
+fn compressing_floor(first_byte: Duration, cpu: Duration) -> Duration {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+    first_byte + cpu / cores
+}
+
+/// The row of (a): the step against docker push, beside both floors (`docker save`, and the compressing
+/// floor: [`compressing_floor`]).
+fn new_image_row(
+    reach: &str,
+    step: (Sample, u64),
+    peer: (Sample, u64),
+    save: Duration,
+    compressing: Duration,
+    (max, cap): (f64, &str),
+) -> Row {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let time = ratio(step.0.time, peer.0.time);
+    row(
+        format!(
+            "(a) new image of 6 layers, 165 MB of real files (Dockerfile), {reach}; floors: docker save {} ({:.2} × \
+             docker push), and its first byte then the CPU of the step and its registry over {cores} cores {} \
+             ({:.2} ×)",
+            secs(save),
+            ratio(save, peer.0.time),
+            secs(compressing),
+            ratio(compressing, peer.0.time)
+        ),
+        step,
+        "docker push",
+        peer,
+        cap,
+        time <= max,
+    )
 }
 
 /// One row alone: `BENCH_ONLY=a`, the new image on loopback against docker push, beside its floor;
@@ -224,7 +296,7 @@ pub fn rows(bench: &Bench) -> Vec<Row> {
         // find it in, the others into fresh ones), medians.
         let first = files.build();
         let (mut steps, mut peers, mut copies, mut leveled) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let (mut floors, mut owns) = (Vec::new(), Vec::new());
+        let (mut floors, mut owns, mut compressing) = (Vec::new(), Vec::new(), Vec::new());
         // The step's own transfer named (what `auto` weighs against the engine), at its default level and
         // at docker's.
         let own = [("PLUGIN_PUSH_VIA", "registry")];
@@ -232,7 +304,9 @@ pub fn rows(bench: &Bench) -> Vec<Row> {
         for round in 0..3 {
             let fresh = (round > 0).then(|| (side(), side(), side()));
             let (ours, docker, skopeo) = fresh.as_ref().map_or((&ours, &docker, &skopeo), |(a, b, c)| (a, b, c));
-            steps.push(bench.step(ours, &first.name, "build-1", &[]));
+            let (step, served) = bench.step_served(ours, &first.name, "build-1");
+            compressing.push(compressing_floor(bench.export_first_byte(&first), step.0.cpu + served));
+            steps.push(step);
             peers.push(bench.docker_push(docker, &first, "build-1"));
             copies.push(bench.skopeo(skopeo, &format!("docker-daemon:{}", first.name), "build-1"));
             // The own transfer, and with the level a slow link favours, each into a registry of its own.
@@ -241,25 +315,13 @@ pub fn rows(bench: &Bench) -> Vec<Row> {
             floors.push(bench.export(&first));
         }
         let (step, peer, copied) = (middle(steps), middle(peers), middle(copies));
-        let floor = median(floors).time;
-        let (max, cap) = match reach {
+        compressing.sort();
+        let (floor, least) = (median(floors).time, compressing[1]);
+        let cap = match reach {
             "loopback" => (0.6, "≤ 0.6 × docker push's time"),
             _ => (1.0, "≤ 1.0 × docker push's time"),
         };
-        let time = ratio(step.0.time, peer.0.time);
-        rows.push(row(
-            format!(
-                "(a) new image of 6 layers, 165 MB of real files (Dockerfile), {reach}; floor (docker save) {}: \
-                 {:.2} × docker push",
-                secs(floor),
-                ratio(floor, peer.0.time)
-            ),
-            step,
-            "docker push",
-            peer,
-            cap,
-            time <= max,
-        ));
+        rows.push(new_image_row(reach, step, peer, floor, least, cap));
         rows.push(row(
             format!("(a) the same, against skopeo copy docker-daemon:, {reach}"),
             step,
@@ -404,35 +466,26 @@ fn layout_copy(bench: &Bench, first: &Image, side: &impl Fn() -> Side, reach: &s
     )
 }
 
-/// (a) alone on loopback: three rounds of the step and docker push, each into a fresh registry, and of
-/// `docker save` (the floor), medians.
+/// (a) alone on loopback: three rounds of the step and docker push, each into a fresh registry, beside
+/// both floors ([`new_image_row`]), medians.
 fn new_image(bench: &Bench, first: &Image, side: &impl Fn() -> Side) -> Row {
-    let (mut steps, mut peers, mut floors) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut steps, mut peers, mut floors, mut compressing) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 0..3 {
         let (ours, docker) = (side(), side());
-        let (step, peer) = in_turn(
+        let ((step, served), peer) = in_turn(
             round,
-            || bench.step(&ours, &first.name, "build-1", &[]),
+            || bench.step_served(&ours, &first.name, "build-1"),
             || bench.docker_push(&docker, first, "build-1"),
         );
+        compressing.push(compressing_floor(bench.export_first_byte(first), step.0.cpu + served));
         steps.push(step);
         peers.push(peer);
         floors.push(bench.export(first));
     }
     let (step, peer) = (middle(steps), middle(peers));
-    let floor = median(floors).time;
-    row(
-        format!(
-            "(a) new image of 6 layers, loopback; floor (docker save) {}: {:.2} × docker push",
-            secs(floor),
-            ratio(floor, peer.0.time)
-        ),
-        step,
-        "docker push",
-        peer,
-        "≤ 0.6 × docker push's time",
-        ratio(step.0.time, peer.0.time) <= 0.6,
-    )
+    compressing.sort();
+    let cap = (0.6, "≤ 0.6 × docker push's time");
+    new_image_row("loopback", step, peer, median(floors).time, compressing[1], cap)
 }
 
 /// (c) The previous build pulled from the destination (`--cache-from`), a rebuild pushed by each tool:
