@@ -9,7 +9,7 @@
 //! - (d) the same image under a new tag;
 //! - (e) the image as a daemonless OCI layout (skopeo's, gzip layers as BuildKit writes them).
 
-use super::{LINK_RATE, MB, Row, Sample, base64_login, in_turn, measure, median, secs, step_env};
+use super::{LINK_RATE, MB, Row, Sample, base64_login, floor, in_turn, measure, median, secs, step_env};
 use crate::testbed::{self, DEFAULT_ACCOUNT, Image, Link, Moto, Registry, Step};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -228,16 +228,10 @@ fn bytes_ratio(a: u64, b: u64) -> f64 {
     a as f64 / b.max(1) as f64
 }
 
-/// The floor of a push that reads an image out of the engine and compresses it itself: the export's first
-/// byte, then the CPU the step and its registry spent (`cpu`, nearly all of it after that byte) over the
-/// cores. The engine's own streaming, which shares those cores, is left out: a lower bound.
-fn compressing_floor(first_byte: Duration, cpu: Duration) -> Duration {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
-    first_byte + cpu / cores
-}
-
-/// The row of (a): the step against docker push, beside both floors (`docker save`, and the compressing
-/// floor: [`compressing_floor`]).
+/// The row of (a): the step against docker push, beside both floors: `docker save`, and `compressing`, the
+/// floor of a push that reads the image out of the engine and compresses it itself (the export's first
+/// byte, then the CPU the step and its registry spent, nearly all of it after that byte, over the cores;
+/// the engine's own streaming, which shares those cores, is left out: a lower bound).
 fn new_image_row(
     reach: &str,
     step: (Sample, u64),
@@ -305,7 +299,7 @@ pub fn rows(bench: &Bench) -> Vec<Row> {
             let fresh = (round > 0).then(|| (side(), side(), side()));
             let (ours, docker, skopeo) = fresh.as_ref().map_or((&ours, &docker, &skopeo), |(a, b, c)| (a, b, c));
             let (step, served) = bench.step_served(ours, &first.name, "build-1");
-            compressing.push(compressing_floor(bench.export_first_byte(&first), step.0.cpu + served));
+            compressing.push(bench.export_first_byte(&first) + floor(step.0, served));
             steps.push(step);
             peers.push(bench.docker_push(docker, &first, "build-1"));
             copies.push(bench.skopeo(skopeo, &format!("docker-daemon:{}", first.name), "build-1"));
@@ -316,12 +310,12 @@ pub fn rows(bench: &Bench) -> Vec<Row> {
         }
         let (step, peer, copied) = (middle(steps), middle(peers), middle(copies));
         compressing.sort();
-        let (floor, least) = (median(floors).time, compressing[1]);
+        let (save, least) = (median(floors).time, compressing[1]);
         let cap = match reach {
             "loopback" => (0.6, "≤ 0.6 × docker push's time"),
             _ => (1.0, "≤ 1.0 × docker push's time"),
         };
-        rows.push(new_image_row(reach, step, peer, floor, least, cap));
+        rows.push(new_image_row(reach, step, peer, save, least, cap));
         rows.push(row(
             format!("(a) the same, against skopeo copy docker-daemon:, {reach}"),
             step,
@@ -477,7 +471,7 @@ fn new_image(bench: &Bench, first: &Image, side: &impl Fn() -> Side) -> Row {
             || bench.step_served(&ours, &first.name, "build-1"),
             || bench.docker_push(&docker, first, "build-1"),
         );
-        compressing.push(compressing_floor(bench.export_first_byte(first), step.0.cpu + served));
+        compressing.push(bench.export_first_byte(first) + floor(step.0, served));
         steps.push(step);
         peers.push(peer);
         floors.push(bench.export(first));
