@@ -165,6 +165,40 @@ fn the_previous_build_is_found_by_its_push_time_among_many_tags() {
     assert_eq!(id, rebuilt.id, "the image id changed");
 }
 
+/// The upload rate `auto` weighs is the link's even where each round trip is long (30 ms here, as to a region
+/// away, and a new connection's first byte a round trip later still): the PATCH's 1 MiB takes a round trip
+/// more than its bytes, and the POST's round trip taken off it must not make the link look faster or slower.
+#[test]
+fn the_upload_rate_measured_over_long_round_trips_is_the_links() {
+    let (moto, registry) = (Moto::start(), Registry::start(DEFAULT_ACCOUNT));
+    let base = Image::from_host_files(&["/bin/sh"], &[]);
+    let image = text_image(&base, 80_000_000);
+    let far = testbed::Link::start_with_delay(&registry.host, 5 << 20, std::time::Duration::from_millis(15));
+    let run = Step::aws(&moto)
+        .env("PLUGIN_SOURCE", &image.name)
+        .env("PLUGIN_REPO", "far")
+        .env("PLUGIN_TAGS", "v1")
+        .env("PLUGIN_REGISTRY", &far.host)
+        .env("PLUGIN_REGION", testbed::REGION)
+        .run();
+    run.success();
+    let rate: f64 = run
+        .stdout
+        .split(&format!("the upload to {} ran at ", far.host))
+        .nth(1)
+        .and_then(|after| after.split(" MB/s").next())
+        .and_then(|r| r.parse().ok())
+        .unwrap_or_else(|| panic!("no measured rate\n{}", run.stdout));
+    // 5 MiB/s is 5.2 MB/s; the rate is said in whole MB/s.
+    assert!(
+        (4.0..=5.5).contains(&rate),
+        "a 5 MiB/s link measured {rate} MB/s\n{}",
+        run.stdout
+    );
+    let (id, _) = registry.pull(&format!("{}/far:v1", registry.host));
+    assert_eq!(id, image.id, "the image id changed");
+}
+
 /// `PLUGIN_PUSH_VIA=auto` weighs a new image by the upload rate it measures (an upload session sent 1 MiB,
 /// then cancelled): over a slow link `docker push` (level 6, every layer read at once) beats the step's
 /// export followed by level 1's larger output; on loopback the step's compression on every core wins.

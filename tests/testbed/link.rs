@@ -50,6 +50,9 @@ impl Link {
                 let Ok(server) = TcpStream::connect(&upstream) else {
                     continue;
                 };
+                // A network path passes each piece on as it comes: with Nagle's algorithm on its sockets, the
+                // forwarder itself would hold a request's last piece until the far end's delayed ACK (40 ms).
+                let _ = (client.set_nodelay(true), server.set_nodelay(true));
                 let (mut up_from, up_to) = (client.try_clone().unwrap(), server.try_clone().unwrap());
                 let (free_at, counted) = (free_at.clone(), counted.clone());
                 std::thread::spawn(move || {
