@@ -3,7 +3,8 @@
 //! here, so the table reports ratios measured in the same run. Run it with `scripts/bench`; it writes
 //! BENCHMARKS.md. Every command runs under `/usr/bin/time -v` for its peak RSS.
 //! `BENCH_ONLY=ci` (the shapes CI pushes), `BENCH_ONLY=a`, `c` or `e` (row (a), (c) or (e) on loopback),
-//! `BENCH_ONLY=c-far` (row (c) over a link with 30 ms round trips) or `BENCH_ONLY=soci` print those rows
+//! `BENCH_ONLY=a-link` (row (a) over the 25 MB/s link), `BENCH_ONLY=c-far` (row (c) over a link with 30 ms
+//! round trips) or `BENCH_ONLY=soci` print those rows
 //! alone and write nothing.
 
 #[path = "bench/ci.rs"]
@@ -160,11 +161,11 @@ fn main() {
         return;
     }
     let only = std::env::var("BENCH_ONLY");
-    if matches!(only.as_deref(), Ok("ci" | "a" | "c" | "c-far" | "e")) {
+    if matches!(only.as_deref(), Ok("ci" | "a" | "a-link" | "c" | "c-far" | "e")) {
         // The rows of the shapes CI pushes alone (or row (a), (c) or (e) alone), printed (BENCHMARKS.md is
         // written by a whole run only).
         let rows = match only.as_deref() {
-            Ok(one @ ("a" | "c" | "c-far" | "e")) => vec![ci::alone(&ci, one)],
+            Ok(one @ ("a" | "a-link" | "c" | "c-far" | "e")) => vec![ci::alone(&ci, one)],
             _ => ci::rows(&ci),
         };
         for row in rows {

@@ -232,14 +232,11 @@ fn bytes_ratio(a: u64, b: u64) -> f64 {
 /// floor of a push that reads the image out of the engine and compresses it itself (the export's first
 /// byte, then the CPU the step and its registry spent, nearly all of it after that byte, over the cores;
 /// the engine's own streaming, which shares those cores, is left out: a lower bound).
-fn new_image_row(
-    reach: &str,
-    step: (Sample, u64),
-    peer: (Sample, u64),
-    save: Duration,
-    compressing: Duration,
-    (max, cap): (f64, &str),
-) -> Row {
+fn new_image_row(reach: &str, step: (Sample, u64), peer: (Sample, u64), save: Duration, compressing: Duration) -> Row {
+    let (max, cap) = match reach {
+        "loopback" => (0.6, "≤ 0.6 × docker push's time"),
+        _ => (1.0, "≤ 1.0 × docker push's time"),
+    };
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let time = ratio(step.0.time, peer.0.time);
     row(
@@ -260,7 +257,8 @@ fn new_image_row(
     )
 }
 
-/// One row alone: `BENCH_ONLY=a`, the new image on loopback against docker push, beside its floor;
+/// One row alone: `BENCH_ONLY=a`, the new image on loopback against docker push, beside its floors
+/// (`BENCH_ONLY=a-link`: over the 25 MB/s link);
 /// `BENCH_ONLY=c`, the rebuild through the engine on loopback (the step's own calls are all
 /// that differs from docker push there); `BENCH_ONLY=c-far`, the same where each of those calls costs a
 /// round trip of 30 ms, as to a region away; or `BENCH_ONLY=e`, an OCI layout copied by the step and by
@@ -270,7 +268,11 @@ pub fn alone(bench: &Bench, only: &str) -> Row {
     let first = files.build();
     let side = || Side::start(4096 * MB, bench.docker_config);
     match only {
-        "a" => new_image(bench, &first, &side),
+        "a" => new_image(bench, &first, &side, "loopback"),
+        "a-link" => {
+            let behind_a_link = || Side::start(LINK_RATE, bench.docker_config);
+            new_image(bench, &first, &behind_a_link, "25 MB/s link")
+        }
         "c" => rebuild_on_pulled(bench, &files, &first, &side, "loopback", &[]),
         "c-far" => rebuild_far(bench, &files, &first),
         _ => layout_copy(bench, &first, &side, "loopback"),
@@ -311,11 +313,7 @@ pub fn rows(bench: &Bench) -> Vec<Row> {
         let (step, peer, copied) = (middle(steps), middle(peers), middle(copies));
         compressing.sort();
         let (save, least) = (median(floors).time, compressing[1]);
-        let cap = match reach {
-            "loopback" => (0.6, "≤ 0.6 × docker push's time"),
-            _ => (1.0, "≤ 1.0 × docker push's time"),
-        };
-        rows.push(new_image_row(reach, step, peer, save, least, cap));
+        rows.push(new_image_row(reach, step, peer, save, least));
         rows.push(row(
             format!("(a) the same, against skopeo copy docker-daemon:, {reach}"),
             step,
@@ -460,9 +458,9 @@ fn layout_copy(bench: &Bench, first: &Image, side: &impl Fn() -> Side, reach: &s
     )
 }
 
-/// (a) alone on loopback: three rounds of the step and docker push, each into a fresh registry, beside
-/// both floors ([`new_image_row`]), medians.
-fn new_image(bench: &Bench, first: &Image, side: &impl Fn() -> Side) -> Row {
+/// (a) alone, on loopback or over the link (`reach`): three rounds of the step and docker push, each into
+/// fresh registries, beside both floors ([`new_image_row`]), medians.
+fn new_image(bench: &Bench, first: &Image, side: &impl Fn() -> Side, reach: &str) -> Row {
     let (mut steps, mut peers, mut floors, mut compressing) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 0..3 {
         let (ours, docker) = (side(), side());
@@ -478,8 +476,7 @@ fn new_image(bench: &Bench, first: &Image, side: &impl Fn() -> Side) -> Row {
     }
     let (step, peer) = (middle(steps), middle(peers));
     compressing.sort();
-    let cap = (0.6, "≤ 0.6 × docker push's time");
-    new_image_row("loopback", step, peer, median(floors).time, compressing[1], cap)
+    new_image_row(reach, step, peer, median(floors).time, compressing[1])
 }
 
 /// (c) The previous build pulled from the destination (`--cache-from`), a rebuild pushed by each tool:
