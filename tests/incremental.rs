@@ -15,6 +15,26 @@ fn push(moto: &Moto, registry: &Registry, image: &Image, tag: &str) -> testbed::
         .run()
 }
 
+/// `image` pushed under `PLUGIN_PUSH_VIA=auto` (the default) to `host`, as `repo:tag`.
+fn push_auto(moto: &Moto, image: &Image, host: &str, repo: &str, tag: &str) -> testbed::Run {
+    Step::aws(moto)
+        .env("PLUGIN_SOURCE", &image.name)
+        .env("PLUGIN_REPO", repo)
+        .env("PLUGIN_TAGS", tag)
+        .env("PLUGIN_REGISTRY", host)
+        .env("PLUGIN_REGION", testbed::REGION)
+        .run()
+}
+
+/// The upload rate a run measured, from its first `... ran at <rate> MB/s` line.
+fn measured_rate(out: &str) -> f64 {
+    out.split(" ran at ")
+        .nth(1)
+        .and_then(|after| after.split(" MB/s").next())
+        .and_then(|rate| rate.parse().ok())
+        .unwrap_or_else(|| panic!("no measured rate\n{out}"))
+}
+
 /// `base` and one layer of a text file of `bytes` or a little more, new to every run: gzip squeezes it to
 /// little, so a slow link's bytes stay few.
 fn text_image(base: &Image, bytes: usize) -> Image {
@@ -174,21 +194,10 @@ fn the_upload_rate_measured_over_long_round_trips_is_the_links() {
     let base = Image::from_host_files(&["/bin/sh"], &[]);
     let image = text_image(&base, 80_000_000);
     let far = testbed::Link::start_with_delay(&registry.host, 5 << 20, std::time::Duration::from_millis(15));
-    let run = Step::aws(&moto)
-        .env("PLUGIN_SOURCE", &image.name)
-        .env("PLUGIN_REPO", "far")
-        .env("PLUGIN_TAGS", "v1")
-        .env("PLUGIN_REGISTRY", &far.host)
-        .env("PLUGIN_REGION", testbed::REGION)
-        .run();
+    let run = push_auto(&moto, &image, &far.host, "far", "v1");
     run.success();
-    let rate: f64 = run
-        .stdout
-        .split(&format!("the upload to {} ran at ", far.host))
-        .nth(1)
-        .and_then(|after| after.split(" MB/s").next())
-        .and_then(|r| r.parse().ok())
-        .unwrap_or_else(|| panic!("no measured rate\n{}", run.stdout));
+    run.says(&format!("the upload to {} ran at ", far.host));
+    let rate = measured_rate(&run.stdout);
     // 5 MiB/s is 5.2 MB/s; the rate is said in whole MB/s.
     assert!(
         (4.0..=5.5).contains(&rate),
@@ -210,15 +219,7 @@ fn auto_weighs_a_new_image_by_the_upload_rate_it_measures() {
     // A layer of 80 MB of text. (One large layer: docker push compresses it on one core, so on loopback
     // the step wins by a wide margin.)
     let image = text_image(&base, 80_000_000);
-    let auto = |image: &Image, host: &str, repo: &str, tag: &str| {
-        Step::aws(&moto)
-            .env("PLUGIN_SOURCE", &image.name)
-            .env("PLUGIN_REPO", repo)
-            .env("PLUGIN_TAGS", tag)
-            .env("PLUGIN_REGISTRY", host)
-            .env("PLUGIN_REGION", testbed::REGION)
-            .run()
-    };
+    let auto = |image: &Image, host: &str, repo: &str, tag: &str| push_auto(&moto, image, host, repo, tag);
 
     let slow = testbed::Link::start(&registry.host, 5 << 20);
     let run = auto(&image, &slow.host, "over-a-link", "v1");
@@ -394,12 +395,8 @@ fn the_compression_level_fits_the_link_it_measures() {
         _ => panic!("no compression: line\n{}", fast.stdout),
     };
     assert_eq!(xfl, wanted, "not written at the level named\n{}", fast.stdout);
-    let rate = |out: &str| -> f64 {
-        let after = out.split(" ran at ").nth(1).unwrap();
-        after.split(" MB/s").next().unwrap().parse().unwrap()
-    };
     assert!(
-        rate(&fast.stdout) > rate(&run.stdout),
+        measured_rate(&fast.stdout) > measured_rate(&run.stdout),
         "loopback measured slower than the 5 MiB/s link\n{}\n{}",
         fast.stdout,
         run.stdout
