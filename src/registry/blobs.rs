@@ -187,13 +187,12 @@ impl RegistryClient {
             let progress = progress.clone();
             let chunks = futures_util::stream::unfold((file, progress), |(mut file, progress)| async move {
                 use tokio::io::AsyncReadExt;
-                let mut buf = vec![0u8; 1 << 20];
-                match file.read(&mut buf).await {
+                let mut buf = bytes::BytesMut::with_capacity(1 << 20);
+                match file.read_buf(&mut buf).await {
                     Ok(0) => None,
                     Ok(n) => {
                         progress.advance(n as u64);
-                        buf.truncate(n);
-                        Some((Ok::<_, std::io::Error>(bytes::Bytes::from(buf)), (file, progress)))
+                        Some((Ok::<_, std::io::Error>(buf.freeze()), (file, progress)))
                     }
                     Err(e) => Some((Err(e), (file, progress))),
                 }
@@ -224,11 +223,12 @@ impl RegistryClient {
         let location = self.start_upload(&what, repo).await?;
         let file = tokio::fs::File::open(&path).await?;
         let progress = progress.clone();
-        let follow = stream::unfold((file, done.clone(), 0u64), move |(mut file, done, mut sent)| {
+        let follow = stream::unfold((file, done.clone(), 0u64), move |(mut file, mut done, mut sent)| {
             let progress = progress.clone();
             async move {
                 use tokio::io::AsyncReadExt;
-                let mut buf = vec![0u8; 1 << 20];
+                // Read into capacity never zeroed: each piece is sent as read.
+                let mut buf = bytes::BytesMut::with_capacity(1 << 20);
                 loop {
                     // Whether the writer has finished, known before this read: then a read of 0 is the end.
                     let finished = done.borrow().as_ref().map(|b| b.size);
@@ -238,14 +238,19 @@ impl RegistryClient {
                         let stopped = std::io::Error::other("the compression or a check stopped");
                         return Some((Err(stopped), (file, done, sent)));
                     }
-                    match file.read(&mut buf).await {
+                    match file.read_buf(&mut buf).await {
                         Ok(0) => {
                             let now = done.borrow().as_ref().map(|b| b.size);
                             let problem = match at_end(finished, now, done.has_changed().is_err(), sent) {
                                 AtEnd::Finished => return None,
                                 AtEnd::ReadAgain => continue,
+                                // The file grows unannounced (looked at again in 5 ms); its end is
+                                // announced, and wakes this at once.
                                 AtEnd::Wait => {
-                                    tokio::time::sleep(Duration::from_millis(5)).await;
+                                    tokio::select! {
+                                        _ = done.changed() => {}
+                                        _ = tokio::time::sleep(Duration::from_millis(5)) => {}
+                                    }
                                     continue;
                                 }
                                 AtEnd::Short => "the file is shorter than written",
@@ -256,8 +261,7 @@ impl RegistryClient {
                         Ok(n) => {
                             sent += n as u64;
                             progress.advance(n as u64);
-                            buf.truncate(n);
-                            return Some((Ok(bytes::Bytes::from(buf)), (file, done, sent)));
+                            return Some((Ok(buf.freeze()), (file, done, sent)));
                         }
                         Err(e) => return Some((Err(e), (file, done, sent))),
                     }
