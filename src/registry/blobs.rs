@@ -186,13 +186,11 @@ impl RegistryClient {
             })?;
             let progress = progress.clone();
             let chunks = futures_util::stream::unfold((file, progress), |(mut file, progress)| async move {
-                use tokio::io::AsyncReadExt;
-                let mut buf = bytes::BytesMut::with_capacity(1 << 20);
-                match file.read_buf(&mut buf).await {
-                    Ok(0) => None,
-                    Ok(n) => {
-                        progress.advance(n as u64);
-                        Some((Ok::<_, std::io::Error>(buf.freeze()), (file, progress)))
+                match next_piece(&mut file).await {
+                    Ok(piece) if piece.is_empty() => None,
+                    Ok(piece) => {
+                        progress.advance(piece.len() as u64);
+                        Some((Ok::<_, std::io::Error>(piece), (file, progress)))
                     }
                     Err(e) => Some((Err(e), (file, progress))),
                 }
@@ -226,9 +224,6 @@ impl RegistryClient {
         let follow = stream::unfold((file, done.clone(), 0u64), move |(mut file, mut done, mut sent)| {
             let progress = progress.clone();
             async move {
-                use tokio::io::AsyncReadExt;
-                // Read into capacity never zeroed: each piece is sent as read.
-                let mut buf = bytes::BytesMut::with_capacity(1 << 20);
                 loop {
                     // Whether the writer has finished, known before this read: then a read of 0 is the end.
                     let finished = done.borrow().as_ref().map(|b| b.size);
@@ -238,8 +233,8 @@ impl RegistryClient {
                         let stopped = std::io::Error::other("the compression or a check stopped");
                         return Some((Err(stopped), (file, done, sent)));
                     }
-                    match file.read_buf(&mut buf).await {
-                        Ok(0) => {
+                    match next_piece(&mut file).await {
+                        Ok(piece) if piece.is_empty() => {
                             let now = done.borrow().as_ref().map(|b| b.size);
                             let problem = match at_end(finished, now, done.has_changed().is_err(), sent) {
                                 AtEnd::Finished => return None,
@@ -258,10 +253,10 @@ impl RegistryClient {
                             };
                             return Some((Err(std::io::Error::other(problem)), (file, done, sent)));
                         }
-                        Ok(n) => {
-                            sent += n as u64;
-                            progress.advance(n as u64);
-                            return Some((Ok(buf.freeze()), (file, done, sent)));
+                        Ok(piece) => {
+                            sent += piece.len() as u64;
+                            progress.advance(piece.len() as u64);
+                            return Some((Ok(piece), (file, done, sent)));
                         }
                         Err(e) => return Some((Err(e), (file, done, sent))),
                     }
@@ -373,6 +368,15 @@ enum AtEnd {
     Short,
     /// The writer stopped without finishing.
     Stopped,
+}
+
+/// The next piece of `file`, up to 1 MiB (memory stays bounded whatever the blob's size), read into
+/// capacity never zeroed; empty at the file's end (for now, where it is still being written).
+async fn next_piece(file: &mut tokio::fs::File) -> std::io::Result<bytes::Bytes> {
+    use tokio::io::AsyncReadExt;
+    let mut piece = bytes::BytesMut::with_capacity(1 << 20);
+    file.read_buf(&mut piece).await?;
+    Ok(piece.freeze())
 }
 
 /// `before`: the size the writer had given when the read started (`None`: still writing); `now`: the size
