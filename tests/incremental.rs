@@ -262,6 +262,71 @@ fn auto_weighs_a_new_image_by_the_upload_rate_it_measures() {
     assert_eq!(id, image.id, "the image id changed");
 }
 
+/// `auto`'s estimates use one machine's rates; a runner that keeps `PLUGIN_STATE_DIR` notes how long the
+/// way it took ran against its estimate (its pace), and the next new image is weighed at those paces: a
+/// docker push that ran three times its estimate here sends the next new image through the step's own
+/// transfer, which the `via:` line says. A pace older than a day, or one that does not read, leaves the
+/// model's choice. Either way the image pulls back as itself.
+#[test]
+fn auto_weighs_each_way_at_the_pace_it_went_on_this_runner() {
+    let (moto, registry) = (Moto::start(), Registry::start(DEFAULT_ACCOUNT));
+    let slow = testbed::Link::start(&registry.host, 5 << 20);
+    let state = tempfile::tempdir().unwrap();
+    let record = state.path().join("engine-pushes.json");
+    let base = Image::from_host_files(&["/bin/sh"], &[]);
+    let push = |bytes: usize, repo: &str| {
+        let image = text_image(&base, bytes);
+        let run = Step::aws(&moto)
+            .env("PLUGIN_SOURCE", &image.name)
+            .env("PLUGIN_REPO", repo)
+            .env("PLUGIN_TAGS", "v1")
+            .env("PLUGIN_REGISTRY", &slow.host)
+            .env("PLUGIN_REGION", testbed::REGION)
+            .env("PLUGIN_STATE_DIR", state.path().to_str().unwrap())
+            .run();
+        run.success();
+        let (id, _) = registry.pull(&format!("{}/{repo}:v1", registry.host));
+        assert_eq!(id, image.id, "the image id changed");
+        run
+    };
+    let paces = || -> Vec<serde_json::Value> {
+        let noted: serde_json::Value = serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
+        noted["paces"].as_array().cloned().unwrap_or_default()
+    };
+    // The record's paces made the engine's alone, at `pace` noted `at`.
+    let set_engine_pace = |pace: serde_json::Value, at: serde_json::Value| {
+        let mut noted: serde_json::Value = serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
+        let mut engine = paces().into_iter().find(|p| p["way"] == "engine").unwrap();
+        engine["pace"] = pace;
+        engine["at"] = at;
+        noted["paces"] = serde_json::json!([engine]);
+        std::fs::write(&record, noted.to_string()).unwrap();
+    };
+
+    // The model's choice over a slow link, timed and noted.
+    let run = push(80_000_000, "first");
+    run.says("via: docker push through the engine");
+    let noted = paces();
+    assert_eq!(noted.len(), 1, "{noted:?}");
+    assert_eq!(noted[0]["way"], "engine", "{noted:?}");
+    let pace = noted[0]["pace"].as_f64().unwrap();
+    assert!(pace > 0.0 && pace.is_finite(), "{noted:?}");
+
+    // docker push ran three times its estimate here: the next new image goes through the step.
+    set_engine_pace(3.0.into(), noted[0]["at"].clone());
+    let run = push(80_000_100, "paced");
+    run.says("via: the step's own transfer")
+        .says("(it took 3.0 × its estimate here last time)");
+    let ways: Vec<_> = paces().iter().map(|p| p["way"].as_str().unwrap().to_string()).collect();
+    assert_eq!(ways, ["step", "engine"], "the step's pace is noted beside the engine's");
+
+    // The same pace noted two days ago, or a pace that does not read: the model's choice again.
+    set_engine_pace(3.0.into(), (noted[0]["at"].as_u64().unwrap() - 2 * 86_400).into());
+    push(80_000_200, "stale").says("via: docker push through the engine");
+    set_engine_pace("fast".into(), noted[0]["at"].clone());
+    push(80_000_300, "corrupt").says("via: docker push through the engine");
+}
+
 /// The engine remembers what it pushed (docker push then skips those layers there), but once the step
 /// removes its local tag nothing in the engine shows it: the step notes each push through the engine in
 /// `PLUGIN_STATE_DIR`, and `auto` reads the note. A rebuild whose previous build this engine pushed goes

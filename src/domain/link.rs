@@ -4,8 +4,11 @@
 //! at once and sends docker's smaller level 6, one layer per core. Over a fast link the first wins, over
 //! a slow one the second. The same rate picks the gzip level of the layers the step compresses under
 //! `PLUGIN_COMPRESSION_LEVEL=auto` ([`Uplink::level`]): level 6's fewer bytes where the link is the
-//! bottleneck, level 1's speed where the CPU is. Pure arithmetic: the measurement is `registry`'s, the
-//! choice `modes::push`'s.
+//! bottleneck, level 1's speed where the CPU is. Both estimates use rates of one machine; where a runner
+//! keeps its state, each way's estimate is scaled by how long that way took there against its estimate
+//! the last time it was taken ([`Paces`], kept in `domain::record`), so an engine slower than the model
+//! (or a step slower) costs one push, not every push. Pure arithmetic: the measurement is `registry`'s,
+//! the choice `modes::push`'s.
 
 use super::source::{Compression, LocalImage};
 
@@ -69,6 +72,55 @@ const STEP_GZIP_6_MB_PER_S: f64 = 40.0;
 const LEVEL_2_LEAVES: f64 = 0.45;
 const LEVEL_1_LEAVES: f64 = 0.51;
 const LEVEL_6_LEAVES: f64 = 0.41;
+
+/// The two ways of pushing a new image from the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Way {
+    /// `docker push` through the engine.
+    Engine,
+    /// The step's own transfer.
+    Step,
+}
+
+/// How long each way took on this runner against its estimate, the last time it was taken (1: as
+/// estimated, 2: twice as long); each estimate is scaled by its way's pace.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Paces {
+    pub engine: f64,
+    pub step: f64,
+}
+
+impl Default for Paces {
+    fn default() -> Self {
+        Paces { engine: 1.0, step: 1.0 }
+    }
+}
+
+impl Paces {
+    /// The least and most pace used: a noted pace beyond them is taken as them.
+    pub const RANGE: std::ops::RangeInclusive<f64> = 0.25..=4.0;
+
+    fn of(&self, way: Way) -> f64 {
+        let pace = match way {
+            Way::Engine => self.engine,
+            Way::Step => self.step,
+        };
+        match pace.is_finite() {
+            true => pace.clamp(*Self::RANGE.start(), *Self::RANGE.end()),
+            false => 1.0,
+        }
+    }
+}
+
+/// A weighing: the faster way over the link, why (for the `via:` line), and its estimate before pacing
+/// (seconds), which the time it takes is noted against.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Weighed {
+    pub way: Way,
+    pub why: String,
+    pub estimate: f64,
+}
 
 /// The two ways of pushing an image from the engine, as a function of the upload rate: what each sends
 /// and about how long it takes.
@@ -142,34 +194,51 @@ impl Ways {
         }
     }
 
-    /// Whether the faster way depends on the link (from 0.5 MB/s to 5 GB/s): else measuring it would
-    /// change nothing (a rebuild whose other layers the destination holds stays with the step at any rate).
+    /// Whether the faster way by the model depends on the link (from 0.5 MB/s to 5 GB/s): else measuring
+    /// it would change nothing (a rebuild whose other layers the destination holds stays with the step at
+    /// any rate). The paces are left out here, so a way slow once is weighed (and its pace noted) again.
     pub fn depend_on_the_link(&self) -> bool {
         let engine_at = |rate: f64| self.engine(rate).seconds < self.step(rate).seconds;
         let first = engine_at(0.5);
         (1..=40).any(|i| engine_at(0.5 * 1.26f64.powi(i)) != first)
     }
 
-    /// Whether `docker push` is the faster way over `uplink`, and why (for the `via:` line).
-    pub fn engine_is_faster_over(&self, uplink: &Uplink) -> (bool, String) {
+    /// The faster way over `uplink` at `paces`, and why.
+    pub fn weigh(&self, uplink: &Uplink, paces: &Paces) -> Weighed {
         let rate = uplink.mb_per_s();
         let (engine, step) = (self.engine(rate), self.step(rate));
-        let faster = engine.seconds < step.seconds;
+        let (engine_takes, step_takes) = (
+            engine.seconds * paces.of(Way::Engine),
+            step.seconds * paces.of(Way::Step),
+        );
+        let way = match engine_takes < step_takes {
+            true => Way::Engine,
+            false => Way::Step,
+        };
+        let paced = |way: Way| match paces.of(way) {
+            pace if (pace - 1.0).abs() < 0.05 => String::new(),
+            pace => format!(" (it took {pace:.1} × its estimate here last time)"),
+        };
         let why = format!(
             "the upload to {} ran at {rate:.0} MB/s: docker push would send about {:.0} MB (every layer, level 6) in \
-             about {:.1} s, the step's own transfer about {:.0} MB after exporting {:.0} MB in about {:.1} s ({})",
+             about {engine_takes:.1} s{}, the step's own transfer about {:.0} MB after exporting {:.0} MB in about \
+             {step_takes:.1} s{} ({})",
             uplink.host,
             engine.sends,
-            engine.seconds,
+            paced(Way::Engine),
             step.sends,
             self.total,
-            step.seconds,
-            match faster {
-                true => "PLUGIN_PUSH_VIA=registry moves every byte through the step instead",
-                false => "PLUGIN_PUSH_VIA=engine pushes through the engine instead",
+            paced(Way::Step),
+            match way {
+                Way::Engine => "PLUGIN_PUSH_VIA=registry moves every byte through the step instead",
+                Way::Step => "PLUGIN_PUSH_VIA=engine pushes through the engine instead",
             }
         );
-        (faster, why)
+        let estimate = match way {
+            Way::Engine => engine.seconds,
+            Way::Step => step.seconds,
+        };
+        Weighed { way, why, estimate }
     }
 }
 
@@ -201,11 +270,13 @@ mod tests {
     fn a_new_image_goes_through_the_engine_over_a_slow_link_and_through_the_step_over_a_fast_one() {
         let image = application();
         let all = image.size as u64;
-        let (engine, why) = Ways::new(&image, all, Compression::Auto, 2).engine_is_faster_over(&at(25.0));
-        assert!(engine, "{why}");
-        assert!(why.contains("ran at 25 MB/s"), "{why}");
-        let (engine, why) = Ways::new(&image, all, Compression::Auto, 2).engine_is_faster_over(&at(300.0));
-        assert!(!engine, "{why}");
+        let ways = Ways::new(&image, all, Compression::Auto, 2);
+        let weighed = ways.weigh(&at(25.0), &Paces::default());
+        assert_eq!(weighed.way, Way::Engine, "{}", weighed.why);
+        assert!(weighed.why.contains("ran at 25 MB/s"), "{}", weighed.why);
+        assert!(!weighed.why.contains("estimate here"), "{}", weighed.why);
+        let weighed = ways.weigh(&at(300.0), &Paces::default());
+        assert_eq!(weighed.way, Way::Step, "{}", weighed.why);
     }
 
     #[test]
@@ -213,11 +284,12 @@ mod tests {
         // docker push with no record of the destination sends all 165 MB; the step only the 12 MB app.
         let image = application();
         let ways = Ways::new(&image, 12_000_000, Compression::Auto, 2);
-        let (engine, why) = ways.engine_is_faster_over(&at(25.0));
-        assert!(!engine, "{why}");
+        let weighed = ways.weigh(&at(25.0), &Paces::default());
+        assert_eq!(weighed.way, Way::Step, "{}", weighed.why);
         // At any rate: the link is not worth measuring.
         assert!(!ways.depend_on_the_link());
-        assert!(Ways::new(&image, image.size as u64, Compression::Auto, 2).depend_on_the_link());
+        let new = Ways::new(&image, image.size as u64, Compression::Auto, 2);
+        assert!(new.depend_on_the_link());
     }
 
     #[test]
@@ -241,7 +313,40 @@ mod tests {
         image.layers.truncate(1);
         image.size = 200_000_000;
         let ways = Ways::new(&image, 200_000_000, Compression::Auto, 2);
-        let (engine, why) = ways.engine_is_faster_over(&at(25.0));
-        assert!(!engine, "{why}");
+        let weighed = ways.weigh(&at(25.0), &Paces::default());
+        assert_eq!(weighed.way, Way::Step, "{}", weighed.why);
+    }
+
+    #[test]
+    fn a_way_slower_here_than_its_estimate_is_weighed_at_the_pace_it_took() {
+        let image = application();
+        let ways = Ways::new(&image, image.size as u64, Compression::Auto, 2);
+        let first = ways.weigh(&at(25.0), &Paces::default());
+        assert_eq!(first.way, Way::Engine, "{}", first.why);
+        // docker push took twice its estimate here: the step's own transfer is faster now.
+        let slow_engine = Paces { engine: 2.0, step: 1.0 };
+        let second = ways.weigh(&at(25.0), &slow_engine);
+        assert_eq!(second.way, Way::Step, "{}", second.why);
+        assert!(second.why.contains("docker push would send"), "{}", second.why);
+        assert!(
+            second.why.contains("(it took 2.0 × its estimate here last time)"),
+            "{}",
+            second.why
+        );
+        // The estimate noted against is the model's, not the paced one (else paces would compound).
+        assert!((second.estimate - ways.step(25.0).seconds).abs() < 1e-9);
+        // Both slower alike: the choice is the model's.
+        let both = ways.weigh(&at(25.0), &Paces { engine: 1.5, step: 1.5 });
+        assert_eq!(both.way, Way::Engine, "{}", both.why);
+        // A pace past the range is taken as its end, and one that is not a number as 1.
+        let wild = ways.weigh(
+            &at(25.0),
+            &Paces {
+                engine: 1e9,
+                step: f64::NAN,
+            },
+        );
+        let capped = ways.weigh(&at(25.0), &Paces { engine: 4.0, step: 1.0 });
+        assert_eq!(wild.why, capped.why);
     }
 }

@@ -8,9 +8,15 @@
 //! ([`PulledImage`]). A note is a hint: a wrong one (another engine, a layer the registry lost) makes a push
 //! slower, since docker push then sends those layers, never wrong.
 //!
+//! Beside the pushes, the record keeps each way's pace on each engine ([`Pace`]): how long the last new
+//! image `auto` weighed took that way against its estimate, so the next weighing on that runner starts
+//! from what the runner did, not from the model's rates alone. A pace older than [`Pace::KEPT`] is not
+//! used, so a runner that was slow once is weighed by the model again a day later.
+//!
 //! The record is untrusted input: it is parsed with a bound, every entry is checked, and anything that
 //! does not read is dropped.
 
+use super::link::{Paces, Way};
 use super::source::PulledImage;
 use serde::{Deserialize, Serialize};
 
@@ -51,10 +57,54 @@ impl EnginePushed {
     }
 }
 
-/// The record: the most recent pushes through the engine, newest first, bounded.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// How long one way took on one engine against `auto`'s estimate, the last time it was taken.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pace {
+    /// The engine's ID (`docker info`).
+    pub engine: String,
+    pub way: Way,
+    /// The time taken over the estimate.
+    pub pace: f64,
+    /// When, in seconds since the epoch.
+    pub at: u64,
+}
+
+impl Pace {
+    /// How long a pace is used.
+    pub const KEPT: u64 = 24 * 60 * 60;
+
+    fn is_sound(&self) -> bool {
+        !self.engine.is_empty()
+            && self.engine.len() <= 256
+            && self.engine.bytes().all(|b| b.is_ascii_graphic())
+            && self.pace.is_finite()
+            && self.pace > 0.0
+    }
+}
+
+/// The record: the most recent pushes through the engine, newest first, bounded; and each way's pace on
+/// each engine.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Record {
+    #[serde(deserialize_with = "each_that_reads")]
     pushed: Vec<EnginePushed>,
+    /// Absent in a record written before paces were kept.
+    #[serde(default, deserialize_with = "each_that_reads")]
+    paces: Vec<Pace>,
+}
+
+/// The entries of a list that read as `T` (one another version wrote differently is dropped, not the
+/// record).
+fn each_that_reads<'de, D, T>(list: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    let entries = Vec::<serde_json::Value>::deserialize(list)?;
+    Ok(entries
+        .into_iter()
+        .filter_map(|e| serde_json::from_value(e).ok())
+        .collect())
 }
 
 impl Record {
@@ -67,6 +117,8 @@ impl Record {
     /// The most layers of an image noted (overlay2 stacks at most 128): with [`Record::MOST_PUSHES`], a
     /// full record stays under [`Record::MOST_BYTES`].
     pub const MOST_LAYERS: usize = 128;
+    /// The most paces kept (two per engine).
+    pub const MOST_PACES: usize = 16;
 
     /// The record in `bytes`; empty when they do not read as one (corrupt, truncated, another format),
     /// without the entries that are not sound.
@@ -77,6 +129,8 @@ impl Record {
         let mut record: Record = serde_json::from_slice(bytes).unwrap_or_default();
         record.pushed.retain(EnginePushed::is_sound);
         record.pushed.truncate(Self::MOST_PUSHES);
+        record.paces.retain(Pace::is_sound);
+        record.paces.truncate(Self::MOST_PACES);
         record
     }
 
@@ -120,6 +174,31 @@ impl Record {
         self.pushed
             .iter()
             .any(|p| p.image.repo == repo && hosts.contains(&p.image.host))
+    }
+
+    /// Note how long a way took (first, as the newest, in place of that way's pace on that engine).
+    pub fn note_pace(&mut self, pace: Pace) {
+        if !pace.is_sound() {
+            return;
+        }
+        self.paces.retain(|p| !(p.engine == pace.engine && p.way == pace.way));
+        self.paces.insert(0, pace);
+        self.paces.truncate(Self::MOST_PACES);
+    }
+
+    /// Each way's pace on `engine` noted within [`Pace::KEPT`] before `now` (seconds since the epoch); 1
+    /// where none is.
+    pub fn paces(&self, engine: &str, now: u64) -> Paces {
+        let of = |way: Way| {
+            self.paces
+                .iter()
+                .find(|p| p.engine == engine && p.way == way && p.at <= now && now - p.at <= Pace::KEPT)
+                .map_or(1.0, |p| p.pace)
+        };
+        Paces {
+            engine: of(Way::Engine),
+            step: of(Way::Step),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -201,6 +280,89 @@ mod tests {
         // Too large to read at all.
         let large = vec![b' '; Record::MOST_BYTES + 1];
         assert!(Record::parse(&large).is_empty());
+    }
+
+    fn pace(engine: &str, way: Way, pace: f64, at: u64) -> Pace {
+        Pace {
+            engine: engine.into(),
+            way,
+            pace,
+            at,
+        }
+    }
+
+    #[test]
+    fn a_pace_is_used_for_its_engine_and_way_for_a_day_and_a_record_without_paces_still_reads() {
+        let now = 1_800_000_000;
+        let mut record = Record::default();
+        record.note(pushed("engine-a", "app", 7));
+        let before_paces = String::from_utf8(record.to_bytes())
+            .unwrap()
+            .replace(",\"paces\":[]", "");
+        assert!(!before_paces.contains("paces"), "{before_paces}");
+        assert_eq!(
+            Record::parse(before_paces.as_bytes()),
+            record,
+            "a record of an earlier step"
+        );
+        assert_eq!(record.paces("engine-a", now), Paces::default());
+
+        record.note_pace(pace("engine-a", Way::Engine, 2.5, now - 60));
+        record.note_pace(pace("engine-a", Way::Engine, 2.0, now - 30));
+        record.note_pace(pace("engine-b", Way::Step, 1.5, now - 30));
+        let again = Record::parse(&record.to_bytes());
+        assert_eq!(again, record);
+        let paces = again.paces("engine-a", now);
+        assert_eq!(
+            (paces.engine, paces.step),
+            (2.0, 1.0),
+            "the newest of a way replaces the older"
+        );
+        assert_eq!(again.paces("engine-b", now).step, 1.5);
+        assert_eq!(
+            again.paces("engine-c", now),
+            Paces::default(),
+            "another engine's pace is not used"
+        );
+        // A day later, or noted in the future (a clock set back), it is not used.
+        assert_eq!(again.paces("engine-a", now + Pace::KEPT + 31), Paces::default());
+        assert_eq!(again.paces("engine-a", now - 3600), Paces::default());
+    }
+
+    #[test]
+    fn a_hostile_pace_is_dropped_and_the_paces_stay_bounded() {
+        let now = 1_800_000_000;
+        let mut record = Record::default();
+        for bad in [f64::NAN, f64::INFINITY, 0.0, -1.0] {
+            record.note_pace(pace("engine-a", Way::Engine, bad, now));
+        }
+        record.note_pace(pace("engine\nforged", Way::Engine, 2.0, now));
+        assert_eq!(record.paces("engine-a", now), Paces::default());
+        assert_eq!(record.paces("engine\nforged", now), Paces::default());
+        // An entry that is not a pace, or not a sound one, is dropped; the rest of the record stays.
+        let mut json = serde_json::json!({"pushed": [pushed("engine-a", "app", 7)]});
+        json["paces"] = serde_json::json!([
+            {"engine": "engine-a", "way": "engine", "pace": -3.0, "at": now},
+            {"engine": "engine-a", "way": "teleport", "pace": 2.0, "at": now},
+            {"engine": "engine-a", "way": "step", "pace": "fast", "at": now},
+            {"engine": "engine-a", "way": "step", "pace": 1.25, "at": now},
+        ]);
+        let parsed = Record::parse(json.to_string().as_bytes());
+        assert_eq!(parsed.len(), 1, "the pushes stay");
+        assert_eq!(
+            parsed.paces("engine-a", now),
+            Paces {
+                engine: 1.0,
+                step: 1.25
+            }
+        );
+        for engine in 0..40 {
+            record.note_pace(pace(&format!("engine-{engine}"), Way::Step, 1.5, now));
+        }
+        let parsed = Record::parse(&record.to_bytes());
+        assert_eq!(parsed.paces("engine-39", now).step, 1.5);
+        assert_eq!(parsed.paces("engine-0", now), Paces::default(), "the oldest went");
+        assert_eq!(parsed.paces.len(), Record::MOST_PACES);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The state directory (`PLUGIN_STATE_DIR`): what the step keeps between runs on a runner that keeps it,
-//! today the record of the engine's pushes (`domain::record`), in `engine-pushes.json`.
+//! today the record of the engine's pushes and of each way's pace (`domain::record`), in
+//! `engine-pushes.json`.
 //!
 //! Reading takes no lock: the file is only ever replaced whole (written beside it, then renamed over it),
 //! so a reader sees one complete version, read with a bound and only when it is a regular file. Noting a
@@ -7,7 +8,7 @@
 //! once both land their notes. The directory is made 0700 and the file written 0600. It is not synced:
 //! after a crash a record may read as empty, which costs one slower push.
 
-use crate::domain::record::{EnginePushed, Record};
+use crate::domain::record::Record;
 use std::io::Write;
 use std::path::Path;
 
@@ -23,9 +24,9 @@ pub fn read(dir: &Path) -> Record {
     }
 }
 
-/// Add `pushed` to the record in `dir`, making the directory when missing. `Err` says what failed, with
-/// the path.
-pub fn note(dir: &Path, pushed: EnginePushed) -> Result<(), String> {
+/// Make `change` to the record in `dir` (a push or a pace noted), making the directory when missing.
+/// `Err` says what failed, with the path.
+pub fn note(dir: &Path, change: impl FnOnce(&mut Record)) -> Result<(), String> {
     use std::os::unix::fs::DirBuilderExt;
     let failed = |what: &str, e: std::io::Error| format!("{what} {}: {e}", dir.display());
     std::fs::DirBuilder::new()
@@ -36,7 +37,7 @@ pub fn note(dir: &Path, pushed: EnginePushed) -> Result<(), String> {
     let lock = private(&dir.join(LOCK), false).map_err(|e| failed("cannot open the lock in", e))?;
     lock.lock().map_err(|e| failed("cannot lock the record in", e))?;
     let mut record = read(dir);
-    record.note(pushed);
+    change(&mut record);
     let temporary = dir.join(format!(".{FILE}.{}", std::process::id()));
     let written = private(&temporary, true)
         .and_then(|mut f| f.write_all(&record.to_bytes()))
@@ -63,6 +64,7 @@ fn private(path: &Path, truncate: bool) -> std::io::Result<std::fs::File> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::record::EnginePushed;
     use crate::domain::source::PulledImage;
 
     fn pushed(repo: &str, image: u32) -> EnginePushed {
@@ -86,14 +88,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state");
         assert!(read(&state).is_empty(), "no directory yet: an empty record");
-        note(&state, pushed("app", 1)).unwrap();
+        note(&state, |r| r.note(pushed("app", 1))).unwrap();
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&state), 0o700);
         assert_eq!(mode(&state.join(FILE)), 0o600);
         assert_eq!(read(&state).len(), 1);
         std::fs::write(state.join(FILE), b"{\"pushed\": [ {\"engine\": trunc").unwrap();
         assert!(read(&state).is_empty());
-        note(&state, pushed("app", 2)).unwrap();
+        note(&state, |r| r.note(pushed("app", 2))).unwrap();
         let record = read(&state);
         assert_eq!(record.len(), 1, "the corrupt record is replaced by a sound one");
         let hosts = vec!["127.0.0.1:5000".to_string()];
@@ -119,7 +121,7 @@ mod tests {
                 let state = state.clone();
                 std::thread::spawn(move || {
                     for i in 0..5 {
-                        note(&state, pushed(&format!("repo-{w}"), w * 100 + i)).unwrap();
+                        note(&state, |r| r.note(pushed(&format!("repo-{w}"), w * 100 + i))).unwrap();
                         // A reader meanwhile always sees a whole record.
                         assert!(!read(&state).is_empty());
                     }

@@ -10,9 +10,9 @@ use super::context::{Context, Done, Looked};
 use super::write::engine_push::EnginePush;
 use super::write::uploads::{Sent, files_to, upload_early};
 use super::write::{Destination, Verb, preflight, scan, tags};
-use crate::domain::link::{Uplink, Ways};
+use crate::domain::link::{Paces, Uplink, Way, Ways, Weighed};
 use crate::domain::login::RegistryLogin;
-use crate::domain::record::EnginePushed;
+use crate::domain::record::{EnginePushed, Pace, Record};
 use crate::domain::source::{
     BaseLayers, Compressing, Compression, LocalImage, PulledImage, Source, base_of, engine_is_faster,
 };
@@ -218,37 +218,78 @@ async fn from_engine(
         return own_transfer(&engine, &local, layers, None, settings, ctx).await;
     }
     // Where the faster way depends on the link (a new image, mostly), the upload is measured once the
-    // layers the destination holds are known.
+    // layers the destination holds are known, and each way is weighed at the pace it went on this
+    // engine last time; the way taken is timed, and its pace noted for the next.
     let held = held_layers(held, &local, &settings.target.repo, ctx).await;
-    let (faster, uplink) = engine_is_faster_over_the_link(&local, held.as_ref(), settings, ctx).await;
-    if faster {
-        return engine_push(&engine, &local, settings, ctx).await;
+    let weighed = weigh_over_the_link(&engine, &local, held.as_ref(), settings, ctx).await;
+    let started = std::time::Instant::now();
+    let done = match &weighed {
+        Some((weighed, _, _)) if weighed.way == Way::Engine => engine_push(&engine, &local, settings, ctx).await,
+        _ => {
+            let uplink = weighed.as_ref().map(|(_, uplink, _)| uplink.clone());
+            own_transfer(&engine, &local, Layers::Learnt(held), uplink, settings, ctx).await
+        }
+    };
+    if let (Some((weighed, _, Some(engine))), Ok(done)) = (weighed, &done)
+        && done.every_tag_landed()
+        && weighed.estimate > 0.0
+    {
+        let pace = Pace {
+            engine,
+            way: weighed.way,
+            pace: started.elapsed().as_secs_f64() / weighed.estimate,
+            at: now(),
+        };
+        note_in_state(settings, move |record| record.note_pace(pace)).await;
     }
-    own_transfer(&engine, &local, Layers::Learnt(held), uplink, settings, ctx).await
+    done
 }
 
-/// Whether `docker push` would finish first at the upload rate measured to the only destination (the
-/// `via:` line says why, either way), and that rate. Measured only where the choice depends on the rate;
-/// `false` when not measured.
-async fn engine_is_faster_over_the_link(
+/// The faster way at the upload rate measured to the only destination, each way at its pace on this
+/// engine (the `via:` line says why, either way); that rate; and the engine's ID to note the pace of the
+/// way taken against (`None` without a state directory). Measured only where the choice depends on the
+/// rate; `None` when not measured.
+async fn weigh_over_the_link(
+    engine: &Engine,
     local: &LocalImage,
     held: Option<&BaseLayers>,
     settings: &PushSettings,
     ctx: &Context,
-) -> (bool, Option<Uplink>) {
+) -> Option<(Weighed, Uplink, Option<String>)> {
     let ways = Ways::new(local, missing_bytes(local, held), settings.compression.level, cores());
     if !ways.depend_on_the_link() {
-        return (false, None);
+        return None;
     }
-    let Some(uplink) = slowest_uplink(&settings.target.repo, ctx).await else {
-        return (false, None);
+    let (uplink, (paces, engine_id)) =
+        tokio::join!(slowest_uplink(&settings.target.repo, ctx), paces(engine, settings));
+    let uplink = uplink?;
+    let weighed = ways.weigh(&uplink, &paces);
+    match weighed.way {
+        Way::Engine => crate::report::via_engine(&weighed.why),
+        Way::Step => crate::report::via_own_transfer(&weighed.why),
+    }
+    Some((weighed, uplink, engine_id))
+}
+
+/// This engine's paces in the record in `PLUGIN_STATE_DIR` (1 where none is kept), and its ID (`None`
+/// without a state directory or an engine that says who it is).
+async fn paces(engine: &Engine, settings: &PushSettings) -> (Paces, Option<String>) {
+    let Some(dir) = settings.state_dir.clone() else {
+        return (Paces::default(), None);
     };
-    let (faster, why) = ways.engine_is_faster_over(&uplink);
-    match faster {
-        true => crate::report::via_engine(&why),
-        false => crate::report::via_own_transfer(&why),
-    }
-    (faster, Some(uplink))
+    let (record, id) = tokio::join!(blocking(move || Ok(crate::files::state::read(&dir))), engine.id());
+    let Some(id) = id else {
+        return (Paces::default(), None);
+    };
+    let paces = record.map_or(Paces::default(), |record| record.paces(&id, now()));
+    (paces, Some(id))
+}
+
+/// Seconds since the epoch (0 on a clock before it: no pace is then used).
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs())
 }
 
 /// The images this engine pushed to the target repository in earlier runs, from the record in
@@ -275,9 +316,6 @@ async fn noted(engine: &Engine, settings: &PushSettings, hosts: &[String]) -> Ve
 /// `outcomes` the engine wrote, not one found there already), for the next run's `auto`. Best effort: a
 /// note that cannot be written is said, and the push stands.
 async fn note(engine_id: String, source: &LocalImage, settings: &PushSettings, host: &str, outcomes: &[TagOutcome]) {
-    let Some(dir) = settings.state_dir.clone() else {
-        return;
-    };
     let Some(digest) = outcomes.iter().find_map(|o| match &o.result {
         Ok(landed) if !landed.skipped => Some(landed.digest.clone()),
         _ => None,
@@ -295,8 +333,17 @@ async fn note(engine_id: String, source: &LocalImage, settings: &PushSettings, h
             size: source.size.max(0) as u64,
         },
     };
+    note_in_state(settings, move |record| record.note(pushed)).await;
+}
+
+/// Make `change` to the record in `PLUGIN_STATE_DIR`, if there is one. Best effort: a note that cannot be
+/// written is said, and the push stands.
+async fn note_in_state(settings: &PushSettings, change: impl FnOnce(&mut Record) + Send + 'static) {
+    let Some(dir) = settings.state_dir.clone() else {
+        return;
+    };
     let shown = dir.clone();
-    let noted = blocking(move || crate::files::state::note(&dir, pushed).map_err(|e| anyhow!(e))).await;
+    let noted = blocking(move || crate::files::state::note(&dir, change).map_err(|e| anyhow!(e))).await;
     if let Err(e) = noted {
         crate::report::state_unwritten(&shown, &e);
     }
