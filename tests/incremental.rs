@@ -15,15 +15,19 @@ fn push(moto: &Moto, registry: &Registry, image: &Image, tag: &str) -> testbed::
         .run()
 }
 
-/// `image` pushed under `PLUGIN_PUSH_VIA=auto` (the default) to `host`, as `repo:tag`.
-fn push_auto(moto: &Moto, image: &Image, host: &str, repo: &str, tag: &str) -> testbed::Run {
+/// The step to push `image` to `host` as `repo:tag`, under `PLUGIN_PUSH_VIA=auto` (the default).
+fn auto_step(moto: &Moto, image: &Image, host: &str, repo: &str, tag: &str) -> Step {
     Step::aws(moto)
         .env("PLUGIN_SOURCE", &image.name)
         .env("PLUGIN_REPO", repo)
         .env("PLUGIN_TAGS", tag)
         .env("PLUGIN_REGISTRY", host)
         .env("PLUGIN_REGION", testbed::REGION)
-        .run()
+}
+
+/// `image` pushed under `PLUGIN_PUSH_VIA=auto` (the default) to `host`, as `repo:tag`.
+fn push_auto(moto: &Moto, image: &Image, host: &str, repo: &str, tag: &str) -> testbed::Run {
+    auto_step(moto, image, host, repo, tag).run()
 }
 
 /// The upload rate a run measured, from its first `... ran at <rate> MB/s` line.
@@ -276,12 +280,7 @@ fn auto_weighs_each_way_at_the_pace_it_went_on_this_runner() {
     let base = Image::from_host_files(&["/bin/sh"], &[]);
     let push = |bytes: usize, repo: &str| {
         let image = text_image(&base, bytes);
-        let run = Step::aws(&moto)
-            .env("PLUGIN_SOURCE", &image.name)
-            .env("PLUGIN_REPO", repo)
-            .env("PLUGIN_TAGS", "v1")
-            .env("PLUGIN_REGISTRY", &slow.host)
-            .env("PLUGIN_REGION", testbed::REGION)
+        let run = auto_step(&moto, &image, &slow.host, repo, "v1")
             .env("PLUGIN_STATE_DIR", state.path().to_str().unwrap())
             .run();
         run.success();
@@ -352,12 +351,7 @@ fn auto_takes_the_engine_for_a_rebuild_whose_previous_build_this_engine_pushed()
     };
     let push = |image: &Image, tag: &str, via: &str| {
         let before = link.sent();
-        let run = Step::aws(&moto)
-            .env("PLUGIN_SOURCE", &image.name)
-            .env("PLUGIN_REPO", "app")
-            .env("PLUGIN_TAGS", tag)
-            .env("PLUGIN_REGISTRY", &link.host)
-            .env("PLUGIN_REGION", testbed::REGION)
+        let run = auto_step(&moto, image, &link.host, "app", tag)
             .env("PLUGIN_PUSH_VIA", via)
             .env("PLUGIN_STATE_DIR", state.path().to_str().unwrap())
             .run();

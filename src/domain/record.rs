@@ -38,13 +38,10 @@ impl EnginePushed {
             d.strip_prefix("sha256:")
                 .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
         };
-        let name = |n: &str, max: usize| {
-            !n.is_empty() && n.len() <= max && n.bytes().all(|b| b.is_ascii_graphic() && b != b'@')
-        };
         let image = &self.image;
-        name(&self.engine, 256)
-            && name(&image.host, 256)
-            && name(&image.repo, 256)
+        is_name(&self.engine)
+            && is_name(&image.host)
+            && is_name(&image.repo)
             && digest(&image.digest)
             && digest(&image.image_id)
             && !image.layers.is_empty()
@@ -74,12 +71,14 @@ impl Pace {
     pub const KEPT: u64 = 24 * 60 * 60;
 
     fn is_sound(&self) -> bool {
-        !self.engine.is_empty()
-            && self.engine.len() <= 256
-            && self.engine.bytes().all(|b| b.is_ascii_graphic())
-            && self.pace.is_finite()
-            && self.pace > 0.0
+        is_name(&self.engine) && self.pace.is_finite() && self.pace > 0.0
     }
+}
+
+/// Whether a name in the record (an engine ID, a host, a repository) reads as one: printable, no `@`,
+/// at most 256 bytes.
+fn is_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 256 && name.bytes().all(|b| b.is_ascii_graphic() && b != b'@')
 }
 
 /// The record: the most recent pushes through the engine, newest first, bounded; and each way's pace on
