@@ -3,9 +3,9 @@
 //! here, so the table reports ratios measured in the same run. Run it with `scripts/bench`; it writes
 //! BENCHMARKS.md. Every command runs under `/usr/bin/time -v` for its peak RSS.
 //! `BENCH_ONLY=ci` (the shapes CI pushes), `BENCH_ONLY=a`, `c` or `e` (row (a), (c) or (e) on loopback),
-//! `BENCH_ONLY=a-link` (row (a) over the 25 MB/s link), `BENCH_ONLY=c-far` (row (c) over a link with 30 ms
-//! round trips) or `BENCH_ONLY=soci` print those rows
-//! alone and write nothing.
+//! `BENCH_ONLY=a-link` (row (a) over the 25 MB/s link), `BENCH_ONLY=c-far` or `e-far` (row (c) or (e) with
+//! 30 ms round trips), `BENCH_ONLY=soci` or `BENCH_ONLY=three` (the push to 3 destinations against 1, on loopback)
+//! print those rows alone and write nothing.
 
 #[path = "bench/ci.rs"]
 mod ci;
@@ -160,12 +160,34 @@ fn main() {
         );
         return;
     }
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("three") {
+        let (one, three, floor) = push_one_and_three(&bin, &moto, Reach::Loopback);
+        let row = spread_row(
+            "push 200 MB of real files to 3 destinations (own transfer)",
+            one,
+            three,
+            floor,
+        );
+        println!(
+            "| {} | {} | {} | {:.2} | {} | {} |",
+            row.what,
+            secs(three.time),
+            secs(one.time),
+            three.time.as_secs_f64() / one.time.as_secs_f64(),
+            row.target,
+            row.met
+        );
+        return;
+    }
     let only = std::env::var("BENCH_ONLY");
-    if matches!(only.as_deref(), Ok("ci" | "a" | "a-link" | "c" | "c-far" | "e")) {
+    if matches!(
+        only.as_deref(),
+        Ok("ci" | "a" | "a-link" | "c" | "c-far" | "e" | "e-far")
+    ) {
         // The rows of the shapes CI pushes alone (or row (a), (c) or (e) alone), printed (BENCHMARKS.md is
         // written by a whole run only).
         let rows = match only.as_deref() {
-            Ok(one @ ("a" | "a-link" | "c" | "c-far" | "e")) => vec![ci::alone(&ci, one)],
+            Ok(one @ ("a" | "a-link" | "c" | "c-far" | "e" | "e-far")) => vec![ci::alone(&ci, one)],
             _ => ci::rows(&ci),
         };
         for row in rows {

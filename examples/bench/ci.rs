@@ -261,8 +261,8 @@ fn new_image_row(reach: &str, step: (Sample, u64), peer: (Sample, u64), save: Du
 /// (`BENCH_ONLY=a-link`: over the 25 MB/s link);
 /// `BENCH_ONLY=c`, the rebuild through the engine on loopback (the step's own calls are all
 /// that differs from docker push there); `BENCH_ONLY=c-far`, the same where each of those calls costs a
-/// round trip of 30 ms, as to a region away; or `BENCH_ONLY=e`, an OCI layout copied by the step and by
-/// skopeo on loopback.
+/// round trip of 30 ms, as to a region away; `BENCH_ONLY=e`, an OCI layout copied by the step and by
+/// skopeo on loopback (`BENCH_ONLY=e-far`: with those round trips of 30 ms).
 pub fn alone(bench: &Bench, only: &str) -> Row {
     let files = AppFiles::new();
     let first = files.build();
@@ -275,7 +275,8 @@ pub fn alone(bench: &Bench, only: &str) -> Row {
         }
         "c" => rebuild_on_pulled(bench, &files, &first, &side, "loopback", &[]),
         "c-far" => rebuild_far(bench, &files, &first),
-        _ => layout_copy(bench, &first, &side, "loopback"),
+        "e-far" => layout_far(bench, &first),
+        _ => layout_copy(bench, &first, &side, "loopback", &[]),
     }
 }
 
@@ -412,15 +413,17 @@ pub fn rows(bench: &Bench) -> Vec<Row> {
 
         rows.push(rebuild_on_pulled(bench, &files, &first, &side, reach, &[]));
 
-        rows.push(layout_copy(bench, &first, &side, reach));
+        rows.push(layout_copy(bench, &first, &side, reach, &[]));
     }
     eprintln!("bench: the shapes CI pushes, 25 MB/s link with 30 ms round trips");
     rows.push(rebuild_far(bench, &files, &files.build()));
+    rows.push(layout_far(bench, &files.build()));
     rows
 }
 
-/// (e) The image as an OCI layout, no daemon: three rounds, each into fresh registries, medians.
-fn layout_copy(bench: &Bench, first: &Image, side: &impl Fn() -> Side, reach: &str) -> Row {
+/// (e) The image as an OCI layout, no daemon: three rounds, each into fresh registries, medians;
+/// `settings` are the step's own (its AWS endpoint, where that is far too).
+fn layout_copy(bench: &Bench, first: &Image, side: &impl Fn() -> Side, reach: &str, settings: &[(&str, &str)]) -> Row {
     let layout = tempfile::tempdir().unwrap();
     let dir = format!("oci:{}:build-1", layout.path().display());
     let made = std::process::Command::new("skopeo")
@@ -436,7 +439,7 @@ fn layout_copy(bench: &Bench, first: &Image, side: &impl Fn() -> Side, reach: &s
     for _ in 0..3 {
         let ours = side();
         let before = ours.registry.cpu();
-        let step = bench.step(&ours, &dir, "build-1", &[]);
+        let step = bench.step(&ours, &dir, "build-1", settings);
         floors.push((step.0.cpu + ours.registry.cpu() - before) / cores);
         steps.push(step);
         peers.push(bench.skopeo(&side(), &dir, "build-1"));
@@ -521,6 +524,18 @@ fn rebuild_on_pulled(
     );
     testbed::docker(&["rmi", &previous]);
     row
+}
+
+/// Row (e) where every round trip takes 30 ms, to the registry and to ECR's API (the step signs in there;
+/// skopeo was given its credentials), as to a region away: what checking the layout while signing in saves.
+fn layout_far(bench: &Bench, first: &Image) -> Row {
+    let delay = Duration::from_millis(15);
+    let moto = bench.moto.url.trim_start_matches("http://");
+    let api = Link::start_with_delay(moto, 4096 * MB, delay);
+    let endpoint = format!("http://{}", api.host);
+    let side = || Side::start_far(4096 * MB, delay, bench.docker_config);
+    let reach = "30 ms round trips to the registry and to ECR's API";
+    layout_copy(bench, first, &side, reach, &[("AWS_ENDPOINT_URL", &endpoint)])
 }
 
 /// Row (c) over the link where every round trip takes 30 ms, to the registry and to ECR's API (the step
