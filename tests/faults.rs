@@ -95,6 +95,39 @@ fn a_registry_that_dies_fails_the_push_naming_the_tag() {
 }
 
 #[test]
+fn a_registry_that_refuses_while_an_archive_compresses_is_named_and_no_scratch_stays() {
+    // The archive is read and its layer compressed from the start of the run, while the credentials are
+    // resolved and the destination is asked whether it answers: the destination's refusal ends the run
+    // meanwhile, named, and the run's scratch directories go with it, the compression's too.
+    let (moto, registry, image) = (
+        Moto::start(),
+        Registry::start(DEFAULT_ACCOUNT),
+        Image::random(48_000_000),
+    );
+    let refusing = FaultProxy::start(&registry.host, vec![rule("GET", "/v2/", Fault::Status(403), 100)]);
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("image.tar");
+    testbed::docker(&["save", "-o", archive.to_str().unwrap(), &image.name]);
+    let tmpdir = dir.path().join("tmp");
+    std::fs::create_dir(&tmpdir).unwrap();
+    let run = Step::aws(&moto)
+        .env("PLUGIN_SOURCE", &format!("docker-archive:{}", archive.display()))
+        .env("PLUGIN_REPO", "app")
+        .env("PLUGIN_REGISTRY", &refusing.host)
+        .env("PLUGIN_REGION", testbed::REGION)
+        .env("TMPDIR", tmpdir.to_str().unwrap())
+        .run();
+    run.failure(&[&refusing.host, "refused the ECR token", "HTTP 403"]);
+    let left: Vec<_> = std::fs::read_dir(&tmpdir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "scratch directories stayed: {left:?}");
+    assert_eq!(registry.digest("app", "latest"), None);
+}
+
+#[test]
 fn a_stalled_push_times_out_instead_of_hanging() {
     let (moto, registry, image) = (Moto::start(), Registry::start(DEFAULT_ACCOUNT), Image::random(300_000));
     let proxy = FaultProxy::start(&registry.host, vec![rule("PUT", "/blobs/uploads/", Fault::Stall, 100)]);

@@ -12,8 +12,9 @@ use std::path::{Path, PathBuf};
 
 const PREFIX: &str = "ecr-step-";
 
-/// The scratch directories of this run that are still in use, for [`remove_all`].
-static LIVE: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+/// The scratch directories of this run that are still in use, for [`remove_all`]; `None` once the run is
+/// ending (a directory made after that, by a thread not waited for, is removed at once, not left behind).
+static LIVE: std::sync::Mutex<Option<Vec<PathBuf>>> = std::sync::Mutex::new(Some(Vec::new()));
 const LOCK: &str = ".lock";
 
 /// A directory of the step's own under the temporary directory, removed with everything in it when dropped.
@@ -52,7 +53,12 @@ impl ScratchDir {
         }
         match lock {
             Ok(lock) => {
-                LIVE.lock().unwrap_or_else(|p| p.into_inner()).push(path.clone());
+                let mut live = LIVE.lock().unwrap_or_else(|p| p.into_inner());
+                let Some(live) = live.as_mut() else {
+                    let _ = std::fs::remove_dir_all(&path);
+                    return Err(std::io::Error::other("the run is ending"));
+                };
+                live.push(path.clone());
                 Ok(ScratchDir { path, _lock: lock })
             }
             Err(e) => {
@@ -66,16 +72,18 @@ impl ScratchDir {
 impl Drop for ScratchDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.path);
-        LIVE.lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|p| *p != self.path);
+        if let Some(live) = LIVE.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+            live.retain(|p| *p != self.path);
+        }
     }
 }
 
 /// Remove every scratch directory of this run still in use: at the end of a run that stopped with work
-/// still going on (a signal, a failure elsewhere), whose threads are not waited for.
+/// still going on (a signal, a failure elsewhere), whose threads are not waited for. No scratch
+/// directory can be made after this.
 pub fn remove_all() {
-    for path in LIVE.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+    let live = LIVE.lock().unwrap_or_else(|p| p.into_inner()).take();
+    for path in live.into_iter().flatten() {
         let _ = std::fs::remove_dir_all(path);
     }
 }

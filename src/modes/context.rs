@@ -21,21 +21,58 @@ pub struct Context {
 }
 
 /// What a mode learnt of its source before the credentials and token were there (it needs neither):
-/// for a push from the engine, the engine connected (its API version negotiated) and the image inspected.
-/// A failure is kept, not raised: the mode says it where it always did (after a destination that does not
-/// answer). Taken once by the mode.
+/// for a push from the engine, the engine connected (its API version negotiated) and the image inspected;
+/// for a push from files (a layout, an archive), their reading and checking under way. A failure is kept,
+/// not raised: the mode says it where it always did (after a destination that does not answer). Taken
+/// once by the mode.
 #[derive(Default)]
-pub struct Looked(std::sync::Mutex<Option<Result<(Engine, LocalImage)>>>);
+pub struct Looked(std::sync::Mutex<Option<Seen>>);
+
+enum Seen {
+    Engine(Box<Result<(Engine, LocalImage)>>),
+    Files(FilesRead),
+}
+
+/// Files being read and checked on a blocking thread (nothing is sent from there): what they hold once
+/// read, and, for a layout, the blobs announced meanwhile for uploads that may start early.
+pub struct FilesRead {
+    pub reading: tokio::task::JoinHandle<Result<crate::layout::Opened>>,
+    pub announced: Option<tokio::sync::mpsc::UnboundedReceiver<crate::layout::Growing>>,
+}
 
 impl Looked {
     /// The engine and its image, as they were looked at.
     pub fn engine(looked: Result<(Engine, LocalImage)>) -> Looked {
-        Looked(std::sync::Mutex::new(Some(looked)))
+        Looked(std::sync::Mutex::new(Some(Seen::Engine(Box::new(looked)))))
+    }
+
+    /// Files whose reading started.
+    pub fn files(read: FilesRead) -> Looked {
+        Looked(std::sync::Mutex::new(Some(Seen::Files(read))))
     }
 
     /// Take the engine and its image; `None` when nothing was looked at (or it was taken already).
     pub fn take_engine(&self) -> Option<Result<(Engine, LocalImage)>> {
-        self.0.lock().expect("not poisoned").take()
+        let mut seen = self.0.lock().expect("not poisoned");
+        match seen.take() {
+            Some(Seen::Engine(looked)) => Some(*looked),
+            other => {
+                *seen = other;
+                None
+            }
+        }
+    }
+
+    /// Take the files being read; `None` when their reading did not start (or it was taken already).
+    pub fn take_files(&self) -> Option<FilesRead> {
+        let mut seen = self.0.lock().expect("not poisoned");
+        match seen.take() {
+            Some(Seen::Files(read)) => Some(read),
+            other => {
+                *seen = other;
+                None
+            }
+        }
     }
 }
 

@@ -13,14 +13,15 @@ pub mod write;
 
 mod context;
 
-pub use context::{Context, Done, Looked};
+pub use context::{Context, Done, FilesRead, Looked};
 
 use crate::settings::ModeSettings;
 use anyhow::Result;
 use std::time::Duration;
 
 /// Look at the mode's source before the credentials and token (it needs neither), so that work overlaps
-/// theirs: the engine and its image, for a push from the engine; nothing for the others.
+/// theirs: the engine and its image, for a push from the engine; the files read and checked, for a push
+/// from files; nothing for the others.
 pub async fn look(mode: &ModeSettings, timeout: Duration) -> Looked {
     match mode {
         ModeSettings::Push(settings) => push::look(settings, timeout).await,

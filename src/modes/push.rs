@@ -6,7 +6,7 @@
 //! shared per-tag loop, which reads each write back; with `PLUGIN_SKIP_EXISTING` each tag is read first, so
 //! a tag already at this image's digest is skipped (decided per tag, never once for all).
 
-use super::context::{Context, Done, Looked};
+use super::context::{Context, Done, FilesRead, Looked};
 use super::write::engine_push::EnginePush;
 use super::write::uploads::{Sent, files_to, upload_early};
 use super::write::{Destination, Verb, preflight, scan, tags};
@@ -25,12 +25,43 @@ use anyhow::{Result, anyhow};
 use futures_util::StreamExt;
 use std::collections::BTreeSet;
 
-/// An image in the engine is looked at before the credentials: the engine connected, the image inspected.
+/// The source is looked at before the credentials: an image in the engine connected to and inspected;
+/// files (a layout, an archive) read and checked from now on, on a blocking thread.
 pub async fn look(settings: &PushSettings, timeout: std::time::Duration) -> Looked {
     match &settings.source {
         Source::Engine(reference) => Looked::engine(look_in_engine(reference, settings, timeout).await),
-        Source::Oci { .. } | Source::OciArchive { .. } | Source::DockerArchive { .. } => Looked::default(),
+        Source::Oci { .. } | Source::OciArchive { .. } | Source::DockerArchive { .. } => {
+            read_files(settings).map_or_else(Looked::default, Looked::files)
+        }
     }
+}
+
+/// Start reading and checking the files of a push from files (`None` for an engine image). A layout's
+/// blobs are announced as they are found, for uploads that may start early (not in a dry run, nor where a
+/// repository setting applies: nothing is created or changed for a layout before it is checked).
+fn read_files(settings: &PushSettings) -> Option<FilesRead> {
+    let (announce, announced) = tokio::sync::mpsc::unbounded_channel();
+    let announce = (!settings.dry_run && !settings.repository.any()).then_some(announce);
+    let layout = !matches!(settings.source, Source::DockerArchive { .. });
+    let reading = match &settings.source {
+        Source::Engine(_) => return None,
+        Source::Oci { path, reference } => {
+            let (path, reference, soci) = (path.clone(), reference.clone(), settings.compression.soci);
+            tokio::task::spawn_blocking(move || layout::oci(&path, reference.as_deref(), soci, announce.as_ref()))
+        }
+        Source::OciArchive { path, reference } => {
+            let (path, reference, soci) = (path.clone(), reference.clone(), settings.compression.soci);
+            tokio::task::spawn_blocking(move || {
+                layout::oci_archive(&path, reference.as_deref(), soci, announce.as_ref())
+            })
+        }
+        Source::DockerArchive { path, reference } => {
+            let (path, reference, compression) = (path.clone(), reference.clone(), settings.compression);
+            tokio::task::spawn_blocking(move || layout::docker_archive(&path, reference.as_deref(), compression))
+        }
+    };
+    let announced = layout.then_some(announced);
+    Some(FilesRead { reading, announced })
 }
 
 /// The engine connected and the image inspected; with a record (`PLUGIN_STATE_DIR`), the engine's ID is
@@ -51,58 +82,45 @@ async fn look_in_engine(
 }
 
 pub async fn run(settings: &PushSettings, ctx: &Context) -> Result<Done> {
-    // Every destination answers before the heavy work (an engine image is looked at meanwhile).
+    // Every destination answers before the heavy work (the source is looked at, or read, meanwhile).
     let preflight = async {
         match settings.dry_run {
             true => Ok(()),
             false => preflight::destinations_answer(ctx, &settings.target.repo, settings.repository.create).await,
         }
     };
-    let opened = match &settings.source {
-        Source::Engine(reference) => return from_engine(reference, preflight, settings, ctx).await,
-        Source::Oci { path, reference } => {
-            let (path, reference, soci) = (path.clone(), reference.clone(), settings.compression.soci);
-            let read = move |early: Option<&layout::Early>| layout::oci(&path, reference.as_deref(), soci, early);
-            return from_layout(read, preflight, settings, ctx).await;
-        }
-        Source::OciArchive { path, reference } => {
-            let (path, reference, soci) = (path.clone(), reference.clone(), settings.compression.soci);
-            let read =
-                move |early: Option<&layout::Early>| layout::oci_archive(&path, reference.as_deref(), soci, early);
-            return from_layout(read, preflight, settings, ctx).await;
-        }
-        Source::DockerArchive { path, reference } => {
-            preflight.await?;
-            let (path, reference, compression) = (path.clone(), reference.clone(), settings.compression);
-            blocking(move || layout::docker_archive(&path, reference.as_deref(), compression)).await?
-        }
+    if let Source::Engine(reference) = &settings.source {
+        return from_engine(reference, preflight, settings, ctx).await;
+    }
+    // Files: read and checked since the credentials were asked for (else from now).
+    let files = match ctx.looked.take_files().or_else(|| read_files(settings)) {
+        Some(files) => files,
+        None => return Err(anyhow!("a push from files found no files to read")),
     };
-    let nothing = BTreeSet::new();
-    let sent = Sent {
-        early: &nothing,
-        base: None,
-        prepared: false,
-    };
-    upload(&opened, settings, ctx, &sent).await
+    from_files(files, preflight, settings, ctx).await
 }
 
-/// An OCI layout (`read` reads it): checked from the start, while `preflight` runs; its largest blobs
-/// start uploading once the destinations answered, and are closed only once every check has passed (so a
-/// damaged layout lands nothing). Not when a repository setting applies: nothing is created or changed for
-/// a layout before it is checked, so then it is read first. The first failure (of the check or of a
-/// destination) ends the run.
-async fn from_layout(
-    read: impl FnOnce(Option<&layout::Early>) -> Result<layout::Opened> + Send + 'static,
+/// Files being read and checked (`files`), while `preflight` runs; a layout's largest blobs start
+/// uploading once the destinations answered, and are closed only once every check has passed (so a
+/// damaged layout lands nothing). The first failure (of the check or of a destination) ends the run.
+async fn from_files(
+    files: FilesRead,
     preflight: impl std::future::Future<Output = Result<()>>,
     settings: &PushSettings,
     ctx: &Context,
 ) -> Result<Done> {
-    let (announce, announced) = tokio::sync::mpsc::unbounded_channel();
-    let announce = (!settings.dry_run && !settings.repository.any()).then_some(announce);
-    let reading = blocking(move || read(announce.as_ref()));
+    let FilesRead { reading, announced } = files;
+    let reading = async {
+        reading
+            .await
+            .map_err(|e| anyhow!("reading the image's files stopped: {e}"))?
+    };
     let early = async {
         preflight.await?;
-        Ok(upload_early(announced, &settings.target.repo, ctx).await)
+        Ok(match announced {
+            Some(announced) => upload_early(announced, &settings.target.repo, ctx).await,
+            None => BTreeSet::new(),
+        })
     };
     let (opened, early) = tokio::try_join!(reading, early)?;
     let sent = Sent {
