@@ -102,7 +102,9 @@ pub async fn run(settings: &PushSettings, ctx: &Context) -> Result<Done> {
 
 /// Files being read and checked (`files`), while `preflight` runs; a layout's largest blobs start
 /// uploading once the destinations answered, and are closed only once every check has passed (so a
-/// damaged layout lands nothing). The first failure (of the check or of a destination) ends the run.
+/// damaged layout lands nothing). A destination that does not answer ends the run at once; files that do
+/// not read end it once the destinations answered (a destination's problem is said first, whatever the
+/// files hold).
 async fn from_files(
     files: FilesRead,
     preflight: impl std::future::Future<Output = Result<()>>,
@@ -117,12 +119,23 @@ async fn from_files(
     };
     let early = async {
         preflight.await?;
-        Ok(match announced {
+        anyhow::Ok(match announced {
             Some(announced) => upload_early(announced, &settings.target.repo, ctx).await,
             None => BTreeSet::new(),
         })
     };
-    let (opened, early) = tokio::try_join!(reading, early)?;
+    tokio::pin!(reading, early);
+    let (opened, early) = tokio::select! {
+        early = &mut early => {
+            let early = early?;
+            (reading.await?, early)
+        }
+        opened = &mut reading => {
+            // Ended by the files' failure, the announced uploads stop; the destinations answer first.
+            let early = early.await?;
+            (opened?, early)
+        }
+    };
     let sent = Sent {
         early: &early,
         base: None,
