@@ -118,12 +118,7 @@ fn a_registry_that_refuses_while_an_archive_compresses_is_named_and_no_scratch_s
         .env("TMPDIR", tmpdir.to_str().unwrap())
         .run();
     run.failure(&[&refusing.host, "refused the ECR token", "HTTP 403"]);
-    let left: Vec<_> = std::fs::read_dir(&tmpdir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
-    assert!(left.is_empty(), "scratch directories stayed: {left:?}");
+    testbed::assert_no_scratch_in(&tmpdir);
     assert_eq!(registry.digest("app", "latest"), None);
 }
 

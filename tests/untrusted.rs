@@ -764,12 +764,7 @@ fn scratch_space_problems_name_tmpdir_before_any_call_and_stale_directories_go()
         .env("TMPDIR", &tmpdir.display().to_string())
         .run()
         .success();
-    let left: Vec<_> = std::fs::read_dir(&tmpdir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
-    assert!(left.is_empty(), "scratch directories stayed: {left:?}");
+    testbed::assert_no_scratch_in(&tmpdir);
 }
 
 #[test]

@@ -53,23 +53,27 @@ impl Looked {
 
     /// Take the engine and its image; `None` when nothing was looked at (or it was taken already).
     pub fn take_engine(&self) -> Option<Result<(Engine, LocalImage)>> {
-        let mut seen = self.0.lock().expect("not poisoned");
-        match seen.take() {
-            Some(Seen::Engine(looked)) => Some(*looked),
-            other => {
-                *seen = other;
-                None
-            }
-        }
+        self.take(|seen| match seen {
+            Seen::Engine(looked) => Ok(*looked),
+            other => Err(other),
+        })
     }
 
     /// Take the files being read; `None` when their reading did not start (or it was taken already).
     pub fn take_files(&self) -> Option<FilesRead> {
+        self.take(|seen| match seen {
+            Seen::Files(read) => Ok(read),
+            other => Err(other),
+        })
+    }
+
+    /// Take what `pick` accepts; what it gives back stays.
+    fn take<T>(&self, pick: impl FnOnce(Seen) -> std::result::Result<T, Seen>) -> Option<T> {
         let mut seen = self.0.lock().expect("not poisoned");
-        match seen.take() {
-            Some(Seen::Files(read)) => Some(read),
-            other => {
-                *seen = other;
+        match pick(seen.take()?) {
+            Ok(taken) => Some(taken),
+            Err(kept) => {
+                *seen = Some(kept);
                 None
             }
         }

@@ -163,3 +163,13 @@ pub(crate) fn spawn(program: &Path, args: &[&str], envs: &[(&str, &str)], dir: t
         .unwrap_or_else(|e| panic!("starting {}: {e}", program.display()));
     (Server { child, _dir: dir }, log)
 }
+
+/// Assert the step left nothing in `tmpdir` (the `TMPDIR` it ran with): no scratch directory stayed.
+pub fn assert_no_scratch_in(tmpdir: &std::path::Path) {
+    let left: Vec<_> = std::fs::read_dir(tmpdir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "scratch directories stayed: {left:?}");
+}
