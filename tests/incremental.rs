@@ -148,6 +148,15 @@ fn auto_takes_the_engine_only_where_the_engine_knows_the_previous_builds_layers(
     let previous = format!("{}/app:docker-2", registry.host);
     registry.docker(&["tag", &second.name, &previous]);
     registry.docker(&["push", &previous]);
+    // Newer images this engine pushed elsewhere, more than it inspects while the step signs in (8): the
+    // record is still found among them.
+    let elsewhere = Registry::start(DEFAULT_ACCOUNT);
+    let others: Vec<Image> = (0..9).map(|_| Image::random(1024)).collect();
+    for (i, other) in others.iter().enumerate() {
+        let there = format!("{}/other:{i}", elsewhere.host);
+        elsewhere.docker(&["tag", &other.name, &there]);
+        elsewhere.docker(&["push", &there]);
+    }
     let third = rebuild(3);
     let run = auto(&third, "build-3");
     run.success();
