@@ -148,8 +148,8 @@ fn auto_takes_the_engine_only_where_the_engine_knows_the_previous_builds_layers(
     let previous = format!("{}/app:docker-2", registry.host);
     registry.docker(&["tag", &second.name, &previous]);
     registry.docker(&["push", &previous]);
-    // Newer images this engine pushed elsewhere, more than it inspects while the step signs in (8): the
-    // record is still found among them.
+    // Newer images this engine pushed elsewhere (9, more than one batch of inspections): the record is still
+    // found behind them, the candidates being chosen by the destination's host before they are counted.
     let elsewhere = Registry::start(DEFAULT_ACCOUNT);
     let others: Vec<Image> = (0..9).map(|_| Image::random(1024)).collect();
     for (i, other) in others.iter().enumerate() {
