@@ -333,7 +333,15 @@ fn the_action_runs_under_act_and_its_output_reaches_the_next_step() {
         std::fs::write(&secrets, format!("AWS_SECRET_ACCESS_KEY={}\n", testbed::SECRET_KEY)).unwrap();
         let out = Command::new(&act)
             .current_dir(repo.path())
-            .args(["push", "-W", &format!(".github/workflows/{file}"), "--pull=false", "-P"])
+            // `--rm`: a failed job's container is removed too (act keeps it running otherwise).
+            .args([
+                "push",
+                "-W",
+                &format!(".github/workflows/{file}"),
+                "--pull=false",
+                "--rm",
+                "-P",
+            ])
             .arg(format!("ubuntu-latest={}", job_image.name))
             .args(["--bind", "--container-options", "--network host", "--secret-file"])
             .arg(&secrets)
@@ -387,6 +395,14 @@ fn the_action_runs_under_act_and_its_output_reaches_the_next_step() {
         out.contains("input `repo` (PLUGIN_REPO)"),
         "the message does not name the input:\n{out}"
     );
+    // No job container outlives its run, the failed one included.
+    let left = Command::new("docker")
+        .args(["ps", "-aq", "--filter"])
+        .arg(format!("ancestor={}", job_image.name))
+        .output()
+        .expect("docker ps");
+    let left = String::from_utf8_lossy(&left.stdout).trim().to_string();
+    assert!(left.is_empty(), "act left job containers running: {left}");
 }
 
 /// A job image for act with a shell (Debian's static busybox), made with `docker import`: no pulls.
