@@ -396,13 +396,8 @@ fn the_action_runs_under_act_and_its_output_reaches_the_next_step() {
         "the message does not name the input:\n{out}"
     );
     // No job container outlives its run, the failed one included.
-    let left = Command::new("docker")
-        .args(["ps", "-aq", "--filter"])
-        .arg(format!("ancestor={}", job_image.name))
-        .output()
-        .expect("docker ps");
-    let left = String::from_utf8_lossy(&left.stdout).trim().to_string();
-    assert!(left.is_empty(), "act left job containers running: {left}");
+    let left = testbed::docker(&["ps", "-aq", "--filter", &format!("ancestor={}", job_image.name)]);
+    assert!(left.trim().is_empty(), "act left job containers running: {left}");
 }
 
 /// A job image for act with a shell (Debian's static busybox), made with `docker import`: no pulls.
