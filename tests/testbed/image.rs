@@ -234,14 +234,67 @@ pub fn build_step_image_stage(binary: &Path, strip: bool, stage: Option<&str>) -
     // A label of its own makes every build a distinct image: two tests that build the same stage from the
     // same binary would otherwise share one image id, and one's clean-up (by id) would remove the other's.
     let label = format!("ecr-step-test-build={tag}");
-    let mut args = vec!["build", "-q", "--label", &label, "--build-arg"];
+    // `--no-cache`: the images this build makes are its own, so removing them below cannot race another
+    // build that took one from the cache (the build stage, FROM a builder of its own, never hits it anyway).
+    let mut args = vec!["build", "--no-cache", "--label", &label, "--build-arg"];
     let builder_arg = format!("BUILDER_IMAGE={}", builder.name);
     args.push(&builder_arg);
     if let Some(stage) = stage {
         args.extend(["--target", stage]);
     }
     args.extend(["-t", &tag, context.path().to_str().unwrap()]);
-    docker(&args);
+    // The classic builder, named: its output lists each step's image, which the clean-up below reads.
+    let out = Command::new("docker")
+        .env("DOCKER_BUILDKIT", "0")
+        .args(&args)
+        .output()
+        .unwrap();
+    let output = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "docker build:\n{output}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let id = docker(&["image", "inspect", "-f", "{{.Id}}", &tag]).trim().to_string();
+    // The classic builder keeps every step's image, and builds every stage before the target, the `shell`
+    // stage too: left, they would hold about 160 MB per build in the engine, and `builder` cannot be
+    // removed while the build stage's images are its children. The step's image needs only its own
+    // parents. The list starts with `builder` itself (the build stage's FROM). Removing an image also
+    // removes its parents that nothing else needs, so most of these find their image gone already; what
+    // is checked is the outcome: only the image's parents are left.
+    let made = built_images(&output);
+    let image = id.trim_start_matches("sha256:");
+    for step in made.iter().rev().filter(|step| !image.starts_with(step.as_str())) {
+        let _ = Command::new("docker").args(["rmi", step]).output();
+    }
+    let mut kept = std::collections::HashSet::new();
+    let mut at = id.clone();
+    while !at.is_empty() {
+        kept.insert(at.trim_start_matches("sha256:")[..12].to_string());
+        at = docker(&["image", "inspect", "-f", "{{.Parent}}", &at])
+            .trim()
+            .to_string();
+    }
+    for step in made.iter().filter(|step| !kept.contains(step.as_str())) {
+        let gone = !Command::new("docker")
+            .args(["image", "inspect", step])
+            .output()
+            .unwrap()
+            .status
+            .success();
+        assert!(gone, "the build of {tag} left its step image {step} in the engine");
+    }
     Image { name: tag, id }
+}
+
+/// The images a classic-builder `docker build` made, in order: the ids of its ` ---> 0123456789ab` lines.
+fn built_images(output: &str) -> Vec<String> {
+    let mut ids: Vec<String> = output
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("---> "))
+        .filter(|id| id.len() >= 12 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(str::to_string)
+        .collect();
+    ids.dedup();
+    ids
 }
