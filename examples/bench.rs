@@ -38,6 +38,9 @@ struct Sample {
     rss_mb: f64,
     /// User and system CPU time of the command.
     cpu: Duration,
+    /// The step's output says `PLUGIN_PUSH_VIA=auto` pushed through the engine (its `via:` line), so it
+    /// did not read the image out of the engine and no export floor applies to it.
+    engine: bool,
 }
 
 /// Run `program args` with `env` under /usr/bin/time -v; panics when it fails.
@@ -70,6 +73,8 @@ fn measure(program: &str, args: &[&str], env: &BTreeMap<String, String>) -> Samp
         time,
         rss_mb: field("Maximum resident set size (kbytes): ") / 1024.0,
         cpu: Duration::from_secs_f64(field("User time (seconds): ") + field("System time (seconds): ")),
+        engine: String::from_utf8_lossy(&out.stdout).contains("via: docker push through the engine")
+            || stderr.contains("via: docker push through the engine"),
     }
 }
 
@@ -524,6 +529,7 @@ fn main() {
                 time: first_call(&bin),
                 rss_mb: 0.0,
                 cpu: Duration::ZERO,
+                engine: false,
             })
             .collect(),
     )
@@ -534,6 +540,7 @@ fn main() {
             time: startup,
             rss_mb: 0.0,
             cpu: Duration::ZERO,
+            engine: false,
         },
         peer: None,
         target: "≤ 20 ms".into(),
@@ -1065,5 +1072,6 @@ fn measure_failing(binary: &str, env: &BTreeMap<String, String>) -> Sample {
         time: started.elapsed(),
         rss_mb: 0.0,
         cpu: Duration::ZERO,
+        engine: false,
     }
 }

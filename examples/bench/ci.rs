@@ -366,17 +366,26 @@ pub fn rows(bench: &Bench) -> Vec<Row> {
         let over_floor = over[over.len() / 2];
         let (step, peer, floor) = (middle(steps), middle(peers), median(floors));
         let (time, bytes) = (ratio(step.0.time, peer.0.time), bytes_ratio(step.1, peer.1));
-        let met = bytes <= 1.2 && (time <= 1.0 || (floor.time > peer.0.time && over_floor <= 1.2));
+        // The floor is the target only for a push that pays it: where the step went through the engine (its
+        // record of the previous build says the engine can skip what the registry holds), it read nothing out
+        // of the engine, and its time is held to docker push's.
+        let exported = !step.0.engine;
+        let met = bytes <= 1.2 && (time <= 1.0 || (exported && floor.time > peer.0.time && over_floor <= 1.2));
+        let path = if exported {
+            "the step exports"
+        } else {
+            "the step went through the engine, so no floor applies"
+        };
         rows.push(row(
             format!(
                 "(b) rebuild, app changed, same engine (docker push remembers), {reach}; floor (docker save) {}: \
-                 {over_floor:.2} × it (median of the rounds' ratios)",
+                 {over_floor:.2} × it (median of the rounds' ratios); {path}",
                 secs(floor.time)
             ),
             step,
             "docker push",
             peer,
-            "≤ 1.2 × bytes; ≤ 1.0 × time, or ≤ 1.2 × the floor where the floor is longer",
+            "≤ 1.2 × bytes; ≤ 1.0 × time, or ≤ 1.2 × the floor where the floor is longer and the step pays it",
             met,
         ));
 
