@@ -56,16 +56,7 @@ impl Image {
         std::fs::write(context.path().join("Dockerfile"), dockerfile).unwrap();
         let n = IMAGES.fetch_add(1, Ordering::SeqCst);
         let name = format!("ecr-step-test-built-{}-{n}:src", std::process::id());
-        let out = Command::new("docker")
-            .env("DOCKER_BUILDKIT", "0")
-            .args(["build", "-q", "-t", &name, context.path().to_str().unwrap()])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "docker build: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        docker(&["build", "-q", "-t", &name, context.path().to_str().unwrap()]);
         let id = docker(&["image", "inspect", "-f", "{{.Id}}", &name]).trim().to_string();
         Image { name, id }
     }
@@ -170,6 +161,9 @@ pub fn docker(args: &[&str]) -> String {
 /// panics with its output when it fails. Returns stdout.
 pub fn docker_with(config: Option<&Path>, args: &[&str]) -> String {
     let mut command = Command::new("docker");
+    // Every build here takes the classic builder: no base can be pulled for BuildKit's own, and
+    // `build_step_image` reads the classic builder's output.
+    command.env("DOCKER_BUILDKIT", "0");
     if let Some(config) = config {
         command.arg("--config").arg(config);
     }
@@ -243,18 +237,9 @@ pub fn build_step_image_stage(binary: &Path, strip: bool, stage: Option<&str>) -
         args.extend(["--target", stage]);
     }
     args.extend(["-t", &tag, context.path().to_str().unwrap()]);
-    // The classic builder, named: its output lists each step's image, which the clean-up below reads.
-    let out = Command::new("docker")
-        .env("DOCKER_BUILDKIT", "0")
-        .args(&args)
-        .output()
-        .unwrap();
-    let output = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "docker build:\n{output}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // The classic builder (as `docker` runs every build): its output lists each step's image, which the
+    // clean-up below reads.
+    let output = docker(&args);
     let id = docker(&["image", "inspect", "-f", "{{.Id}}", &tag]).trim().to_string();
     // The classic builder keeps every step's image, and builds every stage before the target, the `shell`
     // stage too: left, they would hold about 160 MB per build in the engine, and `builder` cannot be
