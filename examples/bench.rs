@@ -73,8 +73,8 @@ fn measure(program: &str, args: &[&str], env: &BTreeMap<String, String>) -> Samp
         time,
         rss_mb: field("Maximum resident set size (kbytes): ") / 1024.0,
         cpu: Duration::from_secs_f64(field("User time (seconds): ") + field("System time (seconds): ")),
-        engine: String::from_utf8_lossy(&out.stdout).contains("via: docker push through the engine")
-            || stderr.contains("via: docker push through the engine"),
+        engine: String::from_utf8_lossy(&out.stdout).contains(ecr_step::report::VIA_ENGINE)
+            || stderr.contains(ecr_step::report::VIA_ENGINE),
     }
 }
 

@@ -137,9 +137,13 @@ pub fn files_plan(source: &Source, image: &FileImage, repo: &str, tags: &[String
     plan("push", repo, tags, logins);
 }
 
+/// How the `via:` line begins where `PLUGIN_PUSH_VIA=auto` chose the engine (the bench reads it to tell
+/// which path a run took).
+pub const VIA_ENGINE: &str = "via: docker push through the engine";
+
 /// `PLUGIN_PUSH_VIA=auto` chose `docker push` through the engine, and why.
 pub fn via_engine(why: &str) {
-    say!("via: docker push through the engine: {why}");
+    say!("{VIA_ENGINE}: {why}");
 }
 
 /// Why `PLUGIN_PUSH_VIA=auto` kept the step's own transfer, where it weighed the engine.
