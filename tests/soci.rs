@@ -529,31 +529,10 @@ fn a_soci_index_is_pushed_beside_the_image_and_every_ztoc_reads_back_its_layer()
     let (_, _, promoted) = soci_parts(&registry, "promoted", "v1");
     assert_eq!(promoted, soci);
     registry.blob("promoted", ztocs[0]["digest"].as_str().unwrap());
-    // containerd reads the index too (and picks the image for its platform).
+    // containerd reads the index too (and picks the image for its platform), each layer checked as it
+    // unpacks.
     let reference = format!("{}/lazy:v1", registry.host);
-    let ctr = |args: &[&str]| {
-        let out = std::process::Command::new("ctr")
-            .args([
-                "--address",
-                "/var/run/docker/containerd/containerd.sock",
-                "-n",
-                "ecr-step-soci",
-            ])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "ctr {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).to_string()
-    };
-    let user = format!("AWS:{DEFAULT_ACCOUNT}-auth-token");
-    ctr(&["images", "pull", "--plain-http", "--user", &user, &reference]);
-    let listed = ctr(&["images", "ls"]);
-    ctr(&["images", "rm", &reference]);
-    assert!(listed.contains(&reference), "{listed}");
+    registry.pull_with_containerd(&reference);
 }
 
 #[test]

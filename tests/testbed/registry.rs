@@ -266,6 +266,59 @@ impl Registry {
         (id, layers)
     }
 
+    /// Pull `reference` with containerd's `ctr` (the engine's own containerd, in a namespace of this
+    /// process), unpacked as a runtime unpacks it: containerd checks every layer against the diff id the
+    /// config names, zstd layers and OCI indexes included (which the docker CLI of Docker 20.10 cannot
+    /// read). The image's chain id; the image, its content and its namespace are removed after.
+    pub fn pull_with_containerd(&self, reference: &str) -> String {
+        let namespace = format!("ecr-step-test-{}", std::process::id());
+        let ctr = |args: &[&str]| {
+            let out = Command::new("ctr")
+                .args(["--address", "/var/run/docker/containerd/containerd.sock"])
+                .args(args)
+                .output()
+                .expect("ctr (Debian package containerd)");
+            assert!(
+                out.status.success(),
+                "ctr {args:?}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).to_string()
+        };
+        let user = format!("AWS:{}", self.password());
+        let pulled = ctr(&[
+            "-n",
+            &namespace,
+            "images",
+            "pull",
+            "--plain-http",
+            "--print-chainid",
+            "--user",
+            &user,
+            reference,
+        ]);
+        let listed = ctr(&["-n", &namespace, "images", "ls", "-q"]);
+        assert!(listed.lines().any(|l| l == reference), "{listed}");
+        ctr(&["-n", &namespace, "images", "rm", "--sync", reference]);
+        // Other tests of this process may still use the namespace: it goes when it is empty.
+        let _ = Command::new("ctr")
+            .args([
+                "--address",
+                "/var/run/docker/containerd/containerd.sock",
+                "namespaces",
+                "rm",
+                &namespace,
+            ])
+            .output();
+        pulled
+            .lines()
+            .find_map(|l| l.strip_prefix("image chain ID: "))
+            .unwrap_or_else(|| panic!("no chain id from ctr:\n{pulled}"))
+            .trim()
+            .to_string()
+    }
+
     /// Delete the blob `digest` from `repo` (the registry has deletes enabled): a layer gone since a push.
     pub fn delete_blob(&self, repo: &str, digest: &str) {
         let url = format!("http://{}/v2/{repo}/blobs/{digest}", self.host);
