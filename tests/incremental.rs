@@ -109,6 +109,71 @@ fn a_rebuild_sends_only_its_new_layer_a_deleted_layer_again_and_a_new_tag_only_i
     assert_eq!(registry.digest("app", "release"), registry.digest("app", "build-2"));
 }
 
+/// `PLUGIN_COMPRESSION=zstd`: the layers the step compresses are zstd, in an OCI manifest whose config is
+/// the image's own (the image id stays), and containerd pulls and unpacks it (checking every layer against
+/// its diff id); a rebuild sends only its new layer, the earlier zstd layers reused as the registry holds
+/// them. Through the engine (which sends gzip) it is refused before any network call.
+#[test]
+fn zstd_layers_pull_back_with_containerd_and_a_rebuild_in_zstd_sends_only_its_new_layer() {
+    let (moto, registry) = (Moto::start(), Registry::start(DEFAULT_ACCOUNT));
+    let push = |image: &Image, tag: &str| {
+        Step::push(&moto, &registry, image, "zst")
+            .env("PLUGIN_TAGS", tag)
+            .env("PLUGIN_COMPRESSION", "zstd")
+            .run()
+    };
+    let base = Image::from_host_files(&["/bin/sh", "/bin/cat"], &[]);
+    let first = Image::build(&base.name, &[("docs", "/usr/share/common-licenses")]);
+    push(&first, "build-1").success().says("2 layer(s) compressed here");
+    let (bytes, media_type, _) = registry.manifest("zst", "build-1").unwrap();
+    assert_eq!(media_type, "application/vnd.oci.image.manifest.v1+json");
+    let manifest: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(
+        manifest["config"]["mediaType"],
+        "application/vnd.oci.image.config.v1+json"
+    );
+    assert_eq!(manifest["config"]["digest"], first.id.as_str(), "the image id changed");
+    for layer in manifest["layers"].as_array().unwrap() {
+        assert_eq!(layer["mediaType"], "application/vnd.oci.image.layer.v1.tar+zstd");
+        let blob = registry.blob("zst", layer["digest"].as_str().unwrap());
+        assert_eq!(blob[..4], [0x28, 0xb5, 0x2f, 0xfd], "a zstd frame");
+    }
+    let reference = format!("{}/zst:build-1", registry.host);
+    assert_eq!(
+        registry.pull_with_containerd(&reference),
+        testbed::chain_id(&first.name)
+    );
+
+    // The rebuild: its earlier layers are the registry's zstd blobs, only the new one is compressed.
+    let top = tempfile::tempdir().unwrap();
+    std::fs::write(top.path().join("app.txt"), format!("build {}\n", std::process::id())).unwrap();
+    let rebuilt = Image::build(&first.name, &[("app", top.path().to_str().unwrap())]);
+    push(&rebuilt, "build-2")
+        .success()
+        .says("2 of the 3 layer(s) are sent as that registry holds them")
+        .says("1 layer(s) compressed here");
+    let shared = registry.layer_digests("zst", "build-1");
+    assert_eq!(
+        registry.layer_digests("zst", "build-2")[..2],
+        shared[..],
+        "the zstd layers were not reused"
+    );
+    let reference = format!("{}/zst:build-2", registry.host);
+    assert_eq!(
+        registry.pull_with_containerd(&reference),
+        testbed::chain_id(&rebuilt.name)
+    );
+
+    // docker push sends gzip: zstd through the engine is refused, and nothing is written.
+    Step::push(&moto, &registry, &rebuilt, "zst-engine")
+        .env("PLUGIN_TAGS", "v1")
+        .env("PLUGIN_COMPRESSION", "zstd")
+        .env("PLUGIN_PUSH_VIA", "engine")
+        .run()
+        .failure(&["PLUGIN_COMPRESSION=zstd", "PLUGIN_PUSH_VIA=registry"]);
+    assert!(!registry.repositories().contains(&"zst-engine".to_string()));
+}
+
 /// `PLUGIN_PUSH_VIA=auto` chooses by what the engine knows: a previous build the engine itself pushed (so
 /// it holds a record of that registry for the shared layers) makes the rebuild go through the engine,
 /// which sends only the new layer without reading the others; a previous build the step sent (the engine

@@ -89,6 +89,8 @@ pub const GZIP_LAYER_TYPES: [&str; 2] = [
     "application/vnd.docker.image.rootfs.diff.tar.gzip",
     "application/vnd.oci.image.layer.v1.tar+gzip",
 ];
+/// A zstd layer's media type (OCI manifests only).
+pub const ZSTD_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
 
 /// A blob or manifest that a manifest points at.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

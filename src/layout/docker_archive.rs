@@ -5,12 +5,14 @@
 //! every layer's diff id must be the one the config names.
 
 use super::gzip::{gzip_digests, hex_digest};
+use super::zstd::zstd_file;
 use super::ztoc::{Compressed, gzip_layer};
 use super::{
     CONFIG_LIMIT, EARLY_UPLOAD_FROM, Early, Growing, MANIFEST_LIMIT, Opened, input_tree, scratch_error, unpack_error,
 };
 use crate::domain::excerpt;
-use crate::domain::manifest::{Descriptor, Manifest, sha256};
+use crate::domain::manifest::{Descriptor, Manifest, ZSTD_LAYER, sha256};
+use crate::domain::soci::OCI_MANIFEST;
 use crate::domain::source::{BaseLayers, Compressing, FileImage, LocalBlob};
 use crate::files::ScratchDir;
 use crate::files::tree::{Found, Tree, inside};
@@ -24,6 +26,8 @@ use std::path::{Path, PathBuf};
 const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+const OCI_GZIP_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 
 /// Read `docker save`'s tar as it streams in (from a file, or straight from the engine's export): each
 /// layer that is an uncompressed tar is gzip-compressed as it passes, so the uncompressed image is never
@@ -210,7 +214,7 @@ fn unpack_compressing(
         };
         let mut head = Vec::with_capacity(512);
         (&mut entry).take(512).read_to_end(&mut head).map_err(tar_error)?;
-        let level = compressing.level.level_for(entry.header().size().unwrap_or(u64::MAX));
+        let level = compressing.level_for(entry.header().size().unwrap_or(u64::MAX));
         let mut out = tree.create_file(&name).map_err(|e| unpack_error(&name, e))?;
         if !is_tar(&head) {
             out.write_all(&head).map_err(|e| unpack_error(&name, e))?;
@@ -251,7 +255,7 @@ fn unpack_compressing(
                     done.borrowed.insert(name, diff_id);
                 } else {
                     let out = layers.join(format!("{i}.tar.gz"));
-                    let layer = gzip_layer(&mut std::fs::File::open(&raw)?, &out, level, compressing.soci)?;
+                    let layer = compress_layer(&mut std::fs::File::open(&raw)?, &out, level, compressing)?;
                     done.compressed(name, layer);
                 }
                 std::fs::remove_file(&raw)?;
@@ -275,16 +279,15 @@ fn unpack_compressing(
                         .take(size)
                         .read_to_end(&mut bytes)
                         .map_err(|e| unpack_error(&name, e))?;
-                    let soci = compressing.soci;
                     let work = std::thread::spawn(move || {
-                        let layer = gzip_layer(&mut bytes.as_slice(), &out, level, soci)?;
+                        let layer = compress_layer(&mut bytes.as_slice(), &out, level, compressing)?;
                         let _ = finished.send(Some(layer.blob.clone()));
                         Ok(layer)
                     });
                     behind.pending.push_back((name, size, work));
                     continue;
                 }
-                let layer = gzip_layer(&mut input, &out, level, compressing.soci)?;
+                let layer = compress_layer(&mut input, &out, level, compressing)?;
                 let _ = finished.send(Some(layer.blob.clone()));
                 done.compressed(name, layer);
             }
@@ -553,14 +556,27 @@ fn read_docker(
         }
         layers.push(layer);
     }
-    let descriptor = |l: &Layer| match l {
-        Layer::File { blob, .. } => json!({"mediaType": DOCKER_LAYER, "size": blob.size, "digest": blob.digest}),
-        Layer::Borrowed(d) => json!({"mediaType": DOCKER_LAYER, "size": d.size, "digest": d.digest}),
+    // A Docker manifest, whose layers are gzip tars; with zstd an OCI manifest (the config's bytes are the
+    // same), whose layers say which they are: gzip (kept, or held by the destination) or zstd.
+    let oci = compressing.zstd();
+    let gzip = if oci { OCI_GZIP_LAYER } else { DOCKER_LAYER };
+    let held_zstd = |digest: &str| base.is_some_and(|b| b.zstd.contains(digest));
+    let descriptor = |l: &Layer| {
+        let (digest, size, zstd) = match l {
+            Layer::File { blob, compressed_here } => (&blob.digest, blob.size, oci && *compressed_here),
+            Layer::Borrowed(d) => (&d.digest, d.size, held_zstd(&d.digest)),
+        };
+        let media_type = if zstd { ZSTD_LAYER } else { gzip };
+        json!({"mediaType": media_type, "size": size, "digest": digest})
+    };
+    let (manifest_type, config_type) = match oci {
+        true => (OCI_MANIFEST, OCI_CONFIG),
+        false => (DOCKER_MANIFEST, DOCKER_CONFIG),
     };
     let manifest = json!({
         "schemaVersion": 2,
-        "mediaType": DOCKER_MANIFEST,
-        "config": {"mediaType": DOCKER_CONFIG, "size": config.size, "digest": config.digest},
+        "mediaType": manifest_type,
+        "config": {"mediaType": config_type, "size": config.size, "digest": config.digest},
         "layers": layers.iter().map(descriptor).collect::<Vec<_>>(),
     });
     let bytes = serde_json::to_vec(&manifest)?;
@@ -588,7 +604,7 @@ fn read_docker(
         manifest: Manifest {
             digest: sha256(&bytes),
             bytes,
-            media_type: DOCKER_MANIFEST.into(),
+            media_type: manifest_type.into(),
         },
         children: Vec::new(),
         blobs,
@@ -604,6 +620,20 @@ fn read_docker(
         }
         false => Ok(image),
     }
+}
+
+/// Compress the layer tar `input` into `out` at `level`, as `compressing` says: gzip (with SOCI, its zTOC
+/// too) or zstd.
+fn compress_layer(input: &mut impl Read, out: &Path, level: u32, compressing: Compressing) -> Result<Compressed> {
+    if !compressing.zstd() {
+        return gzip_layer(input, out, level, compressing.soci);
+    }
+    let (blob, diff_id) = zstd_file(input, out, level)?;
+    Ok(Compressed {
+        blob,
+        diff_id,
+        ztoc: None,
+    })
 }
 
 /// A layer file left in the tree (not recognised as a tar while unpacking): an already compressed layer is
@@ -624,7 +654,7 @@ fn late(found: Found, out: &Path, compressing: Compressing, done: &mut Unpacked)
         };
         return Ok((layer, diff_id));
     }
-    let layer = gzip_layer(&mut input, out, compressing.level.level_for(size), compressing.soci)?;
+    let layer = compress_layer(&mut input, out, compressing.level_for(size), compressing)?;
     if let Some(ztoc) = layer.ztoc {
         done.ztocs.insert(layer.blob.digest.clone(), ztoc);
     }

@@ -426,9 +426,9 @@ impl Write for HashWriter<'_> {
 }
 
 /// Reads through from `inner`, hashing what passes.
-struct HashReader<'a, R: Read> {
-    inner: R,
-    hasher: &'a mut Sha256,
+pub(super) struct HashReader<'a, R: Read> {
+    pub inner: R,
+    pub hasher: &'a mut Sha256,
 }
 
 impl<R: Read> Read for HashReader<'_, R> {

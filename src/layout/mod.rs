@@ -22,6 +22,7 @@ pub mod gzip;
 mod oci;
 mod soci;
 mod zran;
+mod zstd;
 mod ztoc;
 
 pub use docker_archive::docker_archive_from;

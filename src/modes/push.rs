@@ -191,6 +191,8 @@ async fn from_engine(
             PushVia::Registry => false,
             // A SOCI index is built as the step compresses: never through the engine.
             PushVia::Auto if settings.compression.soci => false,
+            // zstd is written by the step alone: docker push sends gzip.
+            PushVia::Auto if settings.compression.zstd() => false,
             // The image itself, known there (pushed before under another tag): only its tags are to be
             // written, which the step does without the engine, below.
             PushVia::Auto => engine_is_faster(&local, base.as_ref().filter(|b| b.image_id != local.id), &hosts)
@@ -240,6 +242,7 @@ async fn from_engine(
     }
     let weigh = settings.via == PushVia::Auto
         && !settings.compression.soci
+        && !settings.compression.zstd()
         && !settings.dry_run
         && base.is_none()
         && ctx.logins.len() == 1
@@ -251,7 +254,7 @@ async fn from_engine(
     // Where the faster way depends on the link (a new image, mostly), the upload is measured once the
     // layers the destination holds are known, and each way is weighed at the pace it went on this
     // engine last time; the way taken is timed, and its pace noted for the next.
-    let held = held_layers(held, &local, &settings.target.repo, ctx).await;
+    let held = held_layers(held, &local, settings, ctx).await;
     let weighed = weigh_over_the_link(&engine, &local, held.as_ref(), settings, ctx).await;
     let started = std::time::Instant::now();
     let done = match &weighed {
@@ -410,7 +413,8 @@ async fn compression_for_the_link(
     ctx: &Context,
 ) -> Compressing {
     let given = settings.compression;
-    if given.level != Compression::Auto || settings.dry_run || !large_layer_missing(local, held) {
+    // (zstd's level fits every link: see `Compressing::ZSTD_AUTO`.)
+    if given.zstd() || given.level != Compression::Auto || settings.dry_run || !large_layer_missing(local, held) {
         return given;
     }
     let uplink = match uplink {
@@ -495,11 +499,11 @@ async fn own_transfer(
         let base = match layers {
             Layers::Learnt(layers) => layers,
             // A base the engine pulled from a destination comes first for the layers.
-            Layers::ToLearn { base: Some(base), held } => match base_layers(base, local, ctx).await {
+            Layers::ToLearn { base: Some(base), held } => match base_layers(base, local, settings, ctx).await {
                 Some(base) => Some(base),
-                None => held_layers(held, local, &settings.target.repo, ctx).await,
+                None => held_layers(held, local, settings, ctx).await,
             },
-            Layers::ToLearn { base: None, held } => held_layers(held, local, &settings.target.repo, ctx).await,
+            Layers::ToLearn { base: None, held } => held_layers(held, local, settings, ctx).await,
         };
         // The repositories exist before the first upload that follows a compression (and the probe).
         if !settings.dry_run {
@@ -562,13 +566,18 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + '
 /// The layers `local` shares with `base`, the image it was built on, as the registry it was pulled from
 /// holds them. `None` when its manifest cannot be read there, or names no layer the step can borrow (then
 /// every layer is compressed here, as without a base).
-async fn base_layers(base: PulledImage, local: &LocalImage, ctx: &Context) -> Option<BaseLayers> {
+async fn base_layers(
+    base: PulledImage,
+    local: &LocalImage,
+    settings: &PushSettings,
+    ctx: &Context,
+) -> Option<BaseLayers> {
     let login = ctx.logins.iter().find(|l| l.registry.host == base.host)?;
     let read = async {
         let client = RegistryClient::new(login, ctx.common.timeout)?;
         let manifest = client.image_manifest(&base.repo, &base.digest, &base.image_id).await?;
         let manifest = manifest.ok_or_else(|| anyhow!("the registry no longer has it"))?;
-        BaseLayers::new(base.clone(), &manifest, &local.layers).map_err(|e| anyhow!(e))
+        BaseLayers::new(base.clone(), &manifest, &local.layers, settings.compression.zstd()).map_err(|e| anyhow!(e))
     };
     match read.await {
         Ok(layers) => {
@@ -666,7 +675,8 @@ async fn held(local: &LocalImage, settings: &PushSettings, ctx: &Context) -> Hel
 /// compressed and sent as any other). The step's compression is deterministic, so a layer pushed before
 /// by the step has the digest it would get now; one pushed by another tool is borrowed as that registry
 /// holds it, the image's diff ids unchanged.
-async fn held_layers(held: Held, local: &LocalImage, repo: &str, ctx: &Context) -> Option<BaseLayers> {
+async fn held_layers(held: Held, local: &LocalImage, settings: &PushSettings, ctx: &Context) -> Option<BaseLayers> {
+    let repo = settings.target.repo.as_str();
     let login = ctx.logins.first()?;
     let client = RegistryClient::new(login, ctx.common.timeout).ok()?;
     let client = &client;
@@ -699,7 +709,7 @@ async fn held_layers(held: Held, local: &LocalImage, repo: &str, ctx: &Context) 
         size: manifest.layers().map_or(0, |l| l.iter().map(|(d, _)| d.size).sum()),
         layers: diff_ids,
     };
-    let mut layers = BaseLayers::new(image, &manifest, &local.layers).ok()?;
+    let mut layers = BaseLayers::new(image, &manifest, &local.layers, settings.compression.zstd()).ok()?;
     let heads = std::mem::take(&mut layers.by_diff_id)
         .into_iter()
         .map(|(diff_id, descriptor)| async move {

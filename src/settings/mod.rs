@@ -427,6 +427,38 @@ mod tests {
     }
 
     #[test]
+    fn zstd_is_chosen_by_name_and_refused_with_soci_or_through_the_engine() {
+        use crate::domain::source::{Algorithm, Compressing};
+        let compression = |extra: &[(&'static str, &'static str)]| push(&parse(&with(extra)).unwrap()).compression;
+        assert_eq!(compression(&[]).algorithm, Algorithm::Gzip);
+        let zstd = compression(&[("PLUGIN_COMPRESSION", " ZSTD ")]);
+        assert_eq!(zstd.algorithm, Algorithm::Zstd);
+        assert_eq!(zstd.level_for(1 << 30), Compressing::ZSTD_AUTO);
+        assert_eq!(compression(&[("PLUGIN_COMPRESSION", "gzip")]).level_for(1 << 30), 1);
+        let zstd_9 = compression(&[("PLUGIN_COMPRESSION", "zstd"), ("PLUGIN_COMPRESSION_LEVEL", "9")]);
+        assert_eq!(zstd_9.level_for(1), 9);
+        let refused = |extra: &[(&'static str, &'static str)]| parse(&with(extra)).unwrap_err();
+        let e = refused(&[("PLUGIN_COMPRESSION", "lz4")]);
+        assert!(e.contains("PLUGIN_COMPRESSION") && e.contains("gzip or zstd"), "{e}");
+        let e = refused(&[("PLUGIN_COMPRESSION", "zstd"), ("PLUGIN_SOCI", "true")]);
+        assert!(e.contains("PLUGIN_SOCI=true needs gzip layers"), "{e}");
+        let e = refused(&[("PLUGIN_COMPRESSION", "zstd"), ("PLUGIN_PUSH_VIA", "engine")]);
+        assert!(e.contains("docker push sends gzip"), "{e}");
+        // A layout's blobs are sent as they are: the setting does not conflict with the engine there.
+        let layout = tempfile::tempdir().unwrap();
+        std::fs::write(layout.path().join("index.json"), "{}").unwrap();
+        let source = format!("oci:{}", layout.path().display());
+        let vars = [
+            ("PLUGIN_SOURCE", source.as_str()),
+            ("PLUGIN_REPO", "team/app"),
+            ("PLUGIN_REGION", "eu-west-2"),
+            ("PLUGIN_COMPRESSION", "zstd"),
+            ("PLUGIN_PUSH_VIA", "engine"),
+        ];
+        assert!(parse(&vars).is_ok());
+    }
+
+    #[test]
     fn the_state_directory_is_the_one_given_off_or_under_xdg_state_home_else_home() {
         let state = |extra: &[(&'static str, &'static str)]| push(&parse(&with(extra)).unwrap()).state_dir.clone();
         let dir = |p: &str| Some(std::path::PathBuf::from(p));

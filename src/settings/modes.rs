@@ -10,7 +10,7 @@ use crate::domain::referrers::ReferrerFilter;
 use crate::domain::repository::RepositorySettings;
 use crate::domain::scan::{ScanGate, Severity};
 use crate::domain::secret::Secret;
-use crate::domain::source::{Compressing, Compression, Source};
+use crate::domain::source::{Algorithm, Compressing, Compression, Source};
 use crate::domain::target::Target;
 use std::path::PathBuf;
 
@@ -104,8 +104,23 @@ impl Parser {
             "registry" => Ok(PushVia::Registry),
             _ => Err("auto, engine or registry".to_string()),
         });
+        let algorithm = self.parse_or_default(Key::Compression, Algorithm::parse);
         let level = self.parse_or_default(Key::CompressionLevel, Compression::parse);
         let soci = self.parse_or_default(Key::Soci, grammar::boolean);
+        if algorithm == Algorithm::Zstd && soci {
+            self.problems.push(
+                "PLUGIN_SOCI=true needs gzip layers (a zTOC indexes a gzip stream): remove PLUGIN_COMPRESSION=zstd or \
+                 PLUGIN_SOCI"
+                    .to_string(),
+            );
+        }
+        if algorithm == Algorithm::Zstd && via == PushVia::Engine && matches!(source, Some(Source::Engine(_))) {
+            self.problems.push(
+                "PLUGIN_COMPRESSION=zstd is written by the step's own transfer, and docker push sends gzip: set \
+                 PLUGIN_PUSH_VIA=registry (or auto), or remove PLUGIN_COMPRESSION"
+                    .to_string(),
+            );
+        }
         if soci && via == PushVia::Engine && matches!(source, Some(Source::Engine(_))) {
             self.problems.push(
                 "PLUGIN_SOCI=true builds the SOCI index as the step compresses the layers, which docker push does not \
@@ -113,7 +128,7 @@ impl Parser {
                     .to_string(),
             );
         }
-        let compression = Compressing { level, soci };
+        let compression = Compressing { algorithm, level, soci };
         // Archives are unpacked, and an engine image exported, into the scratch space: checked now, before
         // any network call.
         let scratch = match &source {

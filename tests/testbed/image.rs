@@ -152,6 +152,19 @@ pub fn diff_ids(reference: &str) -> String {
         .to_string()
 }
 
+/// The chain id of the local image `reference`'s layers (what containerd names its unpacked root
+/// filesystem by): its first diff id, then each next one hashed with the chain so far.
+pub fn chain_id(reference: &str) -> String {
+    use sha2::Digest as _;
+    let layers: Vec<String> = serde_json::from_str(&diff_ids(reference)).expect("the diff ids as JSON");
+    let mut layers = layers.into_iter();
+    let first = layers.next().expect("an image has a layer");
+    layers.fold(first, |chain, diff_id| {
+        let hash = sha2::Sha256::digest(format!("{chain} {diff_id}").as_bytes());
+        format!("sha256:{}", hash.iter().map(|b| format!("{b:02x}")).collect::<String>())
+    })
+}
+
 /// Run the docker CLI; panics with its output when it fails. Returns stdout.
 pub fn docker(args: &[&str]) -> String {
     docker_with(None, args)
