@@ -164,6 +164,38 @@ fn zstd_layers_pull_back_with_containerd_and_a_rebuild_in_zstd_sends_only_its_ne
         testbed::chain_id(&rebuilt.name)
     );
 
+    // A previous build in gzip: its layers stay gzip (in the OCI manifest's terms), the new one is zstd.
+    Step::push(&moto, &registry, &first, "mixed")
+        .env("PLUGIN_TAGS", "gzip")
+        .run()
+        .success();
+    Step::push(&moto, &registry, &rebuilt, "mixed")
+        .env("PLUGIN_TAGS", "zstd")
+        .env("PLUGIN_COMPRESSION", "zstd")
+        .run()
+        .success()
+        .says("1 layer(s) compressed here");
+    let (bytes, media_type, _) = registry.manifest("mixed", "zstd").unwrap();
+    assert_eq!(media_type, "application/vnd.oci.image.manifest.v1+json");
+    let manifest: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    let types: Vec<&str> = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["mediaType"].as_str().unwrap())
+        .collect();
+    let gzip = "application/vnd.oci.image.layer.v1.tar+gzip";
+    assert_eq!(types, [gzip, gzip, "application/vnd.oci.image.layer.v1.tar+zstd"]);
+    assert_eq!(
+        registry.layer_digests("mixed", "zstd")[..2],
+        registry.layer_digests("mixed", "gzip")[..]
+    );
+    let reference = format!("{}/mixed:zstd", registry.host);
+    assert_eq!(
+        registry.pull_with_containerd(&reference),
+        testbed::chain_id(&rebuilt.name)
+    );
+
     // docker push sends gzip: zstd through the engine is refused, and nothing is written.
     Step::push(&moto, &registry, &rebuilt, "zst-engine")
         .env("PLUGIN_TAGS", "v1")
