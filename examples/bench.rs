@@ -4,8 +4,9 @@
 //! BENCHMARKS.md. Every command runs under `/usr/bin/time -v` for its peak RSS.
 //! `BENCH_ONLY=ci` (the shapes CI pushes), `BENCH_ONLY=a`, `c` or `e` (row (a), (c) or (e) on loopback),
 //! `BENCH_ONLY=a-link` (row (a) over the 25 MB/s link), `BENCH_ONLY=c-far` or `e-far` (row (c) or (e) with
-//! 30 ms round trips), `BENCH_ONLY=soci` or `BENCH_ONLY=three` (the push to 3 destinations against 1, on loopback)
-//! print those rows alone and write nothing.
+//! 30 ms round trips), `BENCH_ONLY=zstd` or `zstd-link` (row (a) with PLUGIN_COMPRESSION=zstd), `BENCH_ONLY=soci`
+//! or `BENCH_ONLY=three` (the push to 3 destinations against 1, on loopback) print those rows alone and write
+//! nothing.
 
 #[path = "bench/ci.rs"]
 mod ci;
@@ -187,12 +188,14 @@ fn main() {
     let only = std::env::var("BENCH_ONLY");
     if matches!(
         only.as_deref(),
-        Ok("ci" | "a" | "a-link" | "c" | "c-far" | "e" | "e-far")
+        Ok("ci" | "a" | "a-link" | "c" | "c-far" | "e" | "e-far" | "zstd" | "zstd-link")
     ) {
         // The rows of the shapes CI pushes alone (or row (a), (c) or (e) alone), printed (BENCHMARKS.md is
         // written by a whole run only).
         let rows = match only.as_deref() {
-            Ok(one @ ("a" | "a-link" | "c" | "c-far" | "e" | "e-far")) => vec![ci::alone(&ci, one)],
+            Ok(one @ ("a" | "a-link" | "c" | "c-far" | "e" | "e-far" | "zstd" | "zstd-link")) => {
+                vec![ci::alone(&ci, one)]
+            }
             _ => ci::rows(&ci),
         };
         for row in rows {

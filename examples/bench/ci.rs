@@ -273,6 +273,11 @@ pub fn alone(bench: &Bench, only: &str) -> Row {
             let behind_a_link = || Side::start(LINK_RATE, bench.docker_config);
             new_image(bench, &first, &behind_a_link, "25 MB/s link")
         }
+        "zstd" => zstd_image(bench, &first, &side, "loopback"),
+        "zstd-link" => {
+            let behind_a_link = || Side::start(LINK_RATE, bench.docker_config);
+            zstd_image(bench, &first, &behind_a_link, "25 MB/s link")
+        }
         "c" => rebuild_on_pulled(bench, &files, &first, &side, "loopback", &[]),
         "c-far" => rebuild_far(bench, &files, &first),
         "e-far" => layout_far(bench, &first),
@@ -298,6 +303,7 @@ pub fn rows(bench: &Bench) -> Vec<Row> {
         // at docker's.
         let own = [("PLUGIN_PUSH_VIA", "registry")];
         let level = [("PLUGIN_PUSH_VIA", "registry"), ("PLUGIN_COMPRESSION_LEVEL", "6")];
+        let mut zstds = Vec::new();
         for round in 0..3 {
             let fresh = (round > 0).then(|| (side(), side(), side()));
             let (ours, docker, skopeo) = fresh.as_ref().map_or((&ours, &docker, &skopeo), |(a, b, c)| (a, b, c));
@@ -309,6 +315,7 @@ pub fn rows(bench: &Bench) -> Vec<Row> {
             // The own transfer, and with the level a slow link favours, each into a registry of its own.
             owns.push(bench.step(&side(), &first.name, "build-1", &own));
             leveled.push(bench.step(&side(), &first.name, "build-1", &level));
+            zstds.push(bench.step(&side(), &first.name, "build-1", &ZSTD));
             floors.push(bench.export(&first));
         }
         let (step, peer, copied) = (middle(steps), middle(peers), middle(copies));
@@ -340,6 +347,7 @@ pub fn rows(bench: &Bench) -> Vec<Row> {
             "none (what level 6 costs and saves)",
             true,
         ));
+        rows.push(zstd_row(reach, middle(zstds), peer));
 
         // (b) Rebuilds with only the app changed, on the same engine: three rounds, medians.
         let (mut steps, mut peers, mut floors) = (Vec::new(), Vec::new(), Vec::new());
@@ -489,6 +497,37 @@ fn new_image(bench: &Bench, first: &Image, side: &impl Fn() -> Side, reach: &str
     let (step, peer) = (middle(steps), middle(peers));
     compressing.sort();
     new_image_row(reach, step, peer, median(floors).time, compressing[1])
+}
+
+/// The step's settings for zstd: `auto` sends it through the step's own transfer.
+const ZSTD: [(&str, &str); 1] = [("PLUGIN_COMPRESSION", "zstd")];
+
+/// (a) in zstd against docker push (gzip, as it always sends): what the opt-in costs and saves.
+fn zstd_row(reach: &str, step: (Sample, u64), peer: (Sample, u64)) -> Row {
+    row(
+        format!("(a) the same, PLUGIN_COMPRESSION=zstd (opt-in: Docker Engine 20.10 cannot pull it), {reach}"),
+        step,
+        "docker push",
+        peer,
+        "none (what zstd costs and saves)",
+        true,
+    )
+}
+
+/// `BENCH_ONLY=zstd` (or `zstd-link`): row (a) in zstd alone, three rounds taking turns with docker push.
+fn zstd_image(bench: &Bench, first: &Image, side: &impl Fn() -> Side, reach: &str) -> Row {
+    let (mut steps, mut peers) = (Vec::new(), Vec::new());
+    for round in 0..3 {
+        let (ours, docker) = (side(), side());
+        let (step, peer) = in_turn(
+            round,
+            || bench.step(&ours, &first.name, "build-1", &ZSTD),
+            || bench.docker_push(&docker, first, "build-1"),
+        );
+        steps.push(step);
+        peers.push(peer);
+    }
+    zstd_row(reach, middle(steps), middle(peers))
 }
 
 /// (c) The previous build pulled from the destination (`--cache-from`), a rebuild pushed by each tool:
