@@ -164,6 +164,26 @@ fn zstd_layers_pull_back_with_containerd_and_a_rebuild_in_zstd_sends_only_its_ne
         testbed::chain_id(&rebuilt.name)
     );
 
+    // The same image without PLUGIN_COMPRESSION (gzip): the zstd image is not reused under a new tag, and
+    // a re-run of its own tag writes the gzip image over it, so the docker CLI of Docker 20.10 pulls both.
+    Step::push(&moto, &registry, &rebuilt, "zst")
+        .env("PLUGIN_TAGS", "gzip-too")
+        .run()
+        .success()
+        .says("3 layer(s) compressed here");
+    Step::push(&moto, &registry, &rebuilt, "zst")
+        .env("PLUGIN_TAGS", "build-2")
+        .run()
+        .success()
+        .says("known: the image is in zst already");
+    assert_eq!(registry.digest("zst", "build-2"), registry.digest("zst", "gzip-too"));
+    for tag in ["gzip-too", "build-2"] {
+        let (_, media_type, _) = registry.manifest("zst", tag).unwrap();
+        assert_eq!(media_type, "application/vnd.docker.distribution.manifest.v2+json");
+        let (id, _) = registry.pull(&format!("{}/zst:{tag}", registry.host));
+        assert_eq!(id, rebuilt.id);
+    }
+
     // A previous build in gzip: its layers stay gzip (in the OCI manifest's terms), the new one is zstd.
     Step::push(&moto, &registry, &first, "mixed")
         .env("PLUGIN_TAGS", "gzip")

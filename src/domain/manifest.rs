@@ -82,6 +82,12 @@ impl Manifest {
             })
             .collect()
     }
+
+    /// Whether any layer of this image manifest is zstd (which not every runtime pulls).
+    pub fn has_zstd_layers(&self) -> bool {
+        self.layers()
+            .is_ok_and(|layers| layers.iter().any(|(_, media_type)| media_type == ZSTD_LAYER))
+    }
 }
 
 /// The media types of a gzip-compressed layer tar (Docker's and OCI's names for the same bytes).

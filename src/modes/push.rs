@@ -650,7 +650,7 @@ async fn held(local: &LocalImage, settings: &PushSettings, ctx: &Context) -> Hel
     let (same, others): (Vec<_>, Vec<_>) = found
         .into_iter()
         .flatten()
-        .partition(|(m, _)| m.config_digest().as_deref() == Some(local.id.as_str()));
+        .partition(|(m, _)| m.config_digest().as_deref() == Some(local.id.as_str()) && as_asked(m, settings));
     if let Some((manifest, _)) = same.into_iter().next() {
         let mut everywhere = true;
         for other in &ctx.logins[1..] {
@@ -778,12 +778,17 @@ async fn already_there(
         for tag in &settings.target.tags {
             let manifest = client.manifest(&settings.target.repo, tag).await.ok()??;
             let holds = match manifest.is_index() {
-                false => !settings.compression.soci && manifest.config_digest().as_deref() == Some(image.id.as_str()),
+                false => {
+                    !settings.compression.soci
+                        && manifest.config_digest().as_deref() == Some(image.id.as_str())
+                        && as_asked(&manifest, settings)
+                }
                 true => {
                     let images = client.index_images(&settings.target.repo, &manifest).await.ok()?;
                     let this = images.into_iter().find(|(m, soci)| {
                         m.config_digest().as_deref() == Some(image.id.as_str())
                             && (soci.is_some() || !settings.compression.soci)
+                            && as_asked(m, settings)
                     });
                     let found = this.is_some();
                     if let Some((m, _)) = this {
@@ -806,6 +811,13 @@ async fn already_there(
         crate::report::tag(outcome, None, Verb::Pushed.as_str());
     }
     Some((outcomes, indexed))
+}
+
+/// Whether a manifest of this image already in a destination serves as the push the settings ask for: with
+/// gzip (the default) none of its layers may be zstd, which not every runtime pulls (a run without
+/// PLUGIN_COMPRESSION=zstd after one with it writes a gzip image, not the zstd one again); with zstd, any.
+fn as_asked(manifest: &crate::domain::manifest::Manifest, settings: &PushSettings) -> bool {
+    settings.compression.zstd() || !manifest.has_zstd_layers()
 }
 
 /// Batches of the engine's export (about 256 KiB each) held between the engine and the compression.
