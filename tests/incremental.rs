@@ -122,27 +122,41 @@ fn zstd_layers_pull_back_with_containerd_and_a_rebuild_in_zstd_sends_only_its_ne
             .env("PLUGIN_COMPRESSION", "zstd")
             .run()
     };
+    // The layers' media types of an OCI image manifest; and that containerd unpacks `repo:tag` as `image`.
+    let oci_layer_types = |repo: &str, tag: &str| -> Vec<String> {
+        let (bytes, media_type, _) = registry.manifest(repo, tag).unwrap();
+        assert_eq!(media_type, "application/vnd.oci.image.manifest.v1+json");
+        let manifest: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        let layers = manifest["layers"].as_array().unwrap().iter();
+        layers.map(|l| l["mediaType"].as_str().unwrap().to_string()).collect()
+    };
+    let unpacks_as = |repo_tag: &str, image: &Image| {
+        let reference = format!("{}/{repo_tag}", registry.host);
+        assert_eq!(
+            registry.pull_with_containerd(&reference),
+            testbed::chain_id(&image.name)
+        );
+    };
     let base = Image::from_host_files(&["/bin/sh", "/bin/cat"], &[]);
     let first = Image::build(&base.name, &[("docs", "/usr/share/common-licenses")]);
     push(&first, "build-1").success().says("2 layer(s) compressed here");
-    let (bytes, media_type, _) = registry.manifest("zst", "build-1").unwrap();
-    assert_eq!(media_type, "application/vnd.oci.image.manifest.v1+json");
+    let zstd = "application/vnd.oci.image.layer.v1.tar+zstd";
+    assert_eq!(oci_layer_types("zst", "build-1"), [zstd, zstd]);
+    let (bytes, _, _) = registry.manifest("zst", "build-1").unwrap();
     let manifest: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
     assert_eq!(
         manifest["config"]["mediaType"],
         "application/vnd.oci.image.config.v1+json"
     );
     assert_eq!(manifest["config"]["digest"], first.id.as_str(), "the image id changed");
-    for layer in manifest["layers"].as_array().unwrap() {
-        assert_eq!(layer["mediaType"], "application/vnd.oci.image.layer.v1.tar+zstd");
-        let blob = registry.blob("zst", layer["digest"].as_str().unwrap());
-        assert_eq!(blob[..4], [0x28, 0xb5, 0x2f, 0xfd], "a zstd frame");
+    for digest in registry.layer_digests("zst", "build-1") {
+        assert_eq!(
+            registry.blob("zst", &digest)[..4],
+            [0x28, 0xb5, 0x2f, 0xfd],
+            "a zstd frame"
+        );
     }
-    let reference = format!("{}/zst:build-1", registry.host);
-    assert_eq!(
-        registry.pull_with_containerd(&reference),
-        testbed::chain_id(&first.name)
-    );
+    unpacks_as("zst:build-1", &first);
 
     // The rebuild: its earlier layers are the registry's zstd blobs, only the new one is compressed.
     let top = tempfile::tempdir().unwrap();
@@ -158,11 +172,7 @@ fn zstd_layers_pull_back_with_containerd_and_a_rebuild_in_zstd_sends_only_its_ne
         shared[..],
         "the zstd layers were not reused"
     );
-    let reference = format!("{}/zst:build-2", registry.host);
-    assert_eq!(
-        registry.pull_with_containerd(&reference),
-        testbed::chain_id(&rebuilt.name)
-    );
+    unpacks_as("zst:build-2", &rebuilt);
 
     // The same image without PLUGIN_COMPRESSION (gzip): the zstd image is not reused under a new tag, and
     // a re-run of its own tag writes the gzip image over it, so the docker CLI of Docker 20.10 pulls both.
@@ -195,26 +205,13 @@ fn zstd_layers_pull_back_with_containerd_and_a_rebuild_in_zstd_sends_only_its_ne
         .run()
         .success()
         .says("1 layer(s) compressed here");
-    let (bytes, media_type, _) = registry.manifest("mixed", "zstd").unwrap();
-    assert_eq!(media_type, "application/vnd.oci.image.manifest.v1+json");
-    let manifest: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-    let types: Vec<&str> = manifest["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["mediaType"].as_str().unwrap())
-        .collect();
     let gzip = "application/vnd.oci.image.layer.v1.tar+gzip";
-    assert_eq!(types, [gzip, gzip, "application/vnd.oci.image.layer.v1.tar+zstd"]);
+    assert_eq!(oci_layer_types("mixed", "zstd"), [gzip, gzip, zstd]);
     assert_eq!(
         registry.layer_digests("mixed", "zstd")[..2],
         registry.layer_digests("mixed", "gzip")[..]
     );
-    let reference = format!("{}/mixed:zstd", registry.host);
-    assert_eq!(
-        registry.pull_with_containerd(&reference),
-        testbed::chain_id(&rebuilt.name)
-    );
+    unpacks_as("mixed:zstd", &rebuilt);
 
     // docker push sends gzip: zstd through the engine is refused, and nothing is written.
     Step::push(&moto, &registry, &rebuilt, "zst-engine")

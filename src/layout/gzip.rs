@@ -17,23 +17,34 @@ pub fn gzip_file(
     level: u32,
     spans: Option<&mut Spans>,
 ) -> Result<(LocalBlob, String)> {
-    let mut hasher = Sha256::new();
-    let mut read_hasher = Sha256::new();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    compress_file(input, out, |mut reading, mut written| {
+        Ok(gzip(&mut reading, &mut written, threads, level, spans)?)
+    })
+}
+
+/// `compress` writing what it reads from `input` into the file `out`: the blob written (hashed and counted
+/// as it is written), and the diff id (the digest of what was read). Each engine's `*_file` is this.
+pub(super) fn compress_file(
+    input: &mut impl Read,
+    out: &Path,
+    compress: impl FnOnce(&mut dyn Read, &mut dyn Write) -> Result<()>,
+) -> Result<(LocalBlob, String)> {
+    let (mut hasher, mut read_hasher) = (Sha256::new(), Sha256::new());
     let file = std::fs::File::create(out)?;
-    let mut counting = Tee {
+    let mut written = Tee {
         inner: std::io::BufWriter::with_capacity(1 << 20, file),
         hasher: &mut hasher,
         written: 0,
     };
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut reading = HashReader {
         inner: input,
         hasher: &mut read_hasher,
     };
-    gzip(&mut reading, &mut counting, threads, level, spans)?;
-    counting.inner.flush()?;
-    let size = counting.written;
-    drop(counting);
+    compress(&mut reading, &mut written)?;
+    written.inner.flush()?;
+    let size = written.written;
+    drop(written);
     let blob = LocalBlob {
         digest: hex_digest(hasher),
         size,
@@ -426,9 +437,9 @@ impl Write for HashWriter<'_> {
 }
 
 /// Reads through from `inner`, hashing what passes.
-pub(super) struct HashReader<'a, R: Read> {
-    pub inner: R,
-    pub hasher: &'a mut Sha256,
+struct HashReader<'a, R: Read> {
+    inner: R,
+    hasher: &'a mut Sha256,
 }
 
 impl<R: Read> Read for HashReader<'_, R> {

@@ -5,11 +5,10 @@
 //! same layer gives the same digest on any machine at the same level, as the gzip engine's does. With the
 //! diff id of what was read.
 
-use super::gzip::{HashReader, Tee, hex_digest};
+use super::gzip::compress_file;
 use crate::domain::source::LocalBlob;
 use anyhow::{Context, Result};
-use sha2::{Digest as _, Sha256};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::Path;
 
 /// zstd `input` into the file `out` at `level`, on every core: the blob written, and the diff id.
@@ -30,53 +29,35 @@ fn zstd_file_with(
     piece: usize,
 ) -> Result<(LocalBlob, String)> {
     use ::zstd::stream::raw::{CParameter, Encoder, InBuffer, Operation as _, OutBuffer};
-    let (mut hasher, mut read_hasher) = (Sha256::new(), Sha256::new());
-    let file = std::fs::File::create(out)?;
-    let mut written = Tee {
-        inner: std::io::BufWriter::with_capacity(1 << 20, file),
-        hasher: &mut hasher,
-        written: 0,
-    };
     let mut encoder = Encoder::new(level as i32).context("starting zstd")?;
     encoder
         .set_parameter(CParameter::NbWorkers(workers as u32))
         .context("zstd's worker threads")?;
-    let mut reading = HashReader {
-        inner: input,
-        hasher: &mut read_hasher,
-    };
-    let (mut buf, mut produced) = (vec![0u8; piece], vec![0u8; 1 << 20]);
-    loop {
-        let n = reading.read(&mut buf)?;
-        if n == 0 {
-            break;
+    compress_file(input, out, |reading, written| {
+        let (mut buf, mut produced) = (vec![0u8; piece], vec![0u8; 1 << 20]);
+        loop {
+            let n = reading.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            let mut fed = InBuffer::around(&buf[..n]);
+            while fed.pos() < n {
+                let mut output = OutBuffer::around(&mut produced[..]);
+                encoder.run(&mut fed, &mut output)?;
+                let made = output.pos();
+                written.write_all(&produced[..made])?;
+            }
         }
-        let mut fed = InBuffer::around(&buf[..n]);
-        while fed.pos() < n {
+        loop {
             let mut output = OutBuffer::around(&mut produced[..]);
-            encoder.run(&mut fed, &mut output)?;
+            let left = encoder.finish(&mut output, false)?;
             let made = output.pos();
             written.write_all(&produced[..made])?;
+            if left == 0 {
+                return Ok(());
+            }
         }
-    }
-    loop {
-        let mut output = OutBuffer::around(&mut produced[..]);
-        let left = encoder.finish(&mut output, false)?;
-        let made = output.pos();
-        written.write_all(&produced[..made])?;
-        if left == 0 {
-            break;
-        }
-    }
-    written.inner.flush()?;
-    let size = written.written;
-    drop(written);
-    let blob = LocalBlob {
-        digest: hex_digest(hasher),
-        size,
-        path: out.to_path_buf(),
-    };
-    Ok((blob, hex_digest(read_hasher)))
+    })
 }
 
 #[cfg(test)]
