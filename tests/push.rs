@@ -34,6 +34,35 @@ fn every_tag_lands_with_the_digest_the_step_reported() {
     assert!(kept.status.success(), "the source image itself was removed");
 }
 
+/// Through the engine, the step tags the image `<registry>/<repo>:<tag>` to push it: the tags it made go,
+/// and a tag the user had made before the run (another name of the same image) stays.
+#[test]
+fn a_push_through_the_engine_removes_the_local_tags_it_made_and_keeps_the_users() {
+    let (moto, registry, image) = (Moto::start(), Registry::start(DEFAULT_ACCOUNT), Image::random(20_000));
+    let users = format!("{}/app:mine", registry.host);
+    testbed::docker(&["tag", &image.name, &users]);
+    let run = Step::push(&moto, &registry, &image, "app")
+        .env("PLUGIN_TAGS", "mine,made")
+        .env("PLUGIN_PUSH_VIA", "engine")
+        .run();
+    run.success();
+    for tag in ["mine", "made"] {
+        let reported = run.reported_digest(&format!("{}/app:{tag}", registry.host));
+        assert_eq!(registry.digest("app", tag), Some(reported), "{tag}");
+    }
+    let there = |name: &str| {
+        std::process::Command::new("docker")
+            .args(["image", "inspect", name])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    assert!(there(&users), "the user's own tag {users} was removed");
+    let made = format!("{}/app:made", registry.host);
+    assert!(!there(&made), "the step left its tag {made} behind in the engine");
+}
+
 #[test]
 fn static_keys_in_the_settings_are_the_account_level() {
     let (moto, registry, image) = (Moto::start(), Registry::start(DEFAULT_ACCOUNT), Image::random(1000));

@@ -36,6 +36,8 @@ pub struct Engine {
     made: std::sync::Mutex<Vec<LocalTag>>,
     /// Its ID, asked once ([`Engine::id`]).
     id: tokio::sync::OnceCell<Option<String>>,
+    /// Its images as first listed ([`Engine::images`]); `None` when it could not list them.
+    images: tokio::sync::OnceCell<Option<Vec<bollard::models::ImageSummary>>>,
 }
 
 /// The registry refused the credentials of a push: what a fresh token may cure (the caller renews it once).
@@ -143,6 +145,7 @@ impl Engine {
             address,
             made: Default::default(),
             id: Default::default(),
+            images: Default::default(),
         })
     }
 
@@ -151,6 +154,18 @@ impl Engine {
     pub async fn id(&self) -> Option<String> {
         let asked = async { self.docker.info().await.ok()?.id.filter(|id| !id.is_empty()) };
         self.id.get_or_init(|| asked).await.clone()
+    }
+
+    /// The engine's images with their names, listed once, when first asked (a push asks while it signs in):
+    /// what the run found there, for the images it was built on and the local tags it makes.
+    pub async fn images(&self) -> Option<&[bollard::models::ImageSummary]> {
+        let listed = async {
+            self.docker
+                .list_images(None::<bollard::query_parameters::ListImagesOptions>)
+                .await
+                .ok()
+        };
+        self.images.get_or_init(|| listed).await.as_deref()
     }
 
     /// Look the source image up in the engine's local store.
@@ -186,11 +201,7 @@ impl Engine {
     /// the image `source` was built on. Best effort: an engine that cannot list gives none. At most
     /// [`CANDIDATES`] images are inspected (a shared engine may hold many).
     pub async fn pulled_images(&self, hosts: &[String]) -> Vec<PulledImage> {
-        let Ok(summaries) = self
-            .docker
-            .list_images(None::<bollard::query_parameters::ListImagesOptions>)
-            .await
-        else {
+        let Some(summaries) = self.images().await else {
             return Vec::new();
         };
         let from_hosts = |d: &&String| hosts.iter().any(|h| d.starts_with(&format!("{h}/")));
@@ -234,8 +245,14 @@ impl Engine {
     ) -> Result<Pushed> {
         let target = format!("{}/{repo}", login.registry.host);
         let local = format!("{target}:{tag}");
+        // Whether the step makes the tag: it named no image when the run listed the engine's images (an
+        // engine that could not list: taken as there, so it is never removed).
+        let there = self
+            .images()
+            .await
+            .is_none_or(|images| images.iter().any(|i| i.repo_tags.contains(&local)));
         let made = LocalTag {
-            made: self.docker.inspect_image(&local).await.is_err(),
+            made: !there,
             name: local.clone(),
             source: source.to_string(),
         };

@@ -64,8 +64,9 @@ fn read_files(settings: &PushSettings) -> Option<FilesRead> {
     Some(FilesRead { reading, announced })
 }
 
-/// The engine connected and the image inspected; with a record (`PLUGIN_STATE_DIR`), the engine's ID is
-/// asked meanwhile, for the record's lookup and note.
+/// The engine connected and the image inspected; its images listed meanwhile (for the images the source
+/// was built on, and the local tags a push through it makes), and with a record (`PLUGIN_STATE_DIR`) its
+/// ID asked, for the record's lookup and note.
 async fn look_in_engine(
     reference: &str,
     settings: &PushSettings,
@@ -77,7 +78,7 @@ async fn look_in_engine(
             engine.id().await;
         }
     };
-    let (local, ()) = tokio::join!(engine.source_image(reference), id);
+    let (local, _, ()) = tokio::join!(engine.source_image(reference), engine.images(), id);
     Ok((engine, local?))
 }
 
