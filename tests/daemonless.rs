@@ -181,11 +181,8 @@ fn an_engine_image_through_the_steps_own_transfer_leaves_no_local_tag_and_surviv
     run.says("(exported from the Docker Engine)").says("retrying:");
     assert_eq!(flaky.injected(), 2);
     assert_eq!(registry.pull(&format!("{}/app:own", registry.host)).0, image.id);
-    let local = Command::new("docker")
-        .args(["image", "inspect", &format!("{}/app:own", flaky.host)])
-        .output()
-        .unwrap();
-    assert!(!local.status.success(), "the step left a local tag behind");
+    let local = testbed::in_engine(&format!("{}/app:own", flaky.host));
+    assert!(!local, "the step left a local tag behind");
     // Again: every tag already holds this image, so nothing is exported, compressed or uploaded.
     let again = Step::push(&moto, &registry, &image, "app")
         .env("PLUGIN_PUSH_VIA", "registry")

@@ -369,11 +369,10 @@ fn a_preflight_that_fails_while_the_engine_pushes_cancels_the_push_and_leaves_no
         started.elapsed()
     );
     // The engine's push had tagged the image locally; that tag is gone.
-    let tagged = std::process::Command::new("docker")
-        .args(["image", "inspect", &local])
-        .output()
-        .unwrap();
-    assert!(!tagged.status.success(), "the local tag {local} was left in the engine");
+    assert!(
+        !testbed::in_engine(&local),
+        "the local tag {local} was left in the engine"
+    );
 }
 
 #[test]

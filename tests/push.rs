@@ -21,17 +21,10 @@ fn every_tag_lands_with_the_digest_the_step_reported() {
     run.says("summary: 2 of 2 tag(s) written in 1 destination(s)");
     // The local tags the push needed are gone: a shared daemon does not collect them.
     for tag in ["v1", "latest"] {
-        let left = std::process::Command::new("docker")
-            .args(["image", "inspect", &format!("{}/team/app:{tag}", registry.host)])
-            .output()
-            .unwrap();
-        assert!(!left.status.success(), "the step left {tag} behind in the engine");
+        let left = testbed::in_engine(&format!("{}/team/app:{tag}", registry.host));
+        assert!(!left, "the step left {tag} behind in the engine");
     }
-    let kept = std::process::Command::new("docker")
-        .args(["image", "inspect", &image.name])
-        .output()
-        .unwrap();
-    assert!(kept.status.success(), "the source image itself was removed");
+    assert!(testbed::in_engine(&image.name), "the source image itself was removed");
 }
 
 /// Through the engine, the step tags the image `<registry>/<repo>:<tag>` to push it: the tags it made go,
@@ -50,17 +43,12 @@ fn a_push_through_the_engine_removes_the_local_tags_it_made_and_keeps_the_users(
         let reported = run.reported_digest(&format!("{}/app:{tag}", registry.host));
         assert_eq!(registry.digest("app", tag), Some(reported), "{tag}");
     }
-    let there = |name: &str| {
-        std::process::Command::new("docker")
-            .args(["image", "inspect", name])
-            .output()
-            .unwrap()
-            .status
-            .success()
-    };
-    assert!(there(&users), "the user's own tag {users} was removed");
+    assert!(testbed::in_engine(&users), "the user's own tag {users} was removed");
     let made = format!("{}/app:made", registry.host);
-    assert!(!there(&made), "the step left its tag {made} behind in the engine");
+    assert!(
+        !testbed::in_engine(&made),
+        "the step left its tag {made} behind in the engine"
+    );
 }
 
 #[test]

@@ -165,6 +165,16 @@ pub fn chain_id(reference: &str) -> String {
     })
 }
 
+/// Whether the engine holds a local image by this name (`docker image inspect` succeeds).
+pub fn in_engine(name: &str) -> bool {
+    Command::new("docker")
+        .args(["image", "inspect", name])
+        .output()
+        .expect("docker CLI")
+        .status
+        .success()
+}
+
 /// Run the docker CLI; panics with its output when it fails. Returns stdout.
 pub fn docker(args: &[&str]) -> String {
     docker_with(None, args)

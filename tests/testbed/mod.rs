@@ -24,7 +24,7 @@ pub mod untrusted;
 
 // Each test file uses some of these.
 #[allow(unused_imports)]
-pub use image::{Image, build_step_image, build_step_image_stage, chain_id, diff_ids, docker, docker_with};
+pub use image::{Image, build_step_image, build_step_image_stage, chain_id, diff_ids, docker, docker_with, in_engine};
 #[allow(unused_imports)]
 pub use link::Link;
 #[allow(unused_imports)]
