@@ -145,6 +145,7 @@ fn main() {
     let bin = binary.display().to_string();
     let ci = ci::Bench {
         bin: &bin,
+        aws: &aws,
         moto: &moto,
         env: &env,
         docker_config: config.path(),
@@ -193,9 +194,7 @@ fn main() {
         // The rows of the shapes CI pushes alone (or row (a), (c) or (e) alone), printed (BENCHMARKS.md is
         // written by a whole run only).
         let rows = match only.as_deref() {
-            Ok(one @ ("a" | "a-link" | "c" | "c-far" | "e" | "e-far" | "zstd" | "zstd-link")) => {
-                vec![ci::alone(&ci, one)]
-            }
+            Ok(one @ ("a" | "a-link" | "c" | "c-far" | "e" | "e-far" | "zstd" | "zstd-link")) => ci::alone(&ci, one),
             _ => ci::rows(&ci),
         };
         for row in rows {
@@ -704,12 +703,15 @@ fn main() {
          the engine has no record of favours the step, which learns what the registry holds and sends only \
          the new layer while docker push compresses and sends every layer; a rebuild on a previous build \
          pulled from the destination (`--cache-from`) goes through the engine under PLUGIN_PUSH_VIA=auto, so \
-         both tools do the same; a new tag for an image already there writes only the manifest; and an OCI \
+         both tools do the same, the step signing in and reading its tag back besides (docker push was \
+         logged in before its timing; the row \"(c) the same, against docker push as a CI job runs it\" \
+         times it with the job's `aws ecr get-login-password | docker login` first, in the same rounds, \
+         each of the three going first in turn); a new tag for an image already there writes only the manifest; and an OCI \
          layout sends its blobs as they are, as skopeo does. No figure above stands for all shapes. With PLUGIN_COMPRESSION=zstd (opt-in: Docker Engine 20.10 cannot pull it; containerd 1.5 and \
          Docker Engine 23 or later can), the step's own transfer writes the new image in zstd at level 3 (the rows \
          so named, one push per round of (a) into a registry of its own): it sends fewer bytes than docker push's \
-         gzip for less CPU than the step's gzip at level 1, so it is the fastest way on loopback and over the link \
-         alike, where it still waits for the export's first byte.\n\n\
+         gzip for less CPU than the step's gzip at level 1, and still waits for the export's first byte; whether \
+         that makes it faster than the step's gzip differs between runs (the rows give this run's times).\n\n\
          Several destinations: push compresses once and promote reads each source blob once, and both send \
          to every destination at once. On loopback the three registries hash and store their copies on the \
          same 2 cores as the step, so the rows on loopback also give the floor this run measured (the CPU \
