@@ -147,26 +147,32 @@ impl Bench<'_> {
     }
 
     fn docker_push(&self, side: &Side, image: &Image, tag: &str) -> (Sample, u64) {
-        let target = format!("{}/app:{tag}", side.host());
-        testbed::docker(&["tag", &image.name, &target]);
-        let pushed = side.sent(|| measure("docker", &["push", &target], self.env));
-        testbed::docker(&["rmi", &target]);
-        pushed
+        self.tagged(side, image, tag, |target| {
+            measure("docker", &["push", target], self.env)
+        })
     }
 
     /// `docker push` as a CI job runs it: logged in by the job first (`aws ecr get-login-password |
     /// docker login`, the password on a pipe, against ECR's API at `endpoint`), timed together.
     fn login_and_push(&self, side: &Side, image: &Image, tag: &str, endpoint: &str) -> (Sample, u64) {
+        self.tagged(side, image, tag, |target| {
+            let job = format!(
+                "{} ecr get-login-password --endpoint-url {endpoint} --region {} | docker login --username AWS \
+                 --password-stdin {} >/dev/null 2>&1 && docker push {target}",
+                self.aws,
+                testbed::REGION,
+                side.host()
+            );
+            measure("bash", &["-c", &job], self.env)
+        })
+    }
+
+    /// `image` tagged `<side>/app:<tag>` for `push` (given that name), the bytes it sent up `side`'s link
+    /// counted, and the local tag removed after.
+    fn tagged(&self, side: &Side, image: &Image, tag: &str, push: impl FnOnce(&str) -> Sample) -> (Sample, u64) {
         let target = format!("{}/app:{tag}", side.host());
         testbed::docker(&["tag", &image.name, &target]);
-        let job = format!(
-            "{} ecr get-login-password --endpoint-url {endpoint} --region {} | docker login --username AWS \
-             --password-stdin {} >/dev/null 2>&1 && docker push {target}",
-            self.aws,
-            testbed::REGION,
-            side.host()
-        );
-        let pushed = side.sent(|| measure("bash", &["-c", &job], self.env));
+        let pushed = side.sent(|| push(&target));
         testbed::docker(&["rmi", &target]);
         pushed
     }
