@@ -694,12 +694,17 @@ fn main() {
          level the link picks, 1 on loopback and 6 over the link, and at level 6 named), so \
          PLUGIN_PUSH_VIA=auto, the rows' default, measures the upload (1 MiB into an upload session it \
          cancels, counted in *sent*) and over the 25 MB/s link pushes a new image through the engine, as \
-         docker push does; a rebuild on an engine that \
+         docker push does; on loopback it also counts the image's rebuilds, since the state directory names \
+         this engine by then (an earlier row noted it, as on a runner that keeps its engine and home): after \
+         the step's own transfer each rebuild would export the whole image again, after docker push the engine \
+         reads only the new layer, so a new image of several layers goes through the engine there too, once \
+         both ways' paces on this engine are noted (a way not yet taken on a runner is tried once, so one of \
+         the three rounds of (a) may go by the step's own transfer); a rebuild on an engine that \
          pushed the previous build favours docker push, which reads only the new layer while any push that \
          exports the image pays for `docker save` (the floor, shown in the row): where the step pushed that \
-         previous build through the engine (over the link) its record says so and the rebuild goes through \
-         the engine too, and where it sent it itself (on loopback) the engine has no record and the step \
-         exports; a rebuild toward a registry \
+         previous build through the engine its record says so and the rebuild goes through the engine too, \
+         and where it sent it itself the engine has no record and the step exports (the row says which it \
+         did); a rebuild toward a registry \
          the engine has no record of favours the step, which learns what the registry holds and sends only \
          the new layer while docker push compresses and sends every layer; a rebuild on a previous build \
          pulled from the destination (`--cache-from`) goes through the engine under PLUGIN_PUSH_VIA=auto, so \

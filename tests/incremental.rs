@@ -451,6 +451,88 @@ fn auto_weighs_each_way_at_the_pace_it_went_on_this_runner() {
     push(80_000_300, "corrupt").says("via: docker push through the engine");
 }
 
+/// `base` and `layers` layers, each a text file of `bytes` or a little more, new to every call.
+fn text_layers(base: &Image, layers: usize, bytes: usize) -> Image {
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let dirs: Vec<_> = (0..layers).map(|_| tempfile::tempdir().unwrap()).collect();
+    for (i, dir) in dirs.iter().enumerate() {
+        let mut text = String::with_capacity(bytes + 64);
+        let mut line = 0usize;
+        while text.len() <= bytes {
+            text.push_str(&format!(
+                "line {line:>9} of layer {i} of image {call} of {}\n",
+                std::process::id()
+            ));
+            line += 1;
+        }
+        std::fs::write(dir.path().join("data.txt"), text).unwrap();
+    }
+    let names: Vec<String> = (0..layers).map(|i| format!("part{i}")).collect();
+    let layers: Vec<(&str, &str)> = names
+        .iter()
+        .zip(&dirs)
+        .map(|(name, dir)| (name.as_str(), dir.path().to_str().unwrap()))
+        .collect();
+    Image::build(&base.name, &layers)
+}
+
+/// On a runner that keeps its engine and `PLUGIN_STATE_DIR` (this engine is in the record from an
+/// earlier run), a new image's way also decides its rebuilds': after the step's own transfer each rebuild
+/// exports the whole image again, after docker push the engine reads only the new layers. So a new image
+/// of several layers, which the step's own transfer pushes faster on a fast link, goes through the engine
+/// there (the `via:` line says why), and its rebuild then sends only its new layer, through the engine.
+/// A fresh runner's record is empty: the same shape goes through the step.
+#[test]
+fn on_a_runner_that_keeps_its_engine_a_new_image_goes_the_way_its_rebuilds_go_fastest() {
+    let (moto, registry) = (Moto::start(), Registry::start(DEFAULT_ACCOUNT));
+    let link = testbed::Link::start(&registry.host, 4096 << 20);
+    let state = tempfile::tempdir().unwrap();
+    let record = state.path().join("engine-pushes.json");
+    let base = Image::from_host_files(&["/bin/sh"], &[]);
+    let push = |image: &Image, repo: &str, tag: &str| {
+        let before = link.sent();
+        let run = auto_step(&moto, image, &link.host, repo, tag)
+            .env("PLUGIN_STATE_DIR", state.path().to_str().unwrap())
+            .run();
+        run.success();
+        let (id, layers) = registry.pull(&format!("{}/{repo}:{tag}", registry.host));
+        assert_eq!(id, image.id, "the image id changed");
+        assert_eq!(layers, testbed::diff_ids(&image.name));
+        (run, link.sent() - before)
+    };
+
+    // A fresh runner: five layers of 20 MB, through the step's own transfer, whose pace is noted.
+    let (run, _) = push(&text_layers(&base, 5, 20_000_000), "first", "v1");
+    run.says("via: the step's own transfer");
+    assert!(!run.stdout.contains("next rebuild"), "{}", run.stdout);
+    // Its pace made 1 (as estimated), so the model alone weighs the next image.
+    let mut noted: serde_json::Value = serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
+    let paces = noted["paces"].as_array_mut().unwrap();
+    assert_eq!(paces.len(), 1, "{paces:?}");
+    paces[0]["pace"] = 1.0.into();
+    std::fs::write(&record, noted.to_string()).unwrap();
+
+    // The runner kept its engine and record: a new image of that shape goes through the engine.
+    let second = text_layers(&base, 5, 20_000_000);
+    let (run, second_sent) = push(&second, "app", "build-1");
+    run.says("via: docker push through the engine")
+        .says("this runner keeps its engine and record, so the next rebuild would export those");
+
+    // Its rebuild goes through the engine, which reads and sends only the new layer.
+    let top = tempfile::tempdir().unwrap();
+    std::fs::write(top.path().join("app.txt"), format!("build 2 {}\n", std::process::id())).unwrap();
+    let rebuilt = Image::build(&second.name, &[("app", top.path().to_str().unwrap())]);
+    let (run, sent) = push(&rebuilt, "app", "build-2");
+    run.says("via: docker push through the engine")
+        .says("which that registry holds and the engine knows");
+    assert!(
+        sent * 20 < second_sent,
+        "the rebuild sent {sent} bytes, the new image {second_sent}\n{}",
+        run.stdout
+    );
+}
+
 /// The engine remembers what it pushed (docker push then skips those layers there), but once the step
 /// removes its local tag nothing in the engine shows it: the step notes each push through the engine in
 /// `PLUGIN_STATE_DIR`, and `auto` reads the note. A rebuild whose previous build this engine pushed goes

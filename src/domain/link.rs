@@ -7,8 +7,10 @@
 //! bottleneck, level 1's speed where the CPU is. Both estimates use rates of one machine; where a runner
 //! keeps its state, each way's estimate is scaled by how long that way took there against its estimate
 //! the last time it was taken ([`Paces`], kept in `domain::record`), so an engine slower than the model
-//! (or a step slower) costs one push, not every push. Pure arithmetic: the measurement is `registry`'s,
-//! the choice `modes::push`'s.
+//! (or a step slower) costs one push, not every push. On a runner that keeps its engine and record, a
+//! new image is weighed with its rebuilds: after the step's own transfer each one exports the whole image
+//! again, after docker push the engine reads only the new layers. Pure arithmetic: the measurement is
+//! `registry`'s, the choice `modes::push`'s.
 
 use super::source::{Compression, LocalImage};
 
@@ -84,16 +86,23 @@ pub enum Way {
 }
 
 /// How long each way took on this runner against its estimate, the last time it was taken (1: as
-/// estimated, 2: twice as long); each estimate is scaled by its way's pace.
+/// estimated, 2: twice as long); each estimate is scaled by its way's pace. And whether the runner keeps
+/// its engine and its record between runs (`rebuilt_here`: this engine was noted in an earlier run), so
+/// a new image's next rebuild will run on this engine too.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Paces {
     pub engine: f64,
     pub step: f64,
+    pub rebuilt_here: bool,
 }
 
 impl Default for Paces {
     fn default() -> Self {
-        Paces { engine: 1.0, step: 1.0 }
+        Paces {
+            engine: 1.0,
+            step: 1.0,
+            rebuilt_here: false,
+        }
     }
 }
 
@@ -203,15 +212,23 @@ impl Ways {
         (1..=40).any(|i| engine_at(0.5 * 1.26f64.powi(i)) != first)
     }
 
-    /// The faster way over `uplink` at `paces`, and why.
+    /// The faster way over `uplink` at `paces`, and why. On a runner that keeps its engine and record
+    /// (`paces.rebuilt_here`), a new image's way also decides its rebuilds': pushed through the engine, the
+    /// engine keeps a record of its layers there and the next rebuild reads only its new layers; pushed by
+    /// the step, the engine has none, and the next rebuild exports the whole image again. That export is
+    /// counted against the step's own transfer (rebuilds are what CI pushes most).
     pub fn weigh(&self, uplink: &Uplink, paces: &Paces) -> Weighed {
         let rate = uplink.mb_per_s();
         let (engine, step) = (self.engine(rate), self.step(rate));
+        let next_export = match paces.rebuilt_here && self.to_compress >= self.total {
+            true => self.total / EXPORT_MB_PER_S * paces.of(Way::Step),
+            false => 0.0,
+        };
         let (engine_takes, step_takes) = (
             engine.seconds * paces.of(Way::Engine),
             step.seconds * paces.of(Way::Step),
         );
-        let way = match engine_takes < step_takes {
+        let way = match engine_takes < step_takes + next_export {
             true => Way::Engine,
             false => Way::Step,
         };
@@ -219,10 +236,19 @@ impl Ways {
             pace if (pace - 1.0).abs() < 0.05 => String::new(),
             pace => format!(" (it took {pace:.1} × its estimate here last time)"),
         };
+        let rebuild = match next_export > 0.0 {
+            true => format!(
+                "; this runner keeps its engine and record, so the next rebuild would export those {:.0} MB again \
+                 (about {next_export:.1} s) after the step's own transfer, and read only its new layers after \
+                 docker push",
+                self.total
+            ),
+            false => String::new(),
+        };
         let why = format!(
             "the upload to {} ran at {rate:.0} MB/s: docker push would send about {:.0} MB (every layer, level 6) in \
              about {engine_takes:.1} s{}, the step's own transfer about {:.0} MB after exporting {:.0} MB in about \
-             {step_takes:.1} s{} ({})",
+             {step_takes:.1} s{}{rebuild} ({})",
             uplink.host,
             engine.sends,
             paced(Way::Engine),
@@ -318,13 +344,55 @@ mod tests {
     }
 
     #[test]
+    fn on_a_runner_that_keeps_its_engine_a_new_image_goes_the_way_its_rebuilds_go_fastest() {
+        // Over a fast link the step's own transfer pushes the application image first; but on a runner
+        // that keeps its engine, every later rebuild would then export all 170 MB again, where after docker
+        // push the engine reads only the new layers.
+        let image = application();
+        let ways = Ways::new(&image, image.size as u64, Compression::Auto, 2);
+        let kept = Paces {
+            rebuilt_here: true,
+            ..Paces::default()
+        };
+        assert_eq!(ways.weigh(&at(300.0), &Paces::default()).way, Way::Step);
+        let weighed = ways.weigh(&at(300.0), &kept);
+        assert_eq!(weighed.way, Way::Engine, "{}", weighed.why);
+        assert!(
+            weighed
+                .why
+                .contains("the next rebuild would export those 170 MB again (about 1.7 s)"),
+            "{}",
+            weighed.why
+        );
+        // The estimate noted against is this push's alone.
+        assert!((weighed.estimate - ways.engine(300.0).seconds).abs() < 1e-9);
+        // A rebuild (the destination holds the rest) is not a new image: no rebuild of it is counted.
+        let rebuild = Ways::new(&image, 12_000_000, Compression::Auto, 2);
+        let weighed = rebuild.weigh(&at(300.0), &kept);
+        assert_eq!(weighed.way, Way::Step, "{}", weighed.why);
+        assert!(!weighed.why.contains("next rebuild"), "{}", weighed.why);
+        // One large layer: docker push compresses it on one core, which costs more than the next export.
+        let mut single = application();
+        single.layer_sizes = vec![200_000_000];
+        single.layers.truncate(1);
+        single.size = 200_000_000;
+        let ways = Ways::new(&single, 200_000_000, Compression::Auto, 2);
+        let weighed = ways.weigh(&at(300.0), &kept);
+        assert_eq!(weighed.way, Way::Step, "{}", weighed.why);
+        assert!(weighed.why.contains("next rebuild"), "{}", weighed.why);
+    }
+
+    #[test]
     fn a_way_slower_here_than_its_estimate_is_weighed_at_the_pace_it_took() {
         let image = application();
         let ways = Ways::new(&image, image.size as u64, Compression::Auto, 2);
         let first = ways.weigh(&at(25.0), &Paces::default());
         assert_eq!(first.way, Way::Engine, "{}", first.why);
         // docker push took twice its estimate here: the step's own transfer is faster now.
-        let slow_engine = Paces { engine: 2.0, step: 1.0 };
+        let slow_engine = Paces {
+            engine: 2.0,
+            ..Paces::default()
+        };
         let second = ways.weigh(&at(25.0), &slow_engine);
         assert_eq!(second.way, Way::Step, "{}", second.why);
         assert!(second.why.contains("docker push would send"), "{}", second.why);
@@ -336,7 +404,14 @@ mod tests {
         // The estimate noted against is the model's, not the paced one (else paces would compound).
         assert!((second.estimate - ways.step(25.0).seconds).abs() < 1e-9);
         // Both slower alike: the choice is the model's.
-        let both = ways.weigh(&at(25.0), &Paces { engine: 1.5, step: 1.5 });
+        let both = ways.weigh(
+            &at(25.0),
+            &Paces {
+                engine: 1.5,
+                step: 1.5,
+                ..Paces::default()
+            },
+        );
         assert_eq!(both.way, Way::Engine, "{}", both.why);
         // A pace past the range is taken as its end, and one that is not a number as 1.
         let wild = ways.weigh(
@@ -344,9 +419,16 @@ mod tests {
             &Paces {
                 engine: 1e9,
                 step: f64::NAN,
+                ..Paces::default()
             },
         );
-        let capped = ways.weigh(&at(25.0), &Paces { engine: 4.0, step: 1.0 });
+        let capped = ways.weigh(
+            &at(25.0),
+            &Paces {
+                engine: 4.0,
+                ..Paces::default()
+            },
+        );
         assert_eq!(wild.why, capped.why);
     }
 }

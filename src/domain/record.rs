@@ -186,7 +186,8 @@ impl Record {
     }
 
     /// Each way's pace on `engine` noted within [`Pace::KEPT`] before `now` (seconds since the epoch); 1
-    /// where none is.
+    /// where none is. And whether `engine` is in the record at all (a push or a pace of any age): then
+    /// this runner kept its engine and its record since an earlier run.
     pub fn paces(&self, engine: &str, now: u64) -> Paces {
         let of = |way: Way| {
             self.paces
@@ -197,6 +198,8 @@ impl Record {
         Paces {
             engine: of(Way::Engine),
             step: of(Way::Step),
+            rebuilt_here: self.pushed.iter().any(|p| p.engine == engine)
+                || self.paces.iter().any(|p| p.engine == engine),
         }
     }
 
@@ -304,7 +307,12 @@ mod tests {
             record,
             "a record of an earlier step"
         );
-        assert_eq!(record.paces("engine-a", now), Paces::default());
+        // No pace yet, but the engine is known: this runner kept it since an earlier run.
+        let kept = Paces {
+            rebuilt_here: true,
+            ..Paces::default()
+        };
+        assert_eq!(record.paces("engine-a", now), kept);
 
         record.note_pace(pace("engine-a", Way::Engine, 2.5, now - 60));
         record.note_pace(pace("engine-a", Way::Engine, 2.0, now - 30));
@@ -318,14 +326,18 @@ mod tests {
             "the newest of a way replaces the older"
         );
         assert_eq!(again.paces("engine-b", now).step, 1.5);
+        assert!(
+            again.paces("engine-b", now).rebuilt_here,
+            "a pace alone says the engine was here"
+        );
         assert_eq!(
             again.paces("engine-c", now),
             Paces::default(),
-            "another engine's pace is not used"
+            "another engine's pace is not used, nor is it this runner's"
         );
-        // A day later, or noted in the future (a clock set back), it is not used.
-        assert_eq!(again.paces("engine-a", now + Pace::KEPT + 31), Paces::default());
-        assert_eq!(again.paces("engine-a", now - 3600), Paces::default());
+        // A day later, or noted in the future (a clock set back), it is not used; the engine is still known.
+        assert_eq!(again.paces("engine-a", now + Pace::KEPT + 31), kept);
+        assert_eq!(again.paces("engine-a", now - 3600), kept);
     }
 
     #[test]
@@ -352,7 +364,8 @@ mod tests {
             parsed.paces("engine-a", now),
             Paces {
                 engine: 1.0,
-                step: 1.25
+                step: 1.25,
+                rebuilt_here: true,
             }
         );
         for engine in 0..40 {
