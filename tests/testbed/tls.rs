@@ -118,42 +118,103 @@ impl Ca {
     }
 }
 
-/// A host name that resolves to 127.0.0.1 while this lives (a line of `/etc/hosts`, as root).
+/// A host name that resolves to 127.0.0.1 while this lives (a line of `/etc/hosts`, as root). While any
+/// name of this test process lives, lines are only appended: a step, curl or tinyproxy resolving another
+/// test's name never reads the file half rewritten (rewritten in place, it is empty for a moment: a
+/// concurrent test's read-back once failed to resolve its registry so). The file is rewritten only when
+/// none lives: the process's lines go when its last name is dropped, and the lines of a test process that
+/// ended without that go when the next one maps its first name.
 pub struct HostName {
     pub name: String,
-    line: String,
 }
 
-/// Edits of `/etc/hosts` from concurrent tests, one at a time.
-fn locked_hosts(edit: impl FnOnce(String) -> String) {
+/// Names of this process alive, changed only under the lock of [`edit_hosts`].
+static LIVE_NAMES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// The comment that marks the lines of this test process.
+fn hosts_mark() -> String {
+    format!("# ecr-step test {}", std::process::id())
+}
+
+/// Whether `line` of `/etc/hosts` is a test process's that has ended (or of a test run that marked no
+/// process).
+fn stale_hosts_line(line: &str) -> bool {
+    let Some((_, mark)) = line.split_once("# ecr-step test") else {
+        return false;
+    };
+    match mark.trim().parse::<i32>() {
+        Ok(pid) => {
+            // SAFETY: signal 0 only asks whether the process exists.
+            let refused = unsafe { libc::kill(pid, 0) } != 0;
+            refused && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+        }
+        Err(_) => true,
+    }
+}
+
+/// Change `/etc/hosts`, one test (of any process) at a time: `edit` gets its text and the names of this
+/// process alive (which it updates), and says what to write: `Ok` the whole file (in place: /etc/hosts may
+/// be a mount, which a rename would not replace), `Err` a line to append in one write.
+fn edit_hosts(edit: impl FnOnce(&str, &mut usize) -> Result<String, String>) {
     let lock = std::fs::File::create(std::env::temp_dir().join("ecr-step-tests-etc-hosts.lock")).unwrap();
     // SAFETY: a valid descriptor; released when the file is closed.
     unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
     let text = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
-    // Written in place: /etc/hosts may be a mount, which a rename would not replace.
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .truncate(true)
-        .open("/etc/hosts")
-        .expect("/etc/hosts writable (the TLS tests map their host names there; CI runs as root)");
-    file.write_all(edit(text).as_bytes()).unwrap();
+    let mut live = LIVE_NAMES.load(std::sync::atomic::Ordering::SeqCst);
+    let change = edit(&text, &mut live);
+    LIVE_NAMES.store(live, std::sync::atomic::Ordering::SeqCst);
+    let open = |append: bool| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .append(append)
+            .truncate(!append)
+            .open("/etc/hosts")
+            .expect("/etc/hosts writable (the TLS tests map their host names there; CI runs as root)")
+    };
+    match change {
+        Ok(whole) if whole != text => open(false).write_all(whole.as_bytes()).unwrap(),
+        Ok(_) => {}
+        Err(line) => {
+            let newline = if text.is_empty() || text.ends_with('\n') {
+                ""
+            } else {
+                "\n"
+            };
+            open(true).write_all(format!("{newline}{line}").as_bytes()).unwrap();
+        }
+    }
+}
+
+/// `text` without the lines `drop` picks.
+fn hosts_without(text: &str, drop: impl Fn(&str) -> bool) -> String {
+    text.lines().filter(|l| !drop(l)).map(|l| format!("{l}\n")).collect()
 }
 
 impl HostName {
     /// `<what>-<random>.ecr-step.test` (a reserved top-level domain: it can never be a real host).
     pub fn map(what: &str) -> HostName {
         let name = format!("{what}-{}.ecr-step.test", super::free_port());
-        let line = format!("127.0.0.1 {name} # ecr-step test");
-        let added = line.clone();
-        locked_hosts(|text| format!("{}\n{added}\n", text.trim_end()));
-        HostName { name, line }
+        let line = format!("127.0.0.1 {name} {}\n", hosts_mark());
+        edit_hosts(|text, live| {
+            *live += 1;
+            match *live == 1 && text.lines().any(stale_hosts_line) {
+                true => Ok(format!("{}{line}", hosts_without(text, stale_hosts_line))),
+                false => Err(line),
+            }
+        });
+        HostName { name }
     }
 }
 
 impl Drop for HostName {
     fn drop(&mut self) {
-        let line = self.line.clone();
-        locked_hosts(|text| text.lines().filter(|l| *l != line).map(|l| format!("{l}\n")).collect());
+        edit_hosts(|text, live| {
+            *live -= 1;
+            match *live {
+                0 => Ok(hosts_without(text, |l| l.ends_with(&hosts_mark()))),
+                _ => Ok(text.to_string()),
+            }
+        });
     }
 }
 
@@ -217,6 +278,13 @@ impl TlsRegistry {
             .arg(format!("https://{}/v2/{repo}/manifests/{tag}", self.host))
             .output()
             .expect("curl");
+        // A tag that is not there is an answer (404); no answer at all is the testbed's failure.
+        assert!(
+            out.status.success(),
+            "curl could not ask {} for {repo}:{tag}: {}",
+            self.host,
+            String::from_utf8_lossy(&out.stderr)
+        );
         let text = String::from_utf8_lossy(&out.stdout);
         if !text.starts_with("HTTP/1.1 200") && !text.starts_with("HTTP/2 200") {
             return None;
