@@ -30,6 +30,47 @@ fn push_auto(moto: &Moto, image: &Image, host: &str, repo: &str, tag: &str) -> t
     auto_step(moto, image, host, repo, tag).run()
 }
 
+/// A runner that keeps its engine and `PLUGIN_STATE_DIR` between runs, pushing to `registry` through
+/// `link` (which counts the bytes sent up it).
+struct KeptRunner<'a> {
+    moto: &'a Moto,
+    registry: &'a Registry,
+    link: &'a testbed::Link,
+    state: tempfile::TempDir,
+}
+
+impl<'a> KeptRunner<'a> {
+    fn new(moto: &'a Moto, registry: &'a Registry, link: &'a testbed::Link) -> Self {
+        let state = tempfile::tempdir().unwrap();
+        KeptRunner {
+            moto,
+            registry,
+            link,
+            state,
+        }
+    }
+
+    /// The record the step keeps in the state directory.
+    fn record(&self) -> std::path::PathBuf {
+        self.state.path().join("engine-pushes.json")
+    }
+
+    /// `image` pushed as `repo:tag` under `PLUGIN_PUSH_VIA=via` with this runner's state: it pulls back
+    /// with the docker CLI as itself (its id and its diff ids). The run, and the bytes it sent up the link.
+    fn push(&self, image: &Image, repo: &str, tag: &str, via: &str) -> (testbed::Run, u64) {
+        let before = self.link.sent();
+        let run = auto_step(self.moto, image, &self.link.host, repo, tag)
+            .env("PLUGIN_PUSH_VIA", via)
+            .env("PLUGIN_STATE_DIR", self.state.path().to_str().unwrap())
+            .run();
+        run.success();
+        let (id, layers) = self.registry.pull(&format!("{}/{repo}:{tag}", self.registry.host));
+        assert_eq!(id, image.id, "the image id changed");
+        assert_eq!(layers, testbed::diff_ids(&image.name));
+        (run, self.link.sent() - before)
+    }
+}
+
 /// The upload rate a run measured, from its first `... ran at <rate> MB/s` line.
 fn measured_rate(out: &str) -> f64 {
     out.split(" ran at ")
@@ -392,19 +433,10 @@ fn auto_weighs_a_new_image_by_the_upload_rate_it_measures() {
 fn auto_weighs_each_way_at_the_pace_it_went_on_this_runner() {
     let (moto, registry) = (Moto::start(), Registry::start(DEFAULT_ACCOUNT));
     let slow = testbed::Link::start(&registry.host, 5 << 20);
-    let state = tempfile::tempdir().unwrap();
-    let record = state.path().join("engine-pushes.json");
+    let runner = KeptRunner::new(&moto, &registry, &slow);
+    let record = runner.record();
     let base = Image::from_host_files(&["/bin/sh"], &[]);
-    let push = |bytes: usize, repo: &str| {
-        let image = text_image(&base, bytes);
-        let run = auto_step(&moto, &image, &slow.host, repo, "v1")
-            .env("PLUGIN_STATE_DIR", state.path().to_str().unwrap())
-            .run();
-        run.success();
-        let (id, _) = registry.pull(&format!("{}/{repo}:v1", registry.host));
-        assert_eq!(id, image.id, "the image id changed");
-        run
-    };
+    let push = |bytes: usize, repo: &str| runner.push(&text_image(&base, bytes), repo, "v1", "auto").0;
     let paces = || -> Vec<serde_json::Value> {
         let noted: serde_json::Value = serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
         noted["paces"].as_array().cloned().unwrap_or_default()
@@ -480,20 +512,10 @@ fn text_layers(base: &Image, layers: usize, bytes: usize) -> Image {
 fn on_a_runner_that_keeps_its_engine_a_new_image_goes_the_way_its_rebuilds_go_fastest() {
     let (moto, registry) = (Moto::start(), Registry::start(DEFAULT_ACCOUNT));
     let link = testbed::Link::start(&registry.host, 4096 << 20);
-    let state = tempfile::tempdir().unwrap();
-    let record = state.path().join("engine-pushes.json");
+    let runner = KeptRunner::new(&moto, &registry, &link);
+    let record = runner.record();
     let base = Image::from_host_files(&["/bin/sh"], &[]);
-    let push = |image: &Image, repo: &str, tag: &str| {
-        let before = link.sent();
-        let run = auto_step(&moto, image, &link.host, repo, tag)
-            .env("PLUGIN_STATE_DIR", state.path().to_str().unwrap())
-            .run();
-        run.success();
-        let (id, layers) = registry.pull(&format!("{}/{repo}:{tag}", registry.host));
-        assert_eq!(id, image.id, "the image id changed");
-        assert_eq!(layers, testbed::diff_ids(&image.name));
-        (run, link.sent() - before)
-    };
+    let push = |image: &Image, repo: &str, tag: &str| runner.push(image, repo, tag, "auto");
 
     // A fresh runner: five layers of 20 MB, weighed on this push alone (on loopback, by the step's own
     // transfer, unless a busy machine measures a slow upload), its pace noted.
@@ -537,8 +559,8 @@ fn on_a_runner_that_keeps_its_engine_a_new_image_goes_the_way_its_rebuilds_go_fa
 fn auto_takes_the_engine_for_a_rebuild_whose_previous_build_this_engine_pushed() {
     let (moto, registry) = (Moto::start(), Registry::start(DEFAULT_ACCOUNT));
     let link = testbed::Link::start(&registry.host, 4096 << 20);
-    let state = tempfile::tempdir().unwrap();
-    let record = state.path().join("engine-pushes.json");
+    let runner = KeptRunner::new(&moto, &registry, &link);
+    let record = runner.record();
     let base = Image::from_host_files(&["/bin/sh", "/bin/cat"], &[]);
     let first = Image::build(&base.name, &[("docs", "/usr/share/common-licenses")]);
     let top = tempfile::tempdir().unwrap();
@@ -550,18 +572,7 @@ fn auto_takes_the_engine_for_a_rebuild_whose_previous_build_this_engine_pushed()
         .unwrap();
         Image::build(&first.name, &[("app", top.path().to_str().unwrap())])
     };
-    let push = |image: &Image, tag: &str, via: &str| {
-        let before = link.sent();
-        let run = auto_step(&moto, image, &link.host, "app", tag)
-            .env("PLUGIN_PUSH_VIA", via)
-            .env("PLUGIN_STATE_DIR", state.path().to_str().unwrap())
-            .run();
-        run.success();
-        let (id, layers) = registry.pull(&format!("{}/app:{tag}", registry.host));
-        assert_eq!(id, image.id, "the image id changed");
-        assert_eq!(layers, testbed::diff_ids(&image.name));
-        (run, link.sent() - before)
-    };
+    let push = |image: &Image, tag: &str, via: &str| runner.push(image, "app", tag, via);
 
     // The previous build through the engine: noted, privately.
     let (_, first_sent) = push(&first, "build-1", "engine");

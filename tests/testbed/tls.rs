@@ -152,10 +152,19 @@ fn stale_hosts_line(line: &str) -> bool {
     }
 }
 
+/// What to do to `/etc/hosts`.
+enum HostsChange {
+    Keep,
+    /// A line appended in one write: a reader sees the file without it or with it whole.
+    Append(String),
+    /// The whole file written again, in place (/etc/hosts may be a mount, which a rename would not
+    /// replace): empty for a moment to every reader.
+    Replace(String),
+}
+
 /// Change `/etc/hosts`, one test (of any process) at a time: `edit` gets its text and the names of this
-/// process alive (which it updates), and says what to write: `Ok` the whole file (in place: /etc/hosts may
-/// be a mount, which a rename would not replace), `Err` a line to append in one write.
-fn edit_hosts(edit: impl FnOnce(&str, &mut usize) -> Result<String, String>) {
+/// process alive (which it updates), and says what to do.
+fn edit_hosts(edit: impl FnOnce(&str, &mut usize) -> HostsChange) {
     let lock = std::fs::File::create(std::env::temp_dir().join("ecr-step-tests-etc-hosts.lock")).unwrap();
     // SAFETY: a valid descriptor; released when the file is closed.
     unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
@@ -172,9 +181,9 @@ fn edit_hosts(edit: impl FnOnce(&str, &mut usize) -> Result<String, String>) {
             .expect("/etc/hosts writable (the TLS tests map their host names there; CI runs as root)")
     };
     match change {
-        Ok(whole) if whole != text => open(false).write_all(whole.as_bytes()).unwrap(),
-        Ok(_) => {}
-        Err(line) => {
+        HostsChange::Replace(whole) if whole != text => open(false).write_all(whole.as_bytes()).unwrap(),
+        HostsChange::Replace(_) | HostsChange::Keep => {}
+        HostsChange::Append(line) => {
             let newline = if text.is_empty() || text.ends_with('\n') {
                 ""
             } else {
@@ -198,8 +207,8 @@ impl HostName {
         edit_hosts(|text, live| {
             *live += 1;
             match *live == 1 && text.lines().any(stale_hosts_line) {
-                true => Ok(format!("{}{line}", hosts_without(text, stale_hosts_line))),
-                false => Err(line),
+                true => HostsChange::Replace(format!("{}{line}", hosts_without(text, stale_hosts_line))),
+                false => HostsChange::Append(line),
             }
         });
         HostName { name }
@@ -211,8 +220,8 @@ impl Drop for HostName {
         edit_hosts(|text, live| {
             *live -= 1;
             match *live {
-                0 => Ok(hosts_without(text, |l| l.ends_with(&hosts_mark()))),
-                _ => Ok(text.to_string()),
+                0 => HostsChange::Replace(hosts_without(text, |l| l.ends_with(&hosts_mark()))),
+                _ => HostsChange::Keep,
             }
         });
     }
