@@ -151,6 +151,17 @@ pub fn via_own_transfer(why: &str) {
     say!("via: the step's own transfer: {why}");
 }
 
+/// `PLUGIN_PUSH_VIA=auto` took the engine, and the engine could not reach or trust the registry `host`
+/// (`cause`, as it said): the step's own transfer pushes the image instead; `remedy` gives the engine a
+/// route for next time.
+pub fn via_own_transfer_instead(host: &str, cause: &str, remedy: &str) {
+    say!(
+        "via: the step's own transfer instead: the Docker Engine could not reach {host} ({cause}). The step \
+         reaches it through its own network, proxy and CAs, so it sends the image itself. For docker push's way \
+         next time: {remedy}"
+    );
+}
+
 /// The image the source was built on, found in a registry this run writes to.
 pub fn base(base: &BaseLayers, layers: usize) {
     say!(

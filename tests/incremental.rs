@@ -83,7 +83,7 @@ fn measured_rate(out: &str) -> f64 {
 /// `base` and one layer of a text file of `bytes` or a little more, new to every call: gzip squeezes it
 /// to little, so a slow link's bytes stay few.
 fn text_image(base: &Image, bytes: usize) -> Image {
-    text_layers(base, 1, bytes)
+    Image::text(base, 1, bytes)
 }
 
 #[test]
@@ -475,32 +475,6 @@ fn auto_weighs_each_way_at_the_pace_it_went_on_this_runner() {
     push(80_000_300, "corrupt").says("via: docker push through the engine");
 }
 
-/// `base` and `layers` layers, each a text file of `bytes` or a little more, new to every call.
-fn text_layers(base: &Image, layers: usize, bytes: usize) -> Image {
-    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    let dirs: Vec<_> = (0..layers).map(|_| tempfile::tempdir().unwrap()).collect();
-    for (i, dir) in dirs.iter().enumerate() {
-        let mut text = String::with_capacity(bytes + 64);
-        let mut line = 0usize;
-        while text.len() <= bytes {
-            text.push_str(&format!(
-                "line {line:>9} of layer {i} of image {call} of {}\n",
-                std::process::id()
-            ));
-            line += 1;
-        }
-        std::fs::write(dir.path().join("data.txt"), text).unwrap();
-    }
-    let names: Vec<String> = (0..layers).map(|i| format!("part{i}")).collect();
-    let layers: Vec<(&str, &str)> = names
-        .iter()
-        .zip(&dirs)
-        .map(|(name, dir)| (name.as_str(), dir.path().to_str().unwrap()))
-        .collect();
-    Image::build(&base.name, &layers)
-}
-
 /// On a runner that keeps its engine and `PLUGIN_STATE_DIR` (this engine is in the record from an
 /// earlier run), a new image's way also decides its rebuilds': after the step's own transfer each rebuild
 /// exports the whole image again, after docker push the engine reads only the new layers. So a new image
@@ -519,7 +493,7 @@ fn on_a_runner_that_keeps_its_engine_a_new_image_goes_the_way_its_rebuilds_go_fa
 
     // A fresh runner: five layers of 20 MB, weighed on this push alone (on loopback, by the step's own
     // transfer, unless a busy machine measures a slow upload), its pace noted.
-    let (run, _) = push(&text_layers(&base, 5, 20_000_000), "first", "v1");
+    let (run, _) = push(&Image::text(&base, 5, 20_000_000), "first", "v1");
     run.says("via: ");
     assert!(!run.stdout.contains("next rebuild"), "{}", run.stdout);
     // Its pace made 1 (as estimated), so the model alone weighs the next image.
@@ -530,7 +504,7 @@ fn on_a_runner_that_keeps_its_engine_a_new_image_goes_the_way_its_rebuilds_go_fa
     std::fs::write(&record, noted.to_string()).unwrap();
 
     // The runner kept its engine and record: a new image of that shape goes through the engine.
-    let second = text_layers(&base, 5, 20_000_000);
+    let second = Image::text(&base, 5, 20_000_000);
     let (run, second_sent) = push(&second, "app", "build-1");
     run.says("via: docker push through the engine")
         .says("this runner keeps its engine and record, so the next rebuild would export those");

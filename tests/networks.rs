@@ -288,6 +288,73 @@ fn a_push_through_the_engine_takes_https_to_a_registry_with_the_companys_ca() {
     );
 }
 
+/// A step container has its own network, proxy, CAs and names; the engine it drives has its host's. Here
+/// the registry's name resolves for the step (its own /etc/hosts) and, for the engine, to an address
+/// nothing listens on. Over a slow link `auto` takes the engine for a new image; the engine cannot reach
+/// the registry, so the step sends the image itself, with no failed tag on the way, and the `via:` line
+/// says why and what gives the engine a route. Set to the engine, the run fails with the fix for each
+/// tag, and writes nothing.
+#[test]
+fn a_registry_the_engine_cannot_reach_gets_the_image_from_the_step_under_auto() {
+    let ca = Ca::new();
+    let moto = Moto::start();
+    let registry = TlsRegistry::start_seen_at(DEFAULT_ACCOUNT, &ca, "127.0.0.2");
+    let (name, _) = registry.host.rsplit_once(':').unwrap();
+    let link = testbed::Link::start(&registry.address, 5 << 20);
+    let over_the_link = format!("{name}:{}", link.host.rsplit_once(':').unwrap().1);
+    let base = testbed::Image::from_host_files(&["/bin/sh"], &[]);
+    let image = testbed::Image::text(&base, 1, 80_000_000);
+    let push = |repo: &str, tags: &str| {
+        step(&moto.url, &over_the_link)
+            .env("AWS_CA_BUNDLE", &ca.cert.display().to_string())
+            .env("PLUGIN_SOURCE", &image.name)
+            .env("PLUGIN_REPO", repo)
+            .env("PLUGIN_TAGS", tags)
+    };
+
+    let run = push("app", "v1").run_with_own_hosts(&[name]);
+    run.success();
+    run.says(&format!(
+        "via: docker push through the engine: the upload to {over_the_link} ran at"
+    ))
+    .says(&format!(
+        "via: the step's own transfer instead: the Docker Engine could not reach {over_the_link}"
+    ))
+    .says("connection refused")
+    .says("For docker push's way next time: the Docker Engine could not reach")
+    .says("HTTPS_PROXY in dockerd's environment");
+    assert!(
+        !run.stdout.contains("failed:"),
+        "a tag was said to fail:\n{}",
+        run.stdout
+    );
+    let digest = run.reported_digest(&format!("{over_the_link}/app:v1"));
+    assert_eq!(registry.digest("app", "v1"), Some(digest));
+    assert_eq!(
+        registry.image_id("app", "v1"),
+        Some(image.id.clone()),
+        "the image id changed"
+    );
+
+    let run = push("forced", "v1,v2")
+        .env("PLUGIN_PUSH_VIA", "engine")
+        .run_with_own_hosts(&[name]);
+    run.failure(&[
+        "could not reach",
+        "connection refused",
+        "dockerd's environment",
+        "PLUGIN_PUSH_VIA=registry",
+    ]);
+    assert_eq!(
+        run.stdout.matches("failed: ").count(),
+        2,
+        "each tag fails once:\n{}",
+        run.stdout
+    );
+    assert_eq!(registry.digest("forced", "v1"), None);
+    assert_eq!(registry.digest("forced", "v2"), None);
+}
+
 #[test]
 fn an_ecr_shaped_front_refusing_mounts_starting_uploads_with_201_and_throttling_writes_gets_every_tag() {
     use testbed::proxy::{Fault, FaultProxy, Rule};

@@ -81,6 +81,27 @@ impl std::fmt::Display for Transient {
 
 impl std::error::Error for Transient {}
 
+/// A push the engine could not make because it could not reach or trust the registry: its own network,
+/// proxy and trusted CAs, not the step's (a refused connection, an unknown name, a proxy that failed, an
+/// untrusted certificate). The step's own transfer, which goes through the step's, may still reach it.
+#[derive(Debug)]
+pub struct Unreachable {
+    /// The message with its fix.
+    pub text: String,
+    /// What the engine said.
+    pub cause: String,
+    /// What gives the engine a route to the registry (its proxy, or the registry's CA).
+    pub route: String,
+}
+
+impl std::fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl std::error::Error for Unreachable {}
+
 /// The engine's export of `reference`, forwarded to `into` in batches of about [`EXPORT_BATCH`] (the
 /// engine sends 32 KiB chunks; one hand-over to the reader's thread per batch, not per chunk).
 async fn forward_export(
@@ -533,11 +554,18 @@ fn digest_in_status(status: &str, tag: &str) -> Option<String> {
 }
 
 /// A push error from the engine as an error: [`Refused`] when the registry refused the credentials,
-/// [`Transient`] when another attempt may succeed.
+/// [`Unreachable`] when the engine could not reach or trust it, [`Transient`] when another attempt may
+/// succeed.
 fn push_error(message: &str, login: &RegistryLogin, repo: &str, tag: &str) -> anyhow::Error {
     let text = explain(message, login, repo, tag);
     if is_refusal(message) {
         anyhow::Error::new(Refused(text))
+    } else if is_unreachable(message) {
+        anyhow::Error::new(Unreachable {
+            text,
+            cause: message.to_string(),
+            route: route_from_the_engine(message, &login.registry.host),
+        })
     } else if is_transient(message) {
         anyhow::Error::new(Transient(text))
     } else {
@@ -565,6 +593,43 @@ fn is_transient(message: &str) -> bool {
     ]
     .iter()
     .any(|t| text.contains(t))
+}
+
+/// What the engine says when its own network, proxy or trusted CAs do not take it to the registry (Go's
+/// net/http, crypto/x509 and the engine's registry client): before anything was sent.
+fn is_unreachable(message: &str) -> bool {
+    let text = message.to_ascii_lowercase();
+    [
+        "x509:",
+        "tls: ",
+        "server gave http response to https client",
+        "proxyconnect",
+        "no such host",
+        "connect: connection refused",
+        "network is unreachable",
+        "no route to host",
+        "i/o timeout",
+        "request canceled while waiting for connection",
+    ]
+    .iter()
+    .any(|t| text.contains(t))
+}
+
+/// Why the engine, unlike the step, cannot reach or trust the registry `host` (from what it said), and what
+/// gives it a route there.
+fn route_from_the_engine(message: &str, host: &str) -> String {
+    let lower = message.to_ascii_lowercase();
+    match lower.contains("x509:") || lower.contains("tls: ") {
+        true => format!(
+            "the Docker Engine does not trust the certificate of {host}: the step's CAs (AWS_CA_BUNDLE, \
+             SSL_CERT_FILE) are not the engine's. Put the registry's CA at /etc/docker/certs.d/{host}/ca.crt on \
+             the engine's host (or in that host's trust store)"
+        ),
+        false => format!(
+            "the Docker Engine could not reach {host}: it connects with its own network and proxy (HTTPS_PROXY \
+             in dockerd's environment), not the step's. Give the engine a route or a proxy to {host}"
+        ),
+    }
 }
 
 fn is_refusal(message: &str) -> bool {
@@ -599,6 +664,12 @@ fn explain(message: &str, login: &RegistryLogin, repo: &str, tag: &str) -> Strin
             "the registry {registry} denied the push: the identity lacks ecr:InitiateLayerUpload, ecr:UploadLayerPart, \
              ecr:CompleteLayerUpload, ecr:BatchCheckLayerAvailability or ecr:PutImage on {repo} \
              (AmazonEC2ContainerRegistryPowerUser grants them)"
+        )
+    } else if is_unreachable(message) {
+        format!(
+            "{}, or set PLUGIN_PUSH_VIA=registry (the step then sends the image itself, through its own network, \
+             proxy and CAs)",
+            route_from_the_engine(message, &registry.host)
         )
     } else if lower.contains("blob unknown") || lower.contains("digest invalid") {
         format!(
@@ -670,7 +741,21 @@ mod tests {
         assert!(push_error("toomanyrequests: Rate exceeded", &login, "app", "v1").is::<Transient>());
         assert!(push_error("unauthorized: authentication required", &login, "app", "v1").is::<Refused>());
         let failed = push_error("name unknown: no such repository", &login, "app", "v1");
-        assert!(!failed.is::<Transient>() && !failed.is::<Refused>());
+        assert!(!failed.is::<Transient>() && !failed.is::<Refused>() && !failed.is::<Unreachable>());
+        // What Docker Engine 20.10 says when its own network, proxy or CAs do not reach the registry.
+        for said in [
+            "Get \"http://reg.test:5999/v2/\": dial tcp 127.0.0.2:5999: connect: connection refused",
+            "Get \"https://1.dkr.ecr.eu-west-1.amazonaws.com/v2/\": x509: certificate signed by unknown authority",
+            "Get \"https://r/v2/\": proxyconnect tcp: dial tcp 10.0.0.1:3128: i/o timeout",
+            "Get \"https://r/v2/\": dial tcp: lookup r on 10.0.0.2:53: no such host",
+        ] {
+            let e = push_error(said, &login, "app", "v1");
+            let unreachable = e.downcast_ref::<Unreachable>().expect(said);
+            assert_eq!(unreachable.cause, said);
+            assert!(!e.is::<Transient>(), "{said}");
+        }
+        // A registry's own refusal mid-push is not the engine's route.
+        assert!(!push_error("connection reset by peer", &login, "app", "v1").is::<Unreachable>());
     }
 
     #[test]
@@ -698,5 +783,20 @@ mod tests {
             "v1",
         );
         assert!(e.contains("ecr:InitiateLayerUpload") && e.contains("PowerUser"), "{e}");
+        let e = explain(
+            "Get \"https://127.0.0.1:5000/v2/\": x509: certificate signed by unknown authority",
+            &login,
+            "app",
+            "v1",
+        );
+        assert!(e.contains("/etc/docker/certs.d/127.0.0.1:5000/ca.crt"), "{e}");
+        assert!(e.contains("PLUGIN_PUSH_VIA=registry"), "{e}");
+        let e = explain(
+            "Get \"https://127.0.0.1:5000/v2/\": proxyconnect tcp: dial tcp: connect: connection refused",
+            &login,
+            "app",
+            "v1",
+        );
+        assert!(e.contains("dockerd's environment") && !e.contains("certs.d"), "{e}");
     }
 }

@@ -37,6 +37,33 @@ impl Image {
         import(dir, format!("ecr-step-test-dir-{}-{n}:src", std::process::id()))
     }
 
+    /// `base` and `layers` layers, each a text file of `bytes` or a little more, new to every call: gzip
+    /// squeezes it to little, so a slow link's bytes stay few.
+    pub fn text(base: &Image, layers: usize, bytes: usize) -> Image {
+        static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let dirs: Vec<_> = (0..layers).map(|_| tempfile::tempdir().unwrap()).collect();
+        for (i, dir) in dirs.iter().enumerate() {
+            let mut text = String::with_capacity(bytes + 64);
+            let mut line = 0usize;
+            while text.len() <= bytes {
+                text.push_str(&format!(
+                    "line {line:>9} of layer {i} of image {call} of {}\n",
+                    std::process::id()
+                ));
+                line += 1;
+            }
+            std::fs::write(dir.path().join("data.txt"), text).unwrap();
+        }
+        let names: Vec<String> = (0..layers).map(|i| format!("part{i}")).collect();
+        let layers: Vec<(&str, &str)> = names
+            .iter()
+            .zip(&dirs)
+            .map(|(name, dir)| (name.as_str(), dir.path().to_str().unwrap()))
+            .collect();
+        Image::build(&base.name, &layers)
+    }
+
     /// `FROM from`, then one layer per `(name, host directory)` (`ADD name.tar /name/`, the directory's
     /// files), then `CMD ["/bin/sh", "-c", "echo ran"]`: built by the engine's classic builder, no pulls.
     pub fn build(from: &str, layers: &[(&str, &str)]) -> Image {

@@ -202,8 +202,14 @@ fn hosts_without(text: &str, drop: impl Fn(&str) -> bool) -> String {
 impl HostName {
     /// `<what>-<random>.ecr-step.test` (a reserved top-level domain: it can never be a real host).
     pub fn map(what: &str) -> HostName {
+        HostName::map_to(what, "127.0.0.1")
+    }
+
+    /// The same, resolving to `address` on this host (the engine's view), where a test's step may see
+    /// another ([`super::Step::run_with_own_hosts`]).
+    pub fn map_to(what: &str, address: &str) -> HostName {
         let name = format!("{what}-{}.ecr-step.test", super::free_port());
-        let line = format!("127.0.0.1 {name} {}\n", hosts_mark());
+        let line = format!("{address} {name} {}\n", hosts_mark());
         edit_hosts(|text, live| {
             *live += 1;
             match *live == 1 && text.lines().any(stale_hosts_line) {
@@ -234,13 +240,22 @@ pub struct TlsRegistry {
     _name: HostName,
     /// `<name>:<port>`: the step takes its HTTPS path for it.
     pub host: String,
+    /// `127.0.0.1:<port>`, where it listens.
+    pub address: String,
     account: String,
     ca: PathBuf,
 }
 
 impl TlsRegistry {
     pub fn start(account: &str, ca: &Ca) -> TlsRegistry {
-        let name = HostName::map("registry");
+        TlsRegistry::start_seen_at(account, ca, "127.0.0.1")
+    }
+
+    /// One whose name this host (and so the engine) resolves to `address`: 127.0.0.2, where nothing
+    /// listens, is a registry the engine has no route to, as from a runner's engine whose network is not
+    /// its step container's. A step run with its own hosts (mapping the name to 127.0.0.1) reaches it.
+    pub fn start_seen_at(account: &str, ca: &Ca, address: &str) -> TlsRegistry {
+        let name = HostName::map_to("registry", address);
         let (cert, key) = ca.issue(&name.name);
         let program = find_program(
             "DOCKER_REGISTRY",
@@ -269,6 +284,7 @@ impl TlsRegistry {
         wait_for_port(&mut server, port, "docker-registry (TLS)", &log);
         TlsRegistry {
             host: format!("{}:{port}", name.name),
+            address: format!("127.0.0.1:{port}"),
             _server: server,
             _name: name,
             account: account.to_string(),
@@ -279,8 +295,9 @@ impl TlsRegistry {
     /// The digest the registry holds for `repo:tag`, read over TLS with the test's CA (curl), `None` when
     /// absent.
     pub fn digest(&self, repo: &str, tag: &str) -> Option<String> {
+        let (name, port) = self.host.rsplit_once(':').unwrap();
         let out = Command::new("curl")
-            .args(["-sS", "-I", "--cacert"])
+            .args(["-sS", "-I", "--resolve", &format!("{name}:{port}:127.0.0.1"), "--cacert"])
             .arg(&self.ca)
             .args(["-u", &format!("AWS:{}-auth-token", self.account)])
             .args(["-H", "Accept: application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json"])
@@ -304,6 +321,21 @@ impl TlsRegistry {
                     .filter(|(k, _)| k.eq_ignore_ascii_case("docker-content-digest"))
             })
             .map(|(_, v)| v.trim().to_string())
+    }
+
+    /// The image (config) digest of the manifest at `repo:tag`, read as [`TlsRegistry::digest`] reads.
+    pub fn image_id(&self, repo: &str, tag: &str) -> Option<String> {
+        let (name, port) = self.host.rsplit_once(':').unwrap();
+        let out = Command::new("curl")
+            .args(["-sS", "-f", "--resolve", &format!("{name}:{port}:127.0.0.1"), "--cacert"])
+            .arg(&self.ca)
+            .args(["-u", &format!("AWS:{}-auth-token", self.account)])
+            .args(["-H", "Accept: application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json"])
+            .arg(format!("https://{}/v2/{repo}/manifests/{tag}", self.host))
+            .output()
+            .expect("curl");
+        let manifest: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        manifest["config"]["digest"].as_str().map(str::to_string)
     }
 }
 

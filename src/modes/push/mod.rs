@@ -17,6 +17,7 @@ mod way;
 
 use super::context::{Context, Done, FilesRead, Looked};
 use super::write::engine_push::EnginePush;
+use super::write::tags::HandedBack;
 use super::write::uploads::{Sent, files_to, upload_early};
 use super::write::{Destination, Verb, preflight, scan, tags};
 use crate::domain::link::{Uplink, Way};
@@ -229,9 +230,12 @@ async fn from_engine(
         (Err(e), _) => return Err(e),
         (Ok(()), decided) => decided?,
     };
-    if let Some(pushed) = pushed {
-        return pushed;
-    }
+    // The engine's push stands, unless no destination took it for want of a route from the engine.
+    let engine_failed = match pushed {
+        Some(pushed) if handed_back(&pushed) => true,
+        Some(pushed) => return pushed,
+        None => false,
+    };
     // Asked at once (both only read): whether this is a re-run, where every tag already holds this image
     // (its config is the image id; with SOCI, in an index beside its SOCI index), so nothing is exported,
     // compressed or uploaded; and what the destination already holds of this image, learnt from its
@@ -250,6 +254,7 @@ async fn from_engine(
         return same_image(manifest, settings, ctx).await;
     }
     let weigh = settings.via == PushVia::Auto
+        && !engine_failed
         && !settings.compression.soci
         && !settings.compression.zstd()
         && !settings.dry_run
@@ -266,14 +271,20 @@ async fn from_engine(
     let held = held_layers(held, &local, settings, ctx).await;
     let weighed = weigh_over_the_link(&engine, &local, held.as_ref(), settings, ctx).await;
     let started = std::time::Instant::now();
-    let done = match &weighed {
-        Some((weighed, _, _)) if weighed.way == Way::Engine => engine_push(&engine, &local, settings, ctx).await,
-        _ => {
-            let uplink = weighed.as_ref().map(|(_, uplink, _)| uplink.clone());
-            own_transfer(&engine, &local, Layers::Learnt(held), uplink, settings, ctx).await
-        }
+    let uplink = weighed.as_ref().map(|(_, uplink, _)| uplink.clone());
+    let through_engine = matches!(&weighed, Some((weighed, _, _)) if weighed.way == Way::Engine);
+    // The engine's push, unless no destination took it for want of a route from the engine.
+    let pushed = match through_engine {
+        true => Some(engine_push(&engine, &local, settings, ctx).await).filter(|pushed| !handed_back(pushed)),
+        false => None,
+    };
+    let as_weighed = !through_engine || pushed.is_some();
+    let done = match pushed {
+        Some(done) => done,
+        None => own_transfer(&engine, &local, Layers::Learnt(held), uplink, settings, ctx).await,
     };
     if let (Some((weighed, _, Some(engine))), Ok(done)) = (weighed, &done)
+        && as_weighed
         && done.every_tag_landed()
         && weighed.estimate > 0.0
     {
@@ -293,7 +304,19 @@ async fn engine_push(engine: &Engine, source: &LocalImage, settings: &PushSettin
     }
     crate::aws::repository::prepare_all(&ctx.identity, &target.repo, &settings.repository, &ctx.logins).await?;
     let outcomes = tags::every_destination(&ctx.logins, |login| push_to(engine, source, settings, login, ctx)).await;
+    let outcomes = tags::handed_back(outcomes, Verb::Pushed)?;
     scan::done(settings.scan.as_ref(), target, outcomes, ctx).await
+}
+
+/// A push through the engine that no destination took, because the engine could not reach or trust any
+/// (`PLUGIN_PUSH_VIA=auto` chose it; the step reached them, through its own network, proxy and CAs): said,
+/// for the step's own transfer to push the image instead. `false` for any other result.
+fn handed_back(pushed: &Result<Done>) -> bool {
+    let Some(back) = pushed.as_ref().err().and_then(|e| e.downcast_ref::<HandedBack>()) else {
+        return false;
+    };
+    crate::report::via_own_transfer_instead(&back.host, &back.cause, &back.remedy);
+    true
 }
 
 /// The layers of an image a destination holds: learnt already, or to learn from `base` (pulled from a
@@ -430,6 +453,8 @@ async fn push_to(
     };
     let ours = source.known_digests(&to.label());
     let mut writer = EnginePush::new(engine, source, &to, ctx.common.timeout, Verb::Pushed);
+    // Under `auto` the step's own transfer is the other way.
+    writer.hand_back = settings.via == PushVia::Auto;
     // The engine is asked who it is while it pushes, for the note.
     let engine_id = async {
         match settings.state_dir {

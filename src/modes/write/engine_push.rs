@@ -1,12 +1,13 @@
 //! The writer through the Docker Engine: push's `PLUGIN_PUSH_VIA=engine` path, and promote through the
 //! engine. Each tag is tagged locally and pushed by the engine under the one retry policy; a refused push
-//! renews the token once; the tag is read back and must hold what the engine pushed, this image.
+//! renews the token once; the tag is read back and must hold what the engine pushed, this image. A registry
+//! the engine cannot reach (its own network, proxy and CAs) is handed back to a mode that has another way.
 
 use super::Destination;
-use super::tags::{Verb, Writer};
+use super::tags::{HandedBack, Verb, Writer};
 use crate::domain::login::{RegistryLogin, Relogin};
 use crate::domain::source::LocalImage;
-use crate::engine::{Engine, Pushed, Refused, Transient};
+use crate::engine::{Engine, Pushed, Refused, Transient, Unreachable};
 use crate::registry::RegistryClient;
 use anyhow::{Result, anyhow};
 use std::collections::BTreeSet;
@@ -26,6 +27,11 @@ pub struct EnginePush<'a> {
     pub client: &'a RegistryClient,
     pub timeout: Duration,
     pub verb: Verb,
+    /// Whether a registry the engine cannot reach is handed back to the mode ([`HandedBack`]), which has
+    /// another way (`PLUGIN_PUSH_VIA=auto`), rather than failed.
+    pub hand_back: bool,
+    /// The engine could not reach the registry at an earlier tag: every later tag fails at once with it.
+    unreachable: Option<String>,
 }
 
 impl<'a> EnginePush<'a> {
@@ -46,6 +52,26 @@ impl<'a> EnginePush<'a> {
             client: &to.client,
             timeout,
             verb,
+            hand_back: false,
+            unreachable: None,
+        }
+    }
+
+    /// A push the engine could not make because it could not reach or trust the registry: handed back to the
+    /// mode where it has another way, and said at once for every later tag.
+    fn unreachable(&mut self, e: anyhow::Error) -> anyhow::Error {
+        let Some(unreachable) = e.downcast_ref::<Unreachable>() else {
+            return e;
+        };
+        self.unreachable = Some(unreachable.text.clone());
+        match self.hand_back {
+            true => anyhow::Error::new(HandedBack {
+                host: self.login.registry.host.clone(),
+                cause: unreachable.cause.clone(),
+                remedy: unreachable.route.clone(),
+                text: unreachable.text.clone(),
+            }),
+            false => e,
         }
     }
 
@@ -69,17 +95,21 @@ impl Writer for EnginePush<'_> {
     }
 
     async fn write(&mut self, tag: &str) -> Result<String> {
-        let Pushed { digest, tag: local } = match self.push(tag).await {
+        if let Some(text) = &self.unreachable {
+            return Err(anyhow!("{text}"));
+        }
+        let pushed = match self.push(tag).await {
             Err(e) if e.is::<Refused>() => match self.renewal.relogin().await {
                 Ok(fresh) => {
                     crate::report::token_refreshed(&self.login.registry.host, "the registry refused it");
                     self.login = fresh;
-                    self.push(tag).await?
+                    self.push(tag).await
                 }
-                Err(_) => return Err(e),
+                Err(_) => Err(e),
             },
-            pushed => pushed?,
+            pushed => pushed,
         };
+        let Pushed { digest, tag: local } = pushed.map_err(|e| self.unreachable(e))?;
         // The local tag goes while the tag is read back: it must hold what the engine pushed (read by tag,
         // so the loop need not read it again), and that must be this image.
         let (manifest, ()) = tokio::join!(self.client.manifest(self.repo, tag), self.engine.untag(local));

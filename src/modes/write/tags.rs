@@ -41,6 +41,52 @@ impl Verb {
     }
 }
 
+/// A writer's word that its way cannot write to this destination at all, where the mode has another way
+/// (`PLUGIN_PUSH_VIA=auto` chose the engine, and the engine cannot reach the registry). At a destination's
+/// first tag, the loop ends that destination there and prints none of its tags; the mode takes the other
+/// way, or reports them ([`handed_back`]). At a later tag it is that tag's failure.
+#[derive(Debug, Clone)]
+pub struct HandedBack {
+    /// The destination's registry host.
+    pub host: String,
+    /// Why, as the way said it.
+    pub cause: String,
+    /// What would let this way write there next time.
+    pub remedy: String,
+    /// The failure, with its fix, where the mode does not take the other way.
+    pub text: String,
+}
+
+impl std::fmt::Display for HandedBack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl std::error::Error for HandedBack {}
+
+/// Every destination's outcomes, unless every one was handed back ([`HandedBack`]): then the first's
+/// word, for the mode to take its other way. Where some destination was written, the handed-back tags
+/// are failures, and are reported so.
+pub fn handed_back(outcomes: Vec<TagOutcome>, verb: Verb) -> std::result::Result<Vec<TagOutcome>, HandedBack> {
+    let back = |o: &TagOutcome| {
+        o.result
+            .as_ref()
+            .err()
+            .and_then(|e| e.downcast_ref::<HandedBack>())
+            .cloned()
+    };
+    if let Some(first) = outcomes.first().and_then(back)
+        && outcomes.iter().all(|o| back(o).is_some())
+    {
+        return Err(first);
+    }
+    for outcome in outcomes.iter().filter(|o| back(o).is_some()) {
+        crate::report::tag(outcome, None, verb.as_str());
+    }
+    Ok(outcomes)
+}
+
 /// How a mode writes one tag.
 pub trait Writer {
     /// Whether `write` reads the tag back itself (else the loop reads it back after each write).
@@ -111,6 +157,19 @@ pub async fn write_every_tag<W: Writer>(
                 }
                 Err(e) => Err(e),
             },
+        };
+        // Handed back at the first tag: this destination's tags all go to the mode, unprinted. Later, a
+        // failure as any other.
+        let result = match result.map_err(|e| e.downcast::<HandedBack>()) {
+            Err(Ok(back)) if outcomes.is_empty() => {
+                return tags
+                    .iter()
+                    .map(|t| TagOutcome::new(&target, t, Err(anyhow::Error::new(back.clone()))))
+                    .collect();
+            }
+            Err(Ok(back)) => Err(anyhow!("{back}")),
+            Err(Err(e)) => Err(e),
+            Ok(landed) => Ok(landed),
         };
         let outcome = TagOutcome::new(&target, tag, result);
         crate::report::tag(&outcome, held_digest.as_deref(), writer.verb().as_str());
@@ -189,4 +248,46 @@ pub async fn put_every_tag(
     };
     let ours = BTreeSet::from([manifest.digest.clone()]);
     write_every_tag(to, tags, ours, true, &mut writer).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn back(host: &str) -> anyhow::Error {
+        anyhow::Error::new(HandedBack {
+            host: host.into(),
+            cause: "dial tcp 127.0.0.2:5000: connect: connection refused".into(),
+            remedy: "give the engine a route".into(),
+            text: "the engine could not reach it".into(),
+        })
+    }
+
+    #[test]
+    fn a_push_no_destination_took_goes_back_to_the_mode_and_one_beside_a_written_one_fails() {
+        let landed = || {
+            Ok(Landed {
+                digest: "sha256:a".into(),
+                skipped: false,
+            })
+        };
+        let all = vec![
+            TagOutcome::new("r1/app", "v1", Err(back("r1"))),
+            TagOutcome::new("r2/app", "v1", Err(back("r2"))),
+        ];
+        let handed = handed_back(all, Verb::Pushed).expect_err("every destination handed back");
+        assert_eq!(handed.host, "r1");
+        let mixed = vec![
+            TagOutcome::new("r1/app", "v1", landed()),
+            TagOutcome::new("r2/app", "v1", Err(back("r2"))),
+        ];
+        let outcomes = handed_back(mixed, Verb::Pushed).expect("one destination was written");
+        assert!(outcomes[0].result.is_ok() && outcomes[1].result.is_err());
+        assert!(
+            handed_back(Vec::new(), Verb::Pushed).is_ok(),
+            "no outcome is not a hand-back"
+        );
+        let failed = vec![TagOutcome::new("r1/app", "v1", Err(anyhow!("name unknown")))];
+        assert!(handed_back(failed, Verb::Pushed).is_ok());
+    }
 }
