@@ -271,6 +271,7 @@ fn a_push_through_the_engine_takes_https_to_a_registry_with_the_companys_ca() {
     let image = testbed::Image::random(50_000);
     // The step's own calls (STS, ECR, the registry's checks and read-back) through a real proxy too.
     let proxy = testbed::tls::Tinyproxy::start();
+    registry.wait_for_the_engine();
     let run = step(&moto.url, &registry.host)
         .env("HTTPS_PROXY", &proxy.url)
         .env("AWS_CA_BUNDLE", &ca.cert.display().to_string())
@@ -304,6 +305,7 @@ fn a_registry_the_engine_cannot_reach_gets_the_image_from_the_step_under_auto() 
     let over_the_link = format!("{name}:{}", link.host.rsplit_once(':').unwrap().1);
     let base = testbed::Image::from_host_files(&["/bin/sh"], &[]);
     let image = testbed::Image::text(&base, 1, 80_000_000);
+    registry.wait_for_the_engine();
     let push = |repo: &str, tags: &str| {
         step(&moto.url, &over_the_link)
             .env("AWS_CA_BUNDLE", &ca.cert.display().to_string())

@@ -142,19 +142,7 @@ impl Step {
     }
 
     pub fn run(&self) -> Run {
-        let started = Instant::now();
-        let out = Command::new(Step::binary())
-            .env_clear()
-            .envs(&self.env)
-            .stdin(Stdio::null())
-            .output()
-            .expect("running ecr-step");
-        Run {
-            code: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            elapsed: started.elapsed(),
-        }
+        self.run_as(Command::new(Step::binary()), &[])
     }
 
     /// Run as in a step container with its own `/etc/hosts` (a private mount namespace, as root): `names`
@@ -164,40 +152,37 @@ impl Step {
         let hosts = tempfile::NamedTempFile::new().unwrap();
         let lines: String = names.iter().map(|n| format!("127.0.0.1 {n}\n")).collect();
         std::fs::write(hosts.path(), format!("127.0.0.1 localhost\n::1 localhost\n{lines}")).unwrap();
-        let started = Instant::now();
-        let out = Command::new("unshare")
+        let mut unshare = Command::new("unshare");
+        unshare
             .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
             .arg("mount --bind \"$1\" /etc/hosts && exec \"$2\"")
             .arg("sh")
             .arg(hosts.path())
-            .arg(Step::binary())
-            .env_clear()
-            .envs(&self.env)
-            .stdin(Stdio::null())
-            .output()
-            .expect("unshare (util-linux)");
-        Run {
-            code: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            elapsed: started.elapsed(),
-        }
+            .arg(Step::binary());
+        self.run_as(unshare, &[])
     }
 
     /// Run on a terminal, as a user at a shell would: in a pseudo-terminal made by `script` (util-linux),
     /// with `TERM=xterm`. The environment reaches the step as it is, not on a command line. What the
     /// terminal showed (stdout and stderr, as one) is the run's stdout.
     pub fn run_in_terminal(&self) -> Run {
-        let started = Instant::now();
         let binary = Step::binary().display().to_string();
-        let out = Command::new("script")
-            .args(["-q", "-e", "-c", &binary, "/dev/null"])
+        let mut script = Command::new("script");
+        script.args(["-q", "-e", "-c", &binary, "/dev/null"]);
+        self.run_as(script, &[("TERM", "xterm")])
+    }
+
+    /// `command` (the step, or what runs it) with this run's environment alone (and `extra`), no input,
+    /// waited for.
+    fn run_as(&self, mut command: Command, extra: &[(&str, &str)]) -> Run {
+        let started = Instant::now();
+        let out = command
             .env_clear()
             .envs(&self.env)
-            .env("TERM", "xterm")
+            .envs(extra.iter().copied())
             .stdin(Stdio::null())
             .output()
-            .expect("script (util-linux)");
+            .unwrap_or_else(|e| panic!("running {:?}: {e}", command.get_program()));
         Run {
             code: out.status.code(),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -126,6 +126,8 @@ impl Ca {
 /// ended without that go when the next one maps its first name.
 pub struct HostName {
     pub name: String,
+    /// When its line was written.
+    mapped: std::time::Instant,
 }
 
 /// Names of this process alive, changed only under the lock of [`edit_hosts`].
@@ -217,7 +219,18 @@ impl HostName {
                 false => HostsChange::Append(line),
             }
         });
-        HostName { name }
+        HostName {
+            name,
+            mapped: std::time::Instant::now(),
+        }
+    }
+
+    /// Wait until the Docker Engine resolves this name by its line: dockerd's resolver (Go's) keeps
+    /// `/etc/hosts` for 5 s after reading it, so a name mapped within 5 s of its last lookup of any name is
+    /// unknown to it until then (and asked of the machine's DNS server, off loopback).
+    pub fn wait_for_the_engine(&self) {
+        let known = self.mapped + std::time::Duration::from_millis(5_500);
+        std::thread::sleep(known.saturating_duration_since(std::time::Instant::now()));
     }
 }
 
@@ -237,7 +250,7 @@ impl Drop for HostName {
 /// account's ECR token is its password).
 pub struct TlsRegistry {
     _server: Server,
-    _name: HostName,
+    name: HostName,
     /// `<name>:<port>`: the step takes its HTTPS path for it.
     pub host: String,
     /// `127.0.0.1:<port>`, where it listens.
@@ -286,24 +299,22 @@ impl TlsRegistry {
             host: format!("{}:{port}", name.name),
             address: format!("127.0.0.1:{port}"),
             _server: server,
-            _name: name,
+            name,
             account: account.to_string(),
             ca: ca.cert.clone(),
         }
     }
 
+    /// Wait until the Docker Engine resolves its name ([`HostName::wait_for_the_engine`]): before a push
+    /// through the engine.
+    pub fn wait_for_the_engine(&self) {
+        self.name.wait_for_the_engine();
+    }
+
     /// The digest the registry holds for `repo:tag`, read over TLS with the test's CA (curl), `None` when
     /// absent.
     pub fn digest(&self, repo: &str, tag: &str) -> Option<String> {
-        let (name, port) = self.host.rsplit_once(':').unwrap();
-        let out = Command::new("curl")
-            .args(["-sS", "-I", "--resolve", &format!("{name}:{port}:127.0.0.1"), "--cacert"])
-            .arg(&self.ca)
-            .args(["-u", &format!("AWS:{}-auth-token", self.account)])
-            .args(["-H", "Accept: application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json"])
-            .arg(format!("https://{}/v2/{repo}/manifests/{tag}", self.host))
-            .output()
-            .expect("curl");
+        let out = self.manifest(repo, tag, "-I");
         // A tag that is not there is an answer (404); no answer at all is the testbed's failure.
         assert!(
             out.status.success(),
@@ -325,17 +336,23 @@ impl TlsRegistry {
 
     /// The image (config) digest of the manifest at `repo:tag`, read as [`TlsRegistry::digest`] reads.
     pub fn image_id(&self, repo: &str, tag: &str) -> Option<String> {
+        let out = self.manifest(repo, tag, "-f");
+        let manifest: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        manifest["config"]["digest"].as_str().map(str::to_string)
+    }
+
+    /// curl's request for the manifest at `repo:tag` (`how`: `-I` for its head, `-f` for its body), over TLS
+    /// with the test's CA, at the address it listens on whatever this host resolves its name to.
+    fn manifest(&self, repo: &str, tag: &str, how: &str) -> std::process::Output {
         let (name, port) = self.host.rsplit_once(':').unwrap();
-        let out = Command::new("curl")
-            .args(["-sS", "-f", "--resolve", &format!("{name}:{port}:127.0.0.1"), "--cacert"])
+        Command::new("curl")
+            .args(["-sS", how, "--resolve", &format!("{name}:{port}:127.0.0.1"), "--cacert"])
             .arg(&self.ca)
             .args(["-u", &format!("AWS:{}-auth-token", self.account)])
             .args(["-H", "Accept: application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json"])
             .arg(format!("https://{}/v2/{repo}/manifests/{tag}", self.host))
             .output()
-            .expect("curl");
-        let manifest: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-        manifest["config"]["digest"].as_str().map(str::to_string)
+            .expect("curl")
     }
 }
 
