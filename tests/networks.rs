@@ -294,7 +294,7 @@ fn a_push_through_the_engine_takes_https_to_a_registry_with_the_companys_ca() {
 /// nothing listens on. Over a slow link `auto` takes the engine for a new image; the engine cannot reach
 /// the registry, so the step sends the image itself, with no failed tag on the way, and the `via:` line
 /// says why and what gives the engine a route. Set to the engine, the run fails with the fix for each
-/// tag, and writes nothing.
+/// tag, and writes nothing; so does a promote through the engine from that registry.
 #[test]
 fn a_registry_the_engine_cannot_reach_gets_the_image_from_the_step_under_auto() {
     let ca = Ca::new();
@@ -355,6 +355,22 @@ fn a_registry_the_engine_cannot_reach_gets_the_image_from_the_step_under_auto() 
     );
     assert_eq!(registry.digest("forced", "v1"), None);
     assert_eq!(registry.digest("forced", "v2"), None);
+
+    // A promote through the engine, whose pull meets the same wall: named, with the way around it.
+    let run = step(&moto.url, &over_the_link)
+        .env("AWS_CA_BUNDLE", &ca.cert.display().to_string())
+        .env("PLUGIN_MODE", "promote")
+        .env("PLUGIN_SOURCE", &format!("{over_the_link}/app:v1"))
+        .env("PLUGIN_PROMOTE_VIA", "engine")
+        .env("PLUGIN_REPO", "promoted")
+        .env("PLUGIN_TAGS", "v1")
+        .run_with_own_hosts(&[name]);
+    run.failure(&[
+        "connection refused",
+        "dockerd's environment",
+        "PLUGIN_PROMOTE_VIA=registry",
+    ]);
+    assert_eq!(registry.digest("promoted", "v1"), None);
 }
 
 #[test]

@@ -450,14 +450,7 @@ impl Engine {
         };
         let stream = docker.create_image(Some(options.build()), None, None);
         let what = format!("the pull of {local}");
-        follow(
-            stream,
-            idle,
-            &what,
-            |e| anyhow!("{e}\n  fix: check PLUGIN_SOURCE and that the read identity may pull it"),
-            |_| {},
-        )
-        .await?;
+        follow(stream, idle, &what, |e| pull_error(e, host), |_| {}).await?;
         Ok(local)
     }
 }
@@ -483,6 +476,11 @@ where
             ),
             Ok(None) => return Ok(()),
             Ok(Some(Err(bollard::errors::Error::DockerStreamError { error }))) => return Err(explain(&error)),
+            // The engine answered, with the registry's error (a pull it could not start, say): not a lost
+            // connection.
+            Ok(Some(Err(bollard::errors::Error::DockerResponseServerError { message, .. }))) => {
+                return Err(explain(&message));
+            }
             Ok(Some(Err(e))) => bail!(
                 "{what} lost the connection to the Docker Engine at {}: {}\n  fix: check that the engine is \
                  running and stays up (DOCKER_HOST, else the default socket)",
@@ -613,6 +611,18 @@ fn is_unreachable(message: &str) -> bool {
     ]
     .iter()
     .any(|t| text.contains(t))
+}
+
+/// A pull error from the engine (promote through the engine), with what to fix.
+fn pull_error(message: &str, host: &str) -> anyhow::Error {
+    match is_unreachable(message) {
+        true => anyhow!(
+            "{message}\n  fix: {}, or set PLUGIN_PROMOTE_VIA=registry (the step then copies the image itself, \
+             through its own network, proxy and CAs)",
+            route_from_the_engine(message, host)
+        ),
+        false => anyhow!("{message}\n  fix: check PLUGIN_SOURCE and that the read identity may pull it"),
+    }
 }
 
 /// Why the engine, unlike the step, cannot reach or trust the registry `host` (from what it said), and what
@@ -798,5 +808,19 @@ mod tests {
             "v1",
         );
         assert!(e.contains("dockerd's environment") && !e.contains("certs.d"), "{e}");
+        let e = pull_error(
+            "Get \"https://src.example:5000/v2/\": x509: certificate signed by unknown authority",
+            "src.example:5000",
+        )
+        .to_string();
+        assert!(
+            e.contains("/etc/docker/certs.d/src.example:5000/ca.crt") && e.contains("PLUGIN_PROMOTE_VIA=registry"),
+            "{e}"
+        );
+        let e = pull_error("manifest unknown", "src.example:5000").to_string();
+        assert!(
+            e.contains("check PLUGIN_SOURCE") && !e.contains("PLUGIN_PROMOTE_VIA"),
+            "{e}"
+        );
     }
 }
