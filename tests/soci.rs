@@ -116,6 +116,18 @@ fn tricky_layer() -> Vec<u8> {
     link(&mut tar, tar::EntryType::Symlink, "app/soft", "crosses.bin");
     file(&mut tar, "app/empty-too", b"", 0o644);
     file(&mut tar, "app/tail.bin", &random(1 << 20, 3), 0o644);
+    // Enough small entries, some with PAX records, that the step's table is spilled in several batches.
+    for i in 0..2000 {
+        if i % 7 == 0 {
+            pax(&mut tar, &[("SCHILY.xattr.user.n", format!("{i}").as_bytes())]);
+        }
+        file(
+            &mut tar,
+            &format!("app/many/{}{i}", "x".repeat(i % 13)),
+            &[b'a'; 3][..i % 4],
+            0o644,
+        );
+    }
     tar.into_inner().unwrap()
 }
 
@@ -152,8 +164,13 @@ fn docker_archive(layers: &[Vec<u8>]) -> (Vec<u8>, String) {
 struct Fb<'a>(&'a [u8]);
 
 impl<'a> Fb<'a> {
+    /// A scalar of `size` bytes at `at`, which a flatbuffer aligns to its size from the buffer's start.
+    fn aligned(&self, at: usize, size: usize) -> &'a [u8] {
+        assert_eq!(at % size, 0, "a {size}-byte scalar at {at}, off its alignment");
+        &self.0[at..at + size]
+    }
     fn u32(&self, at: usize) -> usize {
-        u32::from_le_bytes(self.0[at..at + 4].try_into().unwrap()) as usize
+        u32::from_le_bytes(self.aligned(at, 4).try_into().unwrap()) as usize
     }
     /// The root table's position.
     fn root(&self) -> usize {
@@ -161,23 +178,23 @@ impl<'a> Fb<'a> {
     }
     /// Where field `id` of the table at `table` is, if present.
     fn field(&self, table: usize, id: usize) -> Option<usize> {
-        let soffset = i32::from_le_bytes(self.0[table..table + 4].try_into().unwrap());
+        let soffset = i32::from_le_bytes(self.aligned(table, 4).try_into().unwrap());
         let vtable = (table as i64 - soffset as i64) as usize;
-        let vtable_len = u16::from_le_bytes(self.0[vtable..vtable + 2].try_into().unwrap()) as usize;
+        let vtable_len = u16::from_le_bytes(self.aligned(vtable, 2).try_into().unwrap()) as usize;
         let slot = 4 + 2 * id;
         if slot + 2 > vtable_len {
             return None;
         }
-        let offset = u16::from_le_bytes(self.0[vtable + slot..vtable + slot + 2].try_into().unwrap()) as usize;
+        let offset = u16::from_le_bytes(self.aligned(vtable + slot, 2).try_into().unwrap()) as usize;
         (offset != 0).then_some(table + offset)
     }
     fn i64(&self, table: usize, id: usize) -> i64 {
         self.field(table, id)
-            .map_or(0, |at| i64::from_le_bytes(self.0[at..at + 8].try_into().unwrap()))
+            .map_or(0, |at| i64::from_le_bytes(self.aligned(at, 8).try_into().unwrap()))
     }
     fn i32(&self, table: usize, id: usize) -> i32 {
         self.field(table, id)
-            .map_or(0, |at| i32::from_le_bytes(self.0[at..at + 4].try_into().unwrap()))
+            .map_or(0, |at| i32::from_le_bytes(self.aligned(at, 4).try_into().unwrap()))
     }
     fn u8_or(&self, table: usize, id: usize, default: u8) -> u8 {
         self.field(table, id).map_or(default, |at| self.0[at])

@@ -41,7 +41,8 @@ pub fn gzip_layer(input: &mut impl Read, out: &Path, level: u32, soci: bool) -> 
         spill: Some(std::fs::File::create(&windows)?),
         ..Spans::default()
     };
-    let mut toc = TocReader::start();
+    let table = out.with_extension("table");
+    let mut toc = TocReader::start(spill(&table)?);
     let mut fed = Fed {
         inner: input,
         toc: &mut toc,
@@ -53,6 +54,7 @@ pub fn gzip_layer(input: &mut impl Read, out: &Path, level: u32, soci: bool) -> 
         Err(why) => Err(why),
     };
     std::fs::remove_file(&windows)?;
+    std::fs::remove_file(&table)?;
     Ok(Compressed {
         blob,
         diff_id,
@@ -64,15 +66,27 @@ pub fn gzip_layer(input: &mut impl Read, out: &Path, level: u32, soci: bool) -> 
 /// once ([`super::zran`]) for its seek points and its table, written to `out`; or why it has none.
 pub fn ztoc_of_gzip(blob: &Path, out: &Path) -> Result<Result<LocalBlob, String>> {
     let windows = out.with_extension("windows");
-    let spill = std::fs::File::create(&windows)?;
-    let mut toc = TocReader::start();
-    let found = super::zran::seek_points(blob, SPAN_SIZE, &mut |bytes| toc.feed(bytes), spill);
+    let spilled = std::fs::File::create(&windows)?;
+    let table = out.with_extension("table");
+    let mut toc = TocReader::start(spill(&table)?);
+    let found = super::zran::seek_points(blob, SPAN_SIZE, &mut |bytes| toc.feed(bytes), spilled);
     let ztoc = match (found, toc.finish()) {
         (Ok(spans), Ok(toc)) => Ok(write_ztoc(toc, &spans, Some(&windows), out)?),
         (Err(why), _) | (_, Err(why)) => Err(why),
     };
     std::fs::remove_file(&windows)?;
+    std::fs::remove_file(&table)?;
     Ok(ztoc)
+}
+
+/// A spill file at `path`, written and then read back.
+fn spill(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
 }
 
 /// Reads through from `inner`, handing what passes to a [`TocReader`].
@@ -91,11 +105,15 @@ impl<R: Read> Read for Fed<'_, R> {
 
 /// The zTOC format version written (soci's current one).
 pub const VERSION: &str = "0.9";
-/// A layer of more tar entries than this gets no zTOC (its table alone would outgrow a manifest's worth of
-/// memory many times over).
+/// A layer of more tar entries than this gets no zTOC (the place of each entry's table is held in memory,
+/// 4 bytes an entry, and the zTOC would outgrow what a runtime fetches before it starts).
 pub const MAX_ENTRIES: usize = 1 << 20;
 /// Nor does a layer whose table (names, links, PAX records) would take more than this.
 pub const MAX_TABLE: usize = 64 << 20;
+/// The builder's tables are spilled once it holds this much, so that is all of the table held in memory.
+const BATCH: usize = 64 << 10;
+/// The largest alignment a table of the zTOC needs (its int64 fields).
+const ALIGN: usize = 8;
 
 /// One tar entry as soci's `FileMetadata` holds it: names and PAX values are the archive's bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,27 +138,87 @@ pub struct Entry {
     pub pax: BTreeMap<Vec<u8>, Vec<u8>>,
 }
 
-/// A layer's table being built: each tar entry goes into the flatbuffers builder as its header passes
-/// (`FileMetadata` tables, in archive order), so no entry is held; and where the archive ends (after its
-/// two zero blocks).
+/// A layer's table being built: each tar entry goes into a flatbuffers builder as its header passes
+/// (`FileMetadata` tables, in archive order), and every [`BATCH`] bytes the builder's tables go to a spill
+/// file beside the layer. A table is about 150 bytes a file (8 MB for a 1 GB layer of 50k files), so what
+/// stays in memory is each table's place in the spill, and where the archive ends (after its two zero
+/// blocks).
+///
+/// A spilled batch is whole: its tables refer only to their own strings and vtables, by offsets relative
+/// to where they sit, so the batch is valid anywhere in the zTOC as long as its end keeps the alignment it
+/// was built against (batches are padded in front to [`ALIGN`]).
 pub struct Toc {
-    builder: FlatBufferBuilder<'static>,
-    metadata: Vec<WIPOffset<TableFinishedWIPOffset>>,
+    batch: FlatBufferBuilder<'static>,
+    /// The tables in `batch`, as the builder places them (from its end).
+    in_batch: Vec<WIPOffset<TableFinishedWIPOffset>>,
+    /// Every spilled table's place in the spill, in archive order.
+    tables: Vec<u32>,
+    spill: std::io::BufWriter<std::fs::File>,
+    spilled: usize,
     end: u64,
 }
 
 impl Toc {
-    fn new() -> Toc {
+    fn new(spill: std::fs::File) -> Toc {
         Toc {
-            builder: FlatBufferBuilder::with_capacity(1 << 20),
-            metadata: Vec::new(),
+            batch: FlatBufferBuilder::with_capacity(2 * BATCH),
+            in_batch: Vec::new(),
+            tables: Vec::new(),
+            spill: std::io::BufWriter::with_capacity(BATCH, spill),
+            spilled: 0,
             end: 0,
         }
     }
 
-    /// Add `e` as soci's `FileMetadata`.
-    fn push(&mut self, e: &Entry) {
-        let b = &mut self.builder;
+    /// How many entries the table holds.
+    fn entries(&self) -> usize {
+        self.tables.len() + self.in_batch.len()
+    }
+
+    /// How many bytes the table takes so far.
+    fn size(&self) -> usize {
+        self.spilled + self.batch.unfinished_data().len()
+    }
+
+    /// Add `e` as soci's `FileMetadata`; once the batch is full, spill it.
+    fn push(&mut self, e: &Entry) -> std::io::Result<()> {
+        self.build(e);
+        if self.batch.unfinished_data().len() >= BATCH {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Write the batch to the spill, padded in front so its length is a multiple of [`ALIGN`], and note
+    /// where each of its tables now is.
+    fn flush(&mut self) -> std::io::Result<()> {
+        let data = self.batch.unfinished_data();
+        let padded = data.len().next_multiple_of(ALIGN);
+        self.spill.write_all(&[0u8; ALIGN][..padded - data.len()])?;
+        self.spill.write_all(data)?;
+        let end = self.spilled + padded;
+        self.tables.extend(
+            self.in_batch
+                .drain(..)
+                .map(|table| (end - table.value() as usize) as u32),
+        );
+        self.spilled = end;
+        self.batch.reset();
+        Ok(())
+    }
+
+    /// The whole table spilled: the spill, read from its start.
+    fn spill_file(&mut self) -> std::io::Result<std::fs::File> {
+        self.flush()?;
+        self.spill.flush()?;
+        let mut file = self.spill.get_ref().try_clone()?;
+        std::io::Seek::rewind(&mut file)?;
+        Ok(file)
+    }
+
+    /// `e` as soci's `FileMetadata`, in the batch.
+    fn build(&mut self, e: &Entry) {
+        let b = &mut self.batch;
         let name = b.create_byte_string(&e.name);
         let kind = b.create_string(e.kind);
         let linkname = b.create_byte_string(&e.linkname);
@@ -172,7 +250,7 @@ impl Toc {
         b.push_slot(field(12), e.devminor, 0);
         b.push_slot_always(field(13), xattrs);
         let table = b.end_table(start);
-        self.metadata.push(table);
+        self.in_batch.push(table);
     }
 }
 
@@ -190,15 +268,17 @@ pub struct TocReader {
 }
 
 impl TocReader {
-    pub fn start() -> TocReader {
+    /// Start reading, the table spilled to `spill`.
+    pub fn start(spill: std::fs::File) -> TocReader {
         // A few chunks in flight: the headers are read far faster than the layer is compressed.
         let (sender, chunks) = std::sync::mpsc::sync_channel(4);
         let reading = std::thread::spawn(move || {
-            read_toc(ChannelReader {
+            let input = ChannelReader {
                 chunks,
                 current: Vec::new(),
                 at: 0,
-            })
+            };
+            read_toc(input, Toc::new(spill))
         });
         TocReader {
             sender: Some(sender),
@@ -252,14 +332,13 @@ impl Read for ChannelReader {
 }
 
 /// Every entry of the tar in `input`, as soci's table builder (Go's `archive/tar`) reads them.
-fn read_toc(input: impl Read) -> Result<Toc, String> {
+fn read_toc(input: impl Read, mut toc: Toc) -> Result<Toc, String> {
     let mut archive = tar::Archive::new(input);
-    let mut toc = Toc::new();
     let mut data_end = 0u64;
     let entries = archive.entries().map_err(|e| format!("not a tar: {e}"))?;
     for entry in entries {
         let mut entry = entry.map_err(|e| format!("a tar header cannot be read: {e}"))?;
-        if toc.metadata.len() == MAX_ENTRIES {
+        if toc.entries() == MAX_ENTRIES {
             return Err(format!("more than {MAX_ENTRIES} entries"));
         }
         let pax: BTreeMap<Vec<u8>, Vec<u8>> = match entry.pax_extensions() {
@@ -301,8 +380,9 @@ fn read_toc(input: impl Read) -> Result<Toc, String> {
             pax,
         };
         data_end = (made.offset + made.size).div_ceil(512) * 512;
-        toc.push(&made);
-        if toc.builder.unfinished_data().len() > MAX_TABLE {
+        toc.push(&made)
+            .map_err(|e| format!("its table could not be written beside the layer: {e}"))?;
+        if toc.size() > MAX_TABLE {
             return Err(format!("a table of files larger than {} MiB", MAX_TABLE >> 20));
         }
     }
@@ -387,24 +467,26 @@ const POINT_HEAD: usize = 17;
 /// Write the zTOC of a layer the engine wrote to `path`, as flatbuffers `ztoc.Ztoc` (field ids of the
 /// current `ztoc.fbs`), and return it as a blob.
 ///
-/// The builder holds the table and the small fields; the checkpoints (soci's `zinfo` blob, version 2,
-/// little-endian: the number of points (int32), the span size (int64), then each point's offsets, bits and
-/// window) are 8 MiB per gigabyte of layer, so they are not built in memory: the vector is written after
-/// the builder's bytes, its windows copied from the spill file `windows` (where the points hold none), and
-/// the `checkpoints` field is pointed at it (a flatbuffers offset is relative, so a vector may sit anywhere
-/// after its field).
+/// A builder holds the small fields. The two large parts are not built in memory; they are written after
+/// the builder's bytes, and the fields that hold them are pointed at them (a flatbuffers offset is
+/// relative, so a vector or table may sit anywhere after its field):
+/// - the table: the vector of the entries' offsets, then the batches of tables from the spill
+///   ([`Toc`]);
+/// - the checkpoints (soci's `zinfo` blob, version 2, little-endian: the number of points (int32), the
+///   span size (int64), then each point's offsets, bits and window), 8 MiB per gigabyte of layer, their
+///   windows copied from the spill file `windows` (where the points hold none).
 fn write_ztoc(mut toc: Toc, spans: &Spans, windows: Option<&Path>, path: &Path) -> Result<LocalBlob> {
-    let b = &mut toc.builder;
-    let metadata = b.create_vector(&toc.metadata);
+    let mut tables = toc.spill_file()?;
+    let mut b = FlatBufferBuilder::new();
+    // Placeholders for the entries and the checkpoints, re-pointed below.
+    let placeholder = b.create_vector::<u8>(&[]);
     let start = b.start_table();
-    b.push_slot_always(field(0), metadata);
+    b.push_slot_always(field(0), placeholder);
     let table = b.end_table(start);
     let version = b.create_string(VERSION);
     let tool = b.create_string(crate::domain::soci::BUILD_TOOL);
     let digests: Vec<WIPOffset<&str>> = spans.digests.iter().map(|d| b.create_string(d)).collect();
     let digests = b.create_vector(&digests);
-    // A placeholder for the checkpoints, re-pointed below.
-    let placeholder = b.create_vector::<u8>(&[]);
     let start = b.start_table();
     // compression_algorithm: Gzip (1), the default, left out as soci's builder leaves it.
     b.push_slot(field(0), 1u8, 1);
@@ -421,16 +503,25 @@ fn write_ztoc(mut toc: Toc, spans: &Spans, windows: Option<&Path>, path: &Path) 
     b.push_slot_always(field(5), compression);
     let root = b.end_table(start);
     b.finish_minimal(root);
-    let data = b.finished_data();
-    // The `checkpoints` slot of the CompressionInfo table, found as a reader finds it.
-    let slot = field_slot(
-        data,
-        field_slot(data, read_u32(data, 0), 5).map(|at| at + read_u32(data, at)),
-        3,
-    )
-    .ok_or_else(|| anyhow::anyhow!("the zTOC's checkpoints field was not written"))?;
-    // The vector starts right after the builder's bytes (aligned to 8 by `finish`).
-    let vector = data.len();
+    let mut head = b.finished_data().to_vec();
+    // The slots to re-point, found as a reader finds them: the TOC table's `metadata`, the
+    // CompressionInfo table's `checkpoints`.
+    let root = read_u32(&head, 0);
+    let target = |id: u16| field_slot(&head, root, id).map(|at| at + read_u32(&head, at));
+    let slots = (field_slot(&head, target(4), 0), field_slot(&head, target(5), 3));
+    let (Some(metadata_slot), Some(checkpoints_slot)) = slots else {
+        anyhow::bail!("the zTOC's metadata and checkpoints fields were not written");
+    };
+    // After the builder's bytes (aligned to 8 by `finish`): the entries' offsets, the tables (aligned
+    // as each batch was built), the checkpoints.
+    let metadata = head.len();
+    let entries = toc.tables.len();
+    let offsets_end = metadata + 4 + 4 * entries;
+    let tables_at = offsets_end.next_multiple_of(ALIGN);
+    let checkpoints = tables_at + toc.spilled;
+    for (slot, at) in [(metadata_slot, metadata), (checkpoints_slot, checkpoints)] {
+        head[slot..slot + 4].copy_from_slice(&((at - slot) as u32).to_le_bytes());
+    }
     let length = 12 + spans.points.len() * (POINT_HEAD + WINDOW);
 
     let mut hasher = sha2::Sha256::new();
@@ -439,9 +530,15 @@ fn write_ztoc(mut toc: Toc, spans: &Spans, windows: Option<&Path>, path: &Path) 
         hasher: &mut hasher,
         written: 0,
     };
-    out.write_all(&data[..slot])?;
-    out.write_all(&((vector - slot) as u32).to_le_bytes())?;
-    out.write_all(&data[slot + 4..])?;
+    out.write_all(&head)?;
+    out.write_all(&(entries as u32).to_le_bytes())?;
+    for (i, &table) in toc.tables.iter().enumerate() {
+        let slot = metadata + 4 + 4 * i;
+        out.write_all(&((tables_at + table as usize - slot) as u32).to_le_bytes())?;
+    }
+    out.write_all(&[0u8; ALIGN][..tables_at - offsets_end])?;
+    let copied = std::io::copy(&mut (&mut tables).take(toc.spilled as u64), &mut out)?;
+    anyhow::ensure!(copied == toc.spilled as u64, "the zTOC's table spill was cut short");
     out.write_all(&(length as u32).to_le_bytes())?;
     out.write_all(&(spans.points.len() as i32).to_le_bytes())?;
     out.write_all(&(SPAN_SIZE as i64).to_le_bytes())?;
