@@ -162,6 +162,20 @@ pub fn via_own_transfer_instead(host: &str, cause: &str, remedy: &str) {
     );
 }
 
+/// `PLUGIN_PUSH_VIA=auto` did not ask the engine: the record in `PLUGIN_STATE_DIR` notes that it could not
+/// reach the registry `host` `seconds` ago (`cause`); `remedy` gives it a route.
+pub fn via_own_transfer_unreached(host: &str, seconds: u64, cause: &str, remedy: &str) {
+    let ago = match seconds {
+        0..120 => format!("{seconds} s"),
+        120..7200 => format!("{} min", seconds / 60),
+        _ => format!("{} h", seconds / 3600),
+    };
+    say!(
+        "via: the step's own transfer: this runner's Docker Engine could not reach {host} {ago} ago ({cause}), as \
+         PLUGIN_STATE_DIR notes, so for a day after that it is not asked. For docker push's way: {remedy}"
+    );
+}
+
 /// The image the source was built on, found in a registry this run writes to.
 pub fn base(base: &BaseLayers, layers: usize) {
     say!(

@@ -306,12 +306,14 @@ fn a_registry_the_engine_cannot_reach_gets_the_image_from_the_step_under_auto() 
     let base = testbed::Image::from_host_files(&["/bin/sh"], &[]);
     let image = testbed::Image::text(&base, 1, 80_000_000);
     registry.wait_for_the_engine();
+    let state = tempfile::tempdir().unwrap();
     let push = |repo: &str, tags: &str| {
         step(&moto.url, &over_the_link)
             .env("AWS_CA_BUNDLE", &ca.cert.display().to_string())
             .env("PLUGIN_SOURCE", &image.name)
             .env("PLUGIN_REPO", repo)
             .env("PLUGIN_TAGS", tags)
+            .env("PLUGIN_STATE_DIR", state.path().to_str().unwrap())
     };
 
     let run = push("app", "v1").run_with_own_hosts(&[name]);
@@ -337,6 +339,20 @@ fn a_registry_the_engine_cannot_reach_gets_the_image_from_the_step_under_auto() 
         Some(image.id.clone()),
         "the image id changed"
     );
+
+    // The next run on this runner does not ask the engine again: the record says it could not reach the
+    // registry, so the step sends the image at once, without weighing the ways.
+    let run = push("again", "v1").run_with_own_hosts(&[name]);
+    run.success();
+    run.says(&format!(
+        "via: the step's own transfer: this runner's Docker Engine could not reach {over_the_link} "
+    ))
+    .says("connection refused), as PLUGIN_STATE_DIR notes")
+    .says("HTTPS_PROXY in dockerd's environment");
+    for unsaid in ["via: docker push", "instead", "failed:"] {
+        assert!(!run.stdout.contains(unsaid), "{unsaid:?} was said:\n{}", run.stdout);
+    }
+    assert_eq!(registry.image_id("again", "v1"), Some(image.id.clone()));
 
     let run = push("forced", "v1,v2")
         .env("PLUGIN_PUSH_VIA", "engine")

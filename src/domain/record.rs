@@ -13,6 +13,10 @@
 //! from what the runner did, not from the model's rates alone. A pace older than [`Pace::KEPT`] is not
 //! used, so a runner that was slow once is weighed by the model again a day later.
 //!
+//! And each registry this engine could not reach when `auto` sent a push through it ([`Unreached`]): for a
+//! day `auto` then sends the image itself at once, rather than wait for the engine to fail again (dockerd
+//! waits 30 s for a connection that times out). A push the engine then makes there clears the note.
+//!
 //! The record is untrusted input: it is parsed with a bound, every entry is checked, and anything that
 //! does not read is dropped.
 
@@ -67,11 +71,36 @@ pub struct Pace {
 }
 
 impl Pace {
-    /// How long a pace is used.
+    /// How long a pace is used (and a note that an engine could not reach a registry).
     pub const KEPT: u64 = 24 * 60 * 60;
 
     fn is_sound(&self) -> bool {
         is_name(&self.engine) && self.pace.is_finite() && self.pace > 0.0
+    }
+}
+
+/// A registry this runner's engine could not reach or trust (a refused or timed-out connection, an
+/// unknown name, a proxy or a certificate it would not take), the last time `auto` sent a push through it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unreached {
+    /// The engine's ID (`docker info`).
+    pub engine: String,
+    pub host: String,
+    /// What the engine said.
+    pub cause: String,
+    /// What would give the engine a route there.
+    pub remedy: String,
+    /// When, in seconds since the epoch.
+    pub at: u64,
+}
+
+impl Unreached {
+    /// The most bytes of a cause or remedy kept.
+    pub const MOST_TEXT: usize = 1024;
+
+    fn is_sound(&self) -> bool {
+        let text = |t: &str| t.len() <= Self::MOST_TEXT && !t.chars().any(char::is_control);
+        is_name(&self.engine) && is_name(&self.host) && text(&self.cause) && text(&self.remedy)
     }
 }
 
@@ -90,6 +119,9 @@ pub struct Record {
     /// Absent in a record written before paces were kept.
     #[serde(default, deserialize_with = "each_that_reads")]
     paces: Vec<Pace>,
+    /// Absent in a record written before these were kept.
+    #[serde(default, deserialize_with = "each_that_reads")]
+    unreached: Vec<Unreached>,
 }
 
 /// The entries of a list that read as `T` (one another version wrote differently is dropped, not the
@@ -118,6 +150,8 @@ impl Record {
     pub const MOST_LAYERS: usize = 128;
     /// The most paces kept (two per engine).
     pub const MOST_PACES: usize = 16;
+    /// The most registries an engine could not reach kept, of all engines.
+    pub const MOST_UNREACHED: usize = 16;
 
     /// The record in `bytes`; empty when they do not read as one (corrupt, truncated, another format),
     /// without the entries that are not sound.
@@ -130,6 +164,8 @@ impl Record {
         record.pushed.truncate(Self::MOST_PUSHES);
         record.paces.retain(Pace::is_sound);
         record.paces.truncate(Self::MOST_PACES);
+        record.unreached.retain(Unreached::is_sound);
+        record.unreached.truncate(Self::MOST_UNREACHED);
         record
     }
 
@@ -143,6 +179,9 @@ impl Record {
         if !pushed.is_sound() {
             return;
         }
+        // The engine reached that registry.
+        self.unreached
+            .retain(|u| !(u.engine == pushed.engine && u.host == pushed.image.host));
         self.pushed
             .retain(|p| !(p.same_place(&pushed) && p.image.image_id == pushed.image.image_id));
         self.pushed.insert(0, pushed);
@@ -167,12 +206,33 @@ impl Record {
             .collect()
     }
 
-    /// Whether any engine's push to `repo` in one of `hosts` is noted (else no engine need be asked who it
-    /// is).
+    /// Whether any engine's push to `repo` in one of `hosts`, or any engine's failure to reach one of
+    /// `hosts`, is noted (else no engine need be asked who it is).
     pub fn mentions(&self, hosts: &[String], repo: &str) -> bool {
         self.pushed
             .iter()
             .any(|p| p.image.repo == repo && hosts.contains(&p.image.host))
+            || self.unreached.iter().any(|u| hosts.contains(&u.host))
+    }
+
+    /// Note that an engine could not reach a registry (first, as the newest, in place of an older note of
+    /// that engine and registry).
+    pub fn note_unreached(&mut self, unreached: Unreached) {
+        if !unreached.is_sound() {
+            return;
+        }
+        self.unreached
+            .retain(|u| !(u.engine == unreached.engine && u.host == unreached.host));
+        self.unreached.insert(0, unreached);
+        self.unreached.truncate(Self::MOST_UNREACHED);
+    }
+
+    /// The newest note, within a day ([`Pace::KEPT`]) before `now`, that `engine` could not reach one of
+    /// `hosts`.
+    pub fn unreached(&self, engine: &str, hosts: &[String], now: u64) -> Option<&Unreached> {
+        self.unreached
+            .iter()
+            .find(|u| u.engine == engine && hosts.contains(&u.host) && u.at <= now && now - u.at <= Pace::KEPT)
     }
 
     /// Note how long a way took (first, as the newest, in place of that way's pace on that engine).
@@ -414,5 +474,57 @@ mod tests {
         assert_eq!(full.len(), Record::MOST_PUSHES);
         assert!(full.to_bytes().len() <= Record::MOST_BYTES);
         assert_eq!(Record::parse(&full.to_bytes()), full);
+    }
+
+    fn unreached(engine: &str, host: &str, at: u64) -> Unreached {
+        Unreached {
+            engine: engine.into(),
+            host: host.into(),
+            cause: "dial tcp 127.0.0.2:443: connect: connection refused".into(),
+            remedy: "set HTTPS_PROXY in dockerd's environment".into(),
+            at,
+        }
+    }
+
+    #[test]
+    fn an_unreached_registry_is_noted_for_its_engine_and_host_for_a_day_until_the_engine_pushes_there() {
+        let now = 1_800_000_000;
+        let hosts = vec!["127.0.0.1:5000".to_string()];
+        let mut record = Record::default();
+        assert!(!record.mentions(&hosts, "app"));
+        record.note_unreached(unreached("engine-a", "127.0.0.1:5000", now - 60));
+        let again = Record::parse(&record.to_bytes());
+        assert_eq!(again, record);
+        // Whatever the repository: the engine asks who it is.
+        assert!(again.mentions(&hosts, "any"));
+        assert_eq!(again.unreached("engine-a", &hosts, now).map(|u| u.at), Some(now - 60));
+        assert!(again.unreached("engine-b", &hosts, now).is_none());
+        assert!(
+            again
+                .unreached("engine-a", &["127.0.0.1:5001".to_string()], now)
+                .is_none()
+        );
+        // A day later, or noted in the future (a clock set back), it is not used.
+        assert!(again.unreached("engine-a", &hosts, now - 60 + Pace::KEPT + 1).is_none());
+        assert!(again.unreached("engine-a", &hosts, now - 61).is_none());
+        // A newer note replaces the older; a push by that engine there clears it, another engine's does not.
+        record.note_unreached(unreached("engine-a", "127.0.0.1:5000", now));
+        record.note_unreached(unreached("engine-b", "127.0.0.1:5000", now));
+        assert_eq!(record.unreached.len(), 2);
+        record.note(pushed("engine-a", "app", 7));
+        assert!(record.unreached("engine-a", &hosts, now).is_none());
+        assert!(record.unreached("engine-b", &hosts, now).is_some());
+        // Bounded, and a hostile note (a control character, a long text) is not kept.
+        for i in 0..40 {
+            record.note_unreached(unreached("engine-a", &format!("host-{i}:443"), now));
+        }
+        assert_eq!(record.unreached.len(), Record::MOST_UNREACHED);
+        let mut json: serde_json::Value = serde_json::from_slice(&record.to_bytes()).unwrap();
+        json["unreached"][0]["cause"] = "refused\nok: forged".into();
+        json["unreached"][1]["remedy"] = "x".repeat(Unreached::MOST_TEXT + 1).into();
+        json["unreached"][2]["at"] = "yesterday".into();
+        let parsed = Record::parse(json.to_string().as_bytes());
+        assert_eq!(parsed.unreached.len(), Record::MOST_UNREACHED - 3);
+        assert_eq!(parsed.pushed, record.pushed);
     }
 }

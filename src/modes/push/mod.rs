@@ -186,13 +186,14 @@ async fn from_engine(
         // The image it was built on (or a previous build), when that came from a registry this run writes
         // to, is looked for among the engine's images, and among the images this engine pushed there in
         // earlier runs (`PLUGIN_STATE_DIR`).
-        let pulled = match settings.via {
-            PushVia::Engine => Vec::new(),
+        // And whether this engine could not reach one of them in an earlier run.
+        let (pulled, unreached) = match settings.via {
+            PushVia::Engine => (Vec::new(), None),
             PushVia::Auto | PushVia::Registry => {
                 let (mut pulled, noted) =
                     tokio::join!(engine.pulled_images(&hosts), record::noted(&engine, settings, &hosts));
-                pulled.extend(noted);
-                pulled
+                pulled.extend(noted.pushed);
+                (pulled, noted.unreached)
             }
         };
         let base = base_of(&local, pulled);
@@ -203,11 +204,19 @@ async fn from_engine(
             PushVia::Auto if settings.compression.soci => false,
             // zstd is written by the step alone: docker push sends gzip.
             PushVia::Auto if settings.compression.zstd() => false,
-            // The image itself, known there (pushed before under another tag): only its tags are to be
-            // written, which the step does without the engine, below.
-            PushVia::Auto => engine_is_faster(&local, base.as_ref().filter(|b| b.image_id != local.id), &hosts)
-                .inspect(|why| crate::report::via_engine(why))
-                .is_some(),
+            PushVia::Auto => match &unreached {
+                // The engine could not reach a destination lately: not asked again.
+                Some(u) => {
+                    let ago = record::seconds_since(u.at);
+                    crate::report::via_own_transfer_unreached(&u.host, ago, &u.cause, &u.remedy);
+                    false
+                }
+                // The image itself, known there (pushed before under another tag): only its tags are to
+                // be written, which the step does without the engine, below.
+                None => engine_is_faster(&local, base.as_ref().filter(|b| b.image_id != local.id), &hosts)
+                    .inspect(|why| crate::report::via_engine(why))
+                    .is_some(),
+            },
         };
         let pushed = match through_engine {
             false => None,
@@ -219,11 +228,11 @@ async fn from_engine(
                 }
             },
         };
-        anyhow::Ok((engine, local, base, pushed))
+        anyhow::Ok((engine, local, base, pushed, unreached.is_some()))
     };
-    let (engine, local, base, pushed) = match tokio::join!(preflight, decided) {
+    let (engine, local, base, pushed, unreached) = match tokio::join!(preflight, decided) {
         // The engine's push landed every tag, read back, before the check failed: the image is there.
-        (Err(e), Ok((_, _, _, Some(Ok(done))))) if done.every_tag_landed() => {
+        (Err(e), Ok((_, _, _, Some(Ok(done)), _))) if done.every_tag_landed() => {
             crate::report::check_failed_after_the_push(&e);
             return Ok(done);
         }
@@ -231,10 +240,13 @@ async fn from_engine(
         (Ok(()), decided) => decided?,
     };
     // The engine's push stands, unless no destination took it for want of a route from the engine.
-    let engine_failed = match pushed {
-        Some(pushed) if handed_back(&pushed) => true,
-        Some(pushed) => return pushed,
-        None => false,
+    // Nor is the engine weighed where it could not reach a destination, now or lately.
+    let engine_out = match pushed {
+        Some(pushed) => match unless_handed_back(&engine, pushed, settings).await {
+            Some(pushed) => return pushed,
+            None => true,
+        },
+        None => unreached,
     };
     // Asked at once (both only read): whether this is a re-run, where every tag already holds this image
     // (its config is the image id; with SOCI, in an index beside its SOCI index), so nothing is exported,
@@ -254,7 +266,7 @@ async fn from_engine(
         return same_image(manifest, settings, ctx).await;
     }
     let weigh = settings.via == PushVia::Auto
-        && !engine_failed
+        && !engine_out
         && !settings.compression.soci
         && !settings.compression.zstd()
         && !settings.dry_run
@@ -275,7 +287,7 @@ async fn from_engine(
     let through_engine = matches!(&weighed, Some((weighed, _, _)) if weighed.way == Way::Engine);
     // The engine's push, unless no destination took it for want of a route from the engine.
     let pushed = match through_engine {
-        true => Some(engine_push(&engine, &local, settings, ctx).await).filter(|pushed| !handed_back(pushed)),
+        true => unless_handed_back(&engine, engine_push(&engine, &local, settings, ctx).await, settings).await,
         false => None,
     };
     let as_weighed = !through_engine || pushed.is_some();
@@ -308,15 +320,17 @@ async fn engine_push(engine: &Engine, source: &LocalImage, settings: &PushSettin
     scan::done(settings.scan.as_ref(), target, outcomes, ctx).await
 }
 
-/// A push through the engine that no destination took, because the engine could not reach or trust any
-/// (`PLUGIN_PUSH_VIA=auto` chose it; the step reached them, through its own network, proxy and CAs): said,
-/// for the step's own transfer to push the image instead. `false` for any other result.
-fn handed_back(pushed: &Result<Done>) -> bool {
+/// The engine's push, unless no destination took it, because the engine could not reach or trust any
+/// (`PLUGIN_PUSH_VIA=auto` chose it; the step reached them, through its own network, proxy and CAs). Then
+/// `None`: said, for the step's own transfer to push the image instead, and noted in the record, so
+/// that for a day `auto` does not ask the engine again.
+async fn unless_handed_back(engine: &Engine, pushed: Result<Done>, settings: &PushSettings) -> Option<Result<Done>> {
     let Some(back) = pushed.as_ref().err().and_then(|e| e.downcast_ref::<HandedBack>()) else {
-        return false;
+        return Some(pushed);
     };
     crate::report::via_own_transfer_instead(&back.host, &back.cause, &back.remedy);
-    true
+    record::note_unreached(engine, settings, back).await;
+    None
 }
 
 /// The layers of an image a destination holds: learnt already, or to learn from `base` (pulled from a

@@ -1,14 +1,16 @@
 //! The record in `PLUGIN_STATE_DIR`, as push reads and notes it: the images this engine pushed to a
-//! repository (docker push skips their layers there) and the pace of each way on this engine. Best effort:
+//! repository (docker push skips their layers there), the pace of each way on this engine, and the
+//! registries this engine could not reach. Best effort:
 //! a record that cannot be read is taken as empty, a note that cannot be written is said, and the push
 //! stands either way (the record only ever makes a run slower or faster, never wrong: what a registry holds
 //! is confirmed there).
 
 use crate::domain::link::{Paces, Way};
-use crate::domain::record::{EnginePushed, Pace, Record};
+use crate::domain::record::{EnginePushed, Pace, Record, Unreached};
 use crate::domain::source::{LocalImage, PulledImage};
 use crate::domain::tag::TagOutcome;
 use crate::engine::Engine;
+use crate::modes::write::tags::HandedBack;
 use crate::settings::PushSettings;
 
 /// This engine's paces in the record in `PLUGIN_STATE_DIR` (1 where none is kept), and its ID (`None`
@@ -32,24 +34,67 @@ fn now() -> u64 {
         .map_or(0, |since| since.as_secs())
 }
 
-/// The images this engine pushed to the target repository in earlier runs, from the record in
-/// `PLUGIN_STATE_DIR`: docker push skips their layers there, as it does a pulled base's. The engine is
-/// asked who it is only when the record names that repository.
-pub(super) async fn noted(engine: &Engine, settings: &PushSettings, hosts: &[String]) -> Vec<PulledImage> {
+/// What the record in `PLUGIN_STATE_DIR` says of this engine and the destinations.
+#[derive(Default)]
+pub(super) struct Noted {
+    /// The images this engine pushed to the target repository in earlier runs: docker push skips their
+    /// layers there, as it does a pulled base's.
+    pub pushed: Vec<PulledImage>,
+    /// The newest note, within a day, that this engine could not reach one of the destinations.
+    pub unreached: Option<Unreached>,
+}
+
+/// What the record says of this engine and the registries `hosts`. The engine is asked who it is only
+/// when the record names the target repository there, or one of those registries as unreached.
+pub(super) async fn noted(engine: &Engine, settings: &PushSettings, hosts: &[String]) -> Noted {
     let Some(dir) = settings.state_dir.clone() else {
-        return Vec::new();
+        return Noted::default();
     };
     let Some(record) = read(dir).await else {
-        return Vec::new();
+        return Noted::default();
     };
     let repo = &settings.target.repo;
     if !record.mentions(hosts, repo) {
-        return Vec::new();
+        return Noted::default();
     }
     match engine.id().await {
-        Some(id) => record.pushed_to(&id, hosts, repo),
-        None => Vec::new(),
+        Some(id) => Noted {
+            pushed: record.pushed_to(&id, hosts, repo),
+            unreached: record.unreached(&id, hosts, now()).cloned(),
+        },
+        None => Noted::default(),
     }
+}
+
+/// Note in `PLUGIN_STATE_DIR` that this engine could not reach the registry it handed `back`, so that for
+/// a day `auto` sends the image itself there at once. Best effort, as every note.
+pub(super) async fn note_unreached(engine: &Engine, settings: &PushSettings, back: &HandedBack) {
+    if settings.state_dir.is_none() {
+        return;
+    }
+    let Some(id) = engine.id().await else {
+        return;
+    };
+    let text = |t: &str| {
+        let mut text = crate::domain::excerpt(t.as_bytes(), Unreached::MOST_TEXT);
+        while text.len() > Unreached::MOST_TEXT {
+            text.pop();
+        }
+        text
+    };
+    let unreached = Unreached {
+        engine: id,
+        host: back.host.clone(),
+        cause: text(&back.cause),
+        remedy: text(&back.remedy),
+        at: now(),
+    };
+    note_in_state(settings, move |record| record.note_unreached(unreached)).await;
+}
+
+/// Seconds since `at` (0 for a time after now).
+pub(super) fn seconds_since(at: u64) -> u64 {
+    now().saturating_sub(at)
 }
 
 /// Note in `PLUGIN_STATE_DIR` that the engine `engine_id` pushed `source` to `host` (the first of
