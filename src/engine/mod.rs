@@ -2,7 +2,12 @@
 //! pull, for promote through the engine). An adapter: uses `domain` and `report`, never another adapter.
 //!
 //! Traps handled here, each a known bollard or engine behaviour:
-//! - the API version is negotiated (bollard's default is newer than Debian's engine, 1.41);
+//! - no API version is negotiated: bollard (0.21) sends every request without a version prefix, so the
+//!   engine answers in its own version, which is what an older engine (Debian's, 1.41, against
+//!   bollard's 1.53) and a newer one alike need; a bollard that put its version in the path would fail
+//!   every e2e test against Debian's engine. The engine is checked with `/_ping`, as the docker CLI does
+//!   (`/version` runs `runc` and `docker-init` in dockerd: about 6 ms of every run, before the first
+//!   look at the image);
 //! - push errors arrive inside the progress stream: every message is checked, the first error ends the push;
 //! - `X-Registry-Auth` is sent URL-safe base64 (what the engine decodes), not bollard's standard alphabet;
 //! - a stalled stream is cut after `PLUGIN_TIMEOUT` without progress;
@@ -145,7 +150,7 @@ async fn forward_export(
 }
 
 impl Engine {
-    /// Connect as the docker CLI does (`DOCKER_HOST`, else the local socket) and negotiate the API version.
+    /// Connect as the docker CLI does (`DOCKER_HOST`, else the local socket), checked with `/_ping`.
     pub async fn connect(timeout: Duration) -> Result<Engine> {
         let address = docker_host();
         let unreachable = |cause: String| {
@@ -157,7 +162,7 @@ impl Engine {
         let docker = Docker::connect_with_defaults()
             .map_err(|e| unreachable(e.to_string()))?
             .with_timeout(timeout);
-        let docker = tokio::time::timeout(Duration::from_secs(10).min(timeout), docker.negotiate_version())
+        tokio::time::timeout(Duration::from_secs(10).min(timeout), docker.ping())
             .await
             .map_err(|_| unreachable("no answer within 10 s".into()))?
             .map_err(|e| unreachable(e.to_string()))?;
@@ -699,6 +704,48 @@ mod tests {
     use super::*;
     use crate::domain::registry::Registry;
     use crate::domain::secret::Secret;
+
+    /// The engine is not asked its API version (see the module's traps): it answers every request in its
+    /// own, because bollard puts no version in the path. A bollard that did would need the negotiation
+    /// back, and this says so before any engine does.
+    #[tokio::test]
+    async fn requests_name_no_api_version_so_any_engine_answers_in_its_own() {
+        use std::io::{BufRead, BufReader, Write};
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("docker.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let served = std::thread::spawn(move || {
+            let mut asked = Vec::new();
+            for _ in 0..2 {
+                let (stream, _) = listener.accept().unwrap();
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                let mut header = String::new();
+                while reader.read_line(&mut header).unwrap() > 2 {
+                    header.clear();
+                }
+                asked.push(line);
+                write!(
+                    &stream,
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\nConnection: close\r\n\r\nOK"
+                )
+                .unwrap();
+            }
+            asked
+        });
+        let docker = Docker::connect_with_unix(socket.to_str().unwrap(), 5, bollard::API_DEFAULT_VERSION).unwrap();
+        assert!(
+            bollard::API_DEFAULT_VERSION.minor_version > 41,
+            "bollard's default is Debian's engine's"
+        );
+        docker.ping().await.unwrap();
+        // "OK" is no image: refused, but asked.
+        assert!(docker.inspect_image("app:1").await.is_err());
+        let asked = served.join().unwrap();
+        assert_eq!(asked[0], "GET /_ping HTTP/1.1\r\n");
+        assert_eq!(asked[1], "GET /images/app:1/json HTTP/1.1\r\n");
+    }
 
     #[test]
     fn the_digest_comes_from_the_closing_status_of_the_same_tag() {

@@ -21,7 +21,7 @@ pub struct Context {
 }
 
 /// What a mode learnt of its source before the credentials and token were there (it needs neither):
-/// for a push from the engine, the engine connected (its API version negotiated) and the image inspected;
+/// for a push from the engine, the engine connected (it answered `/_ping`) and the image inspected;
 /// for a push from files (a layout, an archive), their reading and checking under way. A failure is kept,
 /// not raised: the mode says it where it always did (after a destination that does not answer). Taken
 /// once by the mode.
