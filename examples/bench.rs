@@ -672,8 +672,8 @@ fn main() {
          (moto behind a link of its own): the step signs in there and reads its tag back, docker push was \
          logged in before, so that row shows what the step's own round trips cost as to a region away. The step keeps its state directory (PLUGIN_STATE_DIR, the record of the \
          engine's pushes) across the bench's runs, as a persistent runner keeps its home, empty at the start. In the export of an image, the \
-         engine (Docker 20.10) writes every layer into a directory of its own before the first byte (2.3 to \
-         2.8 s of the floor here), so no push that reads the image out of the engine starts sooner: rows (a) \
+         engine (Docker 20.10) writes every layer into a directory of its own before the first byte (1 to \
+         3 s of the floor here, with the host's speed), so no push that reads the image out of the engine starts sooner: rows (a) \
          and (b) show that floor (`docker save` to /dev/null of the same image, in the same rounds); where \
          docker push of a new image takes less than the floor divided by the target, no export can meet it. \
          Row (a) gives a second floor, of a push that compresses the export itself: the export's first byte, \
