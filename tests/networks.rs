@@ -294,7 +294,9 @@ fn a_push_through_the_engine_takes_https_to_a_registry_with_the_companys_ca() {
 /// nothing listens on. Over a slow link `auto` takes the engine for a new image; the engine cannot reach
 /// the registry, so the step sends the image itself, with no failed tag on the way, and the `via:` line
 /// says why and what gives the engine a route. Set to the engine, the run fails with the fix for each
-/// tag, and writes nothing; so does a promote through the engine from that registry.
+/// tag, and writes nothing; so does a promote through the engine from that registry. On a runner that keeps
+/// `PLUGIN_STATE_DIR`, the next run under `auto` sends the image itself at once, without asking the engine
+/// (its note of the failure).
 #[test]
 fn a_registry_the_engine_cannot_reach_gets_the_image_from_the_step_under_auto() {
     let ca = Ca::new();

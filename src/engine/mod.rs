@@ -737,7 +737,8 @@ mod tests {
         let docker = Docker::connect_with_unix(socket.to_str().unwrap(), 5, bollard::API_DEFAULT_VERSION).unwrap();
         assert!(
             bollard::API_DEFAULT_VERSION.minor_version > 41,
-            "bollard's default is Debian's engine's"
+            "bollard's default API version is no newer than Debian's engine's (1.41): the e2e tests no longer \
+             catch a versioned path"
         );
         docker.ping().await.unwrap();
         // "OK" is no image: refused, but asked.
