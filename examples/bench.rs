@@ -692,14 +692,16 @@ fn main() {
          every core; docker push compresses a layer per thread), while over a link bytes decide: the step's \
          own transfer first waits for the export (the rows with PLUGIN_PUSH_VIA=registry show it, at the \
          level the link picks, 1 on loopback and 6 over the link, and at level 6 named), so \
-         PLUGIN_PUSH_VIA=auto, the rows' default, measures the upload (1 MiB into an upload session it \
-         cancels, counted in *sent*) and over the 25 MB/s link pushes a new image through the engine, as \
-         docker push does; on loopback it also counts the image's rebuilds, since the state directory names \
-         this engine by then (an earlier row noted it, as on a runner that keeps its engine and home): after \
-         the step's own transfer each rebuild would export the whole image again, after docker push the engine \
-         reads only the new layer, so a new image of several layers goes through the engine there too, once \
-         both ways' paces on this engine are noted (a way not yet taken on a runner is tried once, so one of \
-         the three rounds of (a) may go by the step's own transfer); a rebuild on an engine that \
+         PLUGIN_PUSH_VIA=auto, the rows' default, on a fresh runner measures the upload (1 MiB into an upload \
+         session it cancels, counted in *sent*) and over the 25 MB/s link pushes a new image through the \
+         engine, as docker push does; once the state directory names this engine (an earlier row noted it, as \
+         on a runner that keeps its engine and home) it also counts the image's rebuilds: after the step's own \
+         transfer each rebuild would export the whole image again, after docker push the engine reads only the \
+         new layer, so a new image of several layers goes through the engine there too, once both ways' \
+         paces on this engine are noted (a way not yet taken on a runner is tried once, so one of the three \
+         rounds of (a) may go by the step's own transfer), and where at those paces docker push finishes \
+         first at any rate, without measuring the upload (nor sending its 1 MiB: the *sent* column shows \
+         which rounds did); a rebuild on an engine that \
          pushed the previous build favours docker push, which reads only the new layer while any push that \
          exports the image pays for `docker save` (the floor, shown in the row): where the step pushed that \
          previous build through the engine its record says so and the rebuild goes through the engine too, \

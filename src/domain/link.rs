@@ -86,13 +86,15 @@ pub enum Way {
 }
 
 /// How long each way took on this runner against its estimate, the last time it was taken (1: as
-/// estimated, 2: twice as long); each estimate is scaled by its way's pace. And whether the runner keeps
-/// its engine and its record between runs (`rebuilt_here`: this engine was noted in an earlier run), so
-/// a new image's next rebuild will run on this engine too.
+/// estimated, 2: twice as long, 1 where none was noted); each estimate is scaled by its way's pace. And
+/// whether the runner keeps its engine and its record between runs (`rebuilt_here`: this engine was noted
+/// in an earlier run), so a new image's next rebuild will run on this engine too.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Paces {
     pub engine: f64,
     pub step: f64,
+    /// Whether docker push's pace here was noted (within a day), not taken as 1.
+    pub engine_noted: bool,
     pub rebuilt_here: bool,
 }
 
@@ -101,6 +103,7 @@ impl Default for Paces {
         Paces {
             engine: 1.0,
             step: 1.0,
+            engine_noted: false,
             rebuilt_here: false,
         }
     }
@@ -203,13 +206,82 @@ impl Ways {
         }
     }
 
+    /// The rates the model is weighed over: 0.5 MB/s to about 5 GB/s, each a quarter above the last.
+    fn rates() -> impl Iterator<Item = f64> {
+        (0..=40).map(|i| 0.5 * 1.26f64.powi(i))
+    }
+
+    /// The export a new image's next rebuild would need after the step's own transfer, on a runner that
+    /// keeps its engine and record (`paces.rebuilt_here`), at the step's pace: seconds, 0 where none is
+    /// counted (a fresh runner, or a rebuild whose other layers the destination holds).
+    fn next_export(&self, paces: &Paces) -> f64 {
+        match paces.rebuilt_here && self.to_compress >= self.total {
+            true => self.total / EXPORT_MB_PER_S * paces.of(Way::Step),
+            false => 0.0,
+        }
+    }
+
+    /// The faster way at `rate` MB/s at `paces`, with docker push's time and the step's (its next
+    /// rebuild's export counted), each paced.
+    fn faster_at(&self, rate: f64, paces: &Paces) -> (Way, f64, f64) {
+        let engine = self.engine(rate).seconds * paces.of(Way::Engine);
+        let step = self.step(rate).seconds * paces.of(Way::Step) + self.next_export(paces);
+        match engine < step {
+            true => (Way::Engine, engine, step),
+            false => (Way::Step, engine, step),
+        }
+    }
+
     /// Whether the faster way by the model depends on the link (from 0.5 MB/s to 5 GB/s): else measuring
     /// it would change nothing (a rebuild whose other layers the destination holds stays with the step at
     /// any rate). The paces are left out here, so a way slow once is weighed (and its pace noted) again.
     pub fn depend_on_the_link(&self) -> bool {
-        let engine_at = |rate: f64| self.engine(rate).seconds < self.step(rate).seconds;
-        let first = engine_at(0.5);
-        (1..=40).any(|i| engine_at(0.5 * 1.26f64.powi(i)) != first)
+        let model = Paces::default();
+        let first = self.faster_at(0.5, &model).0;
+        Self::rates().any(|rate| self.faster_at(rate, &model).0 != first)
+    }
+
+    /// Whether docker push finishes first at every rate once a new image's next rebuild is counted
+    /// (`paces.rebuilt_here`: the step's own transfer would leave that rebuild a whole export), both by the
+    /// model and at `paces`: then the upload need not be measured ([`Ways::weigh_at_every_rate`]). Never
+    /// on a fresh runner, where the choice depends on the link ([`Ways::depend_on_the_link`]), nor before
+    /// docker push's pace here is noted: a push through the engine that measured nothing has no estimate
+    /// to note a pace against, so until one did, an engine slower than the model would go unseen.
+    pub fn engine_at_every_rate(&self, paces: &Paces) -> bool {
+        let model = Paces {
+            rebuilt_here: paces.rebuilt_here,
+            ..Paces::default()
+        };
+        let engine_first =
+            |rate: f64| self.faster_at(rate, &model).0 == Way::Engine && self.faster_at(rate, paces).0 == Way::Engine;
+        paces.engine_noted && Self::rates().all(engine_first)
+    }
+
+    /// The weighing where docker push finishes first at every rate ([`Ways::engine_at_every_rate`]), and
+    /// why, with no rate: the upload was not measured, so no estimate is given to note a pace against.
+    pub fn weigh_at_every_rate(&self, paces: &Paces) -> Weighed {
+        let why = format!(
+            "{}: with that export counted, docker push (about {:.0} MB, every layer, level 6) finishes first at any \
+             upload rate, so the upload was not measured (PLUGIN_PUSH_VIA=registry moves every byte through the \
+             step instead)",
+            self.rebuild_charged(self.next_export(paces)),
+            // (What docker push sends does not depend on the rate.)
+            self.engine(1.0).sends,
+        );
+        Weighed {
+            way: Way::Engine,
+            why,
+            estimate: 0.0,
+        }
+    }
+
+    /// What the next rebuild's export (`seconds`) means, as the `via:` line says it.
+    fn rebuild_charged(&self, seconds: f64) -> String {
+        format!(
+            "this runner keeps its engine and record, so the next rebuild would export those {:.0} MB again (about \
+             {seconds:.1} s) after the step's own transfer, and read only its new layers after docker push",
+            self.total
+        )
     }
 
     /// The faster way over `uplink` at `paces`, and why. On a runner that keeps its engine and record
@@ -220,29 +292,15 @@ impl Ways {
     pub fn weigh(&self, uplink: &Uplink, paces: &Paces) -> Weighed {
         let rate = uplink.mb_per_s();
         let (engine, step) = (self.engine(rate), self.step(rate));
-        let next_export = match paces.rebuilt_here && self.to_compress >= self.total {
-            true => self.total / EXPORT_MB_PER_S * paces.of(Way::Step),
-            false => 0.0,
-        };
-        let (engine_takes, step_takes) = (
-            engine.seconds * paces.of(Way::Engine),
-            step.seconds * paces.of(Way::Step),
-        );
-        let way = match engine_takes < step_takes + next_export {
-            true => Way::Engine,
-            false => Way::Step,
-        };
+        let next_export = self.next_export(paces);
+        let (way, engine_takes, _) = self.faster_at(rate, paces);
+        let step_takes = step.seconds * paces.of(Way::Step);
         let paced = |way: Way| match paces.of(way) {
             pace if (pace - 1.0).abs() < 0.05 => String::new(),
             pace => format!(" (it took {pace:.1} × its estimate here last time)"),
         };
         let rebuild = match next_export > 0.0 {
-            true => format!(
-                "; this runner keeps its engine and record, so the next rebuild would export those {:.0} MB again \
-                 (about {next_export:.1} s) after the step's own transfer, and read only its new layers after \
-                 docker push",
-                self.total
-            ),
+            true => format!("; {}", self.rebuild_charged(next_export)),
             false => String::new(),
         };
         let why = format!(
@@ -366,11 +424,49 @@ mod tests {
         );
         // The estimate noted against is this push's alone.
         assert!((weighed.estimate - ways.engine(300.0).seconds).abs() < 1e-9);
+        // With that export counted, docker push is first at every rate: once its pace here is known, the
+        // upload need not be measured, and the line says why without one (no estimate, so no pace is
+        // noted against it).
+        let known = Paces {
+            engine_noted: true,
+            ..kept
+        };
+        assert!(ways.engine_at_every_rate(&known));
+        assert!(
+            !ways.engine_at_every_rate(&kept),
+            "docker push's pace here is measured first"
+        );
+        assert!(
+            !ways.engine_at_every_rate(&Paces {
+                engine_noted: true,
+                ..Paces::default()
+            }),
+            "a fresh runner measures"
+        );
+        let unmeasured = ways.weigh_at_every_rate(&known);
+        assert_eq!(unmeasured.way, Way::Engine);
+        assert_eq!(unmeasured.estimate, 0.0);
+        assert!(
+            unmeasured.why.starts_with(
+                "this runner keeps its engine and record, so the next rebuild would export those 170 MB again \
+                 (about 1.7 s)"
+            ) && unmeasured
+                .why
+                .contains("docker push (about 70 MB, every layer, level 6) finishes first at any")
+                && unmeasured.why.contains("so the upload was not measured"),
+            "{}",
+            unmeasured.why
+        );
+        // An engine that took four times its estimate here last time: the link decides again.
+        let slow_engine = Paces { engine: 4.0, ..known };
+        assert!(!ways.engine_at_every_rate(&slow_engine));
+        assert_eq!(ways.weigh(&at(300.0), &slow_engine).way, Way::Step);
         // A rebuild (the destination holds the rest) is not a new image: no rebuild of it is counted.
         let rebuild = Ways::new(&image, 12_000_000, Compression::Auto, 2);
         let weighed = rebuild.weigh(&at(300.0), &kept);
         assert_eq!(weighed.way, Way::Step, "{}", weighed.why);
         assert!(!weighed.why.contains("next rebuild"), "{}", weighed.why);
+        assert!(!rebuild.engine_at_every_rate(&known));
         // One large layer: docker push compresses it on one core, which costs more than the next export.
         let mut single = application();
         single.layer_sizes = vec![200_000_000];
@@ -380,6 +476,7 @@ mod tests {
         let weighed = ways.weigh(&at(300.0), &kept);
         assert_eq!(weighed.way, Way::Step, "{}", weighed.why);
         assert!(weighed.why.contains("next rebuild"), "{}", weighed.why);
+        assert!(!ways.engine_at_every_rate(&known));
     }
 
     #[test]

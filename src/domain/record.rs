@@ -246,18 +246,19 @@ impl Record {
     }
 
     /// Each way's pace on `engine` noted within [`Pace::KEPT`] before `now` (seconds since the epoch); 1
-    /// where none is. And whether `engine` is in the record at all (a push or a pace of any age): then
+    /// where none is (and whether docker push's is). And whether `engine` is in the record at all (a push or a pace of any age): then
     /// this runner kept its engine and its record since an earlier run.
     pub fn paces(&self, engine: &str, now: u64) -> Paces {
-        let of = |way: Way| {
+        let noted = |way: Way| {
             self.paces
                 .iter()
                 .find(|p| p.engine == engine && p.way == way && p.at <= now && now - p.at <= Pace::KEPT)
-                .map_or(1.0, |p| p.pace)
+                .map(|p| p.pace)
         };
         Paces {
-            engine: of(Way::Engine),
-            step: of(Way::Step),
+            engine: noted(Way::Engine).unwrap_or(1.0),
+            step: noted(Way::Step).unwrap_or(1.0),
+            engine_noted: noted(Way::Engine).is_some(),
             rebuilt_here: self.pushed.iter().any(|p| p.engine == engine)
                 || self.paces.iter().any(|p| p.engine == engine),
         }
@@ -385,6 +386,11 @@ mod tests {
             (2.0, 1.0),
             "the newest of a way replaces the older"
         );
+        assert!(paces.engine_noted);
+        assert!(
+            !again.paces("engine-b", now).engine_noted,
+            "only the step's is noted there"
+        );
         assert_eq!(again.paces("engine-b", now).step, 1.5);
         assert!(
             again.paces("engine-b", now).rebuilt_here,
@@ -425,6 +431,7 @@ mod tests {
             Paces {
                 engine: 1.0,
                 step: 1.25,
+                engine_noted: false,
                 rebuilt_here: true,
             }
         );

@@ -283,7 +283,7 @@ async fn from_engine(
     let held = held_layers(held, &local, settings, ctx).await;
     let weighed = weigh_over_the_link(&engine, &local, held.as_ref(), settings, ctx).await;
     let started = std::time::Instant::now();
-    let uplink = weighed.as_ref().map(|(_, uplink, _)| uplink.clone());
+    let uplink = weighed.as_ref().and_then(|(_, uplink, _)| uplink.clone());
     let through_engine = matches!(&weighed, Some((weighed, _, _)) if weighed.way == Way::Engine);
     // The engine's push, unless no destination took it for want of a route from the engine.
     let pushed = match through_engine {

@@ -11,26 +11,32 @@ use crate::registry::RegistryClient;
 use crate::settings::PushSettings;
 
 /// The faster way at the upload rate measured to the only destination, each way at its pace on this
-/// engine (the `via:` line says why, either way); that rate; and the engine's ID to note the pace of the
-/// way taken against (`None` without a state directory). Measured only where the choice depends on the
-/// rate; `None` when not measured.
+/// engine (the `via:` line says why, either way); that rate, where it was measured; and the engine's ID to
+/// note the pace of the way taken against (`None` without a state directory). Measured only where the
+/// choice depends on the rate: not where docker push finishes first at any rate on a runner that keeps its
+/// engine (a new image whose rebuilds would each export it again after the step's own transfer). `None`
+/// when not weighed.
 pub(super) async fn weigh_over_the_link(
     engine: &Engine,
     local: &LocalImage,
     held: Option<&BaseLayers>,
     settings: &PushSettings,
     ctx: &Context,
-) -> Option<(Weighed, Uplink, Option<String>)> {
+) -> Option<(Weighed, Option<Uplink>, Option<String>)> {
     let ways = Ways::new(local, missing_bytes(local, held), settings.compression.level, cores());
     if !ways.depend_on_the_link() {
         return None;
     }
-    let (uplink, (paces, engine_id)) = tokio::join!(
-        slowest_uplink(&settings.target.repo, ctx),
-        record::paces(engine, settings)
-    );
-    let uplink = uplink?;
-    let weighed = ways.weigh(&uplink, &paces);
+    // The record is read first (a local file; the engine's ID was asked while the step signed in): on a
+    // runner that keeps its engine, it can make the probe's megabyte needless.
+    let (paces, engine_id) = record::paces(engine, settings).await;
+    let (weighed, uplink) = match ways.engine_at_every_rate(&paces) {
+        true => (ways.weigh_at_every_rate(&paces), None),
+        false => {
+            let uplink = slowest_uplink(&settings.target.repo, ctx).await?;
+            (ways.weigh(&uplink, &paces), Some(uplink))
+        }
+    };
     match weighed.way {
         Way::Engine => crate::report::via_engine(&weighed.why),
         Way::Step => crate::report::via_own_transfer(&weighed.why),
