@@ -21,12 +21,16 @@ use std::time::Duration;
 
 /// Look at the mode's source before the credentials and token (it needs neither), so that work overlaps
 /// theirs: the engine and its image, for a push from the engine; the files read and checked, for a push
-/// from files; nothing for the others.
+/// from files; nothing for the others. Every mode's registry client is prepared meanwhile.
 pub async fn look(mode: &ModeSettings, timeout: Duration) -> Looked {
-    match mode {
-        ModeSettings::Push(settings) => push::look(settings, timeout).await,
-        ModeSettings::Promote(_) | ModeSettings::Login(_) | ModeSettings::Check(_) => Looked::default(),
-    }
+    let look = async {
+        match mode {
+            ModeSettings::Push(settings) => push::look(settings, timeout).await,
+            ModeSettings::Promote(_) | ModeSettings::Login(_) | ModeSettings::Check(_) => Looked::default(),
+        }
+    };
+    let ((), looked) = tokio::join!(crate::registry::prepare(timeout), look);
+    looked
 }
 
 /// Run the mode the settings chose.

@@ -27,4 +27,4 @@ pub use auth::Foreign;
 pub use blobs::BlobCopy;
 pub use copy::{FanOutTarget, fan_out};
 pub use http::{ERROR_LIMIT, HttpFailure};
-pub use transport::{Answer, MANIFEST_LIMIT, MAX_REDIRECTS, RegistryClient, classify};
+pub use transport::{Answer, MANIFEST_LIMIT, MAX_REDIRECTS, RegistryClient, classify, prepare};

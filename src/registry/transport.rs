@@ -347,6 +347,13 @@ fn rate_limits(response: &Response) -> String {
         .join(", ")
 }
 
+/// Build the run's HTTP client ([`shared_http`]) before the first registry call needs it, on a blocking
+/// thread: loading the trusted roots takes about 2.5 ms, which the step's sign-in then hides. A failure
+/// is left for the first client to say, as it would without this.
+pub async fn prepare(timeout: Duration) {
+    let _ = tokio::task::spawn_blocking(move || shared_http(timeout)).await;
+}
+
 /// The run's one HTTP client (per `PLUGIN_TIMEOUT`, which is one per run): every registry client of the
 /// run shares its connection pool, so the stages of a run (preflight, what a destination holds, uploads,
 /// tags) reuse each registry's connections (and TLS sessions, and the proxy's tunnel) instead of opening
