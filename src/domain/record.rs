@@ -246,8 +246,8 @@ impl Record {
     }
 
     /// Each way's pace on `engine` noted within [`Pace::KEPT`] before `now` (seconds since the epoch); 1
-    /// where none is (and whether docker push's is). And whether `engine` is in the record at all (a push or a pace of any age): then
-    /// this runner kept its engine and its record since an earlier run.
+    /// where none is (and whether docker push's is). And whether `engine` is in the record at all (a push
+    /// or a pace of any age): then this runner kept its engine and its record since an earlier run.
     pub fn paces(&self, engine: &str, now: u64) -> Paces {
         let noted = |way: Way| {
             self.paces
