@@ -700,8 +700,8 @@ fn main() {
          new layer, so a new image of several layers goes through the engine there too, once both ways' \
          paces on this engine are noted (a way not yet taken on a runner is tried once, so one of the three \
          rounds of (a) may go by the step's own transfer), and where at those paces docker push finishes \
-         first at any rate, without measuring the upload (nor sending its 1 MiB: the *sent* column shows \
-         which rounds did); a rebuild on an engine that \
+         first at any rate, without measuring the upload (nor sending its 1 MiB; *sent* is the bytes of the \
+         round of median time, so it shows whether that round measured); a rebuild on an engine that \
          pushed the previous build favours docker push, which reads only the new layer while any push that \
          exports the image pays for `docker save` (the floor, shown in the row): where the step pushed that \
          previous build through the engine its record says so and the rebuild goes through the engine too, \
