@@ -57,7 +57,7 @@ pub fn docker_archive_from(
         unpack_compressing(input, &tree, &layers, early, base, diff_ids, compressing).map_err(scratch_error)?;
     Ok(Opened {
         image: read_docker(&tree, &layers, reference, unpacked, base, compressing)?,
-        _scratch: Some(scratch),
+        scratch: Some(scratch),
     })
 }
 

@@ -45,7 +45,15 @@ pub const MAX_INDEX_DEPTH: usize = 16;
 /// An image read from files, and the scratch directory its unpacked files live in (kept while it lives).
 pub struct Opened {
     pub image: FileImage,
-    _scratch: Option<ScratchDir>,
+    scratch: Option<ScratchDir>,
+}
+
+impl Opened {
+    /// The image, and apart from it the scratch directory its blobs are read from (removed when dropped),
+    /// so that the files can go as soon as nothing reads them any more.
+    pub fn split(self) -> (FileImage, Option<ScratchDir>) {
+        (self.image, self.scratch)
+    }
 }
 
 /// The smallest layer (its uncompressed bytes) of an archive or an engine's export whose upload starts
@@ -61,12 +69,12 @@ pub fn oci(path: &Path, reference: Option<&str>, soci: bool, early: Option<&Earl
     let tree = Tree::open(path).with_context(|| format!("opening the OCI layout {}", path.display()))?;
     let image = oci::read_layout(&tree, reference, early)?;
     if !soci {
-        return Ok(Opened { image, _scratch: None });
+        return Ok(Opened { image, scratch: None });
     }
     let scratch = ScratchDir::new("soci").map_err(|e| scratch_error(e.into()))?;
     Ok(Opened {
         image: layout_soci(image, &scratch.path)?,
-        _scratch: Some(scratch),
+        scratch: Some(scratch),
     })
 }
 
@@ -100,7 +108,7 @@ pub fn oci_archive(path: &Path, reference: Option<&str>, soci: bool, early: Opti
     };
     Ok(Opened {
         image,
-        _scratch: Some(scratch),
+        scratch: Some(scratch),
     })
 }
 

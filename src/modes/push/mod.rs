@@ -18,12 +18,12 @@ mod way;
 use super::context::{Context, Done, FilesRead, Looked};
 use super::write::engine_push::EnginePush;
 use super::write::tags::HandedBack;
-use super::write::uploads::{Sent, files_to, upload_early};
+use super::write::uploads::{Sent, Spool, files_to, upload_early};
 use super::write::{Destination, Verb, preflight, scan, tags};
 use crate::domain::link::{Uplink, Way};
 use crate::domain::login::RegistryLogin;
 use crate::domain::manifest::Manifest;
-use crate::domain::source::{BaseLayers, LocalImage, PulledImage, Source, base_of, engine_is_faster};
+use crate::domain::source::{BaseLayers, FileImage, LocalImage, PulledImage, Source, base_of, engine_is_faster};
 use crate::domain::tag::TagOutcome;
 use crate::engine::Engine;
 use crate::layout;
@@ -150,7 +150,7 @@ async fn from_files(
         base: None,
         prepared: false,
     };
-    upload(&opened, settings, ctx, &sent).await
+    upload(opened, settings, ctx, &sent).await
 }
 
 /// An image in the engine: through the engine (`docker push`) or the step's own transfer, as
@@ -394,14 +394,28 @@ async fn own_transfer(
         base: base.as_ref(),
         prepared: true,
     };
-    upload(&opened?, settings, ctx, &sent).await
+    upload(opened?, settings, ctx, &sent).await
 }
 
 /// An image read into files, pushed: its blobs uploaded through the registry client to every destination
 /// concurrently (compressed once, before), children of an index first, then every tag through the per-tag
 /// loop, which skips a tag already at this digest: a re-run uploads and writes nothing.
-async fn upload(opened: &layout::Opened, settings: &PushSettings, ctx: &Context, sent: &Sent<'_>) -> Result<Done> {
-    let image = &opened.image;
+async fn upload(opened: layout::Opened, settings: &PushSettings, ctx: &Context, sent: &Sent<'_>) -> Result<Done> {
+    let (image, files) = opened.split();
+    let spool = Spool::new(files, &image.blobs, ctx.logins.len());
+    let done = upload_spooled(&image, settings, ctx, sent, &spool).await;
+    spool.removed().await;
+    done
+}
+
+/// [`upload`], each of whose files goes once every destination has its blob.
+async fn upload_spooled(
+    image: &FileImage,
+    settings: &PushSettings,
+    ctx: &Context,
+    sent: &Sent<'_>,
+    spool: &Spool,
+) -> Result<Done> {
     let target = &settings.target;
     crate::report::files_plan(&settings.source, image, &target.repo, &target.tags, &ctx.logins);
     if settings.dry_run {
@@ -411,7 +425,7 @@ async fn upload(opened: &layout::Opened, settings: &PushSettings, ctx: &Context,
     if !sent.prepared {
         crate::aws::repository::prepare_all(&ctx.identity, &target.repo, &settings.repository, &ctx.logins).await?;
     }
-    let outcomes = tags::every_destination(&ctx.logins, |login| files_to(image, target, login, ctx, sent)).await;
+    let outcomes = tags::every_destination(&ctx.logins, |login| files_to(image, target, login, ctx, sent, spool)).await;
     let indexed = image
         .soci
         .as_ref()
