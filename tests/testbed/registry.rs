@@ -52,11 +52,6 @@ impl Registry {
 
     /// Files under `root`, or in memory when `None`.
     fn start_with(account: &str, root: Option<&Path>) -> Registry {
-        let program = find_program(
-            "DOCKER_REGISTRY",
-            &[PathBuf::from("/usr/bin/docker-registry")],
-            "run scripts/install-testbed (Debian package docker-registry)",
-        );
         let dir = tempfile::tempdir_in(root.map_or_else(std::env::temp_dir, Path::to_path_buf)).unwrap();
         let htpasswd = Command::new("htpasswd")
             .args(["-Bbn", "AWS", &format!("{account}-auth-token")])
@@ -75,16 +70,7 @@ impl Registry {
              http: {{addr: 127.0.0.1:{port}}}\nauth: {{htpasswd: {{realm: test, path: {htpasswd}}}}}\n",
             htpasswd = dir.path().join("htpasswd").display(),
         );
-        let config_path = dir.path().join("config.yml");
-        std::fs::write(&config_path, config).unwrap();
-        let config_arg = config_path.display().to_string();
-        let (mut server, log) = spawn(&program, &["serve", &config_arg], &[], dir);
-        wait_for_port(&mut server, port, "docker-registry", &log);
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .build()
-            .into();
+        let (server, agent) = serve(&config, port, dir, "docker-registry");
         Registry {
             server,
             host: format!("127.0.0.1:{port}"),
@@ -365,4 +351,26 @@ impl Registry {
 fn base64_encode(text: &str) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+/// The distribution registry (`docker-registry serve`) with `config` (its YAML, listening on `port`),
+/// written into `dir`, which it keeps; returned once it listens, with an HTTP client for the tests' own
+/// requests (statuses as answers, not errors). `what` names it in a failure to start.
+pub(crate) fn serve(config: &str, port: u16, dir: tempfile::TempDir, what: &str) -> (Server, ureq::Agent) {
+    let program = find_program(
+        "DOCKER_REGISTRY",
+        &[PathBuf::from("/usr/bin/docker-registry")],
+        "run scripts/install-testbed (Debian package docker-registry)",
+    );
+    let config_path = dir.path().join("config.yml");
+    std::fs::write(&config_path, config).unwrap();
+    let config_arg = config_path.display().to_string();
+    let (mut server, log) = spawn(&program, &["serve", &config_arg], &[], dir);
+    wait_for_port(&mut server, port, what, &log);
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into();
+    (server, agent)
 }

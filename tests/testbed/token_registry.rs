@@ -6,14 +6,13 @@
 //! credentials.
 
 use super::untrusted::{Answer, Request, Rogue, Store};
-use super::{Server, find_program, free_port, spawn, wait_for_port};
+use super::{Server, free_port};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
 
 pub const USER: &str = "mirror-robot";
 /// The user's password; tests check it never reaches the output.
@@ -117,11 +116,6 @@ pub struct TokenRegistry {
 
 impl TokenRegistry {
     pub fn start(realm_ip: &str) -> TokenRegistry {
-        let program = find_program(
-            "DOCKER_REGISTRY",
-            &[PathBuf::from("/usr/bin/docker-registry")],
-            "run scripts/install-testbed (Debian package docker-registry)",
-        );
         let dir = tempfile::tempdir().unwrap();
         let (signer, cert) = Signer::new(dir.path());
         let signer = Arc::new(signer);
@@ -136,16 +130,7 @@ impl TokenRegistry {
             realm = tokens.host,
             cert = cert.display(),
         );
-        let config_path = dir.path().join("config.yml");
-        std::fs::write(&config_path, config).unwrap();
-        let config_arg = config_path.display().to_string();
-        let (mut server, log) = spawn(&program, &["serve", &config_arg], &[], dir);
-        wait_for_port(&mut server, port, "docker-registry (token auth)", &log);
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .build()
-            .into();
+        let (server, agent) = super::registry::serve(&config, port, dir, "docker-registry (token auth)");
         TokenRegistry {
             _server: server,
             host: format!("127.0.0.1:{port}"),
