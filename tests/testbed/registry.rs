@@ -194,37 +194,7 @@ impl Registry {
                 .map(|b| format!("{b:02x}"))
                 .collect::<String>()
         );
-        let start = format!("http://{}/v2/{repo}/blobs/uploads/", self.host);
-        let response = self
-            .agent
-            .post(&start)
-            .header("Authorization", &self.auth())
-            .header("Content-Length", "0")
-            .send_empty()
-            .unwrap();
-        assert_eq!(response.status().as_u16(), 202, "POST {start}");
-        let location = response
-            .headers()
-            .get("location")
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .to_string();
-        let location = if location.starts_with("http") {
-            location
-        } else {
-            format!("http://{}{location}", self.host)
-        };
-        let separator = if location.contains('?') { '&' } else { '?' };
-        let done = format!("{location}{separator}digest={digest}");
-        let response = self
-            .agent
-            .put(&done)
-            .header("Authorization", &self.auth())
-            .header("Content-Type", "application/octet-stream")
-            .send(bytes)
-            .unwrap();
-        assert_eq!(response.status().as_u16(), 201, "PUT {done}");
+        upload_blob(&self.agent, &self.host, repo, &self.auth(), &digest, bytes);
         digest
     }
 
@@ -373,4 +343,37 @@ pub(crate) fn serve(config: &str, port: u16, dir: tempfile::TempDir, what: &str)
         .build()
         .into();
     (server, agent)
+}
+
+/// Upload `bytes` as blob `digest` into `repo` of the registry at `host` (one POST, one PUT) with the
+/// `Authorization` header `auth`; panics unless the registry takes it.
+pub(crate) fn upload_blob(agent: &ureq::Agent, host: &str, repo: &str, auth: &str, digest: &str, bytes: &[u8]) {
+    let start = format!("http://{host}/v2/{repo}/blobs/uploads/");
+    let response = agent
+        .post(&start)
+        .header("Authorization", auth)
+        .header("Content-Length", "0")
+        .send_empty()
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 202, "POST {start}");
+    let location = response
+        .headers()
+        .get("location")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let location = match location.starts_with("http") {
+        true => location,
+        false => format!("http://{host}{location}"),
+    };
+    let separator = if location.contains('?') { '&' } else { '?' };
+    let done = format!("{location}{separator}digest={digest}");
+    let response = agent
+        .put(&done)
+        .header("Authorization", auth)
+        .header("Content-Type", "application/octet-stream")
+        .send(bytes)
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 201, "PUT {done}");
 }

@@ -144,36 +144,7 @@ impl TokenRegistry {
     pub fn seed(&self, repo: &str, store: &Store) {
         let auth = format!("Bearer {}", self.signer.token(repo, &["pull", "push"]));
         for (digest, bytes) in &store.blobs {
-            let start = format!("http://{}/v2/{repo}/blobs/uploads/", self.host);
-            let response = self
-                .agent
-                .post(&start)
-                .header("Authorization", &auth)
-                .header("Content-Length", "0")
-                .send_empty()
-                .unwrap();
-            assert_eq!(response.status().as_u16(), 202, "POST {start}");
-            let location = response
-                .headers()
-                .get("location")
-                .unwrap()
-                .to_str()
-                .unwrap()
-                .to_string();
-            let location = match location.starts_with("http") {
-                true => location,
-                false => format!("http://{}{location}", self.host),
-            };
-            let separator = if location.contains('?') { '&' } else { '?' };
-            let done = format!("{location}{separator}digest={digest}");
-            let response = self
-                .agent
-                .put(&done)
-                .header("Authorization", &auth)
-                .header("Content-Type", "application/octet-stream")
-                .send(bytes)
-                .unwrap();
-            assert_eq!(response.status().as_u16(), 201, "PUT {done}");
+            super::registry::upload_blob(&self.agent, &self.host, repo, &auth, digest, bytes);
         }
         for (reference, (media_type, bytes)) in &store.manifests {
             let url = format!("http://{}/v2/{repo}/manifests/{reference}", self.host);
