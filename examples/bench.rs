@@ -5,8 +5,8 @@
 //! `BENCH_ONLY=ci` (the shapes CI pushes), `BENCH_ONLY=a`, `c` or `e` (row (a), (c) or (e) on loopback),
 //! `BENCH_ONLY=a-link` (row (a) over the 25 MB/s link), `BENCH_ONLY=c-far` or `e-far` (row (c) or (e) with
 //! 30 ms round trips), `BENCH_ONLY=zstd` or `zstd-link` (row (a) with PLUGIN_COMPRESSION=zstd), `BENCH_ONLY=soci`
-//! or `BENCH_ONLY=three` (the push to 3 destinations against 1, on loopback) print those rows alone and write
-//! nothing.
+//! `BENCH_ONLY=three` (the push to 3 destinations against 1, on loopback) or `BENCH_ONLY=engine` (the new
+//! 200 MB image through the engine against docker push) print those rows alone and write nothing.
 
 #[path = "bench/ci.rs"]
 mod ci;
@@ -189,12 +189,14 @@ fn main() {
     let only = std::env::var("BENCH_ONLY");
     if matches!(
         only.as_deref(),
-        Ok("ci" | "a" | "a-link" | "c" | "c-far" | "e" | "e-far" | "zstd" | "zstd-link")
+        Ok("ci" | "a" | "a-link" | "c" | "c-far" | "e" | "e-far" | "f" | "f-link" | "zstd" | "zstd-link")
     ) {
         // The rows of the shapes CI pushes alone (or row (a), (c) or (e) alone), printed (BENCHMARKS.md is
         // written by a whole run only).
         let rows = match only.as_deref() {
-            Ok(one @ ("a" | "a-link" | "c" | "c-far" | "e" | "e-far" | "zstd" | "zstd-link")) => ci::alone(&ci, one),
+            Ok(one @ ("a" | "a-link" | "c" | "c-far" | "e" | "e-far" | "f" | "f-link" | "zstd" | "zstd-link")) => {
+                ci::alone(&ci, one)
+            }
             _ => ci::rows(&ci),
         };
         for row in rows {
@@ -227,6 +229,22 @@ fn main() {
         registry.host
     );
     let peer = median((0..5).map(|_| measure("bash", &["-c", &pipe], &env)).collect());
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("engine") {
+        let versus = Versus {
+            bin: &bin,
+            moto: &moto,
+            registry: &registry,
+            env: &env,
+        };
+        let (step, peer, _) = versus.docker_push("push-step", "engine", || Image::random(200 * MB), |_, _| {});
+        println!(
+            "| push, new 200 MB image, PLUGIN_PUSH_VIA=engine | {} | docker push {} | {:.2} |",
+            secs(step.time),
+            secs(peer.time),
+            step.time.as_secs_f64() / peer.time.as_secs_f64()
+        );
+        return;
+    }
     rows.push(ratio_row(
         "login",
         step,

@@ -55,13 +55,76 @@ fn a_docker_archive_pushes_with_no_daemon_same_image_id_same_digest_twice_and_a_
     let again = daemonless(&moto, &registry, &source, "other", "v1").run();
     again.success();
     assert_eq!(again.reported_digest(&format!("{}/other:v1", registry.host)), digest);
-    // A re-run: every blob is there, every tag already at this digest.
+    // A re-run: every tag already at this image (its manifest.json and config say which), so no layer is
+    // read, compressed or sent.
     let rerun = daemonless(&moto, &registry, &source, "app", "v1,latest").run();
     rerun.success();
-    rerun.says("0 uploaded, 0 mounted, 2 already there").says(&format!(
+    rerun.says(&format!(
         "skipped: {}/app:v1 {digest} (already at this digest)",
         registry.host
     ));
+    assert!(!rerun.stdout.contains("compressed here"), "{}", rerun.stdout);
+    assert!(!rerun.stdout.contains("copied:"), "{}", rerun.stdout);
+}
+
+fn saved(image: &Image, dir: &std::path::Path, name: &str) -> String {
+    let archive = dir.join(name);
+    testbed::docker(&["save", "-o", archive.to_str().unwrap(), &image.name]);
+    format!("docker-archive:{}", archive.display())
+}
+
+/// An archive is read as the engine's export is: what the registry holds of it is learnt first from its
+/// manifest.json and config, so a rebuild's archive compresses and sends only its new layer (a layer the
+/// registry lost since is sent again), and the same image under a new tag writes only its manifest.
+#[test]
+fn a_rebuilds_archive_sends_only_its_new_layer_and_a_new_tag_only_its_manifest() {
+    let (moto, registry) = (Moto::start(), Registry::start(DEFAULT_ACCOUNT));
+    let dir = tempfile::tempdir().unwrap();
+    let base = Image::from_host_files(&["/bin/sh", "/bin/cat"], &[]);
+    let first = Image::build(
+        &base.name,
+        &[("docs", "/usr/share/common-licenses"), ("more", "/etc/ssl/certs")],
+    );
+    let run = daemonless(&moto, &registry, &saved(&first, dir.path(), "1.tar"), "app", "build-1").run();
+    run.success();
+    run.says("3 layer(s) compressed here");
+
+    let top = tempfile::tempdir().unwrap();
+    std::fs::write(top.path().join("app.txt"), format!("build {}\n", std::process::id())).unwrap();
+    let rebuilt = Image::build(&first.name, &[("app", top.path().to_str().unwrap())]);
+    let source = saved(&rebuilt, dir.path(), "2.tar");
+    let run = daemonless(&moto, &registry, &source, "app", "build-2").run();
+    run.success();
+    run.says("3 of the 4 layer(s) are sent as that registry holds them")
+        .says("1 layer(s) compressed here")
+        .says(&format!(
+            "to {}/app: 2 uploaded, 0 mounted, 3 already there",
+            registry.host
+        ));
+    let (id, layers) = registry.pull(&format!("{}/app:build-2", registry.host));
+    assert_eq!(id, rebuilt.id, "the image id changed");
+    assert_eq!(layers, testbed::diff_ids(&rebuilt.name));
+    let shared = registry.layer_digests("app", "build-1");
+    assert_eq!(registry.layer_digests("app", "build-2")[..3], shared[..]);
+
+    // The same image under a new tag: only the manifest is written.
+    let run = daemonless(&moto, &registry, &source, "app", "release").run();
+    run.success();
+    run.says("known: the image is in app already");
+    assert!(!run.stdout.contains("compressed here"), "{}", run.stdout);
+    assert_eq!(registry.digest("app", "release"), registry.digest("app", "build-2"));
+
+    // A layer the registry held, deleted since: its HEAD fails, so it is compressed and sent again.
+    registry.delete_blob("app", &shared[1]);
+    let again = Image::build(
+        &first.name,
+        &[("app", top.path().to_str().unwrap()), ("extra", "/etc/ssl/certs")],
+    );
+    let run = daemonless(&moto, &registry, &saved(&again, dir.path(), "3.tar"), "app", "build-3").run();
+    run.success();
+    run.says("3 of the 5 layer(s) are sent as that registry holds them")
+        .says("2 layer(s) compressed here");
+    assert_eq!(registry.pull(&format!("{}/app:build-3", registry.host)).0, again.id);
 }
 
 #[test]

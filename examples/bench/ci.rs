@@ -306,6 +306,11 @@ pub fn alone(bench: &Bench, only: &str) -> Vec<Row> {
         "c" => rebuild_on_pulled(bench, &files, &first, &side, "loopback", &[]),
         "c-far" => rebuild_far(bench, &files, &first),
         "e-far" => vec![layout_far(bench, &first)],
+        "f" => vec![archive_copy(bench, &first, &side, "loopback", &[])],
+        "f-link" => {
+            let behind_a_link = || Side::start(LINK_RATE, bench.docker_config);
+            vec![archive_copy(bench, &first, &behind_a_link, "25 MB/s link", &[])]
+        }
         _ => vec![layout_copy(bench, &first, &side, "loopback", &[])],
     }
 }
@@ -500,6 +505,36 @@ fn layout_copy(bench: &Bench, first: &Image, side: &impl Fn() -> Side, reach: &s
             ratio(floor, peer.0.time)
         ),
         time <= 1.0,
+    )
+}
+
+/// (f) The image as `docker save` writes it (a docker-archive: every layer uncompressed), no daemon: the
+/// step and skopeo (both compress each layer themselves) three rounds each, taking turns at going first,
+/// each into a fresh registry, medians; `settings` are the step's own.
+fn archive_copy(bench: &Bench, first: &Image, side: &impl Fn() -> Side, reach: &str, settings: &[(&str, &str)]) -> Row {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("image.tar");
+    testbed::docker(&["save", "-o", archive.to_str().unwrap(), &first.name]);
+    let source = format!("docker-archive:{}", archive.display());
+    let (mut steps, mut peers) = (Vec::new(), Vec::new());
+    for round in 0..3 {
+        let (ours, theirs) = (side(), side());
+        let (step, peer) = in_turn(
+            round,
+            || bench.step(&ours, &source, "build-1", settings),
+            || bench.skopeo(&theirs, &source, "build-1"),
+        );
+        steps.push(step);
+        peers.push(peer);
+    }
+    let (step, peer) = (middle(steps), middle(peers));
+    row(
+        format!("(f) a docker-archive of the new image (6 uncompressed layers), no daemon, {reach}"),
+        step,
+        "skopeo copy docker-archive:",
+        peer,
+        "≤ 1.0 × skopeo's time",
+        ratio(step.0.time, peer.0.time) <= 1.0,
     )
 }
 

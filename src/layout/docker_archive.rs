@@ -13,7 +13,7 @@ use super::{
 use crate::domain::excerpt;
 use crate::domain::manifest::{Descriptor, Manifest, ZSTD_LAYER, sha256};
 use crate::domain::soci::OCI_MANIFEST;
-use crate::domain::source::{BaseLayers, Compressing, FileImage, LocalBlob};
+use crate::domain::source::{BaseLayers, Compressing, FileImage, LocalBlob, LocalImage};
 use crate::files::ScratchDir;
 use crate::files::tree::{Found, Tree, inside};
 use anyhow::{Context, Result, anyhow, bail};
@@ -34,7 +34,8 @@ const OCI_GZIP_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 /// written to disk, and the reading, the compression and the writer of the stream run side by side.
 ///
 /// Each large layer known to be new is announced on `early` as its compression starts ([`Growing`]), so
-/// its upload can follow it.
+/// its upload can follow it; none is said ready (so no such upload is closed, and no blob lands) until
+/// every check of the archive has passed.
 ///
 /// With `base` (the layers the destinations hold, by diff id), those layers are not compressed: they are
 /// sent as the destination holds them (`FileImage::borrowed`). `diff_ids` (the image's, bottom first, when
@@ -53,10 +54,16 @@ pub fn docker_archive_from(
     let tree = input_tree(&scratch)?;
     let layers = scratch.path.join("layers");
     std::fs::create_dir(&layers).map_err(|e| scratch_error(e.into()))?;
-    let unpacked =
+    let mut unpacked =
         unpack_compressing(input, &tree, &layers, early, base, diff_ids, compressing).map_err(scratch_error)?;
+    let ready = std::mem::take(&mut unpacked.ready);
+    let image = read_docker(&tree, &layers, reference, unpacked, base, compressing)?;
+    // Every check passed: the uploads that followed the compressions may close.
+    for (said, blob) in ready {
+        let _ = said.send(Some(blob));
+    }
     Ok(Opened {
-        image: read_docker(&tree, &layers, reference, unpacked, base, compressing)?,
+        image,
         scratch: Some(scratch),
     })
 }
@@ -159,7 +166,13 @@ struct Unpacked {
     borrowed: BTreeMap<PathBuf, String>,
     /// With SOCI: the zTOC of each layer compressed here, by the layer's digest, or why it has none.
     ztocs: BTreeMap<String, Result<LocalBlob, String>>,
+    /// Each layer compressed here whose upload may have started early, with where it is said ready: only
+    /// once every check of the archive has passed (until then no such upload is closed).
+    ready: Vec<(Ready, LocalBlob)>,
 }
+
+/// Where a layer whose upload follows its compression is said ready (dropped unsent: it must not land).
+type Ready = tokio::sync::watch::Sender<Option<LocalBlob>>;
 
 impl Unpacked {
     /// A layer compressed here, by its name in the archive.
@@ -279,16 +292,13 @@ fn unpack_compressing(
                         .take(size)
                         .read_to_end(&mut bytes)
                         .map_err(|e| unpack_error(&name, e))?;
-                    let work = std::thread::spawn(move || {
-                        let layer = compress_layer(&mut bytes.as_slice(), &out, level, compressing)?;
-                        let _ = finished.send(Some(layer.blob.clone()));
-                        Ok(layer)
-                    });
-                    behind.pending.push_back((name, size, work));
+                    let work =
+                        std::thread::spawn(move || compress_layer(&mut bytes.as_slice(), &out, level, compressing));
+                    behind.pending.push_back((name, size, finished, work));
                     continue;
                 }
                 let layer = compress_layer(&mut input, &out, level, compressing)?;
-                let _ = finished.send(Some(layer.blob.clone()));
+                done.ready.push((finished, layer.blob.clone()));
                 done.compressed(name, layer);
             }
         }
@@ -307,14 +317,14 @@ const BEHIND_LAYERS: usize = 4;
 /// Layers read into memory and being compressed on threads of their own, oldest first.
 #[derive(Default)]
 struct Behind {
-    pending: std::collections::VecDeque<(PathBuf, u64, std::thread::JoinHandle<Result<Compressed>>)>,
+    pending: std::collections::VecDeque<(PathBuf, u64, Ready, std::thread::JoinHandle<Result<Compressed>>)>,
 }
 
 impl Behind {
     /// Wait for the oldest layers until one of `size` bytes more fits.
     fn make_room(&mut self, size: u64, done: &mut Unpacked) -> Result<()> {
         loop {
-            let held: u64 = self.pending.iter().map(|(_, s, _)| s).sum();
+            let held: u64 = self.pending.iter().map(|(_, s, _, _)| s).sum();
             let fits = held + size <= BEHIND_BYTES && self.pending.len() < BEHIND_LAYERS;
             if fits || self.pending.is_empty() {
                 return Ok(());
@@ -332,10 +342,11 @@ impl Behind {
     }
 
     fn join_oldest(&mut self, done: &mut Unpacked) -> Result<()> {
-        if let Some((name, _, work)) = self.pending.pop_front() {
+        if let Some((name, _, finished, work)) = self.pending.pop_front() {
             let layer = work
                 .join()
                 .map_err(|_| anyhow!("the compression of `{}` stopped", name.display()))??;
+            done.ready.push((finished, layer.blob.clone()));
             done.compressed(name, layer);
         }
         Ok(())
@@ -453,23 +464,8 @@ fn read_docker(
     let manifest: Value =
         serde_json::from_slice(&manifest).map_err(|e| anyhow!("the archive's manifest.json is not JSON ({e})"))?;
     let entries = manifest.as_array().cloned().unwrap_or_default();
-    let tags = |e: &Value| -> Vec<String> {
-        e["RepoTags"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|t| t.as_str().map(String::from))
-            .collect()
-    };
-    let chosen = match reference {
-        Some(r) => entries
-            .iter()
-            .find(|e| tags(e).iter().any(|t| t == r || t.ends_with(&format!("/{r}")))),
-        None if entries.len() == 1 => entries.first(),
-        None => None,
-    };
-    let Some(chosen) = chosen else {
-        let all: Vec<String> = entries.iter().flat_map(tags).collect();
+    let Some(chosen) = chosen(&entries, reference) else {
+        let all: Vec<String> = entries.iter().flat_map(repo_tags).collect();
         bail!(
             "the archive has {} image(s) ({}); name one as docker-archive:PATH:NAME:TAG",
             entries.len(),
@@ -622,6 +618,94 @@ fn read_docker(
     }
 }
 
+/// The tags an entry of `manifest.json` gives its image.
+fn repo_tags(entry: &Value) -> Vec<String> {
+    entry["RepoTags"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t.as_str().map(String::from))
+        .collect()
+}
+
+/// The entry of `manifest.json` that `reference` names by one of its tags (without one, the only entry).
+fn chosen<'a>(entries: &'a [Value], reference: Option<&str>) -> Option<&'a Value> {
+    match reference {
+        Some(r) => entries
+            .iter()
+            .find(|e| repo_tags(e).iter().any(|t| t == r || t.ends_with(&format!("/{r}")))),
+        None if entries.len() == 1 => entries.first(),
+        None => None,
+    }
+}
+
+/// The most entries a glance at an archive walks past.
+const GLANCE_ENTRIES: usize = 100_000;
+
+/// What `docker save`'s archive in the file `path` says of its image before it is read through: its image
+/// id (the config's digest), its layers' diff ids (bottom first) and each layer's size, from
+/// `manifest.json` and the config alone, walking past every other entry without reading it (bounded as the
+/// full read is). `None` where the archive does not tell (the full read then says why). Only a hint, to
+/// learn what the destinations hold before any layer is compressed: the full read checks everything again.
+pub fn glance(path: &Path, reference: Option<&str>) -> Option<LocalImage> {
+    use std::io::{Seek, SeekFrom};
+    let file = crate::files::open_regular(path).ok()?;
+    let mut tar = tar::Archive::new(std::io::BufReader::new(file));
+    // Regular files by name (as the archive writes it, without a leading `./`): where their bytes start,
+    // and how many there are.
+    let mut files: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for entry in tar.entries_with_seek().ok()?.take(GLANCE_ENTRIES) {
+        let entry = entry.ok()?;
+        if entry.header().entry_type().is_file() {
+            let name = entry
+                .path()
+                .ok()?
+                .to_string_lossy()
+                .trim_start_matches("./")
+                .to_string();
+            files.insert(name, (entry.raw_file_position(), entry.size()));
+        }
+    }
+    let mut file = tar.into_inner();
+    let mut read = |name: &str, limit: u64| -> Option<Vec<u8>> {
+        let &(at, size) = files.get(name.trim_start_matches("./"))?;
+        if size > limit {
+            return None;
+        }
+        file.seek(SeekFrom::Start(at)).ok()?;
+        let mut bytes = Vec::with_capacity(size as usize);
+        (&mut file).take(size).read_to_end(&mut bytes).ok()?;
+        (bytes.len() as u64 == size).then_some(bytes)
+    };
+    let manifest: Value = serde_json::from_slice(&read("manifest.json", MANIFEST_LIMIT)?).ok()?;
+    let chosen = chosen(manifest.as_array()?, reference)?;
+    let config = read(chosen["Config"].as_str()?, CONFIG_LIMIT)?;
+    let json: Value = serde_json::from_slice(&config).ok()?;
+    let diff_ids: Vec<String> = json["rootfs"]["diff_ids"]
+        .as_array()?
+        .iter()
+        .map(|d| d.as_str().map(String::from))
+        .collect::<Option<_>>()?;
+    let names: Vec<&str> = chosen["Layers"].as_array()?.iter().filter_map(Value::as_str).collect();
+    if names.len() != diff_ids.len() {
+        return None;
+    }
+    // A layer that is a link to another entry tells no size: then none is told.
+    let sizes: Option<Vec<u64>> = names
+        .iter()
+        .map(|n| files.get(n.trim_start_matches("./")).map(|&(_, size)| size))
+        .collect();
+    let layer_sizes = sizes.unwrap_or_default();
+    Some(LocalImage {
+        reference: path.display().to_string(),
+        id: sha256(&config),
+        size: layer_sizes.iter().sum::<u64>().min(i64::MAX as u64) as i64,
+        repo_digests: Vec::new(),
+        layers: diff_ids,
+        layer_sizes,
+    })
+}
+
 /// Compress the layer tar `input` into `out` at `level`, as `compressing` says: gzip (with SOCI, its zTOC
 /// too) or zstd.
 fn compress_layer(input: &mut impl Read, out: &Path, level: u32, compressing: Compressing) -> Result<Compressed> {
@@ -699,6 +783,82 @@ mod tests {
         header.set_cksum();
         layer.append_data(&mut header, name, bytes).unwrap();
         layer.into_inner().unwrap()
+    }
+
+    /// `docker save`'s shape: each layer as `N/layer.tar`, then the config naming `diff_ids`, then
+    /// `manifest.json`.
+    fn archive_of(layers: &[Vec<u8>], diff_ids: &[String]) -> (Vec<u8>, Vec<u8>) {
+        let config = serde_json::to_vec(&json!({
+            "architecture": "amd64", "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        }))
+        .unwrap();
+        let names: Vec<String> = (0..layers.len()).map(|i| format!("{i}/layer.tar")).collect();
+        let manifest = json!([{"Config": "config.json", "RepoTags": ["app:1"], "Layers": names}]).to_string();
+        let mut archive = tar::Builder::new(Vec::new());
+        let entries = names.iter().map(String::as_str).zip(layers.iter().map(Vec::as_slice));
+        for (name, bytes) in entries.chain([("config.json", &config[..]), ("manifest.json", manifest.as_bytes())]) {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(bytes.len() as u64);
+            header.set_mode(0o644);
+            header.set_cksum();
+            archive.append_data(&mut header, name, bytes).unwrap();
+        }
+        (archive.into_inner().unwrap(), config)
+    }
+
+    #[test]
+    fn a_glance_tells_the_image_and_an_early_upload_is_said_ready_only_once_the_archive_checked_out() {
+        let big: Vec<u8> = (0..(EARLY_UPLOAD_FROM as usize + 50_000))
+            .map(|n| b'a' + ((n * 13) % 26) as u8)
+            .collect();
+        let layers = vec![layer_tar("big", &big), layer_tar("small", b"top")];
+        let diff_ids: Vec<String> = layers.iter().map(|l| sha256(l)).collect();
+        let dir = tempfile::tempdir().unwrap();
+
+        // The glance: the image id, diff ids and sizes, from manifest.json and the config alone.
+        let (archive, config) = archive_of(&layers, &diff_ids);
+        let path = dir.path().join("image.tar");
+        std::fs::write(&path, &archive).unwrap();
+        let seen = glance(&path, None).expect("a glance at a sound archive");
+        assert_eq!(seen.id, sha256(&config));
+        assert_eq!(seen.layers, diff_ids);
+        assert_eq!(
+            seen.layer_sizes,
+            layers.iter().map(|l| l.len() as u64).collect::<Vec<_>>()
+        );
+        assert!(glance(&path, Some("other:1")).is_none(), "no image of that name");
+        std::fs::write(dir.path().join("not.tar"), b"not an archive").unwrap();
+        assert!(glance(&dir.path().join("not.tar"), None).is_none());
+
+        // Read through: the big layer is announced as it is compressed, and said ready with its blob.
+        let read = |archive: &[u8]| {
+            let (early, mut announced) = tokio::sync::mpsc::unbounded_channel();
+            let opened = docker_archive_from(archive, None, Some(&early), None, &[], Compressing::default());
+            let growing = announced.try_recv().expect("the big layer announced");
+            assert!(announced.try_recv().is_err(), "only the big layer is announced");
+            (opened, growing)
+        };
+        let (opened, growing) = read(&archive);
+        let image = opened.unwrap().image;
+        let ready = growing
+            .done
+            .borrow()
+            .clone()
+            .expect("said ready once the archive checked out");
+        assert!(image.blobs.iter().any(|b| b.digest == ready.digest));
+
+        // The same layers under a config that names another diff id for the top layer: refused, and the big
+        // layer's upload is never said ready (it must not close).
+        let wrong = vec![diff_ids[0].clone(), sha256(b"something else")];
+        let (archive, _) = archive_of(&layers, &wrong);
+        let (opened, growing) = read(&archive);
+        assert!(opened.is_err());
+        assert!(growing.done.borrow().is_none());
+        assert!(
+            growing.done.has_changed().is_err(),
+            "the sender is gone: the upload must not close"
+        );
     }
 
     #[test]

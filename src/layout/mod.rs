@@ -25,9 +25,9 @@ mod zran;
 mod zstd;
 mod ztoc;
 
-pub use docker_archive::docker_archive_from;
+pub use docker_archive::{docker_archive_from, glance as docker_archive_glance};
 
-use crate::domain::source::{Compressing, FileImage, LocalBlob};
+use crate::domain::source::{BaseLayers, Compressing, FileImage, LocalBlob};
 use crate::files::ScratchDir;
 use crate::files::tree::Tree;
 use anyhow::{Context, Result, anyhow};
@@ -114,13 +114,26 @@ pub fn oci_archive(path: &Path, reference: Option<&str>, soci: bool, early: Opti
 
 /// Read `docker save`'s tar from a file; `reference` picks an image by one of its tags.
 pub fn docker_archive(path: &Path, reference: Option<&str>, compressing: Compressing) -> Result<Opened> {
+    docker_archive_knowing(path, reference, None, None, &[], compressing)
+}
+
+/// [`docker_archive`], knowing what [`docker_archive_glance`] told: as [`docker_archive_from`] reads an
+/// engine's export (the layers of `base` not compressed, the others announced on `early`).
+pub fn docker_archive_knowing(
+    path: &Path,
+    reference: Option<&str>,
+    early: Option<&Early>,
+    base: Option<&BaseLayers>,
+    diff_ids: &[String],
+    compressing: Compressing,
+) -> Result<Opened> {
     let file = crate::files::open_regular(path).map_err(|e| anyhow!("{e}"))?;
     docker_archive_from(
         std::io::BufReader::with_capacity(1 << 20, file),
         reference,
-        None,
-        None,
-        &[],
+        early,
+        base,
+        diff_ids,
         compressing,
     )
     .with_context(|| format!("reading {}", path.display()))

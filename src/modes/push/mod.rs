@@ -31,6 +31,7 @@ use crate::settings::{PushSettings, PushVia};
 use anyhow::{Result, anyhow};
 use held::{Held, already_there, base_layers, held, held_layers};
 use std::collections::BTreeSet;
+use std::path::PathBuf;
 use way::{compression_for_the_link, weigh_over_the_link};
 
 /// The source is looked at before the credentials: an image in the engine connected to and inspected;
@@ -38,10 +39,19 @@ use way::{compression_for_the_link, weigh_over_the_link};
 pub async fn look(settings: &PushSettings, timeout: std::time::Duration) -> Looked {
     match &settings.source {
         Source::Engine(reference) => Looked::engine(look_in_engine(reference, settings, timeout).await),
+        // Read once what the destinations hold of it is known (`from_archive`).
+        Source::DockerArchive { .. } if archive_known_first(settings) => Looked::default(),
         Source::Oci { .. } | Source::OciArchive { .. } | Source::DockerArchive { .. } => {
             read_files(settings).map_or_else(Looked::default, Looked::files)
         }
     }
+}
+
+/// Whether a docker archive is read as the engine's export is (`from_archive`): not in a dry run (which
+/// sends nothing), nor where a repository setting applies (nothing is created or changed for an archive
+/// before it is checked).
+fn archive_known_first(settings: &PushSettings) -> bool {
+    !settings.dry_run && !settings.repository.any()
 }
 
 /// Start reading and checking the files of a push from files (`None` for an engine image). A layout's
@@ -100,6 +110,24 @@ pub async fn run(settings: &PushSettings, ctx: &Context) -> Result<Done> {
     };
     if let Source::Engine(reference) = &settings.source {
         return from_engine(reference, preflight, settings, ctx).await;
+    }
+    if let Source::DockerArchive { path, reference } = &settings.source
+        && archive_known_first(settings)
+    {
+        let stream = Stream::Archive {
+            path: path.clone(),
+            reference: reference.clone(),
+        };
+        let (path, reference) = (path.clone(), reference.clone());
+        let glance = blocking(move || Ok(layout::docker_archive_glance(&path, reference.as_deref())));
+        let (answered, glance) = tokio::join!(preflight, glance);
+        answered?;
+        if let Ok(Some(local)) = glance {
+            return from_archive(stream, &local, settings, ctx).await;
+        }
+        // The archive does not tell: read through, as any file (which says why).
+        let files = read_files(settings).ok_or_else(|| anyhow!("a push from files found no files to read"))?;
+        return from_files(files, async { Ok(()) }, settings, ctx).await;
     }
     // Files: read and checked since the credentials were asked for (else from now).
     let files = match ctx.looked.take_files().or_else(|| read_files(settings)) {
@@ -275,7 +303,7 @@ async fn from_engine(
         && local.size.max(0) as u64 >= Uplink::WORTH_PROBING;
     if !weigh {
         let layers = Layers::ToLearn { base, held };
-        return own_transfer(&engine, &local, layers, None, settings, ctx).await;
+        return own_transfer(Stream::Export(&engine), &local, layers, None, settings, ctx).await;
     }
     // Where the faster way depends on the link (a new image, mostly), the upload is measured once the
     // layers the destination holds are known, and each way is weighed at the pace it went on this
@@ -293,7 +321,17 @@ async fn from_engine(
     let as_weighed = !through_engine || pushed.is_some();
     let done = match pushed {
         Some(done) => done,
-        None => own_transfer(&engine, &local, Layers::Learnt(held), uplink, settings, ctx).await,
+        None => {
+            own_transfer(
+                Stream::Export(&engine),
+                &local,
+                Layers::Learnt(held),
+                uplink,
+                settings,
+                ctx,
+            )
+            .await
+        }
     };
     if let (Some((weighed, _, Some(engine))), Ok(done)) = (weighed, &done)
         && as_weighed
@@ -304,6 +342,23 @@ async fn from_engine(
         record::note_pace(settings, engine, weighed.way, elapsed, weighed.estimate).await;
     }
     done
+}
+
+/// A docker archive whose `manifest.json` and config told its image (`local`), once the destinations
+/// answered: read as the engine's export is, knowing first what they hold (as in `from_engine`). Every tag
+/// already at this image, or the image there under another tag, and nothing is read; else the layers
+/// they hold are not compressed, and each new large layer's upload follows its compression, at the level
+/// the link favours. The archive is checked whole as it is read; no upload closes before it passed.
+async fn from_archive(stream: Stream<'_>, local: &LocalImage, settings: &PushSettings, ctx: &Context) -> Result<Done> {
+    let (there, held) = tokio::join!(already_there(local, settings, ctx), held(local, settings, ctx));
+    if let Some((outcomes, indexed)) = there {
+        return scan::done_with_image(settings.scan.as_ref(), &settings.target, outcomes, indexed, ctx).await;
+    }
+    if let Some(manifest) = held.image.as_ref().filter(|_| !settings.compression.soci) {
+        return same_image(manifest, settings, ctx).await;
+    }
+    let layers = Layers::ToLearn { base: None, held };
+    own_transfer(stream, local, layers, None, settings, ctx).await
 }
 
 /// `docker push` through the engine, tag by tag into every destination.
@@ -340,12 +395,20 @@ enum Layers {
     ToLearn { base: Option<PulledImage>, held: Held },
 }
 
-/// The step's own transfer of an engine image: exported as `docker save` would, each layer compressed as
-/// it streams out and its upload following its compression, then uploaded like an image from files.
-/// Layers a destination already holds (`layers`) are sent as that registry holds them (so the image
-/// shares their digests), not compressed.
+/// Where the step's own transfer reads `docker save`'s tar from.
+enum Stream<'a> {
+    /// The engine's export of the image.
+    Export(&'a Engine),
+    /// The archive of `PLUGIN_SOURCE=docker-archive:PATH[:REFERENCE]`.
+    Archive { path: PathBuf, reference: Option<String> },
+}
+
+/// The step's own transfer of an engine image (exported as `docker save` would) or of a docker archive:
+/// each layer compressed as it streams in and its upload following its compression, then uploaded like an
+/// image from files. Layers a destination already holds (`layers`) are sent as that registry holds them
+/// (so the image shares their digests), not compressed.
 async fn own_transfer(
-    engine: &Engine,
+    stream: Stream<'_>,
     local: &LocalImage,
     layers: Layers,
     uplink: Option<Uplink>,
@@ -358,7 +421,16 @@ async fn own_transfer(
     // `from_engine` learnt them already, to weigh the link), and waits for the reader. A failure before
     // the reader starts drops the reader's end: the export stops.
     let (chunks, received) = tokio::sync::mpsc::channel(EXPORT_CHUNKS);
-    let exporting = engine.export(&local.reference, chunks, timeout);
+    let (engine, archive) = match stream {
+        Stream::Export(engine) => (Some(engine), None),
+        Stream::Archive { path, reference } => (None, Some((path, reference))),
+    };
+    let exporting = async {
+        match engine {
+            Some(engine) => engine.export(&local.reference, chunks, timeout).await,
+            None => Ok(()),
+        }
+    };
     let reading = async {
         let base = match layers {
             Layers::Learnt(layers) => layers,
@@ -379,9 +451,16 @@ async fn own_transfer(
         let announce = (!settings.dry_run).then_some(announce);
         let (reading_base, diff_ids) = (base.clone(), local.layers.clone());
         let reading = blocking(move || {
-            let chunks = layout::Chunks::new(received);
-            let base = reading_base.as_ref();
-            layout::docker_archive_from(chunks, None, announce.as_ref(), base, &diff_ids, compression)
+            let (early, base) = (announce.as_ref(), reading_base.as_ref());
+            match archive {
+                Some((path, reference)) => {
+                    layout::docker_archive_knowing(&path, reference.as_deref(), early, base, &diff_ids, compression)
+                }
+                None => {
+                    let chunks = layout::Chunks::new(received);
+                    layout::docker_archive_from(chunks, None, early, base, &diff_ids, compression)
+                }
+            }
         });
         let (opened, early) = tokio::join!(reading, upload_early(announced, &settings.target.repo, ctx));
         anyhow::Ok((opened, early, base))
