@@ -678,12 +678,12 @@ fn main() {
          layer of 30 MB of real files (docker build). The engine reads only that layer; the step's own \
          transfer must export the whole image (the base's layers are then mounted, not compressed), which \
          is why PLUGIN_PUSH_VIA=auto takes the engine for such an image.\n\n\
-         The shapes CI pushes, rows (a) to (e), each on loopback and over a 25 MB/s link (each registry behind \
+         The shapes CI pushes, rows (a) to (f), each on loopback and over a 25 MB/s link (each registry behind \
          a forwarder that counts the bytes sent up it: the column *sent*). The image is built by a Dockerfile \
          (legacy builder) from real files of this machine: a shell layer, a system layer (90 MB of /usr/lib), \
          a dependency layer (60 MB of /usr/share), configuration (0.5 MB of /etc), assets (2 MB) and the app \
-         on top (12 MB of programs), 165 MB in six layers; a rebuild changes only the app. Rows (a), (b) and \
-         (e) are medians of three rounds and (c) of five (each of (a) and (e) into fresh registries; docker \
+         on top (12 MB of programs), 165 MB in six layers; a rebuild changes only the app. Rows (a), (b), \
+         (e) and (f) are medians of three rounds and (c) of five (each of (a), (e) and (f) into fresh registries; docker \
          push's time for (a) varied from 4.0 to 7.4 s between single runs; in (c) the two tools take turns \
          at going first), (d) a single run. Row (c) runs once more over the link with round trips of 30 ms \
          (15 ms each way, a new connection's first byte a round trip later), to the registry and to ECR's API \
@@ -731,8 +731,12 @@ fn main() {
          both tools do the same, the step signing in and reading its tag back besides (docker push was \
          logged in before its timing; the row \"(c) the same, against docker push as a CI job runs it\" \
          times it with the job's `aws ecr get-login-password | docker login` first, in the same rounds, \
-         each of the three going first in turn); a new tag for an image already there writes only the manifest; and an OCI \
-         layout sends its blobs as they are, as skopeo does. No figure above stands for all shapes. With PLUGIN_COMPRESSION=zstd (opt-in: Docker Engine 20.10 cannot pull it; containerd 1.5 and \
+         each of the three going first in turn); a new tag for an image already there writes only the manifest; an OCI \
+         layout sends its blobs as they are, as skopeo does; and a docker archive (row (f), `docker save` of \
+         the new image to a file, pushed with no daemon) is compressed by both tools, skopeo streaming each \
+         layer into its upload at gzip's default level, the step reading it as the engine's export (its \
+         manifest.json and config read first, each large layer's upload following its compression) at the \
+         level the link favours (1 on loopback, 6 over the link). No figure above stands for all shapes. With PLUGIN_COMPRESSION=zstd (opt-in: Docker Engine 20.10 cannot pull it; containerd 1.5 and \
          Docker Engine 23 or later can), the step's own transfer writes the new image in zstd at level 3 (the rows \
          so named, one push per round of (a) into a registry of its own): it sends fewer bytes than docker push's \
          gzip for less CPU than the step's gzip at level 1, and still waits for the export's first byte; whether \

@@ -461,6 +461,7 @@ pub fn rows(bench: &Bench) -> Vec<Row> {
         rows.extend(rebuild_on_pulled(bench, &files, &first, &side, reach, &[]));
 
         rows.push(layout_copy(bench, &first, &side, reach, &[]));
+        rows.push(archive_copy(bench, &first, &side, reach, &[]));
     }
     eprintln!("bench: the shapes CI pushes, 25 MB/s link with 30 ms round trips");
     rows.extend(rebuild_far(bench, &files, &files.build()));

@@ -64,7 +64,7 @@ async fn slowest_uplink(repo: &str, ctx: &Context) -> Option<Uplink> {
 /// How the layers the step compresses are written: as the settings say, except that under
 /// `PLUGIN_COMPRESSION_LEVEL=auto`, where a large layer is to be compressed, the level is the one the
 /// slowest destination's measured upload rate favours (`uplink`, when measured already; else measured
-/// now, while the engine prepares its export). The `compression:` line says why. Small layers alone (a
+/// now: for an engine image, while the engine prepares its export). The `compression:` line says why. Small layers alone (a
 /// rebuild's new top layer) are not worth the probe's bytes: level 2 is near the best at any rate.
 pub(super) async fn compression_for_the_link(
     local: &LocalImage,
