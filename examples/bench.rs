@@ -229,14 +229,17 @@ fn main() {
         registry.host
     );
     let peer = median((0..5).map(|_| measure("bash", &["-c", &pipe], &env)).collect());
+    // Push of a new 200 MB image: the step against `docker push` (after docker login, above); three rounds,
+    // alternating who goes first, each push of a fresh image.
+    let versus = Versus {
+        bin: &bin,
+        moto: &moto,
+        registry: &registry,
+        env: &env,
+    };
+    let through_the_engine = || versus.docker_push("push-step", "engine", || Image::random(200 * MB), |_, _| {});
     if std::env::var("BENCH_ONLY").as_deref() == Ok("engine") {
-        let versus = Versus {
-            bin: &bin,
-            moto: &moto,
-            registry: &registry,
-            env: &env,
-        };
-        let (step, peer, _) = versus.docker_push("push-step", "engine", || Image::random(200 * MB), |_, _| {});
+        let (step, peer, _) = through_the_engine();
         println!(
             "| push, new 200 MB image, PLUGIN_PUSH_VIA=engine | {} | docker push {} | {:.2} |",
             secs(step.time),
@@ -253,16 +256,8 @@ fn main() {
         0.2,
     ));
 
-    // Push of a new 200 MB image: the step against `docker push` (after docker login, above); three rounds,
-    // alternating who goes first, each push of a fresh image.
     eprintln!("bench: push 200 MB");
-    let versus = Versus {
-        bin: &bin,
-        moto: &moto,
-        registry: &registry,
-        env: &env,
-    };
-    let (step, peer, _) = versus.docker_push("push-step", "engine", || Image::random(200 * MB), |_, _| {});
+    let (step, peer, _) = through_the_engine();
     rows.push(ratio_row(
         "push, new 200 MB image, PLUGIN_PUSH_VIA=engine",
         step,

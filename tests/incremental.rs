@@ -103,22 +103,8 @@ fn a_rebuild_sends_only_its_new_layer_a_deleted_layer_again_and_a_new_tag_only_i
     std::fs::write(top.path().join("app.txt"), format!("build {}\n", std::process::id())).unwrap();
     let rebuilt = Image::build(&first.name, &[("app", top.path().to_str().unwrap())]);
     let run = push(&moto, &registry, &rebuilt, "build-2");
-    run.success();
-    run.says("3 of the 4 layer(s) are sent as that registry holds them")
-        .says("1 layer(s) compressed here")
-        .says(&format!(
-            "to {}/app: 2 uploaded, 0 mounted, 3 already there",
-            registry.host
-        ));
-    let (id, layers) = registry.pull(&format!("{}/app:build-2", registry.host));
-    assert_eq!(id, rebuilt.id, "the image id changed");
-    assert_eq!(layers, testbed::diff_ids(&rebuilt.name));
+    testbed::assert_only_the_new_layer_went(&run, &registry, &rebuilt);
     let shared = registry.layer_digests("app", "build-1");
-    assert_eq!(
-        registry.layer_digests("app", "build-2")[..3],
-        shared[..],
-        "the known layers were not reused"
-    );
 
     // A layer the registry held, deleted since: the HEAD finds it gone, so it is compressed and sent.
     registry.delete_blob("app", &shared[1]);

@@ -165,6 +165,28 @@ pub(crate) fn spawn(program: &Path, args: &[&str], envs: &[(&str, &str)], dir: t
 }
 
 /// Assert the step left nothing in `tmpdir` (the `TMPDIR` it ran with): no scratch directory stayed.
+/// A rebuild of a three-layer image with one new layer on top, pushed into `app` as `build-2` after the
+/// first build went as `build-1`: the run said it sent only the new layer (and the config), and the image
+/// pulls back with its id and diff ids, the three held layers under the first build's digests.
+pub fn assert_only_the_new_layer_went(run: &Run, registry: &Registry, rebuilt: &Image) {
+    run.success();
+    run.says("3 of the 4 layer(s) are sent as that registry holds them")
+        .says("1 layer(s) compressed here")
+        .says(&format!(
+            "to {}/app: 2 uploaded, 0 mounted, 3 already there",
+            registry.host
+        ));
+    let (id, layers) = registry.pull(&format!("{}/app:build-2", registry.host));
+    assert_eq!(id, rebuilt.id, "the image id changed");
+    assert_eq!(layers, diff_ids(&rebuilt.name));
+    let shared = registry.layer_digests("app", "build-1");
+    assert_eq!(
+        registry.layer_digests("app", "build-2")[..3],
+        shared[..],
+        "the known layers were not reused"
+    );
+}
+
 pub fn assert_no_scratch_in(tmpdir: &std::path::Path) {
     let left: Vec<_> = std::fs::read_dir(tmpdir)
         .unwrap()
