@@ -31,6 +31,7 @@ use crate::settings::{PushSettings, PushVia};
 use anyhow::{Result, anyhow};
 use held::{Held, already_there, base_layers, held, held_layers};
 use std::collections::BTreeSet;
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use way::{compression_for_the_link, weigh_over_the_link};
 
@@ -281,18 +282,10 @@ async fn from_engine(
     // compressed or uploaded; and what the destination already holds of this image, learnt from its
     // images (a rebuild shares most layers with the previous build; the same image under another tag
     // needs only its tags).
-    let (there, held) = match settings.dry_run {
-        true => (None, Held::default()),
-        false => tokio::join!(already_there(&local, settings, ctx), held(&local, settings, ctx)),
+    let held = match held_unless_there(&local, settings, ctx).await {
+        ControlFlow::Break(done) => return done,
+        ControlFlow::Continue(held) => held,
     };
-    if let Some((outcomes, indexed)) = there {
-        // Nothing to write, but the scan gate still judges the image.
-        return scan::done_with_image(settings.scan.as_ref(), &settings.target, outcomes, indexed, ctx).await;
-    }
-    // (With SOCI the tags get an index of the image, which the image's own manifest is not.)
-    if let Some(manifest) = held.image.as_ref().filter(|_| !settings.compression.soci) {
-        return same_image(manifest, settings, ctx).await;
-    }
     let weigh = settings.via == PushVia::Auto
         && !engine_out
         && !settings.compression.soci
@@ -350,15 +343,35 @@ async fn from_engine(
 /// they hold are not compressed, and each new large layer's upload follows its compression, at the level
 /// the link favours. The archive is checked whole as it is read; no upload closes before it passed.
 async fn from_archive(stream: Stream<'_>, local: &LocalImage, settings: &PushSettings, ctx: &Context) -> Result<Done> {
-    let (there, held) = tokio::join!(already_there(local, settings, ctx), held(local, settings, ctx));
-    if let Some((outcomes, indexed)) = there {
-        return scan::done_with_image(settings.scan.as_ref(), &settings.target, outcomes, indexed, ctx).await;
-    }
-    if let Some(manifest) = held.image.as_ref().filter(|_| !settings.compression.soci) {
-        return same_image(manifest, settings, ctx).await;
-    }
+    let held = match held_unless_there(local, settings, ctx).await {
+        ControlFlow::Break(done) => return done,
+        ControlFlow::Continue(held) => held,
+    };
     let layers = Layers::ToLearn { base: None, held };
     own_transfer(stream, local, layers, None, settings, ctx).await
+}
+
+/// What the first destination holds of `local` (nothing is asked in a dry run), unless that ends the push,
+/// both asked at once (both only read): every tag already at this image (a re-run: nothing is written,
+/// but the scan gate still judges the image), or the image there under another tag (only its tags are
+/// written; not with SOCI, whose tags get an index of the image, which the image's own manifest is not).
+async fn held_unless_there(
+    local: &LocalImage,
+    settings: &PushSettings,
+    ctx: &Context,
+) -> ControlFlow<Result<Done>, Held> {
+    if settings.dry_run {
+        return ControlFlow::Continue(Held::default());
+    }
+    let (there, held) = tokio::join!(already_there(local, settings, ctx), held(local, settings, ctx));
+    if let Some((outcomes, indexed)) = there {
+        let done = scan::done_with_image(settings.scan.as_ref(), &settings.target, outcomes, indexed, ctx).await;
+        return ControlFlow::Break(done);
+    }
+    if let Some(manifest) = held.image.as_ref().filter(|_| !settings.compression.soci) {
+        return ControlFlow::Break(same_image(manifest, settings, ctx).await);
+    }
+    ControlFlow::Continue(held)
 }
 
 /// `docker push` through the engine, tag by tag into every destination.
