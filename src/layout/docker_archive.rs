@@ -43,7 +43,7 @@ const OCI_GZIP_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 /// [`unpack_compressing`]. Layers are compressed at the level `compressing` gives for their size; with
 /// SOCI, the image is pushed with a SOCI index of the large layers it compressed ([`crate::domain::soci`]).
 pub fn docker_archive_from(
-    input: impl Read,
+    input: impl TarInput,
     reference: Option<&str>,
     early: Option<&Early>,
     base: Option<&BaseLayers>,
@@ -66,6 +66,31 @@ pub fn docker_archive_from(
         image,
         scratch: Some(scratch),
     })
+}
+
+/// Where `docker save`'s tar is read from: a stream (the engine's export) is read past what is not used, a
+/// file is seeked past it (a layer the destinations hold is then never read).
+pub trait TarInput: Read + Sized {
+    /// The entries of `tar`, one after the other.
+    fn entries(tar: &mut tar::Archive<Self>) -> std::io::Result<tar::Entries<'_, Self>>;
+}
+
+impl TarInput for super::Chunks {
+    fn entries(tar: &mut tar::Archive<Self>) -> std::io::Result<tar::Entries<'_, Self>> {
+        tar.entries()
+    }
+}
+
+impl TarInput for &[u8] {
+    fn entries(tar: &mut tar::Archive<Self>) -> std::io::Result<tar::Entries<'_, Self>> {
+        tar.entries()
+    }
+}
+
+impl<R: Read + std::io::Seek> TarInput for std::io::BufReader<R> {
+    fn entries(tar: &mut tar::Archive<Self>) -> std::io::Result<tar::Entries<'_, Self>> {
+        tar.entries_with_seek()
+    }
 }
 
 /// What an archive entry became.
@@ -194,8 +219,8 @@ impl Unpacked {
 /// passes (under [`BEHIND_UP_TO`], on a thread beside the stream: [`Behind`]), its upload following its
 /// compression when it is large. A layer that cannot be told apart before it is
 /// read, while `base` holds some, is kept as it comes and compressed only once its diff id shows it new.
-fn unpack_compressing(
-    input: impl Read,
+fn unpack_compressing<R: TarInput>(
+    input: R,
     tree: &Tree,
     layers: &Path,
     early: Option<&Early>,
@@ -210,7 +235,7 @@ fn unpack_compressing(
     // Legacy `docker save` directories told apart by their `json`: directory → diff id.
     let mut legacy: BTreeMap<PathBuf, String> = BTreeMap::new();
     let mut behind = Behind::default();
-    for (i, entry) in tar.entries().map_err(tar_error)?.enumerate() {
+    for (i, entry) in R::entries(&mut tar).map_err(tar_error)?.enumerate() {
         let mut entry = entry.map_err(tar_error)?;
         let name = match unpack_entry(tree, &mut entry, &mut seen)? {
             Made::File(name) => name,
@@ -246,10 +271,10 @@ fn unpack_compressing(
         let mut input = head.as_slice().chain(&mut entry);
         match (base, claimed) {
             (Some(base), Some(claimed)) if base.by_diff_id.contains_key(&claimed) => {
-                // Read and dropped, not hashed: none of these bytes is sent. The image pushed names the
-                // destination's blob for this diff id at the place the config gives it, so what the entry
-                // holds cannot change what is pushed (the config is checked against the image id).
-                std::io::copy(&mut input, &mut std::io::sink()).map_err(|e| unpack_error(&name, e))?;
+                // Passed by, not hashed (read past in a stream, seeked past in a file): none of these bytes
+                // is sent. The image pushed names the destination's blob for this diff id at the place the
+                // config gives it, so what the entry holds cannot change what is pushed (the config is
+                // checked against the image id).
                 done.borrowed.insert(name, claimed);
             }
             (Some(base), None) => {
@@ -858,6 +883,93 @@ mod tests {
         assert!(
             growing.done.has_changed().is_err(),
             "the sender is gone: the upload must not close"
+        );
+    }
+
+    /// A file's reader (here bytes in memory) that counts what is read through it.
+    struct Counted {
+        inner: std::io::Cursor<Vec<u8>>,
+        read: std::rc::Rc<std::cell::Cell<u64>>,
+    }
+
+    impl Read for Counted {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.inner.read(buf)?;
+            self.read.set(self.read.get() + n as u64);
+            Ok(n)
+        }
+    }
+
+    impl std::io::Seek for Counted {
+        fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+            self.inner.seek(to)
+        }
+    }
+
+    #[test]
+    fn a_layer_the_destination_holds_is_seeked_past_in_a_file_and_sent_as_it_holds_it() {
+        // Docker 25's layout, where a layer's name is its diff id: known before it is read.
+        let big = layer_tar("big", &vec![7u8; 4 << 20]);
+        let top = layer_tar("app", b"the app");
+        let diff_ids = vec![sha256(&big), sha256(&top)];
+        let names: Vec<String> = diff_ids
+            .iter()
+            .map(|d| format!("blobs/sha256/{}", d.trim_start_matches("sha256:")))
+            .collect();
+        let config = serde_json::to_vec(&json!({"rootfs": {"type": "layers", "diff_ids": diff_ids}})).unwrap();
+        let manifest = json!([{"Config": "config.json", "RepoTags": ["app:1"], "Layers": names}]).to_string();
+        let mut archive = tar::Builder::new(Vec::new());
+        for (name, bytes) in [
+            (names[0].as_str(), &big[..]),
+            (&names[1], &top[..]),
+            ("config.json", &config[..]),
+            ("manifest.json", manifest.as_bytes()),
+        ] {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(bytes.len() as u64);
+            header.set_mode(0o644);
+            header.set_cksum();
+            archive.append_data(&mut header, name, bytes).unwrap();
+        }
+        let archive = archive.into_inner().unwrap();
+        let held = Descriptor {
+            digest: sha256(b"the registry's blob"),
+            size: 1234,
+        };
+        let base = BaseLayers {
+            base: crate::domain::source::PulledImage {
+                host: "127.0.0.1:5000".into(),
+                repo: "app".into(),
+                digest: sha256(b"manifest"),
+                image_id: sha256(b"previous config"),
+                layers: vec![diff_ids[0].clone()],
+                size: big.len() as u64,
+            },
+            by_diff_id: [(diff_ids[0].clone(), held.clone())].into(),
+            zstd: BTreeSet::new(),
+            ztocs: BTreeMap::new(),
+            confirmed: true,
+        };
+        let read = std::rc::Rc::new(std::cell::Cell::new(0));
+        let file = Counted {
+            inner: std::io::Cursor::new(archive.clone()),
+            read: read.clone(),
+        };
+        let input = std::io::BufReader::with_capacity(64 << 10, file);
+        let opened = docker_archive_from(input, None, None, Some(&base), &diff_ids, Compressing::default()).unwrap();
+        let listed = opened.image.manifest.layers().unwrap();
+        assert_eq!(
+            listed[0].0.digest, held.digest,
+            "the held layer is sent as the registry holds it"
+        );
+        assert_eq!(opened.image.compressed, 1);
+        // What was read: the headers, the small entries and a buffer's worth around each, not 4 MiB.
+        assert!(
+            read.get() < 4 * (64 << 10),
+            "{} of the archive's {} bytes were read: the held layer ({} bytes) was not seeked past",
+            read.get(),
+            archive.len(),
+            big.len()
         );
     }
 

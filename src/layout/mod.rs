@@ -25,7 +25,7 @@ mod zran;
 mod zstd;
 mod ztoc;
 
-pub use docker_archive::{docker_archive_from, glance as docker_archive_glance};
+pub use docker_archive::{TarInput, docker_archive_from, glance as docker_archive_glance};
 
 use crate::domain::source::{BaseLayers, Compressing, FileImage, LocalBlob};
 use crate::files::ScratchDir;
@@ -129,7 +129,8 @@ pub fn docker_archive_knowing(
 ) -> Result<Opened> {
     let file = crate::files::open_regular(path).map_err(|e| anyhow!("{e}"))?;
     docker_archive_from(
-        std::io::BufReader::with_capacity(1 << 20, file),
+        // A small buffer, as a seek past a layer drops it (the layers' large reads bypass it).
+        std::io::BufReader::with_capacity(64 << 10, file),
         reference,
         early,
         base,
