@@ -117,6 +117,105 @@ fn a_rebuilds_archive_sends_only_its_new_layer_and_a_new_tag_only_its_manifest()
     assert_eq!(registry.pull(&format!("{}/app:build-3", registry.host)).0, again.id);
 }
 
+/// Where a repository setting applies (here `PLUGIN_CREATE_REPOSITORY`, as most CI configs set it), an
+/// archive is still read knowing first what the registry holds, so a rebuild's archive compresses only its
+/// new layer; but nothing is created or sent before the whole archive passed: an archive whose new layer
+/// was altered creates no repository and lands no tag.
+#[test]
+fn with_a_repository_setting_a_rebuilds_archive_compresses_only_its_new_layer_and_a_damaged_one_creates_nothing() {
+    let (moto, registry) = (Moto::start(), Registry::start(DEFAULT_ACCOUNT));
+    let dir = tempfile::tempdir().unwrap();
+    let creating = |source: &str, repo: &str, tag: &str| {
+        daemonless(&moto, &registry, source, repo, tag).env("PLUGIN_CREATE_REPOSITORY", "true")
+    };
+    let base = Image::from_host_files(&["/bin/sh", "/bin/cat"], &[]);
+    let first = Image::build(
+        &base.name,
+        &[("docs", "/usr/share/common-licenses"), ("more", "/etc/ssl/certs")],
+    );
+    let run = creating(&saved(&first, dir.path(), "1.tar"), "app", "build-1").run();
+    run.success();
+    run.says("3 layer(s) compressed here");
+    assert_eq!(ecr_repositories(&moto), vec!["app"]);
+
+    let top = tempfile::tempdir().unwrap();
+    std::fs::write(top.path().join("app.txt"), format!("build {}\n", std::process::id())).unwrap();
+    let rebuilt = Image::build(&first.name, &[("app", top.path().to_str().unwrap())]);
+    let run = creating(&saved(&rebuilt, dir.path(), "2.tar"), "app", "build-2").run();
+    testbed::assert_only_the_new_layer_went(&run, &registry, &rebuilt);
+
+    // The next build's archive, its new layer altered after `docker save`: refused once read, with
+    // nothing created (a repository it would create) or written (a tag where the others are).
+    std::fs::write(top.path().join("app.txt"), "build 3\n").unwrap();
+    let next = Image::build(&first.name, &[("app", top.path().to_str().unwrap())]);
+    let damaged = saved(&next, dir.path(), "3.tar");
+    alter_the_top_layer(damaged.strip_prefix("docker-archive:").unwrap());
+    for (repo, tag) in [("fresh", "build-3"), ("app", "build-3")] {
+        let run = creating(&damaged, repo, tag).run();
+        run.failure(&[
+            "layer 4 of 4",
+            "the archive is damaged or was altered, so nothing was pushed",
+        ]);
+        assert!(!run.stdout.contains("pushed:"), "{}", run.stdout);
+    }
+    assert_eq!(
+        ecr_repositories(&moto),
+        vec!["app"],
+        "a repository was created for a damaged archive"
+    );
+    assert!(!registry.repositories().contains(&"fresh".to_string()));
+    assert_eq!(registry.tags("app"), vec!["build-1", "build-2"]);
+}
+
+/// The repositories ECR (moto) holds, by name.
+fn ecr_repositories(moto: &Moto) -> Vec<String> {
+    let listed = moto.aws(&["ecr", "describe-repositories"]);
+    let mut names: Vec<String> = listed["repositories"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["repositoryName"].as_str().map(String::from))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Change the last byte of the top layer in a `docker save` archive (its end-of-archive padding), so the
+/// archive still reads but that layer's diff id no longer matches the config's.
+fn alter_the_top_layer(archive: &str) {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut found = std::collections::HashMap::new();
+    let mut manifest = String::new();
+    let mut tar = tar::Archive::new(std::fs::File::open(archive).unwrap());
+    for entry in tar.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let name = entry.path().unwrap().to_string_lossy().into_owned();
+        if name == "manifest.json" {
+            entry.read_to_string(&mut manifest).unwrap();
+        }
+        found.insert(name, (entry.raw_file_position(), entry.size()));
+    }
+    let manifest: serde_json::Value = serde_json::from_str(&manifest).unwrap();
+    let top = manifest[0]["Layers"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .as_str()
+        .unwrap();
+    let (at, size) = found[top];
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(archive)
+        .unwrap();
+    let mut byte = [0u8];
+    file.seek(SeekFrom::Start(at + size - 1)).unwrap();
+    file.read_exact(&mut byte).unwrap();
+    file.seek(SeekFrom::Start(at + size - 1)).unwrap();
+    file.write_all(&[byte[0] ^ 0xff]).unwrap();
+}
+
 #[test]
 fn an_oci_layout_from_skopeo_and_a_two_platform_index_push_whole_with_no_daemon() {
     let (moto, registry) = (Moto::start(), Registry::start(DEFAULT_ACCOUNT));

@@ -200,6 +200,30 @@ pub async fn state(identity: &Identity, target: &RepositoryAt<'_>) -> Result<Opt
     }))
 }
 
+/// Whether `repo` exists in every destination's registry already (read only); `false` where one cannot be
+/// read.
+pub async fn exists_everywhere(identity: &Identity, repo: &str, logins: &[RegistryLogin]) -> bool {
+    let targets: std::collections::BTreeSet<_> = logins
+        .iter()
+        .map(|login| {
+            let target = RepositoryAt::of(repo, login);
+            (target.registry_id, target.region)
+        })
+        .collect();
+    let asked = targets.into_iter().map(|(registry_id, region)| async move {
+        let target = RepositoryAt {
+            repo,
+            registry_id,
+            region,
+        };
+        matches!(state(identity, &target).await, Ok(Some(_)))
+    });
+    futures_util::future::join_all(asked)
+        .await
+        .into_iter()
+        .all(|there| there)
+}
+
 /// The repository's tag mutability with its exclusions, `None` when it cannot be read (no permission, no
 /// repository).
 pub async fn mutability(identity: &Identity, target: &RepositoryAt<'_>) -> Option<TagRule> {

@@ -49,10 +49,10 @@ pub async fn look(settings: &PushSettings, timeout: std::time::Duration) -> Look
 }
 
 /// Whether a docker archive is read as the engine's export is (`from_archive`): not in a dry run (which
-/// sends nothing), nor where a repository setting applies (nothing is created or changed for an archive
-/// before it is checked).
+/// sends nothing). Where a repository setting applies, its new layers are then sent only once the whole
+/// archive passed (see `own_transfer`).
 fn archive_known_first(settings: &PushSettings) -> bool {
-    !settings.dry_run && !settings.repository.any()
+    !settings.dry_run
 }
 
 /// Start reading and checking the files of a push from files (`None` for an engine image). A layout's
@@ -444,24 +444,36 @@ async fn own_transfer(
             None => Ok(()),
         }
     };
+    // Nothing is created or changed for an archive before it is checked: where a repository setting
+    // applies, its repositories are prepared once the whole archive passed (in `upload`), and its new
+    // layers upload as they are compressed only where every repository exists already (asked, read only,
+    // beside the layers the destinations hold); else they are compressed first and sent then.
+    let checked_first = archive.is_some() && settings.repository.any();
     let reading = async {
-        let base = match layers {
-            Layers::Learnt(layers) => layers,
-            // A base the engine pulled from a destination comes first for the layers.
-            Layers::ToLearn { base: Some(base), held } => match base_layers(base, local, settings, ctx).await {
-                Some(base) => Some(base),
-                None => held_layers(held, local, settings, ctx).await,
-            },
-            Layers::ToLearn { base: None, held } => held_layers(held, local, settings, ctx).await,
+        let learnt = async {
+            match layers {
+                Layers::Learnt(layers) => layers,
+                // A base the engine pulled from a destination comes first for the layers.
+                Layers::ToLearn { base: Some(base), held } => match base_layers(base, local, settings, ctx).await {
+                    Some(base) => Some(base),
+                    None => held_layers(held, local, settings, ctx).await,
+                },
+                Layers::ToLearn { base: None, held } => held_layers(held, local, settings, ctx).await,
+            }
         };
+        let there = async {
+            let (identity, repo) = (&ctx.identity, &settings.target.repo);
+            checked_first && crate::aws::repository::exists_everywhere(identity, repo, &ctx.logins).await
+        };
+        let (base, there) = tokio::join!(learnt, there);
         // The repositories exist before the first upload that follows a compression (and the probe).
-        if !settings.dry_run {
+        if !settings.dry_run && !checked_first {
             let target = &settings.target;
             crate::aws::repository::prepare_all(&ctx.identity, &target.repo, &settings.repository, &ctx.logins).await?;
         }
         let compression = compression_for_the_link(local, base.as_ref(), uplink, settings, ctx).await;
         let (announce, announced) = tokio::sync::mpsc::unbounded_channel();
-        let announce = (!settings.dry_run).then_some(announce);
+        let announce = (!settings.dry_run && (!checked_first || there)).then_some(announce);
         let (reading_base, diff_ids) = (base.clone(), local.layers.clone());
         let reading = blocking(move || {
             let (early, base) = (announce.as_ref(), reading_base.as_ref());
@@ -476,15 +488,15 @@ async fn own_transfer(
             }
         });
         let (opened, early) = tokio::join!(reading, upload_early(announced, &settings.target.repo, ctx));
-        anyhow::Ok((opened, early, base))
+        anyhow::Ok((opened, early, base, !checked_first))
     };
     let (exported, read) = tokio::join!(exporting, reading);
     exported?;
-    let (opened, early, base) = read?;
+    let (opened, early, base, prepared) = read?;
     let sent = Sent {
         early: &early,
         base: base.as_ref(),
-        prepared: true,
+        prepared,
     };
     upload(opened?, settings, ctx, &sent).await
 }
