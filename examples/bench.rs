@@ -4,7 +4,9 @@
 //! BENCHMARKS.md. Every command runs under `/usr/bin/time -v` for its peak RSS.
 //! `BENCH_ONLY=ci` (the shapes CI pushes), `BENCH_ONLY=a`, `c` or `e` (row (a), (c) or (e) on loopback),
 //! `BENCH_ONLY=a-link` (row (a) over the 25 MB/s link), `BENCH_ONLY=c-far` or `e-far` (row (c) or (e) with
-//! 30 ms round trips), `BENCH_ONLY=zstd` or `zstd-link` (row (a) with PLUGIN_COMPRESSION=zstd), `BENCH_ONLY=soci`
+//! 30 ms round trips), `BENCH_ONLY=f`, `f-link`, `f-rebuild` or `f-rebuild-link` (row (f), a docker archive
+//! pushed with no daemon, of a new image or of a rebuild), `BENCH_ONLY=zstd` or `zstd-link` (row (a) with
+//! PLUGIN_COMPRESSION=zstd), `BENCH_ONLY=soci`
 //! `BENCH_ONLY=three` (the push to 3 destinations against 1, on loopback) or `BENCH_ONLY=engine` (the new
 //! 200 MB image through the engine against docker push) print those rows alone and write nothing.
 
@@ -189,14 +191,27 @@ fn main() {
     let only = std::env::var("BENCH_ONLY");
     if matches!(
         only.as_deref(),
-        Ok("ci" | "a" | "a-link" | "c" | "c-far" | "e" | "e-far" | "f" | "f-link" | "zstd" | "zstd-link")
+        Ok("ci"
+            | "a"
+            | "a-link"
+            | "c"
+            | "c-far"
+            | "e"
+            | "e-far"
+            | "f"
+            | "f-link"
+            | "f-rebuild"
+            | "f-rebuild-link"
+            | "zstd"
+            | "zstd-link")
     ) {
         // The rows of the shapes CI pushes alone (or row (a), (c) or (e) alone), printed (BENCHMARKS.md is
         // written by a whole run only).
         let rows = match only.as_deref() {
-            Ok(one @ ("a" | "a-link" | "c" | "c-far" | "e" | "e-far" | "f" | "f-link" | "zstd" | "zstd-link")) => {
-                ci::alone(&ci, one)
-            }
+            Ok(
+                one @ ("a" | "a-link" | "c" | "c-far" | "e" | "e-far" | "f" | "f-link" | "f-rebuild" | "f-rebuild-link"
+                | "zstd" | "zstd-link"),
+            ) => ci::alone(&ci, one),
             _ => ci::rows(&ci),
         };
         for row in rows {
@@ -731,7 +746,12 @@ fn main() {
          the new image to a file, pushed with no daemon) is compressed by both tools, skopeo streaming each \
          layer into its upload at gzip's default level, the step reading it as the engine's export (its \
          manifest.json and config read first, each large layer's upload following its compression) at the \
-         level the link favours (1 on loopback, 6 over the link). No figure above stands for all shapes. With PLUGIN_COMPRESSION=zstd (opt-in: Docker Engine 20.10 cannot pull it; containerd 1.5 and \
+         level the link favours (1 on loopback, 6 over the link); a rebuild's docker archive (the rows \
+         \"(f) the rebuild's docker-archive\", three rebuilds after the previous build was pushed by the same \
+         tool, the step with PLUGIN_CREATE_REPOSITORY=true as CI configs mostly set it) is where both tools \
+         send only the app: skopeo knows the other layers from its blob info cache (what it compressed \
+         before), the step from what the registry holds, passing those layers by in the file unread, and \
+         its repository is prepared once the whole archive passed. No figure above stands for all shapes. With PLUGIN_COMPRESSION=zstd (opt-in: Docker Engine 20.10 cannot pull it; containerd 1.5 and \
          Docker Engine 23 or later can), the step's own transfer writes the new image in zstd at level 3 (the rows \
          so named, one push per round of (a) into a registry of its own): it sends fewer bytes than docker push's \
          gzip for less CPU than the step's gzip at level 1, and still waits for the export's first byte; whether \
