@@ -49,7 +49,7 @@ pub async fn look(settings: &PushSettings, timeout: std::time::Duration) -> Look
 }
 
 /// Whether a docker archive is read as the engine's export is (`from_archive`): not in a dry run (which
-/// sends nothing). Where a repository setting applies, its new layers are then sent only once the whole
+/// sends nothing). Where a repository setting applies, the repository is then prepared only once the whole
 /// archive passed (see `own_transfer`).
 fn archive_known_first(settings: &PushSettings) -> bool {
     !settings.dry_run
