@@ -82,7 +82,8 @@ fn a_connection_reset_mid_upload_fails_the_run_naming_the_tag() {
 #[test]
 fn a_registry_that_dies_fails_the_push_naming_the_tag() {
     let (moto, image) = (Moto::start(), Image::random(1000));
-    let dead = format!("127.0.0.1:{}", testbed::free_port());
+    let closed = testbed::ClosedPort::new();
+    let dead = closed.host();
     let run = Step::aws(&moto)
         .env("PLUGIN_SOURCE", &image.name)
         .env("PLUGIN_REPO", "app")
@@ -278,7 +279,8 @@ fn the_own_transfer_holds_under_a_dead_registry_a_stall_a_401_and_sigterm() {
             .env("PLUGIN_PUSH_VIA", "registry")
     };
     let own = |host: &str| own_in(host, "app");
-    let dead = format!("127.0.0.1:{}", testbed::free_port());
+    let closed = testbed::ClosedPort::new();
+    let dead = closed.host();
     own(&dead).run().failure(&[
         &format!("signing in to {dead}"),
         &format!("the registry {dead} is failing or unreachable"),
@@ -335,6 +337,27 @@ fn the_own_transfer_holds_under_a_dead_registry_a_stall_a_401_and_sigterm() {
         !out.contains("pushed:") && registry.digest("app", "never").is_none(),
         "{out}"
     );
+}
+
+/// A registry that comes up a second after the step started (a sidecar still starting) is waited for by
+/// the whole check, not only by its sign-in: the upload probe beside it is under the same retry policy.
+#[test]
+fn a_registry_that_comes_up_while_the_step_checks_it_is_waited_for() {
+    let (moto, registry, image) = (Moto::start(), Registry::start(DEFAULT_ACCOUNT), Image::random(1000));
+    let closed = testbed::ClosedPort::new();
+    let late = closed.host();
+    let child = Step::push(&moto, &registry, &image, "app")
+        .env("PLUGIN_REGISTRY", &late)
+        .env("PLUGIN_PUSH_VIA", "registry")
+        .env("PLUGIN_TAGS", "late")
+        .spawn();
+    std::thread::sleep(Duration::from_millis(1500));
+    let _up = FaultProxy::start_on(closed.listen(), &registry.host, vec![]);
+    let done = child.wait_with_output().unwrap();
+    let out = String::from_utf8_lossy(&done.stdout);
+    assert!(done.status.success(), "{out}{}", String::from_utf8_lossy(&done.stderr));
+    assert!(out.contains(&format!("retrying: signing in to {late}")), "{out}");
+    assert!(registry.digest("app", "late").is_some(), "{out}");
 }
 
 #[test]

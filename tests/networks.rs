@@ -136,8 +136,8 @@ fn a_proxy_that_is_down_is_named_by_its_variable() {
     let moto = TlsMoto::start(&ca);
     let dir = tempfile::tempdir().unwrap();
     let junk = not_an_archive(dir.path());
-    let closed = testbed::free_port();
-    let proxy = format!("http://127.0.0.1:{closed}");
+    let closed = testbed::ClosedPort::new();
+    let proxy = format!("http://{}", closed.host());
     let run = push(step(&moto.url, "127.0.0.1:5000"), &junk, "app")
         .env("AWS_CA_BUNDLE", &ca.cert.display().to_string())
         .env("HTTPS_PROXY", &proxy)

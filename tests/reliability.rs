@@ -130,7 +130,8 @@ fn an_aws_endpoint_that_never_answers_fails_within_the_timeout_and_is_named() {
 #[test]
 fn an_unreachable_aws_endpoint_is_named_with_where_it_came_from() {
     let (registry, image) = (Registry::start(DEFAULT_ACCOUNT), Image::random(1000));
-    let closed = format!("http://127.0.0.1:{}", testbed::free_port());
+    let port = testbed::ClosedPort::new();
+    let closed = format!("http://{}", port.host());
     let run = Step::new()
         .env("AWS_ENDPOINT_URL", &closed)
         .env("AWS_ACCESS_KEY_ID", testbed::ACCESS_KEY)

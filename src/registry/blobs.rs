@@ -29,8 +29,12 @@ impl RegistryClient {
     pub async fn probe_upload(&self, repo: &str) -> Result<()> {
         let url = format!("{}/{repo}/blobs/uploads/", self.base);
         let what = format!("starting an upload to {}/{repo}", self.host);
+        // Under the one retry policy, as the sign-in beside it: a registry that is slow to come up is
+        // waited for, and one that stays down is named by the sign-in.
         let response = self
-            .send(&what, self.request(Method::POST, &url).header(CONTENT_LENGTH, 0))
+            .retried(&what, || {
+                self.send(&what, self.request(Method::POST, &url).header(CONTENT_LENGTH, 0))
+            })
             .await?;
         if response.status() == StatusCode::NOT_FOUND {
             // ECR says it in its own words (NAME_UNKNOWN: "The repository with name 'x' does not exist …").

@@ -68,6 +68,38 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// A loopback port nothing answers on, for as long as this is held: bound by a socket that never
+/// listens, so a connection is refused at once and no other server (a test starting beside this one) can
+/// be given the port. (A port from [`free_port`] is released at once: CI saw a "dead" registry's port
+/// taken by another test's proxy while the step retried, and the step's sign-in answered.)
+pub struct ClosedPort {
+    socket: socket2::Socket,
+    pub port: u16,
+}
+
+impl ClosedPort {
+    pub fn new() -> ClosedPort {
+        use socket2::{Domain, Socket, Type};
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        socket
+            .bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .unwrap();
+        let port = socket.local_addr().unwrap().as_socket().unwrap().port();
+        ClosedPort { socket, port }
+    }
+
+    /// `127.0.0.1:<port>`.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The port opened: the same socket listens from now on (so no other server took it meanwhile).
+    pub fn listen(self) -> TcpListener {
+        self.socket.listen(128).unwrap();
+        self.socket.into()
+    }
+}
+
 /// Wait until `server` accepts connections on `port`; fail with its log if it exits first.
 pub(crate) fn wait_for_port(server: &mut Server, port: u16, what: &str, log: &Path) {
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -69,7 +69,11 @@ pub struct FaultProxy {
 
 impl FaultProxy {
     pub fn start(upstream: &str, rules: Vec<Rule>) -> FaultProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        FaultProxy::start_on(TcpListener::bind("127.0.0.1:0").unwrap(), upstream, rules)
+    }
+
+    /// On `listener` (a port the test held closed until now: [`super::ClosedPort::listen`]).
+    pub fn start_on(listener: TcpListener, upstream: &str, rules: Vec<Rule>) -> FaultProxy {
         listener.set_nonblocking(true).unwrap();
         let host = listener.local_addr().unwrap().to_string();
         let rules = Arc::new(Mutex::new(rules));
