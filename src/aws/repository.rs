@@ -30,12 +30,7 @@ pub async fn prepare_all(
     if !settings.any() {
         return Ok(());
     }
-    let mut seen = std::collections::BTreeSet::new();
-    for login in logins {
-        let target = RepositoryAt::of(repo, login);
-        if !seen.insert((target.registry_id, target.region)) {
-            continue;
-        }
+    for target in RepositoryAt::each(repo, logins) {
         crate::report::repository(&prepare(identity, &target, settings).await?);
     }
     Ok(())
@@ -203,21 +198,9 @@ pub async fn state(identity: &Identity, target: &RepositoryAt<'_>) -> Result<Opt
 /// Whether `repo` exists in every destination's registry already (read only); `false` where one cannot be
 /// read.
 pub async fn exists_everywhere(identity: &Identity, repo: &str, logins: &[RegistryLogin]) -> bool {
-    let targets: std::collections::BTreeSet<_> = logins
-        .iter()
-        .map(|login| {
-            let target = RepositoryAt::of(repo, login);
-            (target.registry_id, target.region)
-        })
-        .collect();
-    let asked = targets.into_iter().map(|(registry_id, region)| async move {
-        let target = RepositoryAt {
-            repo,
-            registry_id,
-            region,
-        };
-        matches!(state(identity, &target).await, Ok(Some(_)))
-    });
+    let asked = RepositoryAt::each(repo, logins)
+        .into_iter()
+        .map(|target| async move { matches!(state(identity, &target).await, Ok(Some(_))) });
     futures_util::future::join_all(asked)
         .await
         .into_iter()

@@ -124,6 +124,17 @@ impl<'a> RepositoryAt<'a> {
             region: ecr.map(|e| e.region.as_str()),
         }
     }
+
+    /// `repo` in each registry `logins` talk to, once each (two destinations in one account and region
+    /// share one repository).
+    pub fn each(repo: &'a str, logins: &'a [RegistryLogin]) -> Vec<RepositoryAt<'a>> {
+        let mut seen = std::collections::BTreeSet::new();
+        logins
+            .iter()
+            .map(|login| RepositoryAt::of(repo, login))
+            .filter(|at| seen.insert((at.registry_id, at.region)))
+            .collect()
+    }
 }
 
 /// A one-line summary of the settings a created repository gets.
@@ -187,5 +198,36 @@ mod tests {
         assert!(mutable.immutable("release-1") && !mutable.immutable("latest"));
         assert!(TagRule::plain(Mutability::Immutable).immutable("x"));
         assert!(!TagRule::plain(Mutability::Mutable).immutable("x"));
+    }
+
+    #[test]
+    fn a_repository_is_named_once_per_account_and_region() {
+        use crate::domain::registry::Registry;
+        use crate::domain::secret::Secret;
+        let login = |host: &str| RegistryLogin {
+            registry: Registry::parse(host).unwrap(),
+            region: "us-east-1".into(),
+            username: "AWS".into(),
+            password: Secret::new("pw"),
+            token_account: None,
+        };
+        let logins = [
+            login("111111111111.dkr.ecr.us-east-1.amazonaws.com"),
+            login("111111111111.dkr.ecr.us-east-1.amazonaws.com"),
+            login("111111111111.dkr.ecr.eu-west-1.amazonaws.com"),
+            login("222222222222.dkr.ecr.us-east-1.amazonaws.com"),
+        ];
+        let each: Vec<_> = RepositoryAt::each("app", &logins)
+            .iter()
+            .map(|at| (at.repo, at.registry_id, at.region))
+            .collect();
+        assert_eq!(
+            each,
+            [
+                ("app", Some("111111111111"), Some("us-east-1")),
+                ("app", Some("111111111111"), Some("eu-west-1")),
+                ("app", Some("222222222222"), Some("us-east-1")),
+            ]
+        );
     }
 }

@@ -81,6 +81,7 @@ impl TarInput for super::Chunks {
     }
 }
 
+#[cfg(test)]
 impl TarInput for &[u8] {
     fn entries(tar: &mut tar::Archive<Self>) -> std::io::Result<tar::Entries<'_, Self>> {
         tar.entries()
