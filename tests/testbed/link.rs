@@ -4,7 +4,7 @@
 //! what several destinations cost is what it costs over a network.
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -28,7 +28,7 @@ impl Link {
     /// The same, each byte arriving `delay` after it was sent, both ways, and a new connection's first byte
     /// a round trip later still (TCP's handshake): a round trip of twice `delay`, as to a region away.
     pub fn start_with_delay(upstream: &str, rate: usize, delay: Duration) -> Link {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let listener = super::listen("127.0.0.1");
         listener.set_nonblocking(true).unwrap();
         let host = listener.local_addr().unwrap().to_string();
         let stop = Arc::new(AtomicBool::new(false));

@@ -54,17 +54,34 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Ports this process handed out or listens on: [`free_port`] never gives one twice, and [`listen`] never
+/// takes one given to a server still starting.
+static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+
 /// A free port on 127.0.0.1: the kernel's choice, released just before the server binds it, and never
 /// handed out twice by this process. (Without that, two tests starting servers at once could both be given
 /// the port the kernel just released: the slow starter fails to bind, and its readiness check is answered by
 /// the other test's server. CI saw it: a moto "ready" on a registry's port.)
 pub fn free_port() -> u16 {
-    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
     loop {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         if GIVEN.lock().unwrap().insert(port) {
             return port;
         }
+    }
+}
+
+/// A listener on a port of loopback address `ip` the kernel chose, never one [`free_port`] gave a server
+/// that has not bound it yet (a test's proxy would otherwise answer in that server's place).
+pub fn listen(ip: &str) -> TcpListener {
+    let mut passed = Vec::new();
+    loop {
+        let listener = TcpListener::bind((ip, 0)).unwrap();
+        if GIVEN.lock().unwrap().insert(listener.local_addr().unwrap().port()) {
+            return listener;
+        }
+        // Held until one is found, so the kernel does not choose it again.
+        passed.push(listener);
     }
 }
 

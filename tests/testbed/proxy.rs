@@ -69,7 +69,7 @@ pub struct FaultProxy {
 
 impl FaultProxy {
     pub fn start(upstream: &str, rules: Vec<Rule>) -> FaultProxy {
-        FaultProxy::start_on(TcpListener::bind("127.0.0.1:0").unwrap(), upstream, rules)
+        FaultProxy::start_on(super::listen("127.0.0.1"), upstream, rules)
     }
 
     /// On `listener` (a port the test held closed until now: [`super::ClosedPort::listen`]).
@@ -334,7 +334,7 @@ pub struct EngineForwarder {
 
 impl EngineForwarder {
     pub fn start(socket: &str) -> EngineForwarder {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let listener = super::listen("127.0.0.1");
         listener.set_nonblocking(true).unwrap();
         let docker_host = format!("tcp://{}", listener.local_addr().unwrap());
         let (seen, connections, stop) = (

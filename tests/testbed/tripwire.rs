@@ -13,7 +13,7 @@ pub struct Tripwire {
 
 impl Tripwire {
     pub fn new() -> Tripwire {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let listener = super::listen("127.0.0.1");
         listener.set_nonblocking(true).unwrap();
         let address = listener.local_addr().unwrap();
         let tripwire = Tripwire {

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use sha2::Digest as _;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -245,7 +245,7 @@ impl Rogue {
 
     /// On the loopback address `ip` (another host than 127.0.0.1), with a handler that sees credentials.
     pub fn start_on(ip: &str, handler: impl Fn(&Request) -> Answer + Send + Sync + 'static) -> Rogue {
-        let listener = TcpListener::bind((ip, 0)).unwrap();
+        let listener = super::listen(ip);
         listener.set_nonblocking(true).unwrap();
         let host = listener.local_addr().unwrap().to_string();
         let seen = Arc::new(Mutex::new(Vec::new()));
