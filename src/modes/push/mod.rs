@@ -488,15 +488,15 @@ async fn own_transfer(
             }
         });
         let (opened, early) = tokio::join!(reading, upload_early(announced, &settings.target.repo, ctx));
-        anyhow::Ok((opened, early, base, !checked_first))
+        anyhow::Ok((opened, early, base))
     };
     let (exported, read) = tokio::join!(exporting, reading);
     exported?;
-    let (opened, early, base, prepared) = read?;
+    let (opened, early, base) = read?;
     let sent = Sent {
         early: &early,
         base: base.as_ref(),
-        prepared,
+        prepared: !checked_first,
     };
     upload(opened?, settings, ctx, &sent).await
 }
