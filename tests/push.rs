@@ -252,7 +252,7 @@ fn the_stages_of_a_run_share_each_registrys_connections() {
     push("v1").success();
     // The same image under a new tag: at least nine requests (the preflight's three, the tags and their
     // manifests, the new tag's read-first, write and read-back), one after another but for the manifests
-    // read four at once.
+    // read at once.
     let before = link.connections();
     let run = push("v2");
     run.success();
