@@ -711,8 +711,8 @@ fn main() {
          Over the link, a rebuild's new layer is sent as the export reaches it (9.3 MB, 0.37 s at 25 MB/s), \
          and `docker save` writes layers in the order of their directories' names (random against the \
          stack), so in a round where it comes last those bytes follow the floor. The step reads the layers a destination holds and drops them \
-         unhashed, and reads a new layer under 32 MiB into memory and compresses it beside the rest of the \
-         stream. An OCI layout's blobs are all hashed and its layers inflated to check their diff ids (work \
+         unhashed, and compresses a new layer under 32 MiB beside the rest of the stream (read into memory \
+         from the export, read at its place in an archive file). An OCI layout's blobs are all hashed and its layers inflated to check their diff ids (work \
          skopeo does not do; a layer's diff id is hashed on a second thread as it inflates); its blobs upload \
          meanwhile, each closed once every check has passed, \
          and row (e) gives the floor of that work with its registry's on these cores. Which tool each shape \

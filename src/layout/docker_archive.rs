@@ -73,6 +73,67 @@ pub fn docker_archive_from(
 pub trait TarInput: Read + Sized {
     /// The entries of `tar`, one after the other.
     fn entries(tar: &mut tar::Archive<Self>) -> std::io::Result<tar::Entries<'_, Self>>;
+
+    /// The file the tar is in, where it is one ([`ArchiveFile`]): a new layer is then read at its place in
+    /// it by the thread that compresses it, while the walk seeks past it (a stream's is read into memory
+    /// first). `None` for a stream.
+    fn file(&self) -> Option<std::fs::File> {
+        None
+    }
+}
+
+/// `docker save`'s tar in a file: seeked past what is not used, and each new layer read at its place by
+/// the thread that compresses it, so its compression (and the upload that follows it) starts at once.
+pub struct ArchiveFile(std::io::BufReader<std::fs::File>);
+
+impl ArchiveFile {
+    pub fn new(file: std::fs::File) -> ArchiveFile {
+        // A small buffer, as a seek past a layer drops it (the layers' large reads bypass it).
+        ArchiveFile(std::io::BufReader::with_capacity(64 << 10, file))
+    }
+}
+
+impl Read for ArchiveFile {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl std::io::Seek for ArchiveFile {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        self.0.seek(to)
+    }
+}
+
+impl TarInput for ArchiveFile {
+    fn entries(tar: &mut tar::Archive<Self>) -> std::io::Result<tar::Entries<'_, Self>> {
+        tar.entries_with_seek()
+    }
+
+    fn file(&self) -> Option<std::fs::File> {
+        self.0.get_ref().try_clone().ok()
+    }
+}
+
+/// `size` bytes of `file` from `at`, read by position (the walk's own reads and seeks are not moved).
+struct AtPlace {
+    file: std::fs::File,
+    at: u64,
+    left: u64,
+}
+
+impl Read for AtPlace {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let most = buf.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        if most == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read_at(&mut buf[..most], self.at)?;
+        self.at += n as u64;
+        self.left -= n as u64;
+        Ok(n)
+    }
 }
 
 impl TarInput for super::Chunks {
@@ -216,7 +277,7 @@ impl Unpacked {
 ///
 /// Which layer an entry is, is known before it is read when its name says so (`blobs/sha256/<diff id>`,
 /// Docker 25 and later) or its directory's `json` does (the legacy layout, told apart with `diff_ids`):
-/// a layer `base` holds is then read and dropped (its bytes are never used), any other compressed as it
+/// a layer `base` holds is then passed by (its bytes are never used), any other compressed as it
 /// passes (under [`BEHIND_UP_TO`], on a thread beside the stream: [`Behind`]), its upload following its
 /// compression when it is large. A layer that cannot be told apart before it is
 /// read, while `base` holds some, is kept as it comes and compressed only once its diff id shows it new.
@@ -229,6 +290,7 @@ fn unpack_compressing<R: TarInput>(
     diff_ids: &[String],
     compressing: Compressing,
 ) -> Result<Unpacked> {
+    let file = input.file();
     let mut tar = tar::Archive::new(input);
     let mut done = Unpacked::default();
     let mut seen = BTreeSet::new();
@@ -269,6 +331,9 @@ fn unpack_compressing<R: TarInput>(
         // Only a layer large enough for its compression to take a while gets an upload that follows it.
         let size = entry.header().size().unwrap_or(u64::MAX);
         let large = size != u64::MAX && size >= EARLY_UPLOAD_FROM;
+        // Where its bytes lie in one piece in the input (a regular entry, as `docker save` writes).
+        let regular = entry.header().entry_type() == tar::EntryType::Regular && entry.size() == size;
+        let at_place = regular.then(|| entry.raw_file_position());
         let mut input = head.as_slice().chain(&mut entry);
         match (base, claimed) {
             (Some(base), Some(claimed)) if base.by_diff_id.contains_key(&claimed) => {
@@ -310,6 +375,19 @@ fn unpack_compressing<R: TarInput>(
                         digest: None,
                     });
                 }
+                if let (Some(file), Some(at)) = (file.as_ref(), at_place.filter(|_| size <= BEHIND_UP_TO)) {
+                    // In a file: read at its place by the thread that compresses it, while the walk seeks
+                    // past it. What it reads is hashed there and checked against the config's diff id.
+                    behind.make_room(0, &mut done)?;
+                    let mut part = AtPlace {
+                        file: file.try_clone().map_err(|e| unpack_error(&name, e))?,
+                        at,
+                        left: size,
+                    };
+                    let work = std::thread::spawn(move || compress_layer(&mut part, &out, level, compressing));
+                    behind.pending.push_back((name, 0, finished, work));
+                    continue;
+                }
                 if size <= BEHIND_UP_TO {
                     // Read into memory now (the stream goes on), compressed beside the rest of the stream.
                     behind.make_room(size, &mut done)?;
@@ -333,14 +411,16 @@ fn unpack_compressing<R: TarInput>(
     Ok(done)
 }
 
-/// The largest layer read into memory as it streams in and compressed beside the rest of the stream (a
-/// rebuild's new top layer, whose compression would otherwise hold up the reading of the layers after it).
+/// The largest layer compressed beside the rest of the stream (a rebuild's new top layer, whose
+/// compression would otherwise hold up the reading of the layers after it): read into memory as it streams
+/// in, or in a file ([`ArchiveFile`]) read at its place by the thread that compresses it.
 const BEHIND_UP_TO: u64 = 32 << 20;
-/// The most bytes of such layers held at once, and the most such layers compressed at once.
+/// The most bytes of such layers held in memory at once, and the most such layers compressed at once.
 const BEHIND_BYTES: u64 = 48 << 20;
 const BEHIND_LAYERS: usize = 4;
 
-/// Layers read into memory and being compressed on threads of their own, oldest first.
+/// Layers being compressed on threads of their own beside the stream, oldest first (with the bytes each
+/// holds in memory).
 #[derive(Default)]
 struct Behind {
     pending: std::collections::VecDeque<(PathBuf, u64, Ready, std::thread::JoinHandle<Result<Compressed>>)>,
@@ -905,6 +985,42 @@ mod tests {
         fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
             self.inner.seek(to)
         }
+    }
+
+    #[test]
+    fn a_new_layer_read_at_its_place_in_a_file_gives_the_image_the_stream_gives() {
+        // Layers of several sizes, one with a name long enough for an extension header before its data.
+        let long = format!("{}/app", "deep".repeat(40));
+        let layers = vec![
+            layer_tar("base", &(0..(3 << 20)).map(|n| (n % 251) as u8).collect::<Vec<u8>>()),
+            layer_tar(&long, b"the app"),
+            layer_tar("assets", &vec![9u8; 700_000]),
+        ];
+        let diff_ids: Vec<String> = layers.iter().map(|l| sha256(l)).collect();
+        let (archive, _) = archive_of(&layers, &diff_ids);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("image.tar");
+        std::fs::write(&path, &archive).unwrap();
+
+        let from_file = ArchiveFile::new(std::fs::File::open(&path).unwrap());
+        assert!(from_file.file().is_some(), "a file is read at its place");
+        let from_file = docker_archive_from(from_file, None, None, None, &diff_ids, Compressing::default()).unwrap();
+        let streamed =
+            docker_archive_from(archive.as_slice(), None, None, None, &diff_ids, Compressing::default()).unwrap();
+        assert_eq!(from_file.image.compressed, 3);
+        assert_eq!(
+            from_file.image.manifest.digest, streamed.image.manifest.digest,
+            "read at their places, the layers compress to the blobs the stream gives"
+        );
+
+        // Damaged after its header was written, a layer no longer has the diff id the config names.
+        let mut damaged = archive.clone();
+        let at = archive.windows(7).position(|w| w == b"the app").unwrap();
+        damaged[at] = b'T';
+        std::fs::write(&path, &damaged).unwrap();
+        let input = ArchiveFile::new(std::fs::File::open(&path).unwrap());
+        let refused = docker_archive_from(input, None, None, None, &diff_ids, Compressing::default());
+        assert!(refused.is_err(), "a damaged layer read at its place passed");
     }
 
     #[test]

@@ -129,8 +129,7 @@ pub fn docker_archive_knowing(
 ) -> Result<Opened> {
     let file = crate::files::open_regular(path).map_err(|e| anyhow!("{e}"))?;
     docker_archive_from(
-        // A small buffer, as a seek past a layer drops it (the layers' large reads bypass it).
-        std::io::BufReader::with_capacity(64 << 10, file),
+        docker_archive::ArchiveFile::new(file),
         reference,
         early,
         base,
