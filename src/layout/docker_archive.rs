@@ -35,7 +35,8 @@ const OCI_GZIP_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 ///
 /// Each large layer known to be new is announced on `early` as its compression starts ([`Growing`]), so
 /// its upload can follow it; none is said ready (so no such upload is closed, and no blob lands) until
-/// every check of the archive has passed.
+/// every check of the archive has passed. The config is announced then, ready, so its upload runs beside
+/// theirs.
 ///
 /// With `base` (the layers the destinations hold, by diff id), those layers are not compressed: they are
 /// sent as the destination holds them (`FileImage::borrowed`). `diff_ids` (the image's, bottom first, when
@@ -61,6 +62,17 @@ pub fn docker_archive_from(
     // Every check passed: the uploads that followed the compressions may close.
     for (said, blob) in ready {
         let _ = said.send(Some(blob));
+    }
+    // The config too is ready now: its upload runs beside the layers' still going, not after them (a
+    // destination that holds it is asked first).
+    let config = image.blobs.iter().find(|b| image.image_id.as_ref() == Some(&b.digest));
+    if let (Some(early), Some(config)) = (early, config) {
+        let (_, done) = tokio::sync::watch::channel(Some(config.clone()));
+        let _ = early.send(Growing {
+            path: config.path.clone(),
+            done,
+            digest: Some(config.digest.clone()),
+        });
     }
     Ok(Opened {
         image,
@@ -937,29 +949,40 @@ mod tests {
         std::fs::write(dir.path().join("not.tar"), b"not an archive").unwrap();
         assert!(glance(&dir.path().join("not.tar"), None).is_none());
 
-        // Read through: the big layer is announced as it is compressed, and said ready with its blob.
+        // Read through: the big layer is announced as it is compressed, and said ready with its blob; then
+        // the config, ready, once the archive checked out (the small layer is not announced).
         let read = |archive: &[u8]| {
             let (early, mut announced) = tokio::sync::mpsc::unbounded_channel();
             let opened = docker_archive_from(archive, None, Some(&early), None, &[], Compressing::default());
             let growing = announced.try_recv().expect("the big layer announced");
-            assert!(announced.try_recv().is_err(), "only the big layer is announced");
-            (opened, growing)
+            let config = announced.try_recv().ok();
+            assert!(
+                announced.try_recv().is_err(),
+                "only the big layer and the config are announced"
+            );
+            (opened, growing, config)
         };
-        let (opened, growing) = read(&archive);
-        let image = opened.unwrap().image;
+        let (opened, growing, announced_config) = read(&archive);
+        let opened = opened.unwrap();
+        let image = &opened.image;
         let ready = growing
             .done
             .borrow()
             .clone()
             .expect("said ready once the archive checked out");
         assert!(image.blobs.iter().any(|b| b.digest == ready.digest));
+        let announced_config = announced_config.expect("the config announced once the archive checked out");
+        assert_eq!(announced_config.digest.as_deref(), Some(sha256(&config).as_str()));
+        let ready_config = announced_config.done.borrow().clone().expect("the config is ready");
+        assert_eq!(std::fs::read(&ready_config.path).unwrap(), config);
 
         // The same layers under a config that names another diff id for the top layer: refused, and the big
         // layer's upload is never said ready (it must not close).
         let wrong = vec![diff_ids[0].clone(), sha256(b"something else")];
         let (archive, _) = archive_of(&layers, &wrong);
-        let (opened, growing) = read(&archive);
+        let (opened, growing, config) = read(&archive);
         assert!(opened.is_err());
+        assert!(config.is_none(), "the config of a refused archive is announced");
         assert!(growing.done.borrow().is_none());
         assert!(
             growing.done.has_changed().is_err(),
