@@ -339,7 +339,7 @@ fn the_own_transfer_holds_under_a_dead_registry_a_stall_a_401_and_sigterm() {
     );
 }
 
-/// A registry that comes up a second after the step started (a sidecar still starting) is waited for by
+/// A registry that comes up 1.5 s after the step started (a sidecar still starting) is waited for by
 /// the whole check, not only by its sign-in: the upload probe beside it is under the same retry policy.
 #[test]
 fn a_registry_that_comes_up_while_the_step_checks_it_is_waited_for() {
