@@ -33,7 +33,7 @@ pub(super) fn compress_file(
     let (mut hasher, mut read_hasher) = (Sha256::new(), Sha256::new());
     let file = std::fs::File::create(out)?;
     // A small buffer: the engines write whole blocks, which pass it by, and an upload that follows this
-    // file (`Growing`) gets each block as it is done (1 MiB here held its first bytes back some 25 ms).
+    // file (`Growing`) gets each block as it is done (1 MiB here held a rebuild's first bytes back ~10 ms).
     let mut written = Tee {
         inner: std::io::BufWriter::with_capacity(64 << 10, file),
         hasher: &mut hasher,
