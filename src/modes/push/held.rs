@@ -59,6 +59,14 @@ const KNOWN_IMAGES: usize = 10;
 /// recent images are asked in one round each (4 at once took three rounds for 10 images, 2 for 6 layers).
 const READS_AT_ONCE: usize = 10;
 
+/// `reads`, [`READS_AT_ONCE`] at a time: what each gave, in the order they finished.
+async fn at_once<F: std::future::Future>(reads: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    futures_util::stream::iter(reads)
+        .buffer_unordered(READS_AT_ONCE)
+        .collect()
+        .await
+}
+
 /// The first destination's images (the tags being written first, then the most recently pushed others of
 /// the repository, at most [`KNOWN_IMAGES`]): the image itself when one is it, in every destination, else
 /// the others.
@@ -98,10 +106,7 @@ pub(super) async fn held(local: &LocalImage, settings: &PushSettings, ctx: &Cont
             .position(|(m, _)| m.config_digest().as_deref() == Some(local.id.as_str()));
         images.into_iter().nth(this.unwrap_or(0))
     });
-    let found: Vec<_> = futures_util::stream::iter(read)
-        .buffer_unordered(READS_AT_ONCE)
-        .collect()
-        .await;
+    let found = at_once(read).await;
     let (same, others): (Vec<_>, Vec<_>) = found
         .into_iter()
         .flatten()
@@ -154,10 +159,7 @@ pub(super) async fn held_layers(
             .collect();
         Some((manifest, diff_ids, soci))
     });
-    let found: Vec<_> = futures_util::stream::iter(read)
-        .buffer_unordered(READS_AT_ONCE)
-        .collect()
-        .await;
+    let found = at_once(read).await;
     let shared = |diff_ids: &[String]| diff_ids.iter().filter(|d| local.layers.contains(d)).count();
     let (manifest, diff_ids, soci) = found
         .into_iter()
@@ -179,10 +181,7 @@ pub(super) async fn held_layers(
             let there = matches!(client.blob_exists(repo, &descriptor.digest).await, Ok(true));
             there.then_some((diff_id, descriptor))
         });
-    let confirmed: Vec<_> = futures_util::stream::iter(heads)
-        .buffer_unordered(READS_AT_ONCE)
-        .collect()
-        .await;
+    let confirmed = at_once(heads).await;
     layers.by_diff_id = confirmed.into_iter().flatten().collect();
     layers.confirmed = true;
     // The zTOCs of those layers, from the SOCI index pushed with that image (each confirmed too).
@@ -196,10 +195,7 @@ pub(super) async fn held_layers(
             let there = matches!(client.blob_exists(repo, &ztoc.digest).await, Ok(true));
             there.then_some((layer, ztoc))
         });
-    let confirmed: Vec<_> = futures_util::stream::iter(ztocs)
-        .buffer_unordered(READS_AT_ONCE)
-        .collect()
-        .await;
+    let confirmed = at_once(ztocs).await;
     layers.ztocs = confirmed.into_iter().flatten().collect();
     if layers.by_diff_id.is_empty() {
         return None;
