@@ -138,9 +138,9 @@ pub(super) async fn held(local: &LocalImage, settings: &PushSettings, ctx: &Cont
 /// The layers of `local` the first destination holds: the image of `held` sharing the most layers with
 /// it (its config read for the diff ids), each layer confirmed by a HEAD (a layer deleted since is
 /// compressed and sent as any other). The HEADs go beside the configs, for every layer of those images
-/// (a rebuild's images share most: at most [`HEADS_BESIDE`]), so learning takes one round trip less. The step's compression is deterministic, so a layer pushed before
-/// by the step has the digest it would get now; one pushed by another tool is borrowed as that registry
-/// holds it, the image's diff ids unchanged.
+/// (a rebuild's images share most: at most [`HEADS_BESIDE`]), so learning takes one round trip less. The
+/// step's compression is deterministic, so a layer pushed before by the step has the digest it would get
+/// now; one pushed by another tool is borrowed as that registry holds it, the image's diff ids unchanged.
 pub(super) async fn held_layers(
     held: Held,
     local: &LocalImage,
