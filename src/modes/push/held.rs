@@ -12,7 +12,6 @@ use crate::registry::RegistryClient;
 use crate::settings::PushSettings;
 use anyhow::anyhow;
 use futures_util::StreamExt;
-use std::collections::BTreeSet;
 
 /// The layers `local` shares with `base`, the image it was built on, as the registry it was pulled from
 /// holds them. `None` when its manifest cannot be read there, or names no layer the step can borrow (then
@@ -54,10 +53,6 @@ pub(super) struct Held {
 
 /// The most of a destination's images read to learn what it holds.
 const KNOWN_IMAGES: usize = 10;
-
-/// The most layers of those images asked with a HEAD beside their configs (a rebuild's previous builds
-/// share all but their top layers); beyond it, only the chosen image's layers are asked, after.
-const HEADS_BESIDE: usize = 32;
 
 /// Reads (manifests, configs, HEADs) asked at once while learning what a destination holds: each round of
 /// them is a round trip before the first layer can be sent, so a rebuild's few layers and a repository's
@@ -137,10 +132,9 @@ pub(super) async fn held(local: &LocalImage, settings: &PushSettings, ctx: &Cont
 
 /// The layers of `local` the first destination holds: the image of `held` sharing the most layers with
 /// it (its config read for the diff ids), each layer confirmed by a HEAD (a layer deleted since is
-/// compressed and sent as any other). The HEADs go beside the configs, for every layer of those images
-/// (a rebuild's images share most: at most [`HEADS_BESIDE`]), so learning takes one round trip less. The
-/// step's compression is deterministic, so a layer pushed before by the step has the digest it would get
-/// now; one pushed by another tool is borrowed as that registry holds it, the image's diff ids unchanged.
+/// compressed and sent as any other). The step's compression is deterministic, so a layer pushed before
+/// by the step has the digest it would get now; one pushed by another tool is borrowed as that registry
+/// holds it, the image's diff ids unchanged.
 pub(super) async fn held_layers(
     held: Held,
     local: &LocalImage,
@@ -151,23 +145,6 @@ pub(super) async fn held_layers(
     let login = ctx.logins.first()?;
     let client = RegistryClient::new(login, ctx.common.timeout).ok()?;
     let client = &client;
-    let digests: BTreeSet<String> = held
-        .others
-        .iter()
-        .filter_map(|(manifest, _)| manifest.layers().ok())
-        .flatten()
-        .map(|(layer, _)| layer.digest)
-        .collect();
-    let heads = async {
-        if digests.len() > HEADS_BESIDE {
-            return None;
-        }
-        let heads = digests.iter().map(|digest| async move {
-            let there = matches!(client.blob_exists(repo, digest).await, Ok(true));
-            there.then_some(digest.as_str())
-        });
-        Some(at_once(heads).await.into_iter().flatten().collect::<BTreeSet<&str>>())
-    };
     let read = held.others.into_iter().map(|(manifest, soci)| async move {
         let config = manifest.config_digest()?;
         let bytes = client
@@ -182,7 +159,7 @@ pub(super) async fn held_layers(
             .collect();
         Some((manifest, diff_ids, soci))
     });
-    let (found, there) = tokio::join!(at_once(read), heads);
+    let found = at_once(read).await;
     let shared = |diff_ids: &[String]| diff_ids.iter().filter(|d| local.layers.contains(d)).count();
     let (manifest, diff_ids, soci) = found
         .into_iter()
@@ -198,21 +175,14 @@ pub(super) async fn held_layers(
         layers: diff_ids,
     };
     let mut layers = BaseLayers::new(image, &manifest, &local.layers, settings.compression.zstd()).ok()?;
-    let held = std::mem::take(&mut layers.by_diff_id);
-    layers.by_diff_id = match there {
-        Some(there) => held
-            .into_iter()
-            .filter(|(_, d)| there.contains(d.digest.as_str()))
-            .collect(),
-        // More layers than were asked beside the configs: those of this image asked now.
-        None => {
-            let heads = held.into_iter().map(|(diff_id, descriptor)| async move {
-                let there = matches!(client.blob_exists(repo, &descriptor.digest).await, Ok(true));
-                there.then_some((diff_id, descriptor))
-            });
-            at_once(heads).await.into_iter().flatten().collect()
-        }
-    };
+    let heads = std::mem::take(&mut layers.by_diff_id)
+        .into_iter()
+        .map(|(diff_id, descriptor)| async move {
+            let there = matches!(client.blob_exists(repo, &descriptor.digest).await, Ok(true));
+            there.then_some((diff_id, descriptor))
+        });
+    let confirmed = at_once(heads).await;
+    layers.by_diff_id = confirmed.into_iter().flatten().collect();
     layers.confirmed = true;
     // The zTOCs of those layers, from the SOCI index pushed with that image (each confirmed too).
     let held: Vec<String> = layers.by_diff_id.values().map(|d| d.digest.clone()).collect();
